@@ -1,0 +1,366 @@
+//! Value conversions an adapter applies to legacy fields: text normalisation, the date forms
+//! legacy systems write, numbers with 元/万元 units, booleans. Pure functions, exhaustively tested.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// China Standard Time. China has had no daylight saving since 1991, so a fixed offset is exact
+/// for every date the gateway handles and needs no time-zone database.
+pub fn shanghai() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("valid offset")
+}
+
+/// The current time in Asia/Shanghai.
+pub fn now_shanghai() -> DateTime<FixedOffset> {
+    chrono::Utc::now().with_timezone(&shanghai())
+}
+
+/// A conversion named by `convert:` in an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Convert {
+    /// Normalised text (the default).
+    String,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// An instant, RFC 3339 with offset; times without offset are Asia/Shanghai.
+    Datetime,
+    /// A decimal number.
+    Number,
+    /// A whole number.
+    Integer,
+    /// A boolean from `true/false`, `1/0`, `是/否`, `Y/N`.
+    Bool,
+    /// An amount in 万元 (the 双公示 unit). Text with a `元` or `万元` suffix is converted; a bare
+    /// number is read in the field's `unit:` (default 万元).
+    AmountWan,
+}
+
+impl Convert {
+    /// The JSON Schema `type` this conversion produces.
+    pub fn json_type(self) -> &'static str {
+        match self {
+            Convert::String | Convert::Date | Convert::Datetime => "string",
+            Convert::Number | Convert::AmountWan => "number",
+            Convert::Integer => "integer",
+            Convert::Bool => "boolean",
+        }
+    }
+
+    /// The JSON Schema `format` this conversion produces, if any.
+    pub fn json_format(self) -> Option<&'static str> {
+        match self {
+            Convert::Date => Some("date"),
+            Convert::Datetime => Some("date-time"),
+            _ => None,
+        }
+    }
+}
+
+/// The unit of a bare number read by [`Convert::AmountWan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Unit {
+    #[serde(rename = "元")]
+    Yuan,
+    #[default]
+    #[serde(rename = "万元")]
+    Wan,
+}
+
+/// Full-width ASCII (Ａ１，) becomes half-width, the ideographic space becomes a space, and runs of
+/// white space collapse; leading and trailing space is trimmed.
+pub fn normalize_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    for c in s.chars() {
+        let c = match c {
+            '\u{3000}' => ' ',
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            _ => c,
+        };
+        if c.is_whitespace() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The text of a scalar JSON value, normalised; `None` for null, empty text, arrays and objects.
+pub fn scalar_text(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => normalize_text(s),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    (!s.is_empty()).then_some(s)
+}
+
+/// Applies `convert` to a source value. The error is a reason for a person, without the value.
+pub fn apply(convert: Convert, unit: Unit, v: &Value) -> Result<Value, String> {
+    let text = scalar_text(v).ok_or_else(|| "expected a text or number value".to_string())?;
+    match convert {
+        Convert::String => Ok(Value::String(text)),
+        Convert::Date => parse_date(&text).map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
+        Convert::Datetime => {
+            parse_datetime(&text).map(|d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)))
+        }
+        Convert::Number => parse_number(&text).map(number),
+        Convert::Integer => text
+            .replace(',', "")
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| "not a whole number".to_string()),
+        Convert::Bool => parse_bool(&text).map(Value::Bool),
+        Convert::AmountWan => parse_amount_wan(&text, unit).map(number),
+    }
+}
+
+fn number(x: f64) -> Value {
+    // Round to 6 decimals (1 分 is 0.000001 万元) so 2000元 becomes exactly 0.2.
+    let rounded = (x * 1e6).round() / 1e6;
+    serde_json::Number::from_f64(rounded).map_or(Value::Null, Value::Number)
+}
+
+fn parse_number(s: &str) -> Result<f64, String> {
+    let cleaned = s.replace([',', '，'], "");
+    let x: f64 = cleaned.trim().parse().map_err(|_| "not a number".to_string())?;
+    if !x.is_finite() || x.abs() > 1e15 {
+        return Err("number out of range".to_string());
+    }
+    Ok(x)
+}
+
+fn parse_amount_wan(s: &str, unit: Unit) -> Result<f64, String> {
+    let s = s.trim();
+    let (digits, unit) = if let Some(d) = s.strip_suffix("万元") {
+        (d, Unit::Wan)
+    } else if let Some(d) = s.strip_suffix('元') {
+        (d, Unit::Yuan)
+    } else {
+        (s, unit)
+    };
+    let x = parse_number(digits)?;
+    if x < 0.0 {
+        return Err("amount is negative".to_string());
+    }
+    Ok(match unit {
+        Unit::Wan => x,
+        Unit::Yuan => x / 10_000.0,
+    })
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "y" | "yes" | "是" | "t" => Ok(true),
+        "false" | "0" | "n" | "no" | "否" | "f" => Ok(false),
+        _ => Err("not a boolean (true/false, 1/0, 是/否, Y/N)".to_string()),
+    }
+}
+
+/// Parses the date forms legacy systems write: `2022-04-26`, `2022/4/26`, `2022.4.26`,
+/// `2022年4月26日`, `20220426`, any of them followed by a time, RFC 3339, and epoch milliseconds
+/// (13 digits) or seconds (10 digits), read in Asia/Shanghai.
+pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    parse_datetime_parts(s).map(|(date, _, _)| date)
+}
+
+/// Parses an instant; a time without offset is Asia/Shanghai, a date without time is midnight.
+pub fn parse_datetime(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    let (date, time, offset) = parse_datetime_parts(s)?;
+    let naive = NaiveDateTime::new(date, time.unwrap_or(NaiveTime::MIN));
+    let offset = offset.unwrap_or_else(shanghai);
+    offset
+        .from_local_datetime(&naive)
+        .single()
+        .ok_or_else(|| "time does not exist".to_string())
+}
+
+type Parts = (NaiveDate, Option<NaiveTime>, Option<FixedOffset>);
+
+fn parse_datetime_parts(s: &str) -> Result<Parts, String> {
+    let s = s.trim();
+    let unrecognised = || "unrecognised date; expected e.g. 2022-04-26, 2022/4/26, 2022年4月26日, 20220426 or epoch milliseconds".to_string();
+    if s.is_empty() {
+        return Err(unrecognised());
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return check_range((dt.date_naive(), Some(dt.time()), Some(*dt.offset())));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.len() {
+            8 => NaiveDate::parse_from_str(s, "%Y%m%d")
+                .map_err(|_| unrecognised())
+                .and_then(|d| check_range((d, None, None))),
+            14 => NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S")
+                .map_err(|_| unrecognised())
+                .and_then(|d| check_range((d.date(), Some(d.time()), None))),
+            10 | 13 => {
+                let n: i64 = s.parse().map_err(|_| unrecognised())?;
+                let millis = if s.len() == 10 { n * 1000 } else { n };
+                let dt = shanghai()
+                    .timestamp_millis_opt(millis)
+                    .single()
+                    .ok_or_else(unrecognised)?;
+                check_range((dt.date_naive(), Some(dt.time()), Some(shanghai())))
+            }
+            _ => Err(unrecognised()),
+        };
+    }
+    // Split the date part from an optional time part.
+    let (date_part, time_part) = match s.find(|c: char| c == ' ' || c == 'T') {
+        Some(i) => (&s[..i], Some(s[i + 1..].trim())),
+        None => (s, None),
+    };
+    let date_part = date_part.trim_end_matches('日');
+    let fields: Vec<&str> = date_part
+        .split(['-', '/', '.', '年', '月'])
+        .filter(|p| !p.is_empty())
+        .collect();
+    if fields.len() != 3 || !fields.iter().all(|f| f.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(unrecognised());
+    }
+    let (y, m, d) = (
+        fields[0].parse::<i32>().map_err(|_| unrecognised())?,
+        fields[1].parse::<u32>().map_err(|_| unrecognised())?,
+        fields[2].parse::<u32>().map_err(|_| unrecognised())?,
+    );
+    if fields[0].len() != 4 {
+        return Err(unrecognised());
+    }
+    let date = NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| format!("{y}-{m}-{d} is not a calendar date"))?;
+    let time = match time_part {
+        None | Some("") => None,
+        Some(t) => Some(parse_time(t).ok_or_else(unrecognised)?),
+    };
+    check_range((date, time, None))
+}
+
+fn parse_time(t: &str) -> Option<NaiveTime> {
+    let t = t.trim_end_matches('秒');
+    let t = t.replace(['时', '点', '分'], ":");
+    let t = t.trim_end_matches(':');
+    for fmt in ["%H:%M:%S%.f", "%H:%M:%S", "%H:%M"] {
+        if let Ok(time) = NaiveTime::parse_from_str(t, fmt) {
+            return Some(time);
+        }
+    }
+    None
+}
+
+/// Dates before 1949 or after 2099-12-31 are data errors in this domain (2099-12-31 is how 长期
+/// validity is written), not dates to carry forward.
+fn check_range(parts: Parts) -> Result<Parts, String> {
+    let year = chrono::Datelike::year(&parts.0);
+    if !(1949..=2099).contains(&year) {
+        return Err(format!("year {year} is out of range (1949-2099)"));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn date(s: &str) -> String {
+        parse_date(s).map(|d| d.to_string()).unwrap_or_else(|e| e)
+    }
+
+    #[test]
+    fn dates_in_every_legacy_form() {
+        for s in [
+            "2022-04-26",
+            "2022/4/26",
+            "2022/04/26",
+            "2022.4.26",
+            "2022年4月26日",
+            "2022年04月26日",
+            "20220426",
+            "2022-04-26 10:30:00",
+            "2022-04-26T10:30:00",
+            "2022/4/26 9:05",
+            "2022年4月26日 10时30分",
+            "２０２２－０４－２６",
+        ] {
+            let normalised = normalize_text(s);
+            assert_eq!(date(&normalised), "2022-04-26", "{s}");
+        }
+    }
+
+    #[test]
+    fn epoch_milliseconds_are_read_in_shanghai() {
+        // 2022-04-25T16:30:00Z is 2022-04-26 00:30 in Shanghai.
+        assert_eq!(date("1650904200000"), "2022-04-26");
+        let dt = parse_datetime("1650904200000").unwrap();
+        assert_eq!(dt.to_rfc3339(), "2022-04-26T00:30:00+08:00");
+        assert_eq!(parse_datetime("1650904200").unwrap().to_rfc3339(), "2022-04-26T00:30:00+08:00");
+    }
+
+    #[test]
+    fn datetimes_keep_an_explicit_offset_and_default_to_shanghai() {
+        assert_eq!(
+            parse_datetime("2022-04-26 10:30").unwrap().to_rfc3339(),
+            "2022-04-26T10:30:00+08:00"
+        );
+        assert_eq!(
+            parse_datetime("2022-04-26T02:30:00Z").unwrap().to_rfc3339(),
+            "2022-04-26T02:30:00+00:00"
+        );
+        assert_eq!(parse_datetime("20220426").unwrap().to_rfc3339(), "2022-04-26T00:00:00+08:00");
+        assert_eq!(
+            parse_datetime("20220426103000").unwrap().to_rfc3339(),
+            "2022-04-26T10:30:00+08:00"
+        );
+    }
+
+    #[test]
+    fn impossible_and_out_of_range_dates_are_rejected() {
+        assert!(date("2022-02-30").contains("not a calendar date"));
+        assert!(date("1900-01-01").contains("out of range"));
+        assert!(date("9999-12-31").contains("out of range"));
+        assert!(date("26/04/2022").contains("unrecognised"));
+        assert!(date("yesterday").contains("unrecognised"));
+        assert!(date("").contains("unrecognised"));
+        assert!(date("2022-04-26 25:00").contains("unrecognised"));
+    }
+
+    #[test]
+    fn full_width_text_and_spaces_are_normalised() {
+        assert_eq!(normalize_text("　宁夏　ＡＢＣ  公司１２３ "), "宁夏 ABC 公司123");
+        assert_eq!(normalize_text("\t\n"), "");
+        assert_eq!(scalar_text(&json!("  ")), None);
+        assert_eq!(scalar_text(&json!(12)), Some("12".into()));
+        assert_eq!(scalar_text(&json!(null)), None);
+    }
+
+    #[test]
+    fn amounts_in_yuan_become_wan() {
+        let wan = |s: &str, u| apply(Convert::AmountWan, u, &json!(s));
+        assert_eq!(wan("2000元", Unit::Wan).unwrap(), json!(0.2));
+        assert_eq!(wan("1.5万元", Unit::Yuan).unwrap(), json!(1.5));
+        assert_eq!(wan("2000", Unit::Yuan).unwrap(), json!(0.2));
+        assert_eq!(wan("3", Unit::Wan).unwrap(), json!(3.0));
+        assert_eq!(wan("１２，０００元", Unit::Wan).unwrap(), json!(1.2));
+        assert!(wan("-5元", Unit::Wan).unwrap_err().contains("negative"));
+        assert!(wan("1e400", Unit::Wan).is_err());
+        assert!(wan("lots", Unit::Wan).is_err());
+    }
+
+    #[test]
+    fn booleans_integers_numbers() {
+        assert_eq!(apply(Convert::Bool, Unit::Wan, &json!("是")).unwrap(), json!(true));
+        assert_eq!(apply(Convert::Bool, Unit::Wan, &json!(0)).unwrap(), json!(false));
+        assert!(apply(Convert::Bool, Unit::Wan, &json!("maybe")).is_err());
+        assert_eq!(apply(Convert::Integer, Unit::Wan, &json!("1,024")).unwrap(), json!(1024));
+        assert_eq!(apply(Convert::Number, Unit::Wan, &json!("3.25")).unwrap(), json!(3.25));
+        assert!(apply(Convert::String, Unit::Wan, &json!({"a": 1})).is_err());
+    }
+}

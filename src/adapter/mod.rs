@@ -1,0 +1,745 @@
+//! Declarative adapters: a YAML file per legacy format (`adapters/<system>/<name>.yaml`) is
+//! checked completely at start-up and compiled once; mapping a record is then a pure function
+//! from a parsed source record to a canonical record or the full list of what is wrong with it.
+
+pub mod convert;
+pub mod spec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use serde_json_path::JsonPath;
+
+use crate::mask::mask;
+use crate::schema::{RecordKind, Schemas};
+use convert::{scalar_text, Convert, Unit};
+use spec::{AdapterSpec, ConditionSpec, FieldSpec, Format, TableSpec};
+
+/// Fields the gateway fills itself; an adapter may not map them.
+const RESERVED: [&str; 3] = ["record_id", "kind", "source"];
+
+/// A problem found in an adapter file, with where to look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LintError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for LintError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why one source record could not be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// The source JSONPath (or the target field when no source is involved).
+    pub path: String,
+    /// The canonical field being produced.
+    pub field: String,
+    /// What is wrong; personal data masked.
+    pub reason: String,
+}
+
+/// The result of mapping one source record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    pub business_key: String,
+    pub data: Map<String, Value>,
+}
+
+struct Table {
+    name: String,
+    values: HashMap<String, Value>,
+    default: Option<Value>,
+}
+
+enum Source {
+    Path(String, JsonPath),
+    Value(Value),
+    Concat(Vec<Piece>),
+}
+
+enum Piece {
+    Path(JsonPath),
+    Text(String),
+}
+
+enum Subject {
+    Source(JsonPath),
+    Field(Vec<String>),
+}
+
+enum Test {
+    Equals(String),
+    NotEquals(String),
+    OneOf(Vec<String>),
+    Exists(bool),
+}
+
+struct Field {
+    to: String,
+    parts: Vec<String>,
+    source: Source,
+    convert: Convert,
+    unit: Unit,
+    table: Option<Arc<Table>>,
+    default: Option<Value>,
+    when: Option<(Subject, Test)>,
+    required: bool,
+    multiple: bool,
+}
+
+/// A compiled adapter.
+pub struct Adapter {
+    pub name: String,
+    pub system: String,
+    pub kind: RecordKind,
+    pub format: Format,
+    /// Declared default charset.
+    pub charset: &'static encoding_rs::Encoding,
+    pub file: PathBuf,
+    records: Option<JsonPath>,
+    key: Vec<(String, JsonPath)>,
+    fields: Vec<Field>,
+}
+
+impl fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Adapter").field("name", &self.name).field("kind", &self.kind).finish()
+    }
+}
+
+impl Adapter {
+    /// Selects the records of a parsed payload: the `records:` path, else each element of a
+    /// top-level array, else the payload itself.
+    pub fn select_records<'a>(&self, payload: &'a Value) -> Vec<&'a Value> {
+        match (&self.records, payload) {
+            (Some(path), _) => path.query(payload).all(),
+            (None, Value::Array(items)) => items.iter().collect(),
+            (None, other) => vec![other],
+        }
+    }
+
+    /// Whether the adapter selects records with an explicit path.
+    pub fn has_records_path(&self) -> bool {
+        self.records.is_some()
+    }
+
+    /// Maps one source record. Every problem is reported, not just the first.
+    pub fn map(&self, record: &Value) -> Result<Mapped, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut key_parts = Vec::with_capacity(self.key.len());
+        for (text, path) in &self.key {
+            match single(path, record).and_then(scalar_text) {
+                Some(v) => key_parts.push(v),
+                None => errors.push(FieldError {
+                    path: text.clone(),
+                    field: "business key".into(),
+                    reason: "business key value is missing".into(),
+                }),
+            }
+        }
+        if !record.is_object() {
+            errors.push(FieldError {
+                path: "$".into(),
+                field: "record".into(),
+                reason: format!("a record must be a JSON object, found {}", json_type(record)),
+            });
+            return Err(errors);
+        }
+        let mut data = Map::new();
+        for field in &self.fields {
+            if let Some((subject, test)) = &field.when {
+                let value = match subject {
+                    Subject::Source(path) => single(path, record).and_then(scalar_text),
+                    Subject::Field(parts) => get_path(&data, parts).and_then(scalar_text),
+                };
+                if !test.holds(value.as_deref()) {
+                    continue;
+                }
+            }
+            match field.produce(record) {
+                Ok(Some(v)) => set_path(&mut data, &field.parts, v),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Mapped { business_key: key_parts.join("|"), data })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Test {
+    fn holds(&self, value: Option<&str>) -> bool {
+        match self {
+            Test::Equals(x) => value == Some(x.as_str()),
+            Test::NotEquals(x) => value != Some(x.as_str()),
+            Test::OneOf(xs) => value.is_some_and(|v| xs.iter().any(|x| x == v)),
+            Test::Exists(want) => value.is_some() == *want,
+        }
+    }
+}
+
+impl Field {
+    fn source_label(&self) -> String {
+        match &self.source {
+            Source::Path(text, _) => text.clone(),
+            _ => self.to.clone(),
+        }
+    }
+
+    fn error(&self, reason: String) -> FieldError {
+        FieldError { path: self.source_label(), field: self.to.clone(), reason: mask(&reason) }
+    }
+
+    fn produce(&self, record: &Value) -> Result<Option<Value>, FieldError> {
+        let raw: Vec<&Value> = match &self.source {
+            Source::Value(v) => return Ok(Some(v.clone())),
+            Source::Path(_, path) => path.query(record).all(),
+            Source::Concat(pieces) => {
+                let mut joined = String::new();
+                for piece in pieces {
+                    match piece {
+                        Piece::Text(t) => joined.push_str(t),
+                        Piece::Path(p) => {
+                            if let Some(t) = single(p, record).and_then(scalar_text) {
+                                joined.push_str(&t);
+                            }
+                        }
+                    }
+                }
+                let joined = convert::normalize_text(&joined);
+                return if joined.is_empty() { self.missing() } else { self.convert(&Value::String(joined)).map(Some) };
+            }
+        };
+        let present: Vec<&Value> = raw
+            .into_iter()
+            .flat_map(|v| match v {
+                Value::Array(items) if self.multiple => items.iter().collect(),
+                other => vec![other],
+            })
+            .filter(|v| !is_empty(v))
+            .collect();
+        if present.is_empty() {
+            return self.missing();
+        }
+        if self.multiple {
+            let mut items = Vec::with_capacity(present.len());
+            for v in present {
+                items.push(self.convert(v)?);
+            }
+            return Ok(Some(Value::Array(items)));
+        }
+        if present.len() > 1 {
+            return Err(self.error(format!("path matched {} values; expected one", present.len())));
+        }
+        self.convert(present[0]).map(Some)
+    }
+
+    fn missing(&self) -> Result<Option<Value>, FieldError> {
+        match (&self.default, self.required) {
+            (Some(d), _) => Ok(Some(d.clone())),
+            (None, true) => Err(self.error("required source value is missing or empty".into())),
+            (None, false) => Ok(None),
+        }
+    }
+
+    fn convert(&self, v: &Value) -> Result<Value, FieldError> {
+        if let Some(table) = &self.table {
+            let code = scalar_text(v).ok_or_else(|| self.error("expected a code".into()))?;
+            return match table.values.get(&code).or(table.default.as_ref()) {
+                Some(mapped) => Ok(mapped.clone()),
+                None => Err(self.error(format!("code '{code}' is not in code table '{}'", table.name))),
+            };
+        }
+        convert::apply(self.convert, self.unit, v).map_err(|reason| self.error(reason))
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => convert::normalize_text(s).is_empty(),
+        _ => false,
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn single<'a>(path: &JsonPath, record: &'a Value) -> Option<&'a Value> {
+    path.query(record).all().into_iter().next()
+}
+
+fn get_path<'a>(data: &'a Map<String, Value>, parts: &[String]) -> Option<&'a Value> {
+    let (last, parents) = parts.split_last()?;
+    let mut map = data;
+    for p in parents {
+        map = map.get(p)?.as_object()?;
+    }
+    map.get(last)
+}
+
+fn set_path(data: &mut Map<String, Value>, parts: &[String], value: Value) {
+    let Some((last, parents)) = parts.split_last() else { return };
+    let mut map = data;
+    for p in parents {
+        let entry = map.entry(p.clone()).or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        map = entry.as_object_mut().expect("just made an object");
+    }
+    map.insert(last.clone(), value);
+}
+
+/// All adapters of a site, by name.
+#[derive(Default)]
+pub struct AdapterSet {
+    by_name: BTreeMap<String, Arc<Adapter>>,
+}
+
+impl AdapterSet {
+    /// Loads every `adapters/<system>/*.yaml`, checking all of them; returns every error found.
+    pub fn load(dir: &Path, schemas: &Schemas) -> Result<AdapterSet, Vec<LintError>> {
+        let mut errors = Vec::new();
+        let mut set = AdapterSet::default();
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        for file in adapter_files(dir, &mut errors) {
+            match compile_file(&file, schemas) {
+                Ok(adapter) => {
+                    let shown = file.display().to_string();
+                    if let Some(first) = origins.insert(adapter.name.clone(), shown.clone()) {
+                        errors.push(LintError {
+                            file: shown,
+                            line: None,
+                            field: Some("adapter".into()),
+                            message: format!("adapter name '{}' is already used by {first}", adapter.name),
+                        });
+                    }
+                    set.by_name.insert(adapter.name.clone(), Arc::new(adapter));
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Adapter>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Adapter>> {
+        self.by_name.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// The adapter files under `dir`: `*.yaml` one level down (`adapters/<system>/<name>.yaml`).
+pub fn adapter_files(dir: &Path, errors: &mut Vec<LintError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let systems = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            errors.push(LintError {
+                file: dir.display().to_string(),
+                line: None,
+                field: None,
+                message: format!("cannot read the adapter directory: {e}"),
+            });
+            return files;
+        }
+    };
+    for system in systems.flatten() {
+        let path = system.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if let Ok(rd) = std::fs::read_dir(&path) {
+            for entry in rd.flatten() {
+                let p = entry.path();
+                if p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Reads and compiles one adapter file.
+pub fn compile_file(file: &Path, schemas: &Schemas) -> Result<Adapter, Vec<LintError>> {
+    let shown = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        vec![LintError { file: shown.clone(), line: None, field: None, message: format!("cannot read: {e}") }]
+    })?;
+    compile_text(&text, file, schemas)
+}
+
+/// Compiles adapter text; `file` names it in errors and anchors relative table files.
+pub fn compile_text(text: &str, file: &Path, schemas: &Schemas) -> Result<Adapter, Vec<LintError>> {
+    let shown = file.display().to_string();
+    let spec: AdapterSpec = serde_norway::from_str(text).map_err(|e| {
+        vec![LintError {
+            file: shown.clone(),
+            line: e.location().map(|l| l.line()),
+            field: None,
+            message: e.to_string(),
+        }]
+    })?;
+    let mut lint = Linter { file: shown, text, errors: Vec::new() };
+    let adapter = lint.compile(spec, file, schemas);
+    match adapter {
+        Some(a) if lint.errors.is_empty() => Ok(a),
+        _ => Err(lint.errors),
+    }
+}
+
+struct Linter<'t> {
+    file: String,
+    text: &'t str,
+    errors: Vec<LintError>,
+}
+
+impl Linter<'_> {
+    /// The first line `key: value` (optionally a list item), to point errors at.
+    fn line_of(&self, key: &str, value: &str) -> Option<usize> {
+        self.text.lines().position(|line| {
+            let l = line.trim_start().trim_start_matches("- ").trim_start();
+            let Some(rest) = l.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else { return false };
+            let rest = rest.split(" #").next().unwrap_or("").trim().trim_matches(['"', '\'']);
+            value.is_empty() || rest == value
+        }).map(|i| i + 1)
+    }
+
+    fn error(&mut self, line: Option<usize>, field: Option<&str>, message: impl Into<String>) {
+        self.errors.push(LintError {
+            file: self.file.clone(),
+            line,
+            field: field.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    fn path(&mut self, text: &str, line: Option<usize>, field: Option<&str>) -> Option<JsonPath> {
+        match JsonPath::parse(text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.error(line, field, format!("invalid JSONPath '{text}': {e}"));
+                None
+            }
+        }
+    }
+
+    fn compile(&mut self, spec: AdapterSpec, file: &Path, schemas: &Schemas) -> Option<Adapter> {
+        let name_ok = !spec.adapter.is_empty()
+            && spec.adapter.len() <= 63
+            && spec.adapter.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            let line = self.line_of("adapter", "");
+            self.error(line, Some("adapter"), "adapter name must be 1-63 characters of a-z, 0-9 and '-'");
+        }
+        if !spec.kind.is_source_kind() {
+            let line = self.line_of("kind", "");
+            self.error(line, Some("kind"), "kind must be approval, supervision or notice");
+        }
+        let charset = match spec.charset.as_deref() {
+            None => encoding_rs::UTF_8,
+            Some(label) => encoding_rs::Encoding::for_label(label.as_bytes()).unwrap_or_else(|| {
+                let line = self.line_of("charset", "");
+                self.error(line, Some("charset"), format!("unknown charset '{label}'"));
+                encoding_rs::UTF_8
+            }),
+        };
+        let records = spec.records.as_deref().and_then(|r| {
+            let line = self.line_of("records", "");
+            self.path(r, line, Some("records"))
+        });
+        if spec.key.is_empty() {
+            let line = self.line_of("key", "");
+            self.error(line, Some("key"), "at least one business-key path is needed for de-duplication");
+        }
+        let key: Vec<(String, JsonPath)> = spec
+            .key
+            .iter()
+            .filter_map(|k| {
+                let line = self.line_of("key", "").map(|l| self.text.lines().skip(l).position(|x| x.contains(k.as_str())).map_or(l, |i| l + i + 1));
+                self.path(k, line, Some("key")).map(|p| (k.clone(), p))
+            })
+            .collect();
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut tables = HashMap::new();
+        for (name, t) in &spec.tables {
+            if let Some(table) = self.table(name, t, base) {
+                tables.insert(name.clone(), Arc::new(table));
+            }
+        }
+        let mut fields = Vec::new();
+        let mut mapped: Vec<String> = Vec::new();
+        for f in &spec.fields {
+            if let Some(field) = self.field(f, spec.kind, schemas, &tables, &mapped) {
+                fields.push(field);
+            }
+            mapped.push(f.to.clone());
+        }
+        self.check_required(spec.kind, schemas, &mapped);
+        Some(Adapter {
+            name: spec.adapter,
+            system: spec.system,
+            kind: spec.kind,
+            format: spec.format,
+            charset,
+            file: file.to_path_buf(),
+            records,
+            key,
+            fields,
+        })
+    }
+
+    fn table(&mut self, name: &str, t: &TableSpec, base: &Path) -> Option<Table> {
+        let line = self.line_of(name, "");
+        let values: BTreeMap<String, Value> = match (&t.file, &t.values) {
+            (Some(f), None) => {
+                let path = base.join(f);
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        self.error(line, Some(name), format!("code table file {}: {e}", path.display()));
+                        return None;
+                    }
+                };
+                match serde_norway::from_str::<BTreeMap<String, Value>>(&text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let at = e.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
+                        self.error(line, Some(name), format!("code table file {}{at}: {e}", path.display()));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(values)) => values.clone(),
+            _ => {
+                self.error(line, Some(name), "a code table needs exactly one of `file` or `values`");
+                return None;
+            }
+        };
+        Some(Table {
+            name: name.to_string(),
+            values: values.into_iter().map(|(k, v)| (convert::normalize_text(&k), v)).collect(),
+            default: t.default.clone(),
+        })
+    }
+
+    fn field(
+        &mut self,
+        f: &FieldSpec,
+        kind: RecordKind,
+        schemas: &Schemas,
+        tables: &HashMap<String, Arc<Table>>,
+        mapped: &[String],
+    ) -> Option<Field> {
+        let line = self.line_of("to", &f.to);
+        let to = Some(f.to.as_str());
+        let before = self.errors.len();
+        let parts: Vec<String> = f.to.split('.').map(str::to_string).collect();
+        if RESERVED.contains(&parts[0].as_str()) {
+            self.error(line, to, format!("'{}' is filled by the gateway and cannot be mapped", parts[0]));
+        }
+        let info = schemas.field(kind, &f.to);
+        if info.is_none() && !RESERVED.contains(&parts[0].as_str()) {
+            self.error(line, to, format!("the {} schema has no field '{}'", kind.versioned(), f.to));
+        }
+        if mapped.contains(&f.to) && f.when.is_none() {
+            self.error(line, to, "field is mapped more than once; give the alternatives a `when` condition");
+        }
+        let source = match (&f.from, &f.value, &f.concat) {
+            (Some(p), None, None) => self.path(p, line, to).map(|jp| Source::Path(p.clone(), jp)),
+            (None, Some(v), None) => Some(Source::Value(v.clone())),
+            (None, None, Some(pieces)) => {
+                let mut out = Vec::new();
+                for piece in pieces {
+                    if piece.starts_with('$') {
+                        if let Some(p) = self.path(piece, line, to) {
+                            out.push(Piece::Path(p));
+                        }
+                    } else {
+                        out.push(Piece::Text(piece.clone()));
+                    }
+                }
+                Some(Source::Concat(out))
+            }
+            _ => {
+                self.error(line, to, "a field needs exactly one of `from`, `value` or `concat`");
+                None
+            }
+        };
+        let convert = f.convert.unwrap_or(Convert::String);
+        if f.unit.is_some() && convert != Convert::AmountWan {
+            self.error(line, to, "`unit` applies only to `convert: amount_wan`");
+        }
+        if f.table.is_some() && f.convert.is_some() {
+            self.error(line, to, "use either `table` or `convert`, not both");
+        }
+        let table = match &f.table {
+            Some(name) => match tables.get(name) {
+                Some(t) => Some(t.clone()),
+                None => {
+                    self.error(line, to, format!("unknown code table '{name}'"));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(info) = &info {
+            self.check_type(f, line, convert, table.as_deref(), info);
+        }
+        let when = f.when.as_ref().and_then(|c| self.condition(c, line, to, mapped));
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Field {
+            to: f.to.clone(),
+            parts,
+            source: source?,
+            convert,
+            unit: f.unit.unwrap_or_default(),
+            table,
+            default: f.default.clone(),
+            when,
+            required: f.required,
+            multiple: info.is_some_and(|i| i.is_array),
+        })
+    }
+
+    fn check_type(&mut self, f: &FieldSpec, line: Option<usize>, convert: Convert, table: Option<&Table>, info: &crate::schema::FieldInfo) {
+        let to = Some(f.to.as_str());
+        let accepts = |t: &str| info.types.is_empty() || info.types.iter().any(|x| x == t || (x == "number" && t == "integer"));
+        let mut produced: Vec<Value> = Vec::new();
+        if let Some(v) = &f.value {
+            produced.push(v.clone());
+        }
+        if let Some(d) = &f.default {
+            produced.push(d.clone());
+        }
+        if let Some(t) = table {
+            produced.extend(t.values.values().cloned());
+            produced.extend(t.default.clone());
+        } else if f.value.is_none() {
+            if !accepts(convert.json_type()) {
+                self.error(line, to, format!(
+                    "type mismatch: `convert: {}` produces a {}, the schema wants {}",
+                    serde_json::to_value(convert).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                    convert.json_type(),
+                    info.types.join(" or ")
+                ));
+            }
+            if let Some(format) = info.format.as_deref() {
+                if matches!(format, "date" | "date-time") && convert.json_format() != Some(format) {
+                    let want = if format == "date" { "date" } else { "datetime" };
+                    self.error(line, to, format!("type mismatch: the schema wants a {format}; add `convert: {want}`"));
+                }
+            }
+        }
+        for v in produced {
+            let t = match &v {
+                Value::String(_) => "string",
+                Value::Bool(_) => "boolean",
+                Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+                Value::Number(_) => "number",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+                Value::Null => "null",
+            };
+            if !accepts(t) {
+                self.error(line, to, format!("type mismatch: value {v} is a {t}, the schema wants {}", info.types.join(" or ")));
+            } else if let Some(allowed) = &info.enum_values {
+                if !allowed.contains(&v) {
+                    self.error(line, to, format!("value {v} is not one the schema allows ({})", allowed.iter().map(Value::to_string).collect::<Vec<_>>().join(", ")));
+                }
+            }
+        }
+    }
+
+    fn condition(&mut self, c: &ConditionSpec, line: Option<usize>, to: Option<&str>, mapped: &[String]) -> Option<(Subject, Test)> {
+        let subject = match (&c.source, &c.field) {
+            (Some(p), None) => Subject::Source(self.path(p, line, to)?),
+            (None, Some(f)) => {
+                if !mapped.contains(f) {
+                    self.error(line, to, format!("condition refers to '{f}', which is not mapped earlier in the list"));
+                    return None;
+                }
+                Subject::Field(f.split('.').map(str::to_string).collect())
+            }
+            _ => {
+                self.error(line, to, "a condition needs exactly one of `source` or `field`");
+                return None;
+            }
+        };
+        let text = |v: &Value| scalar_text(v).unwrap_or_default();
+        let test = match (&c.equals, &c.not_equals, &c.one_of, c.exists) {
+            (Some(v), None, None, None) => Test::Equals(text(v)),
+            (None, Some(v), None, None) => Test::NotEquals(text(v)),
+            (None, None, Some(vs), None) => Test::OneOf(vs.iter().map(text).collect()),
+            (None, None, None, Some(b)) => Test::Exists(b),
+            _ => {
+                self.error(line, to, "a condition needs exactly one of `equals`, `not_equals`, `one_of` or `exists`");
+                return None;
+            }
+        };
+        Some((subject, test))
+    }
+
+    fn check_required(&mut self, kind: RecordKind, schemas: &Schemas, mapped: &[String]) {
+        for required in schemas.required(kind) {
+            if RESERVED.contains(&required.as_str()) {
+                continue;
+            }
+            let covered = mapped.iter().any(|m| m == &required || m.starts_with(&format!("{required}.")));
+            if !covered {
+                let line = self.line_of("fields", "");
+                self.error(line, Some(&required), format!("the {} schema requires '{required}' but no field maps it", kind.versioned()));
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The adapter file format, as written by a site's IT department. `deny_unknown_fields`
+//! everywhere: a misspelt key is an error at start-up, not a silently ignored line.
+//! `adapters/README.md` documents every key with examples.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::convert::{Convert, Unit};
+use crate::schema::RecordKind;
+
+/// One adapter: how records of one legacy format become canonical records of one kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterSpec {
+    /// Name in `/v1/ingest/{adapter}`, metrics and the DLQ: `[a-z0-9-]`, unique.
+    pub adapter: String,
+    /// The legacy system this adapter reads (来源系统), copied into every record's `source.system`.
+    pub system: String,
+    /// The canonical kind it produces: `approval`, `supervision` or `notice`.
+    pub kind: RecordKind,
+    /// Free text for people: what the source is, what a site changes.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The payload format. Default `json`.
+    #[serde(default)]
+    pub format: Format,
+    /// Character set when the request does not declare one: `utf-8` (default), `gb18030`, `gbk`.
+    #[serde(default)]
+    pub charset: Option<String>,
+    /// JSONPath (RFC 9535) selecting the records inside one payload, e.g. `$.data.rows[*]`.
+    /// Without it, a top-level array is a batch and an object is one record.
+    #[serde(default)]
+    pub records: Option<String>,
+    /// JSONPaths whose values, joined with `|`, form the business key used for de-duplication.
+    pub key: Vec<String>,
+    /// Code tables by name.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableSpec>,
+    /// The field mappings, applied in order.
+    pub fields: Vec<FieldSpec>,
+}
+
+/// Payload formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+}
+
+/// A code table: a legacy system's codes → canonical values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// A YAML file of `code: value` lines, relative to the adapter file.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Inline `code: value` pairs.
+    #[serde(default)]
+    pub values: Option<BTreeMap<String, Value>>,
+    /// The value for a code the table does not list; without it an unknown code rejects the record.
+    #[serde(default)]
+    pub default: Option<Value>,
+}
+
+/// One target field of the canonical record and where its value comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// Dotted path of the canonical field, e.g. `counterpart.uscc`.
+    pub to: String,
+    /// JSONPath of the source value, e.g. `$.APPLY_CARDNUMBER`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// A constant value.
+    #[serde(default)]
+    pub value: Option<Value>,
+    /// Pieces joined into one text: JSONPaths (starting with `$`) and literal text.
+    #[serde(default)]
+    pub concat: Option<Vec<String>>,
+    /// The conversion; default `string`.
+    #[serde(default)]
+    pub convert: Option<Convert>,
+    /// Unit of bare numbers for `convert: amount_wan`: `元` or `万元` (default).
+    #[serde(default)]
+    pub unit: Option<Unit>,
+    /// Name of a code table that maps the source value.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Used when the source value is missing or empty.
+    #[serde(default)]
+    pub default: Option<Value>,
+    /// Map this field only when the condition holds.
+    #[serde(default)]
+    pub when: Option<ConditionSpec>,
+    /// A missing source value rejects the record with a mapping error naming the source path.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// A condition on a source value or an already mapped field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionSpec {
+    /// JSONPath of a source value.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Dotted path of a field mapped earlier in the list.
+    #[serde(default)]
+    pub field: Option<String>,
+    #[serde(default)]
+    pub equals: Option<Value>,
+    #[serde(default)]
+    pub not_equals: Option<Value>,
+    #[serde(default)]
+    pub one_of: Option<Vec<Value>>,
+    /// `true`: the value is present and not empty; `false`: it is missing or empty.
+    #[serde(default)]
+    pub exists: Option<bool>,
+}

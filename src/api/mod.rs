@@ -1,0 +1,160 @@
+//! The HTTP API (axum): thin handlers that authenticate, move bytes and call the core.
+
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::adapter::AdapterSet;
+use crate::auth::{Authenticator, Principal};
+use crate::ingest::{IngestError, Ingestor};
+use crate::telemetry::METRICS;
+use problem::Problem;
+
+/// What the handlers share.
+pub struct AppState {
+    pub ingestor: Arc<Ingestor>,
+    pub adapters: Arc<std::sync::RwLock<Arc<AdapterSet>>>,
+    pub auth: Arc<Authenticator>,
+    pub max_body_bytes: usize,
+    pub metrics_public: bool,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/ingest/{adapter}", post(ingest))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Problem> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Problem::unauthorized("send 'Authorization: Bearer <token>'"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| Problem::unauthorized("the Authorization header must use the Bearer scheme"))?;
+    state
+        .auth
+        .authenticate(token.trim())
+        .await
+        .ok_or_else(|| Problem::unauthorized("the bearer token is not known or was revoked"))
+}
+
+/// The media type and charset of a request, or the 415 problem.
+fn json_charset(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let unsupported = |got: &str| {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            format!("Content-Type '{got}' is not accepted; send application/json (charset=utf-8 or gb18030)"),
+        )
+    };
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return Err(unsupported("(none)"));
+    };
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    if !(media == "application/json" || media == "text/json" || (media.starts_with("application/") && media.ends_with("+json"))) {
+        return Err(unsupported(value));
+    }
+    Ok(parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("charset").then(|| v.trim().trim_matches('"').to_string())
+    }))
+}
+
+async fn ingest(
+    State(state): State<Arc<AppState>>,
+    Path(adapter_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match ingest_inner(&state, &adapter_name, &headers, body).await {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
+    }
+}
+
+async fn ingest_inner(state: &AppState, adapter_name: &str, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+    let principal = authenticate(state, headers).await?;
+    match &principal {
+        Principal::Admin => {}
+        Principal::Adapter(name) if name == adapter_name => {}
+        _ => return Err(Problem::forbidden(format!("this token may not ingest for adapter '{adapter_name}'"))),
+    }
+    let adapter = state.adapters.read().expect("adapter set lock").get(adapter_name).ok_or_else(|| {
+        Problem::new(StatusCode::NOT_FOUND, "unknown-adapter", "Unknown adapter", format!("no adapter named '{adapter_name}' is loaded"))
+    })?;
+    let charset = json_charset(headers)?;
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("the body exceeds {} bytes; split the batch", state.max_body_bytes),
+        )
+    };
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        if len > state.max_body_bytes {
+            return Err(too_large());
+        }
+    }
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| too_large())?;
+    match state.ingestor.ingest(adapter, bytes.to_vec(), charset, None).await {
+        Ok(report) => Ok((StatusCode::ACCEPTED, Json(report)).into_response()),
+        Err(IngestError::Body(rejection, dlq_id)) => {
+            let status = StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let slug = match rejection.rejection.reason {
+                "too_many_records" => "too-many-records",
+                "malformed_json" => "malformed-body",
+                _ => "undecodable-body",
+            };
+            let detail = rejection.rejection.errors.first().map(|e| e.reason.clone()).unwrap_or_default();
+            Err(Problem::new(status, slug, rejection.title, detail)
+                .with("dlq_id", dlq_id)
+                .with("stage", rejection.rejection.stage)
+                .with("reason", rejection.rejection.reason))
+        }
+        Err(IngestError::Bus(e)) => Err(Problem::unavailable(format!("{e}; nothing was accepted, send the request again"), 5)),
+        Err(IngestError::State(e)) => Err(Problem::unavailable(format!("{e}; nothing was accepted, send the request again"), 5)),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.ingestor.bus.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => Problem::unavailable(e.to_string(), 5).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !state.metrics_public {
+        match authenticate(&state, &headers).await {
+            Ok(Principal::Admin) => {}
+            Ok(_) => return Problem::forbidden("metrics need an admin token").into_response(),
+            Err(p) => return p.into_response(),
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], METRICS.render()).into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint")
+}

@@ -1,0 +1,74 @@
+//! RFC 9457 problem details: the one place errors become HTTP responses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, Value>,
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+    #[serde(skip)]
+    pub authenticate: bool,
+}
+
+impl Problem {
+    /// `slug` names the problem type: `urn:shenguan:problem:<slug>`.
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: format!("urn:shenguan:problem:{slug}"),
+            title: title.to_string(),
+            status: status.as_u16(),
+            detail: crate::mask::mask(&detail.into()),
+            extensions: serde_json::Map::new(),
+            retry_after: None,
+            authenticate: false,
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Problem {
+        self.extensions.insert(key.to_string(), serde_json::to_value(value).unwrap_or(Value::Null));
+        self
+    }
+
+    pub fn unauthorized(detail: &str) -> Problem {
+        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or unknown bearer token", detail);
+        p.authenticate = true;
+        p
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed for this token", detail)
+    }
+
+    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Problem {
+        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable; retry", detail);
+        p.retry_after = Some(retry_after);
+        p
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.authenticate {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"shenguan\""));
+        }
+        response
+    }
+}

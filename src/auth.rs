@@ -1,0 +1,118 @@
+//! Bearer tokens per adapter, department and admin. Tokens are random 256-bit strings shown once
+//! when issued; only their SHA-256 is stored. A presented token is hashed and compared with every
+//! known hash in constant time (`subtle`), so timing reveals nothing about which hash was close.
+//! A high-entropy token needs no slow password hash: there is nothing to brute-force.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::RwLock;
+
+use crate::config::TokenEntry;
+use crate::state::{StateStore, TokenRow};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Adapter(String),
+    Department(String),
+    Admin,
+}
+
+impl Principal {
+    fn from_row(row: &TokenRow) -> Option<Principal> {
+        match row.role.as_str() {
+            "adapter" => Some(Principal::Adapter(row.subject.clone())),
+            "department" => Some(Principal::Department(row.subject.clone())),
+            "admin" => Some(Principal::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Roles a token can have.
+pub const ROLES: [&str; 3] = ["adapter", "department", "admin"];
+
+/// A fresh token: `sg_` and 64 hex digits (256 bits from the OS random source via UUID v4).
+pub fn new_token() -> String {
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    format!("sg_{}{}", hex::encode(a.as_bytes()), hex::encode(b.as_bytes()))
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// How often at most the token list is re-read from the store after an unknown token.
+const REFRESH_AFTER: Duration = Duration::from_secs(1);
+
+pub struct Authenticator {
+    configured: Vec<TokenRow>,
+    store: Arc<dyn StateStore>,
+    cache: RwLock<(Vec<TokenRow>, Instant)>,
+}
+
+impl Authenticator {
+    pub async fn new(entries: &[TokenEntry], store: Arc<dyn StateStore>) -> anyhow::Result<Authenticator> {
+        let mut configured = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            anyhow::ensure!(ROLES.contains(&e.role.as_str()), "auth.tokens[{i}]: unknown role '{}'", e.role);
+            let bytes = hex::decode(e.sha256.trim())
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| anyhow::anyhow!("auth.tokens[{i}]: sha256 must be 64 hex digits"))?;
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(&bytes);
+            configured.push(TokenRow { id: format!("config-{i}"), role: e.role.clone(), subject: e.subject.clone(), sha256 });
+        }
+        let stored = store.tokens().await?;
+        Ok(Authenticator { configured, store, cache: RwLock::new((stored, Instant::now())) })
+    }
+
+    /// The principal a bearer token stands for, if any.
+    pub async fn authenticate(&self, token: &str) -> Option<Principal> {
+        let hash = hash_token(token);
+        if let Some(p) = self.find(&hash).await {
+            return Some(p);
+        }
+        // A token issued by the CLI since the last read: refresh, at most once per interval.
+        let stale = self.cache.read().await.1.elapsed() >= REFRESH_AFTER;
+        if stale {
+            if let Ok(rows) = self.store.tokens().await {
+                *self.cache.write().await = (rows, Instant::now());
+            }
+            return self.find(&hash).await;
+        }
+        None
+    }
+
+    async fn find(&self, hash: &[u8; 32]) -> Option<Principal> {
+        let cache = self.cache.read().await;
+        // Compare against every hash without stopping early.
+        let mut found = None;
+        for row in self.configured.iter().chain(cache.0.iter()) {
+            if bool::from(row.sha256.ct_eq(hash)) && found.is_none() {
+                found = Principal::from_row(row);
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_hash_stably() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 3 + 64);
+        assert_eq!(hash_token(&a), hash_token(&a));
+        assert_ne!(hash_token(&a), hash_token(&b));
+    }
+}

@@ -1,0 +1,260 @@
+//! The Kafka bus through `rdkafka` (librdkafka, built in).
+//!
+//! The producer is idempotent with `acks=all`, so a retried send neither duplicates nor reorders
+//! within a partition; the Kafka key is the record id. Every `[bus.kafka.properties]` entry —
+//! `security.protocol`, `sasl.*`, `ssl.*` and any other librdkafka property — is passed through
+//! to the producer, the consumers and the admin client, so SASL/TLS needs no code here.
+//! Subscriptions follow rust-rdkafka's `at_least_once` example: automatic offset storing is off
+//! and a position is committed only after the caller handled the message.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Bus, BusError, Delivery, Message, Subscription};
+use crate::config::KafkaSettings;
+
+pub struct KafkaBus {
+    servers: String,
+    settings: KafkaSettings,
+    producer: FutureProducer,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+impl KafkaBus {
+    pub fn new(servers: &str, settings: &KafkaSettings) -> Result<KafkaBus, BusError> {
+        let mut config = base_config(servers, settings);
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", settings.linger_ms.to_string())
+            .set("compression.type", &settings.compression)
+            .set("message.timeout.ms", settings.publish_timeout_ms.to_string());
+        // Site properties win, so an operator can tune anything librdkafka knows.
+        for (k, v) in &settings.properties {
+            config.set(k, v);
+        }
+        let producer: FutureProducer = config
+            .create()
+            .map_err(|e| BusError::Fatal(format!("cannot create the Kafka producer: {e}")))?;
+        Ok(KafkaBus { servers: servers.to_string(), settings: settings.clone(), producer })
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = base_config(&self.servers, &self.settings);
+        for (k, v) in &self.settings.properties {
+            if !is_producer_only(k) {
+                config.set(k, v);
+            }
+        }
+        config
+    }
+
+    fn reader(&self, group: &str) -> Result<BaseConsumer, BusError> {
+        self.client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| BusError::Fatal(format!("cannot create a Kafka consumer: {e}")))
+    }
+}
+
+fn base_config(servers: &str, settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", servers)
+        .set("client.id", &settings.client_id)
+        .set("socket.timeout.ms", "10000");
+    config
+}
+
+fn is_producer_only(key: &str) -> bool {
+    matches!(
+        key,
+        "acks" | "enable.idempotence" | "linger.ms" | "compression.type" | "message.timeout.ms" | "batch.size" | "batch.num.messages"
+    )
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    fn describe(&self) -> String {
+        format!("kafka ({})", self.servers)
+    }
+
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(|e| BusError::Fatal(format!("cannot create the Kafka admin client: {e}")))?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(self.settings.replication_factor))
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin.create_topics(new.iter(), &opts).await.map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(BusError::Unavailable(format!("cannot create topic {topic}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, batch: Vec<Message>) -> Result<(), BusError> {
+        let timeout = Duration::from_millis(self.settings.publish_timeout_ms);
+        let sends = batch.iter().map(|m| {
+            self.producer
+                .send(FutureRecord::to(&m.topic).key(&m.key).payload(&m.payload), timeout)
+        });
+        let results = futures::future::join_all(sends).await;
+        for r in results {
+            if let Err((e, _)) = r {
+                return Err(match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                        BusError::Fatal(format!("message too large for the broker: {e}"))
+                    }
+                    other => BusError::Unavailable(other.to_string()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_all(&self, topic: &str) -> Result<Vec<Delivery>, BusError> {
+        let consumer = self.reader(&format!("shenguan-reader-{}", uuid::Uuid::new_v4()))?;
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || -> Result<Vec<Delivery>, BusError> {
+            let timeout = Duration::from_secs(10);
+            let metadata = consumer.fetch_metadata(Some(&topic), timeout).map_err(unavailable)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            let mut ends = BTreeMap::new();
+            let mut assignment = TopicPartitionList::new();
+            for p in partitions {
+                let (low, high) = consumer.fetch_watermarks(&topic, p, timeout).map_err(unavailable)?;
+                if high > low {
+                    ends.insert(p, high);
+                    assignment.add_partition_offset(&topic, p, Offset::Offset(low)).map_err(unavailable)?;
+                }
+            }
+            let mut out = Vec::new();
+            if ends.is_empty() {
+                return Ok(out);
+            }
+            consumer.assign(&assignment).map_err(unavailable)?;
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
+            while !ends.is_empty() {
+                if std::time::Instant::now() > give_up {
+                    return Err(BusError::Unavailable(format!("timed out reading {topic}")));
+                }
+                match consumer.poll(Duration::from_millis(500)) {
+                    None => {}
+                    Some(Err(e)) => return Err(unavailable(e)),
+                    Some(Ok(m)) => {
+                        let d = delivery(&m);
+                        if ends.get(&d.partition).is_some_and(|&end| d.offset + 1 >= end) {
+                            ends.remove(&d.partition);
+                        }
+                        out.push(d);
+                    }
+                }
+            }
+            out.sort_by_key(|d| (d.timestamp_ms, d.partition, d.offset));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| BusError::Fatal(e.to_string()))?
+    }
+
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, BusError> {
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.settings.session_timeout_ms.to_string())
+            .create()
+            .map_err(|e| BusError::Fatal(format!("cannot create a Kafka consumer: {e}")))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(unavailable)?;
+        Ok(Box::new(KafkaSubscription { consumer: std::sync::Arc::new(consumer) }))
+    }
+
+    async fn ready(&self) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(|e| BusError::Fatal(e.to_string()))?
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout).map_err(unavailable))
+            .await
+            .map_err(|e| BusError::Fatal(e.to_string()))?
+    }
+}
+
+fn delivery<M: rdkafka::message::Message>(m: &M) -> Delivery {
+    Delivery {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        payload: m.payload().unwrap_or_default().to_vec(),
+        timestamp_ms: m.timestamp().to_millis().unwrap_or_default(),
+    }
+}
+
+struct KafkaSubscription {
+    consumer: std::sync::Arc<StreamConsumer>,
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self, wait: Duration) -> Result<Option<Delivery>, BusError> {
+        match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Ok(Ok(m)) => Ok(Some(delivery(&m))),
+        }
+    }
+
+    async fn commit(&mut self, d: &Delivery) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&d.topic, d.partition, Offset::Offset(d.offset + 1))
+            .map_err(unavailable)?;
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync).map_err(unavailable))
+            .await
+            .map_err(|e| BusError::Fatal(e.to_string()))?
+    }
+}

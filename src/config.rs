@@ -1,0 +1,251 @@
+//! Settings: one TOML file (`--config`, else `shenguan.toml` when present, else built-in
+//! defaults), then `SHENGUAN_*` environment variables, then command-line flags. Every key is
+//! documented here (`///` is the user documentation) and in `shenguan.example.toml`.
+//! Unknown keys are errors: a typo must not silently fall back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Directory for the embedded bus and the SQLite state. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Directory of adapter files (`<system>/<name>.yaml`). Default `./adapters`.
+    pub adapters_dir: PathBuf,
+    /// Directory of the canonical schemas. Default `./schemas`; when it does not exist, the
+    /// schemas built into the binary are used.
+    pub schemas_dir: PathBuf,
+    pub server: ServerSettings,
+    pub bus: BusSettings,
+    pub ledger: LedgerSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("./data"),
+            adapters_dir: PathBuf::from("./adapters"),
+            schemas_dir: PathBuf::from("./schemas"),
+            server: ServerSettings::default(),
+            bus: BusSettings::default(),
+            ledger: LedgerSettings::default(),
+            auth: AuthSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+/// `[server]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes. Default 16 MiB (a 双公示 bulk export of some
+    /// ten thousand rows); larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Largest number of records in one ingest request. Default 10,000.
+    pub max_batch_records: usize,
+    /// Seconds to let in-flight requests finish at shutdown. Default 30.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_batch_records: 10_000,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// `[bus]`: where canonical records are published.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSettings {
+    /// `embedded` (default: SQLite file `<data_dir>/bus.db`) or `kafka://host:port[,host:port]`.
+    pub url: String,
+    /// Prefix of every topic name. Default `shenguan.` (topics `shenguan.approval.v1` …).
+    pub topic_prefix: String,
+    pub kafka: KafkaSettings,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        BusSettings { url: "embedded".into(), topic_prefix: "shenguan.".into(), kafka: KafkaSettings::default() }
+    }
+}
+
+/// `[bus.kafka]`: Kafka client settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Partitions of topics the gateway creates. Default 6.
+    pub partitions: i32,
+    /// Replication factor of topics the gateway creates. Default 1 for a single broker; use 3
+    /// on a production cluster.
+    pub replication_factor: i32,
+    /// Milliseconds an acknowledged publish may take before ingest answers 503. Default 30000.
+    pub publish_timeout_ms: u64,
+    /// Producer batching delay in milliseconds. Default 5.
+    pub linger_ms: u64,
+    /// Producer compression: none, gzip, lz4 (default), snappy.
+    pub compression: String,
+    /// Consumer group session timeout in milliseconds. Default 6000.
+    pub session_timeout_ms: u64,
+    /// Kafka client id. Default `shenguan`.
+    pub client_id: String,
+    /// Any librdkafka property, passed through unchanged: `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location` …
+    /// Environment variables `SHENGUAN_KAFKA_<PROPERTY>` (dots as underscores, e.g.
+    /// `SHENGUAN_KAFKA_SASL_PASSWORD`) add or override entries, so secrets need not be in the file.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            partitions: 6,
+            replication_factor: 1,
+            publish_timeout_ms: 30_000,
+            linger_ms: 5,
+            compression: "lz4".into(),
+            session_timeout_ms: 6_000,
+            client_id: "shenguan".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[ledger]`: the gateway's own state (ingest de-duplication, tokens).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// `sqlite:PATH`; default `sqlite:<data_dir>/ledger.db`.
+    pub url: Option<String>,
+}
+
+/// `[auth]`: bearer tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Whether `/metrics` may be scraped without a token. Default true.
+    pub metrics_public: bool,
+    /// Tokens given in the file as SHA-256 hashes (`shenguan token hash` prints one), in
+    /// addition to those issued with `shenguan token issue`.
+    pub tokens: Vec<TokenEntry>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings { metrics_public: true, tokens: Vec::new() }
+    }
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// `adapter`, `department` or `admin`.
+    pub role: String,
+    /// The adapter name or department code; empty for `admin`.
+    #[serde(default)]
+    pub subject: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (default) or `json` (for production log collection).
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` (default) or `shenguan=debug,info`. `RUST_LOG` overrides.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { format: "text".into(), level: "info".into() }
+    }
+}
+
+/// Overrides from the command line (already merged with `SHENGUAN_*` variables by clap).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub bus: Option<String>,
+    pub ledger: Option<String>,
+}
+
+impl Settings {
+    /// Reads the file (explicit path, else `shenguan.toml` if present, else defaults), then
+    /// applies `SHENGUAN_KAFKA_*` variables and the overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+        let mut settings = match file {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new("shenguan.toml").is_file() => Self::from_file(Path::new("shenguan.toml"))?,
+            None => Settings::default(),
+        };
+        for (key, value) in std::env::vars() {
+            if let Some(prop) = key.strip_prefix("SHENGUAN_KAFKA_") {
+                settings.bus.kafka.properties.insert(prop.to_ascii_lowercase().replace('_', "."), value);
+            }
+        }
+        if let Some(v) = overrides.listen {
+            settings.server.listen = v;
+        }
+        if let Some(v) = &overrides.data_dir {
+            settings.data_dir = v.clone();
+        }
+        if let Some(v) = &overrides.bus {
+            settings.bus.url = v.clone();
+        }
+        if let Some(v) = &overrides.ledger {
+            settings.ledger.url = Some(v.clone());
+        }
+        Ok(settings)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Settings> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read configuration {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("configuration {}: {e}", path.display()))
+    }
+
+    /// The SQLite path of the state store.
+    pub fn ledger_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.ledger.url {
+            None => Ok(self.data_dir.join("ledger.db")),
+            Some(url) => match url.strip_prefix("sqlite:") {
+                Some(path) => Ok(PathBuf::from(path.trim_start_matches("//"))),
+                None => anyhow::bail!("ledger URL '{url}' is not supported yet: use sqlite:PATH"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configuration_parses_and_unknown_keys_are_errors() {
+        let example = include_str!("../shenguan.example.toml");
+        let s: Settings = toml::from_str(example).expect("example config parses");
+        assert_eq!(s.bus.topic_prefix, "shenguan.");
+        let err = toml::from_str::<Settings>("[server]\nlistne = \"1.2.3.4:1\"").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+}

@@ -1,0 +1,113 @@
+//! The dead-letter queue: every rejected input is a CloudEvent on `shenguan.dlq.v1` holding the
+//! original bytes, the adapter, the stage, a reason code and the errors. `shenguan dlq list`
+//! shows them with personal data masked; `shenguan dlq replay` runs them again through the
+//! current adapters and schemas, after a fix.
+
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::bus::{Bus, BusError, Topics};
+use crate::mask::mask;
+use crate::schema::RecordKind;
+
+/// Characters of the original input a preview shows.
+const PREVIEW_CHARS: usize = 240;
+
+/// A masked, shortened text preview of original bytes.
+pub fn preview(original: &[u8], charset: &str) -> String {
+    let encoding = encoding_rs::Encoding::for_label(charset.as_bytes()).unwrap_or(encoding_rs::UTF_8);
+    let (text, _, _) = encoding.decode(original);
+    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(PREVIEW_CHARS).collect();
+    let mut out = mask(&flat);
+    if text.chars().count() > PREVIEW_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// One DLQ entry as read back from the bus.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub time: String,
+    pub adapter: String,
+    pub stage: String,
+    pub reason: String,
+    pub errors: Vec<Value>,
+    pub record_index: Option<u64>,
+    pub preview: String,
+    pub replay_of: Option<String>,
+    #[serde(skip)]
+    pub original: Vec<u8>,
+    #[serde(skip)]
+    pub charset: String,
+}
+
+impl Entry {
+    fn from_event(event: &Value) -> Option<Entry> {
+        let data = event.get("data")?;
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+        let original = base64::engine::general_purpose::STANDARD
+            .decode(data.get("original_base64")?.as_str()?)
+            .ok()?;
+        Some(Entry {
+            id: text(event.get("id")),
+            time: text(event.get("time")),
+            adapter: text(data.get("adapter")),
+            stage: text(data.get("stage")),
+            reason: text(data.get("reason")),
+            errors: data.get("errors").and_then(Value::as_array).cloned().unwrap_or_default(),
+            record_index: data.get("record_index").and_then(Value::as_u64),
+            preview: text(data.get("preview")),
+            replay_of: data.get("replay_of").and_then(Value::as_str).map(str::to_string),
+            charset: data.get("charset").and_then(Value::as_str).unwrap_or("utf-8").to_string(),
+            original,
+        })
+    }
+}
+
+/// Every DLQ entry, oldest first.
+pub async fn entries(bus: &dyn Bus, topics: &Topics) -> Result<Vec<Entry>, BusError> {
+    let deliveries = bus.read_all(&topics.name(RecordKind::Dlq)).await?;
+    Ok(deliveries
+        .iter()
+        .filter_map(|d| serde_json::from_slice::<Value>(&d.payload).ok())
+        .filter_map(|e| Entry::from_event(&e))
+        .collect())
+}
+
+/// Renders entries as a table for people.
+pub fn table(entries: &[Entry]) -> String {
+    let mut out = String::from("ID                                    TIME                           ADAPTER              STAGE     REASON               ERROR\n");
+    for e in entries {
+        let first = e
+            .errors
+            .first()
+            .map(|err| {
+                let path = err.get("path").and_then(Value::as_str).unwrap_or("");
+                let reason = err.get("reason").and_then(Value::as_str).unwrap_or("");
+                format!("{path} {reason}")
+            })
+            .unwrap_or_default();
+        let more = if e.errors.len() > 1 { format!(" (+{} more)", e.errors.len() - 1) } else { String::new() };
+        out.push_str(&format!(
+            "{:<37} {:<30} {:<20} {:<9} {:<20} {}{}\n    {}\n",
+            e.id,
+            e.time,
+            e.adapter,
+            e.stage,
+            e.reason,
+            mask(&first),
+            more,
+            e.preview
+        ));
+    }
+    out.push_str(&format!("{} entries\n", entries.len()));
+    out
+}
+
+/// The ids of entries that were already replayed (a later entry or a replay record names them).
+pub fn replayed_ids(entries: &[Entry]) -> std::collections::HashSet<String> {
+    entries.iter().filter_map(|e| e.replay_of.clone()).collect()
+}

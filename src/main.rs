@@ -1,0 +1,172 @@
+//! The `shenguan` command line. Parsing only: every command is carried out by `shenguan::app`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use shenguan::app;
+use shenguan::config::{Overrides, Settings};
+
+#[derive(Parser)]
+#[command(name = "shenguan", version, about = "Data-exchange gateway for 审管联动 (approval ↔ supervision)")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command understands; flags override the file and `SHENGUAN_*` variables.
+#[derive(Args, Clone)]
+struct Common {
+    /// Configuration file (default: shenguan.toml if present, else built-in defaults).
+    #[arg(long, global = true, env = "SHENGUAN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded bus and SQLite state (default ./data).
+    #[arg(long, global = true, env = "SHENGUAN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Bus URL: `embedded` or `kafka://host:port[,host:port]`.
+    #[arg(long, global = true, env = "SHENGUAN_BUS")]
+    bus: Option<String>,
+    /// Ledger URL: `sqlite:PATH`.
+    #[arg(long, global = true, env = "SHENGUAN_LEDGER")]
+    ledger: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Address for the HTTP API (default 127.0.0.1:8080).
+        #[arg(long, env = "SHENGUAN_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Check and test adapters.
+    Adapters {
+        #[command(subcommand)]
+        command: AdaptersCommand,
+    },
+    /// Inspect and replay the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Issue and hash bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdaptersCommand {
+    /// Check adapter files; prints every error with file and line; exits 1 on any.
+    Lint {
+        /// Adapter files or directories (default: the configured adapter directory).
+        paths: Vec<PathBuf>,
+    },
+    /// Run golden fixtures: raw input → expected canonical records or rejections.
+    Test {
+        /// Adapter files or directories (default: all adapters).
+        paths: Vec<PathBuf>,
+        /// Write the expectation files from the current output instead of comparing.
+        #[arg(long)]
+        update: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List rejected inputs (personal data masked).
+    List {
+        /// Only this adapter's entries.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+    /// Run rejected inputs again through the current adapters and schemas.
+    Replay {
+        /// Replay this entry (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        /// Replay this adapter's entries.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Replay every entry not yet replayed.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token, print it once and store only its hash.
+    Issue {
+        /// adapter, department or admin.
+        #[arg(long)]
+        role: String,
+        /// The adapter name or department code.
+        #[arg(long, default_value = "")]
+        subject: String,
+    },
+    /// Print the SHA-256 of a token, for `[[auth.tokens]]` in the configuration file.
+    Hash { token: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Run { listen } => *listen,
+        _ => None,
+    };
+    let overrides = Overrides {
+        listen,
+        data_dir: cli.common.data_dir.clone(),
+        bus: cli.common.bus.clone(),
+        ledger: cli.common.ledger.clone(),
+    };
+    let settings = match Settings::load(cli.common.config.as_deref(), &overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    app::init(&settings);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result: anyhow::Result<bool> = runtime.block_on(async move {
+        match cli.command {
+            Command::Run { .. } => app::run(settings).await.map(|_| true),
+            Command::Adapters { command: AdaptersCommand::Lint { paths } } => app::adapters_lint(&settings, &paths),
+            Command::Adapters { command: AdaptersCommand::Test { paths, update } } => app::adapters_test(&settings, &paths, update),
+            Command::Dlq { command: DlqCommand::List { adapter, format } } => {
+                app::dlq_list(&settings, adapter.as_deref(), format == "json").await.map(|_| true)
+            }
+            Command::Dlq { command: DlqCommand::Replay { ids, adapter, all } } => {
+                app::dlq_replay(&settings, &ids, adapter.as_deref(), all).await
+            }
+            Command::Token { command: TokenCommand::Issue { role, subject } } => {
+                let token = app::token_issue(&settings, &role, &subject).await?;
+                println!("{token}");
+                eprintln!("Store this token now: it is shown once; only its hash is kept.");
+                Ok(true)
+            }
+            Command::Token { command: TokenCommand::Hash { token } } => {
+                println!("{}", hex::encode(shenguan::auth::hash_token(&token)));
+                Ok(true)
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The gateway's own state, next to the ledger: which business keys were published with which
+//! content (ingest de-duplication) and the hashes of issued tokens.
+//!
+//! A record is remembered only after the bus acknowledged it, so a crash between the two can
+//! publish a record twice (at-least-once) but never lose one; consumers de-duplicate on the
+//! CloudEvents `id`, which is derived from the record id and its content.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// State store failures.
+#[derive(Debug, thiserror::Error)]
+#[error("state store {path}: {message}")]
+pub struct StateError {
+    pub path: String,
+    pub message: String,
+}
+
+/// A published record, remembered for de-duplication.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub adapter: String,
+    pub business_key: String,
+    pub content_hash: String,
+    pub record_id: String,
+}
+
+/// An issued token (only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub role: String,
+    pub subject: String,
+    pub sha256: [u8; 32],
+}
+
+/// The state store seam.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// The content hash last published for each of `keys` of `adapter`.
+    async fn last_hashes(&self, adapter: &str, keys: Vec<String>) -> Result<Vec<Option<String>>, StateError>;
+    /// Remembers published records.
+    async fn remember(&self, seen: Vec<Seen>) -> Result<(), StateError>;
+    /// Every active token.
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StateError>;
+    /// Stores a new token hash.
+    async fn add_token(&self, row: TokenRow) -> Result<(), StateError>;
+    /// The DLQ entries already replayed.
+    async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError>;
+    /// Records that DLQ entries were replayed, with the outcome (`accepted`, `duplicate`, `rejected`).
+    async fn mark_replayed(&self, entries: Vec<(String, String)>) -> Result<(), StateError>;
+}
+
+/// SQLite implementation (the default, `sqlite:<data_dir>/ledger.db`).
+pub struct SqliteState {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteState {
+    pub fn open(path: &Path) -> Result<SqliteState, StateError> {
+        let err = |e: &dyn std::fmt::Display| StateError { path: path.display().to_string(), message: e.to_string() };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(&e))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| err(&e))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| err(&e))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| err(&e))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS ingest_seen (
+                 adapter TEXT NOT NULL, business_key TEXT NOT NULL, content_hash TEXT NOT NULL,
+                 record_id TEXT NOT NULL, updated_at TEXT NOT NULL,
+                 PRIMARY KEY (adapter, business_key)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS auth_tokens (
+                 id TEXT PRIMARY KEY, role TEXT NOT NULL, subject TEXT NOT NULL,
+                 sha256 BLOB NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
+             CREATE TABLE IF NOT EXISTS dlq_replays (
+                 dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TEXT NOT NULL);",
+        )
+        .map_err(|e| err(&e))?;
+        Ok(SqliteState { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let conn = self.conn.clone();
+        let path = self.path.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().expect("state connection");
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StateError { path: path.clone(), message: e.to_string() })?
+        .map_err(|e| StateError { path, message: e.to_string() })
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteState {
+    async fn last_hashes(&self, adapter: &str, keys: Vec<String>) -> Result<Vec<Option<String>>, StateError> {
+        let adapter = adapter.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT content_hash FROM ingest_seen WHERE adapter = ?1 AND business_key = ?2",
+            )?;
+            keys.iter()
+                .map(|k| stmt.query_row(params![adapter, k], |r| r.get(0)).optional())
+                .collect()
+        })
+        .await
+    }
+
+    async fn remember(&self, seen: Vec<Seen>) -> Result<(), StateError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let now = chrono::Utc::now().to_rfc3339();
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO ingest_seen (adapter, business_key, content_hash, record_id, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (adapter, business_key) DO UPDATE
+                     SET content_hash = excluded.content_hash, updated_at = excluded.updated_at",
+                )?;
+                for s in &seen {
+                    stmt.execute(params![s.adapter, s.business_key, s.content_hash, s.record_id, now])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StateError> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, role, subject, sha256 FROM auth_tokens WHERE revoked_at IS NULL")?;
+            let rows = stmt.query_map([], |r| {
+                let hash: Vec<u8> = r.get(3)?;
+                let mut sha256 = [0u8; 32];
+                if hash.len() == 32 {
+                    sha256.copy_from_slice(&hash);
+                }
+                Ok(TokenRow { id: r.get(0)?, role: r.get(1)?, subject: r.get(2)?, sha256 })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn add_token(&self, row: TokenRow) -> Result<(), StateError> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO auth_tokens (id, role, subject, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.id, row.role, row.subject, row.sha256.to_vec(), chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT dlq_id FROM dlq_replays")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn mark_replayed(&self, entries: Vec<(String, String)>) -> Result<(), StateError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let now = chrono::Utc::now().to_rfc3339();
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO dlq_replays (dlq_id, outcome, replayed_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (dlq_id) DO UPDATE SET outcome = excluded.outcome, replayed_at = excluded.replayed_at",
+                )?;
+                for (id, outcome) in &entries {
+                    stmt.execute(params![id, outcome, now])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+}

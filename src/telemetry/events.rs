@@ -1,0 +1,45 @@
+//! One function per observable occurrence: each logs (personal data masked) and updates its
+//! metrics in one place, so a log line and a counter can never disagree.
+
+use std::time::Duration;
+
+use super::METRICS;
+use crate::mask::mask;
+
+/// A source record was published.
+pub fn record_accepted(adapter: &str, record_id: &str, index: usize) {
+    METRICS.ingested.with_label_values(&[adapter, "accepted"]).inc();
+    tracing::debug!(adapter, record_id, index, "record accepted");
+}
+
+/// A source record had already been published with the same content.
+pub fn record_duplicate(adapter: &str, record_id: &str, index: usize) {
+    METRICS.ingested.with_label_values(&[adapter, "duplicate"]).inc();
+    tracing::info!(adapter, record_id, index, "duplicate record answered, not published again");
+}
+
+/// An input was rejected and written to the DLQ.
+pub fn record_rejected(adapter: &str, stage: &str, reason: &str, index: Option<usize>, detail: &str, dlq_id: &str) {
+    METRICS.ingested.with_label_values(&[adapter, "rejected"]).inc();
+    METRICS.dlq.with_label_values(&[adapter, stage, reason]).inc();
+    tracing::warn!(adapter, stage, reason, index, dlq_id, detail = %mask(detail), "record rejected to the DLQ");
+}
+
+/// Messages were acknowledged by the bus.
+pub fn published(topic: &str, count: usize) {
+    METRICS.published.with_label_values(&[topic]).inc_by(count as u64);
+}
+
+/// The time from receipt to bus acknowledgement, once per record.
+pub fn pipeline_latency(adapter: &str, elapsed: Duration, records: usize) {
+    let h = METRICS.pipeline_latency.with_label_values(&[adapter]);
+    for _ in 0..records {
+        h.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// A bus operation failed.
+pub fn bus_error(operation: &str, error: &dyn std::fmt::Display) {
+    METRICS.bus_errors.with_label_values(&[operation]).inc();
+    tracing::error!(operation, error = %error, "bus operation failed");
+}
