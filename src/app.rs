@@ -36,11 +36,15 @@ pub fn load_definitions(settings: &Settings) -> anyhow::Result<(Arc<Schemas>, Ad
 }
 
 /// Opens the state store and the bus, creating the topics.
-pub async fn open_io(settings: &Settings) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn Bus>, Topics)> {
+pub async fn open_io(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn Bus>, Topics)> {
     let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(&settings.ledger_path()?)?);
     let bus = bus::open(&settings.bus.url, &settings.data_dir, &settings.bus.kafka)?;
     let topics = Topics::new(settings.bus.topic_prefix.clone());
-    bus.ensure_topics(&topics.all()).await.with_context(|| format!("creating topics on {}", bus.describe()))?;
+    bus.ensure_topics(&topics.all())
+        .await
+        .with_context(|| format!("creating topics on {}", bus.describe()))?;
     Ok((state, bus, topics))
 }
 
@@ -53,7 +57,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let (state, bus, topics) = open_io(&settings).await?;
     let auth = Arc::new(Authenticator::new(&settings.auth.tokens, state.clone()).await?);
-    let ingestor = Arc::new(Ingestor::new(schemas, bus.clone(), state, topics, settings.server.max_batch_records));
+    let ingestor = Arc::new(Ingestor::new(
+        schemas,
+        bus.clone(),
+        state,
+        topics,
+        settings.server.max_batch_records,
+    ));
     let app_state = Arc::new(AppState {
         ingestor,
         adapters: Arc::new(std::sync::RwLock::new(Arc::new(adapters))),
@@ -100,9 +110,14 @@ async fn shutdown_signal() {
 
 /// `shenguan adapters lint [PATH…]`: every error of every adapter; `Ok(false)` when any.
 pub fn adapters_lint(settings: &Settings, paths: &[PathBuf]) -> anyhow::Result<bool> {
-    let schemas = Schemas::load(Some(&settings.schemas_dir)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let schemas =
+        Schemas::load(Some(&settings.schemas_dir)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut errors = Vec::new();
-    let files = if paths.is_empty() { adapter::adapter_files(&settings.adapters_dir, &mut errors) } else { expand(paths, &mut errors) };
+    let files = if paths.is_empty() {
+        adapter::adapter_files(&settings.adapters_dir, &mut errors)
+    } else {
+        expand(paths, &mut errors)
+    };
     let mut checked = 0;
     for file in &files {
         checked += 1;
@@ -122,7 +137,10 @@ pub fn adapters_lint(settings: &Settings, paths: &[PathBuf]) -> anyhow::Result<b
     for e in &errors {
         println!("{e}");
     }
-    println!("{checked} adapter file(s) checked, {} error(s)", errors.len());
+    println!(
+        "{checked} adapter file(s) checked, {} error(s)",
+        errors.len()
+    );
     Ok(errors.is_empty())
 }
 
@@ -131,7 +149,14 @@ fn expand(paths: &[PathBuf], errors: &mut Vec<adapter::LintError>) -> Vec<PathBu
     for p in paths {
         if p.is_dir() {
             let mut direct: Vec<PathBuf> = std::fs::read_dir(p)
-                .map(|rd| rd.flatten().map(|e| e.path()).filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "yaml" || x == "yml")).collect())
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|f| {
+                            f.is_file() && f.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             if direct.is_empty() {
                 direct = adapter::adapter_files(p, errors);
@@ -147,9 +172,14 @@ fn expand(paths: &[PathBuf], errors: &mut Vec<adapter::LintError>) -> Vec<PathBu
 
 /// `shenguan adapters test [PATH…] [--update]`: `Ok(false)` when any fixture differs.
 pub fn adapters_test(settings: &Settings, paths: &[PathBuf], update: bool) -> anyhow::Result<bool> {
-    let schemas = Schemas::load(Some(&settings.schemas_dir)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let schemas =
+        Schemas::load(Some(&settings.schemas_dir)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut errors = Vec::new();
-    let files = if paths.is_empty() { adapter::adapter_files(&settings.adapters_dir, &mut errors) } else { expand(paths, &mut errors) };
+    let files = if paths.is_empty() {
+        adapter::adapter_files(&settings.adapters_dir, &mut errors)
+    } else {
+        expand(paths, &mut errors)
+    };
     let (mut passed, mut failed) = (0, 0);
     for e in &errors {
         println!("{e}");
@@ -168,7 +198,11 @@ pub fn adapters_test(settings: &Settings, paths: &[PathBuf], update: bool) -> an
         };
         let results = golden::test_adapter(&adapter, &schemas, update);
         if results.is_empty() {
-            println!("FAIL {}: no fixtures in {}", adapter.name, golden::fixture_dir(&adapter).display());
+            println!(
+                "FAIL {}: no fixtures in {}",
+                adapter.name,
+                golden::fixture_dir(&adapter).display()
+            );
             failed += 1;
         }
         for r in results {
@@ -189,7 +223,11 @@ pub fn adapters_test(settings: &Settings, paths: &[PathBuf], update: bool) -> an
 }
 
 /// `shenguan dlq list`.
-pub async fn dlq_list(settings: &Settings, adapter: Option<&str>, json: bool) -> anyhow::Result<()> {
+pub async fn dlq_list(
+    settings: &Settings,
+    adapter: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     let bus = bus::open(&settings.bus.url, &settings.data_dir, &settings.bus.kafka)?;
     let topics = Topics::new(settings.bus.topic_prefix.clone());
     let mut entries = dlq::entries(bus.as_ref(), &topics).await?;
@@ -205,8 +243,16 @@ pub async fn dlq_list(settings: &Settings, adapter: Option<&str>, json: bool) ->
 }
 
 /// `shenguan dlq replay`: re-runs DLQ entries not yet replayed through the current adapters.
-pub async fn dlq_replay(settings: &Settings, ids: &[String], adapter: Option<&str>, all: bool) -> anyhow::Result<bool> {
-    anyhow::ensure!(all || !ids.is_empty() || adapter.is_some(), "say what to replay: --id ID, --adapter NAME or --all");
+pub async fn dlq_replay(
+    settings: &Settings,
+    ids: &[String],
+    adapter: Option<&str>,
+    all: bool,
+) -> anyhow::Result<bool> {
+    anyhow::ensure!(
+        all || !ids.is_empty() || adapter.is_some(),
+        "say what to replay: --id ID, --adapter NAME or --all"
+    );
     let (schemas, adapters) = load_definitions(settings)?;
     let (state, bus, topics) = open_io(settings).await?;
     let entries = dlq::entries(bus.as_ref(), &topics).await?;
@@ -230,10 +276,26 @@ pub async fn dlq_replay(settings: &Settings, ids: &[String], adapter: Option<&st
             println!("{}: adapter '{}' is not loaded; skipped", e.id, e.adapter);
             continue;
         };
-        let outcome = match ingestor.ingest(a, e.original.clone(), Some(e.charset.clone()), Some(e.id.clone())).await {
+        let outcome = match ingestor
+            .ingest(
+                a,
+                e.original.clone(),
+                Some(e.charset.clone()),
+                Some(e.id.clone()),
+            )
+            .await
+        {
             Ok(r) if !r.rejected.is_empty() => {
                 rejected += 1;
-                format!("rejected again: {}", r.rejected[0].errors.iter().map(|x| format!("{} {}", x.path, x.reason)).collect::<Vec<_>>().join("; "))
+                format!(
+                    "rejected again: {}",
+                    r.rejected[0]
+                        .errors
+                        .iter()
+                        .map(|x| format!("{} {}", x.path, x.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
             }
             Ok(r) if !r.duplicates.is_empty() && r.accepted.is_empty() => {
                 duplicates += 1;
@@ -241,7 +303,14 @@ pub async fn dlq_replay(settings: &Settings, ids: &[String], adapter: Option<&st
             }
             Ok(r) => {
                 accepted += 1;
-                format!("accepted as {}", r.accepted.iter().map(|x| x.id.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "accepted as {}",
+                    r.accepted
+                        .iter()
+                        .map(|x| x.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
             Err(IngestError::Body(b, _)) => {
                 rejected += 1;
@@ -249,7 +318,13 @@ pub async fn dlq_replay(settings: &Settings, ids: &[String], adapter: Option<&st
             }
             Err(e) => return Err(e.into()),
         };
-        let kind = if outcome.starts_with("rejected") { "rejected" } else if outcome.starts_with("duplicate") { "duplicate" } else { "accepted" };
+        let kind = if outcome.starts_with("rejected") {
+            "rejected"
+        } else if outcome.starts_with("duplicate") {
+            "duplicate"
+        } else {
+            "accepted"
+        };
         marks.push((e.id.clone(), kind.to_string()));
         println!("{}: {outcome}", e.id);
     }
@@ -260,12 +335,24 @@ pub async fn dlq_replay(settings: &Settings, ids: &[String], adapter: Option<&st
 
 /// `shenguan token issue`: prints a new token once; stores only its hash.
 pub async fn token_issue(settings: &Settings, role: &str, subject: &str) -> anyhow::Result<String> {
-    anyhow::ensure!(auth::ROLES.contains(&role), "role must be one of {}", auth::ROLES.join(", "));
-    anyhow::ensure!(role == "admin" || !subject.is_empty(), "a {role} token needs --subject (the adapter name or department code)");
+    anyhow::ensure!(
+        auth::ROLES.contains(&role),
+        "role must be one of {}",
+        auth::ROLES.join(", ")
+    );
+    anyhow::ensure!(
+        role == "admin" || !subject.is_empty(),
+        "a {role} token needs --subject (the adapter name or department code)"
+    );
     let state = SqliteState::open(&settings.ledger_path()?)?;
     let token = auth::new_token();
     state
-        .add_token(TokenRow { id: uuid::Uuid::new_v4().to_string(), role: role.into(), subject: subject.into(), sha256: auth::hash_token(&token) })
+        .add_token(TokenRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            role: role.into(),
+            subject: subject.into(),
+            sha256: auth::hash_token(&token),
+        })
         .await?;
     Ok(token)
 }

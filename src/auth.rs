@@ -39,7 +39,11 @@ pub const ROLES: [&str; 3] = ["adapter", "department", "admin"];
 pub fn new_token() -> String {
     let a = uuid::Uuid::new_v4();
     let b = uuid::Uuid::new_v4();
-    format!("sg_{}{}", hex::encode(a.as_bytes()), hex::encode(b.as_bytes()))
+    format!(
+        "sg_{}{}",
+        hex::encode(a.as_bytes()),
+        hex::encode(b.as_bytes())
+    )
 }
 
 pub fn hash_token(token: &str) -> [u8; 32] {
@@ -47,7 +51,9 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 }
 
 /// How often at most the token list is re-read from the store after an unknown token.
-const REFRESH_AFTER: Duration = Duration::from_secs(1);
+const REFRESH_AFTER: Duration = Duration::from_millis(50);
+/// How old the cached token list may get before it is re-read anyway.
+const MAX_AGE: Duration = Duration::from_secs(5);
 
 pub struct Authenticator {
     configured: Vec<TokenRow>,
@@ -56,37 +62,66 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub async fn new(entries: &[TokenEntry], store: Arc<dyn StateStore>) -> anyhow::Result<Authenticator> {
+    pub async fn new(
+        entries: &[TokenEntry],
+        store: Arc<dyn StateStore>,
+    ) -> anyhow::Result<Authenticator> {
         let mut configured = Vec::new();
         for (i, e) in entries.iter().enumerate() {
-            anyhow::ensure!(ROLES.contains(&e.role.as_str()), "auth.tokens[{i}]: unknown role '{}'", e.role);
+            anyhow::ensure!(
+                ROLES.contains(&e.role.as_str()),
+                "auth.tokens[{i}]: unknown role '{}'",
+                e.role
+            );
             let bytes = hex::decode(e.sha256.trim())
                 .ok()
                 .filter(|b| b.len() == 32)
                 .ok_or_else(|| anyhow::anyhow!("auth.tokens[{i}]: sha256 must be 64 hex digits"))?;
             let mut sha256 = [0u8; 32];
             sha256.copy_from_slice(&bytes);
-            configured.push(TokenRow { id: format!("config-{i}"), role: e.role.clone(), subject: e.subject.clone(), sha256 });
+            configured.push(TokenRow {
+                id: format!("config-{i}"),
+                role: e.role.clone(),
+                subject: e.subject.clone(),
+                sha256,
+            });
         }
         let stored = store.tokens().await?;
-        Ok(Authenticator { configured, store, cache: RwLock::new((stored, Instant::now())) })
+        Ok(Authenticator {
+            configured,
+            store,
+            cache: RwLock::new((stored, Instant::now())),
+        })
     }
 
     /// The principal a bearer token stands for, if any.
     pub async fn authenticate(&self, token: &str) -> Option<Principal> {
         let hash = hash_token(token);
+        // Revocations reach the cache within MAX_AGE.
+        if self.cache.read().await.1.elapsed() >= MAX_AGE {
+            self.refresh().await;
+        }
         if let Some(p) = self.find(&hash).await {
             return Some(p);
         }
-        // A token issued by the CLI since the last read: refresh, at most once per interval.
-        let stale = self.cache.read().await.1.elapsed() >= REFRESH_AFTER;
-        if stale {
-            if let Ok(rows) = self.store.tokens().await {
-                *self.cache.write().await = (rows, Instant::now());
-            }
-            return self.find(&hash).await;
+        // Perhaps a token issued since the last read: re-read, at most once per interval (an
+        // unknown token waits for the next one, which also slows down guessing).
+        let missed_at = Instant::now();
+        let age = self.cache.read().await.1.elapsed();
+        if age < REFRESH_AFTER {
+            tokio::time::sleep(REFRESH_AFTER - age).await;
         }
-        None
+        if self.cache.read().await.1 < missed_at {
+            self.refresh().await;
+        }
+        self.find(&hash).await
+    }
+
+    async fn refresh(&self) {
+        match self.store.tokens().await {
+            Ok(rows) => *self.cache.write().await = (rows, Instant::now()),
+            Err(e) => tracing::error!(error = %e, "cannot read tokens; keeping the cached list"),
+        }
     }
 
     async fn find(&self, hash: &[u8; 32]) -> Option<Principal> {

@@ -81,7 +81,11 @@ pub struct BusSettings {
 
 impl Default for BusSettings {
     fn default() -> Self {
-        BusSettings { url: "embedded".into(), topic_prefix: "shenguan.".into(), kafka: KafkaSettings::default() }
+        BusSettings {
+            url: "embedded".into(),
+            topic_prefix: "shenguan.".into(),
+            kafka: KafkaSettings::default(),
+        }
     }
 }
 
@@ -147,7 +151,10 @@ pub struct AuthSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings { metrics_public: true, tokens: Vec::new() }
+        AuthSettings {
+            metrics_public: true,
+            tokens: Vec::new(),
+        }
     }
 }
 
@@ -176,7 +183,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { format: "text".into(), level: "info".into() }
+        LogSettings {
+            format: "text".into(),
+            level: "info".into(),
+        }
     }
 }
 
@@ -195,12 +205,18 @@ impl Settings {
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
         let mut settings = match file {
             Some(path) => Self::from_file(path)?,
-            None if Path::new("shenguan.toml").is_file() => Self::from_file(Path::new("shenguan.toml"))?,
+            None if Path::new("shenguan.toml").is_file() => {
+                Self::from_file(Path::new("shenguan.toml"))?
+            }
             None => Settings::default(),
         };
         for (key, value) in std::env::vars() {
             if let Some(prop) = key.strip_prefix("SHENGUAN_KAFKA_") {
-                settings.bus.kafka.properties.insert(prop.to_ascii_lowercase().replace('_', "."), value);
+                settings
+                    .bus
+                    .kafka
+                    .properties
+                    .insert(prop.to_ascii_lowercase().replace('_', "."), value);
             }
         }
         if let Some(v) = overrides.listen {

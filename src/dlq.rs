@@ -16,9 +16,14 @@ const PREVIEW_CHARS: usize = 240;
 
 /// A masked, shortened text preview of original bytes.
 pub fn preview(original: &[u8], charset: &str) -> String {
-    let encoding = encoding_rs::Encoding::for_label(charset.as_bytes()).unwrap_or(encoding_rs::UTF_8);
+    let encoding =
+        encoding_rs::Encoding::for_label(charset.as_bytes()).unwrap_or(encoding_rs::UTF_8);
     let (text, _, _) = encoding.decode(original);
-    let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(PREVIEW_CHARS).collect();
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(PREVIEW_CHARS)
+        .collect();
     let mut out = mask(&flat);
     if text.chars().count() > PREVIEW_CHARS {
         out.push('…');
@@ -57,11 +62,22 @@ impl Entry {
             adapter: text(data.get("adapter")),
             stage: text(data.get("stage")),
             reason: text(data.get("reason")),
-            errors: data.get("errors").and_then(Value::as_array).cloned().unwrap_or_default(),
+            errors: data
+                .get("errors")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
             record_index: data.get("record_index").and_then(Value::as_u64),
             preview: text(data.get("preview")),
-            replay_of: data.get("replay_of").and_then(Value::as_str).map(str::to_string),
-            charset: data.get("charset").and_then(Value::as_str).unwrap_or("utf-8").to_string(),
+            replay_of: data
+                .get("replay_of")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            charset: data
+                .get("charset")
+                .and_then(Value::as_str)
+                .unwrap_or("utf-8")
+                .to_string(),
             original,
         })
     }
@@ -90,7 +106,11 @@ pub fn table(entries: &[Entry]) -> String {
                 format!("{path} {reason}")
             })
             .unwrap_or_default();
-        let more = if e.errors.len() > 1 { format!(" (+{} more)", e.errors.len() - 1) } else { String::new() };
+        let more = if e.errors.len() > 1 {
+            format!(" (+{} more)", e.errors.len() - 1)
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
             "{:<37} {:<30} {:<20} {:<9} {:<20} {}{}\n    {}\n",
             e.id,

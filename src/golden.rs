@@ -35,11 +35,19 @@ pub fn fixture_inputs(adapter: &Adapter) -> Vec<PathBuf> {
 }
 
 pub fn fixture_dir(adapter: &Adapter) -> PathBuf {
-    adapter.file.parent().unwrap_or(Path::new(".")).join("fixtures").join(&adapter.name)
+    adapter
+        .file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("fixtures")
+        .join(&adapter.name)
 }
 
 fn expected_path(input: &Path) -> PathBuf {
-    let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("input");
+    let name = input
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("input");
     let stem = name.split('.').next().unwrap_or(name);
     input.with_file_name(format!("{stem}.expected.json"))
 }
@@ -55,7 +63,14 @@ pub fn run_case(adapter: &Adapter, schemas: &Schemas, input: &Path) -> Result<Va
     let body = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
     let received_at = chrono::DateTime::parse_from_rfc3339(FIXED_RECEIVED_AT).expect("fixed time");
     let charset = charset_of(input);
-    let result = pipeline::process(adapter, schemas, &body, charset.as_deref(), received_at, usize::MAX);
+    let result = pipeline::process(
+        adapter,
+        schemas,
+        &body,
+        charset.as_deref(),
+        received_at,
+        usize::MAX,
+    );
     Ok(match result {
         Err(body) => json!({"body_rejected": {
             "status": body.status,
@@ -100,9 +115,14 @@ pub fn test_adapter(adapter: &Adapter, schemas: &Schemas, update: bool) -> Vec<C
                         }
                     } else {
                         match std::fs::read_to_string(&expected_file) {
-                            Err(_) => vec![format!("no expectation file {} (run with --update to create it)", expected_file.display())],
+                            Err(_) => vec![format!(
+                                "no expectation file {} (run with --update to create it)",
+                                expected_file.display()
+                            )],
                             Ok(text) => match serde_json::from_str::<Value>(&text) {
-                                Err(e) => vec![format!("{}: not JSON: {e}", expected_file.display())],
+                                Err(e) => {
+                                    vec![format!("{}: not JSON: {e}", expected_file.display())]
+                                }
                                 Ok(expected) => {
                                     let mut out = Vec::new();
                                     diff("", &expected, &actual, &mut out);
@@ -146,7 +166,10 @@ pub fn diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>)
                 }
             }
         }
-        _ if expected != actual => out.push(format!("{}: expected {expected}, got {actual}", if path.is_empty() { "/" } else { path })),
+        _ if expected != actual => out.push(format!(
+            "{}: expected {expected}, got {actual}",
+            if path.is_empty() { "/" } else { path }
+        )),
         _ => {}
     }
 }

@@ -10,9 +10,9 @@ use base64::Engine as _;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::adapter::convert::now_shanghai;
 use crate::adapter::Adapter;
 use crate::bus::{Bus, BusError, Message, Topics};
-use crate::adapter::convert::now_shanghai;
 use crate::pipeline::{self, BodyRejection, Outcome, RecordError, Rejection};
 use crate::schema::{RecordKind, Schemas};
 use crate::state::{Seen, StateError, StateStore};
@@ -70,14 +70,22 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub fn new(schemas: Arc<Schemas>, bus: Arc<dyn Bus>, state: Arc<dyn StateStore>, topics: Topics, max_records: usize) -> Ingestor {
+    pub fn new(
+        schemas: Arc<Schemas>,
+        bus: Arc<dyn Bus>,
+        state: Arc<dyn StateStore>,
+        topics: Topics,
+        max_records: usize,
+    ) -> Ingestor {
         Ingestor {
             schemas,
             bus,
             state,
             topics,
             max_records,
-            stripes: (0..STRIPES).map(|_| Arc::new(tokio::sync::Mutex::new(()))).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
         }
     }
 
@@ -96,7 +104,8 @@ impl Ingestor {
         let a = adapter.clone();
         // Parsing, mapping and validating a large batch is CPU work: keep it off the I/O threads.
         let processed = tokio::task::spawn_blocking(move || {
-            let result = pipeline::process(&a, &schemas, &body, charset.as_deref(), received_at, max);
+            let result =
+                pipeline::process(&a, &schemas, &body, charset.as_deref(), received_at, max);
             (result, body)
         })
         .await
@@ -104,21 +113,38 @@ impl Ingestor {
         let outcomes = match processed {
             (Ok(outcomes), _) => outcomes,
             (Err(body_rejection), _) => {
-                let (dlq_id, message) = self.dlq_message(&adapter.name, &body_rejection.rejection, received_at, replay_of.as_deref());
+                let (dlq_id, message) = self.dlq_message(
+                    &adapter.name,
+                    &body_rejection.rejection,
+                    received_at,
+                    replay_of.as_deref(),
+                );
                 self.publish(vec![message]).await?;
                 let r = &body_rejection.rejection;
-                events::record_rejected(&adapter.name, r.stage.as_str(), r.reason, None, &r.errors[0].reason, &dlq_id);
+                events::record_rejected(
+                    &adapter.name,
+                    r.stage.as_str(),
+                    r.reason,
+                    None,
+                    &r.errors[0].reason,
+                    &dlq_id,
+                );
                 return Err(IngestError::Body(Box::new(body_rejection), dlq_id));
             }
         };
-        let mut report = IngestReport { adapter: adapter.name.clone(), received: outcomes.len(), ..Default::default() };
+        let mut report = IngestReport {
+            adapter: adapter.name.clone(),
+            received: outcomes.len(),
+            ..Default::default()
+        };
         let mut candidates = Vec::new();
         let mut messages = Vec::new();
         for outcome in outcomes {
             match outcome {
                 Outcome::Accepted(c) => candidates.push(c),
                 Outcome::Rejected(r) => {
-                    let (dlq_id, message) = self.dlq_message(&adapter.name, &r, received_at, replay_of.as_deref());
+                    let (dlq_id, message) =
+                        self.dlq_message(&adapter.name, &r, received_at, replay_of.as_deref());
                     messages.push(message);
                     report.rejected.push(RejectedRecord {
                         index: r.index,
@@ -131,7 +157,8 @@ impl Ingestor {
             }
         }
         // Hold the stripes of every business key in the batch until it is remembered.
-        let stripe_ids: BTreeSet<usize> = candidates.iter().map(|c| stripe(&c.business_key)).collect();
+        let stripe_ids: BTreeSet<usize> =
+            candidates.iter().map(|c| stripe(&c.business_key)).collect();
         let mut guards = Vec::with_capacity(stripe_ids.len());
         for i in stripe_ids {
             guards.push(self.stripes[i].clone().lock_owned().await);
@@ -154,7 +181,11 @@ impl Ingestor {
                 continue;
             }
             *previous = Some(c.content_hash.clone());
-            messages.push(Message { topic: self.topics.name(c.kind), key: c.record_id.clone(), payload: c.event.clone() });
+            messages.push(Message {
+                topic: self.topics.name(c.kind),
+                key: c.record_id.clone(),
+                payload: c.event.clone(),
+            });
             to_remember.push(Seen {
                 adapter: adapter.name.clone(),
                 business_key: c.business_key.clone(),
@@ -185,15 +216,30 @@ impl Ingestor {
             events::record_duplicate(&adapter.name, &r.id, r.index);
         }
         for r in &report.rejected {
-            let detail = r.errors.iter().map(|e| format!("{} {}", e.path, e.reason)).collect::<Vec<_>>().join("; ");
-            events::record_rejected(&adapter.name, r.stage, r.reason, r.index, &detail, &r.dlq_id);
+            let detail = r
+                .errors
+                .iter()
+                .map(|e| format!("{} {}", e.path, e.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            events::record_rejected(
+                &adapter.name,
+                r.stage,
+                r.reason,
+                r.index,
+                &detail,
+                &r.dlq_id,
+            );
         }
         report.accepted = fresh.into_iter().map(|(_, r)| r).collect();
         Ok(report)
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BusError> {
-        self.bus.publish(messages).await.inspect_err(|e| events::bus_error("publish", e))
+        self.bus
+            .publish(messages)
+            .await
+            .inspect_err(|e| events::bus_error("publish", e))
     }
 
     /// The DLQ CloudEvent for a rejection.
@@ -223,9 +269,23 @@ impl Ingestor {
         if let Some(original) = replay_of {
             data["replay_of"] = json!(original);
         }
-        let event = pipeline::envelope(RecordKind::Dlq, &id, &format!("/shenguan/adapters/{adapter}"), &id, received_at, data);
+        let event = pipeline::envelope(
+            RecordKind::Dlq,
+            &id,
+            &format!("/shenguan/adapters/{adapter}"),
+            &id,
+            received_at,
+            data,
+        );
         let payload = serde_json::to_vec(&event).expect("a JSON value serialises");
-        (id.clone(), Message { topic: self.topics.name(RecordKind::Dlq), key: id, payload })
+        (
+            id.clone(),
+            Message {
+                topic: self.topics.name(RecordKind::Dlq),
+                key: id,
+                payload,
+            },
+        )
     }
 }
 

@@ -10,7 +10,11 @@ use shenguan::app;
 use shenguan::config::{Overrides, Settings};
 
 #[derive(Parser)]
-#[command(name = "shenguan", version, about = "Data-exchange gateway for 审管联动 (approval ↔ supervision)")]
+#[command(
+    name = "shenguan",
+    version,
+    about = "Data-exchange gateway for 审管联动 (approval ↔ supervision)"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -137,25 +141,38 @@ fn main() -> ExitCode {
         }
     };
     app::init(&settings);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result: anyhow::Result<bool> = runtime.block_on(async move {
         match cli.command {
             Command::Run { .. } => app::run(settings).await.map(|_| true),
-            Command::Adapters { command: AdaptersCommand::Lint { paths } } => app::adapters_lint(&settings, &paths),
-            Command::Adapters { command: AdaptersCommand::Test { paths, update } } => app::adapters_test(&settings, &paths, update),
-            Command::Dlq { command: DlqCommand::List { adapter, format } } => {
-                app::dlq_list(&settings, adapter.as_deref(), format == "json").await.map(|_| true)
-            }
-            Command::Dlq { command: DlqCommand::Replay { ids, adapter, all } } => {
-                app::dlq_replay(&settings, &ids, adapter.as_deref(), all).await
-            }
-            Command::Token { command: TokenCommand::Issue { role, subject } } => {
+            Command::Adapters {
+                command: AdaptersCommand::Lint { paths },
+            } => app::adapters_lint(&settings, &paths),
+            Command::Adapters {
+                command: AdaptersCommand::Test { paths, update },
+            } => app::adapters_test(&settings, &paths, update),
+            Command::Dlq {
+                command: DlqCommand::List { adapter, format },
+            } => app::dlq_list(&settings, adapter.as_deref(), format == "json")
+                .await
+                .map(|_| true),
+            Command::Dlq {
+                command: DlqCommand::Replay { ids, adapter, all },
+            } => app::dlq_replay(&settings, &ids, adapter.as_deref(), all).await,
+            Command::Token {
+                command: TokenCommand::Issue { role, subject },
+            } => {
                 let token = app::token_issue(&settings, &role, &subject).await?;
                 println!("{token}");
                 eprintln!("Store this token now: it is shown once; only its hash is kept.");
                 Ok(true)
             }
-            Command::Token { command: TokenCommand::Hash { token } } => {
+            Command::Token {
+                command: TokenCommand::Hash { token },
+            } => {
                 println!("{}", hex::encode(shenguan::auth::hash_token(&token)));
                 Ok(true)
             }

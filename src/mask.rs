@@ -83,8 +83,14 @@ mod tests {
 
     #[test]
     fn masks_id_numbers_even_inside_chinese_text() {
-        assert_eq!(mask("身份证号360426199101010071，"), "身份证号360426********0071，");
-        assert_eq!(mask("id 11010519491231002X end"), "id 110105********002X end");
+        assert_eq!(
+            mask("身份证号360426199101010071，"),
+            "身份证号360426********0071，"
+        );
+        assert_eq!(
+            mask("id 11010519491231002X end"),
+            "id 110105********002X end"
+        );
         assert_eq!(mask("\"11010519491231002x\""), "\"110105********002x\"");
         assert_eq!(mask("old 130503670401001"), "old 130503*****1001");
     }

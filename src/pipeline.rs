@@ -101,7 +101,11 @@ pub fn record_id(adapter: &str, business_key: &str) -> String {
 
 /// Derives the event id from the record id and its content: the same content gives the same id.
 pub fn event_id(record_id: &str, content_hash: &str) -> String {
-    Uuid::new_v5(&NAMESPACE, format!("{record_id}\n{content_hash}").as_bytes()).to_string()
+    Uuid::new_v5(
+        &NAMESPACE,
+        format!("{record_id}\n{content_hash}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// Runs a request body through decoding, parsing, mapping and validation.
@@ -118,11 +122,21 @@ pub fn process(
     Ok(records
         .into_iter()
         .enumerate()
-        .map(|(index, (raw, value))| process_record(adapter, schemas, index, raw, &value, received_at))
+        .map(|(index, (raw, value))| {
+            process_record(adapter, schemas, index, raw, &value, received_at)
+        })
         .collect())
 }
 
-fn body_rejection(status: u16, title: &'static str, stage: Stage, reason: &'static str, detail: String, body: &[u8], charset: &str) -> BodyRejection {
+fn body_rejection(
+    status: u16,
+    title: &'static str,
+    stage: Stage,
+    reason: &'static str,
+    detail: String,
+    body: &[u8],
+    charset: &str,
+) -> BodyRejection {
     BodyRejection {
         status,
         title,
@@ -130,7 +144,11 @@ fn body_rejection(status: u16, title: &'static str, stage: Stage, reason: &'stat
             index: None,
             stage,
             reason,
-            errors: vec![RecordError { index: None, path: "$".into(), reason: crate::mask::mask(&detail) }],
+            errors: vec![RecordError {
+                index: None,
+                path: "$".into(),
+                reason: crate::mask::mask(&detail),
+            }],
             original: body.to_vec(),
             charset: charset.to_string(),
             business_key: None,
@@ -138,11 +156,24 @@ fn body_rejection(status: u16, title: &'static str, stage: Stage, reason: &'stat
     }
 }
 
-fn decode(adapter: &Adapter, body: &[u8], request_charset: Option<&str>) -> Result<(String, String), BodyRejection> {
+fn decode(
+    adapter: &Adapter,
+    body: &[u8],
+    request_charset: Option<&str>,
+) -> Result<(String, String), BodyRejection> {
     let encoding = match request_charset {
-        Some(label) => encoding_rs::Encoding::for_label(label.trim().trim_matches('"').as_bytes()).ok_or_else(|| {
-            body_rejection(400, "Unknown charset", Stage::Decode, "unknown_charset", format!("unknown charset '{label}'"), body, label)
-        })?,
+        Some(label) => encoding_rs::Encoding::for_label(label.trim().trim_matches('"').as_bytes())
+            .ok_or_else(|| {
+                body_rejection(
+                    400,
+                    "Unknown charset",
+                    Stage::Decode,
+                    "unknown_charset",
+                    format!("unknown charset '{label}'"),
+                    body,
+                    label,
+                )
+            })?,
         None => adapter.charset,
     };
     let name = encoding.name().to_ascii_lowercase();
@@ -177,7 +208,13 @@ fn decode(adapter: &Adapter, body: &[u8], request_charset: Option<&str>) -> Resu
 
 type RawRecord = (Vec<u8>, Value);
 
-fn split(adapter: &Adapter, text: &str, body: &[u8], charset: &str, max_records: usize) -> Result<Vec<RawRecord>, BodyRejection> {
+fn split(
+    adapter: &Adapter,
+    text: &str,
+    body: &[u8],
+    charset: &str,
+    max_records: usize,
+) -> Result<Vec<RawRecord>, BodyRejection> {
     let malformed = |e: serde_json::Error| {
         body_rejection(
             400,
@@ -254,15 +291,24 @@ fn process_record(
     let mapped = match adapter.map(value) {
         Ok(m) => m,
         Err(errors) => {
-            let reason = if value.is_object() { "mapping_failed" } else { "not_a_record" };
+            let reason = if value.is_object() {
+                "mapping_failed"
+            } else {
+                "not_a_record"
+            };
             let errors = errors
                 .into_iter()
-                .map(|e| RecordError { index: Some(index), path: e.path, reason: format!("{}: {}", e.field, e.reason) })
+                .map(|e| RecordError {
+                    index: Some(index),
+                    path: e.path,
+                    reason: format!("{}: {}", e.field, e.reason),
+                })
                 .collect();
             return reject(Stage::Map, reason, errors, None, raw);
         }
     };
-    let content_hash = hex::encode(&Sha256::digest(serde_json::to_vec(&mapped.data).unwrap_or_default())[..16]);
+    let content_hash =
+        hex::encode(&Sha256::digest(serde_json::to_vec(&mapped.data).unwrap_or_default())[..16]);
     let record_id = record_id(&adapter.name, &mapped.business_key);
     let event_id = event_id(&record_id, &content_hash);
     let mut data = Map::with_capacity(mapped.data.len() + 3);
@@ -281,17 +327,38 @@ fn process_record(
     let data = Value::Object(data);
     let violations = schemas.validate(adapter.kind, &data);
     if !violations.is_empty() {
-        let identifier = violations
-            .iter()
-            .any(|v| v.reason.starts_with("统一社会信用代码") || v.reason.starts_with("居民身份证号码"));
-        let reason = if identifier { "invalid_identifier" } else { "schema_violation" };
+        let identifier = violations.iter().any(|v| {
+            v.reason.starts_with("统一社会信用代码") || v.reason.starts_with("居民身份证号码")
+        });
+        let reason = if identifier {
+            "invalid_identifier"
+        } else {
+            "schema_violation"
+        };
         let errors = violations
             .into_iter()
-            .map(|v| RecordError { index: Some(index), path: v.path, reason: v.reason })
+            .map(|v| RecordError {
+                index: Some(index),
+                path: v.path,
+                reason: v.reason,
+            })
             .collect();
-        return reject(Stage::Validate, reason, errors, Some(mapped.business_key), raw);
+        return reject(
+            Stage::Validate,
+            reason,
+            errors,
+            Some(mapped.business_key),
+            raw,
+        );
     }
-    let event = envelope(adapter.kind, &event_id, &format!("/shenguan/adapters/{}", adapter.name), &record_id, received_at, data);
+    let event = envelope(
+        adapter.kind,
+        &event_id,
+        &format!("/shenguan/adapters/{}", adapter.name),
+        &record_id,
+        received_at,
+        data,
+    );
     Outcome::Accepted(Candidate {
         index,
         kind: adapter.kind,

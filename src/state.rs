@@ -42,7 +42,11 @@ pub struct TokenRow {
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// The content hash last published for each of `keys` of `adapter`.
-    async fn last_hashes(&self, adapter: &str, keys: Vec<String>) -> Result<Vec<Option<String>>, StateError>;
+    async fn last_hashes(
+        &self,
+        adapter: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<String>>, StateError>;
     /// Remembers published records.
     async fn remember(&self, seen: Vec<Seen>) -> Result<(), StateError>;
     /// Every active token.
@@ -63,14 +67,20 @@ pub struct SqliteState {
 
 impl SqliteState {
     pub fn open(path: &Path) -> Result<SqliteState, StateError> {
-        let err = |e: &dyn std::fmt::Display| StateError { path: path.display().to_string(), message: e.to_string() };
+        let err = |e: &dyn std::fmt::Display| StateError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
         let conn = Connection::open(path).map_err(|e| err(&e))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(|e| err(&e))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| err(&e))?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| err(&e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| err(&e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| err(&e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| err(&e))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS ingest_seen (
                  adapter TEXT NOT NULL, business_key TEXT NOT NULL, content_hash TEXT NOT NULL,
@@ -83,7 +93,10 @@ impl SqliteState {
                  dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TEXT NOT NULL);",
         )
         .map_err(|e| err(&e))?;
-        Ok(SqliteState { path: path.to_path_buf(), conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteState {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn with<T: Send + 'static>(
@@ -97,14 +110,24 @@ impl SqliteState {
             f(&mut conn)
         })
         .await
-        .map_err(|e| StateError { path: path.clone(), message: e.to_string() })?
-        .map_err(|e| StateError { path, message: e.to_string() })
+        .map_err(|e| StateError {
+            path: path.clone(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| StateError {
+            path,
+            message: e.to_string(),
+        })
     }
 }
 
 #[async_trait]
 impl StateStore for SqliteState {
-    async fn last_hashes(&self, adapter: &str, keys: Vec<String>) -> Result<Vec<Option<String>>, StateError> {
+    async fn last_hashes(
+        &self,
+        adapter: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<String>>, StateError> {
         let adapter = adapter.to_string();
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -142,15 +165,21 @@ impl StateStore for SqliteState {
 
     async fn tokens(&self) -> Result<Vec<TokenRow>, StateError> {
         self.with(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT id, role, subject, sha256 FROM auth_tokens WHERE revoked_at IS NULL")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, role, subject, sha256 FROM auth_tokens WHERE revoked_at IS NULL",
+            )?;
             let rows = stmt.query_map([], |r| {
                 let hash: Vec<u8> = r.get(3)?;
                 let mut sha256 = [0u8; 32];
                 if hash.len() == 32 {
                     sha256.copy_from_slice(&hash);
                 }
-                Ok(TokenRow { id: r.get(0)?, role: r.get(1)?, subject: r.get(2)?, sha256 })
+                Ok(TokenRow {
+                    id: r.get(0)?,
+                    role: r.get(1)?,
+                    subject: r.get(2)?,
+                    sha256,
+                })
             })?;
             rows.collect()
         })

@@ -68,15 +68,31 @@ pub enum Unit {
     Wan,
 }
 
-/// Full-width ASCII (Ａ１，) becomes half-width, the ideographic space becomes a space, and runs of
-/// white space collapse; leading and trailing space is trimmed.
+/// Full-width digits and Latin letters (Ａ１) become half-width, the ideographic space becomes a
+/// space, and runs of white space collapse; leading and trailing space is trimmed. Full-width
+/// punctuation (：（）；) is left alone: it is correct in Chinese text.
 pub fn normalize_text(s: &str) -> String {
+    normalize(s, false)
+}
+
+/// Like [`normalize_text`], and also full-width punctuation (－／：．，) becomes ASCII: for
+/// dates and numbers, never for prose.
+pub fn normalize_all(s: &str) -> String {
+    normalize(s, true)
+}
+
+fn normalize(s: &str, punctuation: bool) -> String {
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
     for c in s.chars() {
         let c = match c {
             '\u{3000}' => ' ',
-            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}' => {
+                char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+            }
+            '\u{FF01}'..='\u{FF5E}' if punctuation => {
+                char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+            }
             _ => c,
         };
         if c.is_whitespace() {
@@ -106,12 +122,15 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 /// Applies `convert` to a source value. The error is a reason for a person, without the value.
 pub fn apply(convert: Convert, unit: Unit, v: &Value) -> Result<Value, String> {
     let text = scalar_text(v).ok_or_else(|| "expected a text or number value".to_string())?;
+    if convert == Convert::String {
+        return Ok(Value::String(text));
+    }
+    let text = normalize_all(&text);
     match convert {
         Convert::String => Ok(Value::String(text)),
         Convert::Date => parse_date(&text).map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
-        Convert::Datetime => {
-            parse_datetime(&text).map(|d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)))
-        }
+        Convert::Datetime => parse_datetime(&text)
+            .map(|d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))),
         Convert::Number => parse_number(&text).map(number),
         Convert::Integer => text
             .replace(',', "")
@@ -131,7 +150,10 @@ fn number(x: f64) -> Value {
 
 fn parse_number(s: &str) -> Result<f64, String> {
     let cleaned = s.replace([',', '，'], "");
-    let x: f64 = cleaned.trim().parse().map_err(|_| "not a number".to_string())?;
+    let x: f64 = cleaned
+        .trim()
+        .parse()
+        .map_err(|_| "not a number".to_string())?;
     if !x.is_finite() || x.abs() > 1e15 {
         return Err("number out of range".to_string());
     }
@@ -187,9 +209,19 @@ type Parts = (NaiveDate, Option<NaiveTime>, Option<FixedOffset>);
 
 fn parse_datetime_parts(s: &str) -> Result<Parts, String> {
     let s = s.trim();
-    let unrecognised = || "unrecognised date; expected e.g. 2022-04-26, 2022/4/26, 2022年4月26日, 20220426 or epoch milliseconds".to_string();
+    let unrecognised = || {
+        "unrecognised date; expected e.g. 2022-04-26, 2022/4/26, 2022年4月26日, 20220426 or epoch milliseconds".to_string()
+    };
     if s.is_empty() {
         return Err(unrecognised());
+    }
+    // 双公示 convention: an open-ended validity (长期) is written as 2099-12-31.
+    if matches!(s, "长期" | "长期有效" | "永久" | "永久有效") {
+        return Ok((
+            NaiveDate::from_ymd_opt(2099, 12, 31).expect("valid date"),
+            None,
+            None,
+        ));
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return check_range((dt.date_naive(), Some(dt.time()), Some(*dt.offset())));
@@ -235,7 +267,8 @@ fn parse_datetime_parts(s: &str) -> Result<Parts, String> {
     if fields[0].len() != 4 {
         return Err(unrecognised());
     }
-    let date = NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| format!("{y}-{m}-{d} is not a calendar date"))?;
+    let date = NaiveDate::from_ymd_opt(y, m, d)
+        .ok_or_else(|| format!("{y}-{m}-{d} is not a calendar date"))?;
     let time = match time_part {
         None | Some("") => None,
         Some(t) => Some(parse_time(t).ok_or_else(unrecognised)?),
@@ -290,7 +323,7 @@ mod tests {
             "2022年4月26日 10时30分",
             "２０２２－０４－２６",
         ] {
-            let normalised = normalize_text(s);
+            let normalised = normalize_all(s);
             assert_eq!(date(&normalised), "2022-04-26", "{s}");
         }
     }
@@ -301,7 +334,10 @@ mod tests {
         assert_eq!(date("1650904200000"), "2022-04-26");
         let dt = parse_datetime("1650904200000").unwrap();
         assert_eq!(dt.to_rfc3339(), "2022-04-26T00:30:00+08:00");
-        assert_eq!(parse_datetime("1650904200").unwrap().to_rfc3339(), "2022-04-26T00:30:00+08:00");
+        assert_eq!(
+            parse_datetime("1650904200").unwrap().to_rfc3339(),
+            "2022-04-26T00:30:00+08:00"
+        );
     }
 
     #[test]
@@ -314,7 +350,10 @@ mod tests {
             parse_datetime("2022-04-26T02:30:00Z").unwrap().to_rfc3339(),
             "2022-04-26T02:30:00+00:00"
         );
-        assert_eq!(parse_datetime("20220426").unwrap().to_rfc3339(), "2022-04-26T00:00:00+08:00");
+        assert_eq!(
+            parse_datetime("20220426").unwrap().to_rfc3339(),
+            "2022-04-26T00:00:00+08:00"
+        );
         assert_eq!(
             parse_datetime("20220426103000").unwrap().to_rfc3339(),
             "2022-04-26T10:30:00+08:00"
@@ -329,12 +368,21 @@ mod tests {
         assert!(date("26/04/2022").contains("unrecognised"));
         assert!(date("yesterday").contains("unrecognised"));
         assert!(date("").contains("unrecognised"));
+        assert_eq!(date("长期"), "2099-12-31");
         assert!(date("2022-04-26 25:00").contains("unrecognised"));
     }
 
     #[test]
     fn full_width_text_and_spaces_are_normalised() {
-        assert_eq!(normalize_text("　宁夏　ＡＢＣ  公司１２３ "), "宁夏 ABC 公司123");
+        assert_eq!(
+            normalize_text("　宁夏　ＡＢＣ  公司１２３ "),
+            "宁夏 ABC 公司123"
+        );
+        assert_eq!(
+            normalize_text("主体业态：餐饮（小型）"),
+            "主体业态：餐饮（小型）"
+        );
+        assert_eq!(normalize_all("２０２６－０１－０５"), "2026-01-05");
         assert_eq!(normalize_text("\t\n"), "");
         assert_eq!(scalar_text(&json!("  ")), None);
         assert_eq!(scalar_text(&json!(12)), Some("12".into()));
@@ -356,11 +404,23 @@ mod tests {
 
     #[test]
     fn booleans_integers_numbers() {
-        assert_eq!(apply(Convert::Bool, Unit::Wan, &json!("是")).unwrap(), json!(true));
-        assert_eq!(apply(Convert::Bool, Unit::Wan, &json!(0)).unwrap(), json!(false));
+        assert_eq!(
+            apply(Convert::Bool, Unit::Wan, &json!("是")).unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            apply(Convert::Bool, Unit::Wan, &json!(0)).unwrap(),
+            json!(false)
+        );
         assert!(apply(Convert::Bool, Unit::Wan, &json!("maybe")).is_err());
-        assert_eq!(apply(Convert::Integer, Unit::Wan, &json!("1,024")).unwrap(), json!(1024));
-        assert_eq!(apply(Convert::Number, Unit::Wan, &json!("3.25")).unwrap(), json!(3.25));
+        assert_eq!(
+            apply(Convert::Integer, Unit::Wan, &json!("1,024")).unwrap(),
+            json!(1024)
+        );
+        assert_eq!(
+            apply(Convert::Number, Unit::Wan, &json!("3.25")).unwrap(),
+            json!(3.25)
+        );
         assert!(apply(Convert::String, Unit::Wan, &json!({"a": 1})).is_err());
     }
 }

@@ -101,6 +101,8 @@ struct Field {
     when: Option<(Subject, Test)>,
     required: bool,
     multiple: bool,
+    /// Sub-fields mapped from each selected element (a list of objects).
+    nested: Option<Vec<Field>>,
 }
 
 /// A compiled adapter.
@@ -119,7 +121,10 @@ pub struct Adapter {
 
 impl fmt::Debug for Adapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Adapter").field("name", &self.name).field("kind", &self.kind).finish()
+        f.debug_struct("Adapter")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish()
     }
 }
 
@@ -141,6 +146,16 @@ impl Adapter {
 
     /// Maps one source record. Every problem is reported, not just the first.
     pub fn map(&self, record: &Value) -> Result<Mapped, Vec<FieldError>> {
+        if !record.is_object() {
+            return Err(vec![FieldError {
+                path: "$".into(),
+                field: "record".into(),
+                reason: format!(
+                    "a record must be a JSON object, found {}",
+                    json_type(record)
+                ),
+            }]);
+        }
         let mut errors = Vec::new();
         let mut key_parts = Vec::with_capacity(self.key.len());
         for (text, path) in &self.key {
@@ -152,14 +167,6 @@ impl Adapter {
                     reason: "business key value is missing".into(),
                 }),
             }
-        }
-        if !record.is_object() {
-            errors.push(FieldError {
-                path: "$".into(),
-                field: "record".into(),
-                reason: format!("a record must be a JSON object, found {}", json_type(record)),
-            });
-            return Err(errors);
         }
         let mut data = Map::new();
         for field in &self.fields {
@@ -179,7 +186,10 @@ impl Adapter {
             }
         }
         if errors.is_empty() {
-            Ok(Mapped { business_key: key_parts.join("|"), data })
+            Ok(Mapped {
+                business_key: key_parts.join("|"),
+                data,
+            })
         } else {
             Err(errors)
         }
@@ -206,7 +216,11 @@ impl Field {
     }
 
     fn error(&self, reason: String) -> FieldError {
-        FieldError { path: self.source_label(), field: self.to.clone(), reason: mask(&reason) }
+        FieldError {
+            path: self.source_label(),
+            field: self.to.clone(),
+            reason: mask(&reason),
+        }
     }
 
     fn produce(&self, record: &Value) -> Result<Option<Value>, FieldError> {
@@ -226,9 +240,16 @@ impl Field {
                     }
                 }
                 let joined = convert::normalize_text(&joined);
-                return if joined.is_empty() { self.missing() } else { self.convert(&Value::String(joined)).map(Some) };
+                return if joined.is_empty() {
+                    self.missing()
+                } else {
+                    self.convert(&Value::String(joined)).map(Some)
+                };
             }
         };
+        if let Some(nested) = &self.nested {
+            return self.produce_nested(nested, raw);
+        }
         let present: Vec<&Value> = raw
             .into_iter()
             .flat_map(|v| match v {
@@ -248,9 +269,55 @@ impl Field {
             return Ok(Some(Value::Array(items)));
         }
         if present.len() > 1 {
-            return Err(self.error(format!("path matched {} values; expected one", present.len())));
+            return Err(self.error(format!(
+                "path matched {} values; expected one",
+                present.len()
+            )));
         }
         self.convert(present[0]).map(Some)
+    }
+
+    fn produce_nested(
+        &self,
+        nested: &[Field],
+        raw: Vec<&Value>,
+    ) -> Result<Option<Value>, FieldError> {
+        let elements: Vec<&Value> = raw
+            .into_iter()
+            .flat_map(|v| match v {
+                Value::Array(items) => items.iter().collect(),
+                other => vec![other],
+            })
+            .filter(|v| v.is_object())
+            .collect();
+        let mut items = Vec::with_capacity(elements.len());
+        for (i, element) in elements.into_iter().enumerate() {
+            let mut object = Map::new();
+            for sub in nested {
+                match sub.produce(element) {
+                    Ok(Some(v)) => set_path(&mut object, &sub.parts, v),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(FieldError {
+                            path: format!(
+                                "{}[{i}]{}",
+                                self.source_label(),
+                                e.path.trim_start_matches('$')
+                            ),
+                            field: format!("{}[{i}].{}", self.to, e.field),
+                            reason: e.reason,
+                        })
+                    }
+                }
+            }
+            if !object.is_empty() {
+                items.push(Value::Object(object));
+            }
+        }
+        if items.is_empty() {
+            return self.missing();
+        }
+        Ok(Some(Value::Array(items)))
     }
 
     fn missing(&self) -> Result<Option<Value>, FieldError> {
@@ -266,7 +333,10 @@ impl Field {
             let code = scalar_text(v).ok_or_else(|| self.error("expected a code".into()))?;
             return match table.values.get(&code).or(table.default.as_ref()) {
                 Some(mapped) => Ok(mapped.clone()),
-                None => Err(self.error(format!("code '{code}' is not in code table '{}'", table.name))),
+                None => Err(self.error(format!(
+                    "code '{code}' is not in code table '{}'",
+                    table.name
+                ))),
             };
         }
         convert::apply(self.convert, self.unit, v).map_err(|reason| self.error(reason))
@@ -306,10 +376,14 @@ fn get_path<'a>(data: &'a Map<String, Value>, parts: &[String]) -> Option<&'a Va
 }
 
 fn set_path(data: &mut Map<String, Value>, parts: &[String], value: Value) {
-    let Some((last, parents)) = parts.split_last() else { return };
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
     let mut map = data;
     for p in parents {
-        let entry = map.entry(p.clone()).or_insert_with(|| Value::Object(Map::new()));
+        let entry = map
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -339,7 +413,10 @@ impl AdapterSet {
                             file: shown,
                             line: None,
                             field: Some("adapter".into()),
-                            message: format!("adapter name '{}' is already used by {first}", adapter.name),
+                            message: format!(
+                                "adapter name '{}' is already used by {first}",
+                                adapter.name
+                            ),
                         });
                     }
                     set.by_name.insert(adapter.name.clone(), Arc::new(adapter));
@@ -398,7 +475,9 @@ pub fn adapter_files(dir: &Path, errors: &mut Vec<LintError>) -> Vec<PathBuf> {
         if let Ok(rd) = std::fs::read_dir(&path) {
             for entry in rd.flatten() {
                 let p = entry.path();
-                if p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                if p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                {
                     files.push(p);
                 }
             }
@@ -412,7 +491,12 @@ pub fn adapter_files(dir: &Path, errors: &mut Vec<LintError>) -> Vec<PathBuf> {
 pub fn compile_file(file: &Path, schemas: &Schemas) -> Result<Adapter, Vec<LintError>> {
     let shown = file.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|e| {
-        vec![LintError { file: shown.clone(), line: None, field: None, message: format!("cannot read: {e}") }]
+        vec![LintError {
+            file: shown.clone(),
+            line: None,
+            field: None,
+            message: format!("cannot read: {e}"),
+        }]
     })?;
     compile_text(&text, file, schemas)
 }
@@ -428,7 +512,11 @@ pub fn compile_text(text: &str, file: &Path, schemas: &Schemas) -> Result<Adapte
             message: e.to_string(),
         }]
     })?;
-    let mut lint = Linter { file: shown, text, errors: Vec::new() };
+    let mut lint = Linter {
+        file: shown,
+        text,
+        errors: Vec::new(),
+    };
     let adapter = lint.compile(spec, file, schemas);
     match adapter {
         Some(a) if lint.errors.is_empty() => Ok(a),
@@ -445,12 +533,22 @@ struct Linter<'t> {
 impl Linter<'_> {
     /// The first line `key: value` (optionally a list item), to point errors at.
     fn line_of(&self, key: &str, value: &str) -> Option<usize> {
-        self.text.lines().position(|line| {
-            let l = line.trim_start().trim_start_matches("- ").trim_start();
-            let Some(rest) = l.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else { return false };
-            let rest = rest.split(" #").next().unwrap_or("").trim().trim_matches(['"', '\'']);
-            value.is_empty() || rest == value
-        }).map(|i| i + 1)
+        self.text
+            .lines()
+            .position(|line| {
+                let l = line.trim_start().trim_start_matches("- ").trim_start();
+                let Some(rest) = l.strip_prefix(key).and_then(|r| r.strip_prefix(':')) else {
+                    return false;
+                };
+                let rest = rest
+                    .split(" #")
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(['"', '\'']);
+                value.is_empty() || rest == value
+            })
+            .map(|i| i + 1)
     }
 
     fn error(&mut self, line: Option<usize>, field: Option<&str>, message: impl Into<String>) {
@@ -475,22 +573,35 @@ impl Linter<'_> {
     fn compile(&mut self, spec: AdapterSpec, file: &Path, schemas: &Schemas) -> Option<Adapter> {
         let name_ok = !spec.adapter.is_empty()
             && spec.adapter.len() <= 63
-            && spec.adapter.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && spec
+                .adapter
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !name_ok {
             let line = self.line_of("adapter", "");
-            self.error(line, Some("adapter"), "adapter name must be 1-63 characters of a-z, 0-9 and '-'");
+            self.error(
+                line,
+                Some("adapter"),
+                "adapter name must be 1-63 characters of a-z, 0-9 and '-'",
+            );
         }
         if !spec.kind.is_source_kind() {
             let line = self.line_of("kind", "");
-            self.error(line, Some("kind"), "kind must be approval, supervision or notice");
+            self.error(
+                line,
+                Some("kind"),
+                "kind must be approval, supervision or notice",
+            );
         }
         let charset = match spec.charset.as_deref() {
             None => encoding_rs::UTF_8,
-            Some(label) => encoding_rs::Encoding::for_label(label.as_bytes()).unwrap_or_else(|| {
-                let line = self.line_of("charset", "");
-                self.error(line, Some("charset"), format!("unknown charset '{label}'"));
-                encoding_rs::UTF_8
-            }),
+            Some(label) => {
+                encoding_rs::Encoding::for_label(label.as_bytes()).unwrap_or_else(|| {
+                    let line = self.line_of("charset", "");
+                    self.error(line, Some("charset"), format!("unknown charset '{label}'"));
+                    encoding_rs::UTF_8
+                })
+            }
         };
         let records = spec.records.as_deref().and_then(|r| {
             let line = self.line_of("records", "");
@@ -498,13 +609,23 @@ impl Linter<'_> {
         });
         if spec.key.is_empty() {
             let line = self.line_of("key", "");
-            self.error(line, Some("key"), "at least one business-key path is needed for de-duplication");
+            self.error(
+                line,
+                Some("key"),
+                "at least one business-key path is needed for de-duplication",
+            );
         }
         let key: Vec<(String, JsonPath)> = spec
             .key
             .iter()
             .filter_map(|k| {
-                let line = self.line_of("key", "").map(|l| self.text.lines().skip(l).position(|x| x.contains(k.as_str())).map_or(l, |i| l + i + 1));
+                let line = self.line_of("key", "").map(|l| {
+                    self.text
+                        .lines()
+                        .skip(l)
+                        .position(|x| x.contains(k.as_str()))
+                        .map_or(l, |i| l + i + 1)
+                });
                 self.path(k, line, Some("key")).map(|p| (k.clone(), p))
             })
             .collect();
@@ -518,7 +639,7 @@ impl Linter<'_> {
         let mut fields = Vec::new();
         let mut mapped: Vec<String> = Vec::new();
         for f in &spec.fields {
-            if let Some(field) = self.field(f, spec.kind, schemas, &tables, &mapped) {
+            if let Some(field) = self.field(f, "", spec.kind, schemas, &tables, &mapped) {
                 fields.push(field);
             }
             mapped.push(f.to.clone());
@@ -545,28 +666,46 @@ impl Linter<'_> {
                 let text = match std::fs::read_to_string(&path) {
                     Ok(text) => text,
                     Err(e) => {
-                        self.error(line, Some(name), format!("code table file {}: {e}", path.display()));
+                        self.error(
+                            line,
+                            Some(name),
+                            format!("code table file {}: {e}", path.display()),
+                        );
                         return None;
                     }
                 };
                 match serde_norway::from_str::<BTreeMap<String, Value>>(&text) {
                     Ok(v) => v,
                     Err(e) => {
-                        let at = e.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
-                        self.error(line, Some(name), format!("code table file {}{at}: {e}", path.display()));
+                        let at = e
+                            .location()
+                            .map(|l| format!(":{}", l.line()))
+                            .unwrap_or_default();
+                        self.error(
+                            line,
+                            Some(name),
+                            format!("code table file {}{at}: {e}", path.display()),
+                        );
                         return None;
                     }
                 }
             }
             (None, Some(values)) => values.clone(),
             _ => {
-                self.error(line, Some(name), "a code table needs exactly one of `file` or `values`");
+                self.error(
+                    line,
+                    Some(name),
+                    "a code table needs exactly one of `file` or `values`",
+                );
                 return None;
             }
         };
         Some(Table {
             name: name.to_string(),
-            values: values.into_iter().map(|(k, v)| (convert::normalize_text(&k), v)).collect(),
+            values: values
+                .into_iter()
+                .map(|(k, v)| (convert::normalize_text(&k), v))
+                .collect(),
             default: t.default.clone(),
         })
     }
@@ -574,24 +713,41 @@ impl Linter<'_> {
     fn field(
         &mut self,
         f: &FieldSpec,
+        prefix: &str,
         kind: RecordKind,
         schemas: &Schemas,
         tables: &HashMap<String, Arc<Table>>,
         mapped: &[String],
     ) -> Option<Field> {
         let line = self.line_of("to", &f.to);
-        let to = Some(f.to.as_str());
+        let full = format!("{prefix}{}", f.to);
+        let to = Some(full.as_str());
         let before = self.errors.len();
         let parts: Vec<String> = f.to.split('.').map(str::to_string).collect();
-        if RESERVED.contains(&parts[0].as_str()) {
-            self.error(line, to, format!("'{}' is filled by the gateway and cannot be mapped", parts[0]));
+        if prefix.is_empty() && RESERVED.contains(&parts[0].as_str()) {
+            self.error(
+                line,
+                to,
+                format!(
+                    "'{}' is filled by the gateway and cannot be mapped",
+                    parts[0]
+                ),
+            );
         }
-        let info = schemas.field(kind, &f.to);
-        if info.is_none() && !RESERVED.contains(&parts[0].as_str()) {
-            self.error(line, to, format!("the {} schema has no field '{}'", kind.versioned(), f.to));
+        let info = schemas.field(kind, &full);
+        if info.is_none() && !(prefix.is_empty() && RESERVED.contains(&parts[0].as_str())) {
+            self.error(
+                line,
+                to,
+                format!("the {} schema has no field '{full}'", kind.versioned()),
+            );
         }
         if mapped.contains(&f.to) && f.when.is_none() {
-            self.error(line, to, "field is mapped more than once; give the alternatives a `when` condition");
+            self.error(
+                line,
+                to,
+                "field is mapped more than once; give the alternatives a `when` condition",
+            );
         }
         let source = match (&f.from, &f.value, &f.concat) {
             (Some(p), None, None) => self.path(p, line, to).map(|jp| Source::Path(p.clone(), jp)),
@@ -610,7 +766,11 @@ impl Linter<'_> {
                 Some(Source::Concat(out))
             }
             _ => {
-                self.error(line, to, "a field needs exactly one of `from`, `value` or `concat`");
+                self.error(
+                    line,
+                    to,
+                    "a field needs exactly one of `from`, `value` or `concat`",
+                );
                 None
             }
         };
@@ -631,10 +791,44 @@ impl Linter<'_> {
             },
             None => None,
         };
-        if let Some(info) = &info {
-            self.check_type(f, line, convert, table.as_deref(), info);
-        }
-        let when = f.when.as_ref().and_then(|c| self.condition(c, line, to, mapped));
+        let nested = match &f.fields {
+            None => {
+                if let Some(info) = &info {
+                    self.check_type(f, line, convert, table.as_deref(), info);
+                }
+                None
+            }
+            Some(subs) => {
+                if f.from.is_none() {
+                    self.error(
+                        line,
+                        to,
+                        "`fields` needs `from` selecting the source elements",
+                    );
+                }
+                if info.as_ref().is_some_and(|i| !i.is_array) {
+                    self.error(
+                        line,
+                        to,
+                        "`fields` applies to a target that is a list of objects",
+                    );
+                }
+                let child_prefix = format!("{full}.");
+                let mut out = Vec::new();
+                let mut seen = Vec::new();
+                for sub in subs {
+                    if let Some(c) = self.field(sub, &child_prefix, kind, schemas, tables, &seen) {
+                        out.push(c);
+                    }
+                    seen.push(sub.to.clone());
+                }
+                Some(out)
+            }
+        };
+        let when = f
+            .when
+            .as_ref()
+            .and_then(|c| self.condition(c, line, to, mapped));
         if self.errors.len() > before {
             return None;
         }
@@ -649,12 +843,26 @@ impl Linter<'_> {
             when,
             required: f.required,
             multiple: info.is_some_and(|i| i.is_array),
+            nested,
         })
     }
 
-    fn check_type(&mut self, f: &FieldSpec, line: Option<usize>, convert: Convert, table: Option<&Table>, info: &crate::schema::FieldInfo) {
+    fn check_type(
+        &mut self,
+        f: &FieldSpec,
+        line: Option<usize>,
+        convert: Convert,
+        table: Option<&Table>,
+        info: &crate::schema::FieldInfo,
+    ) {
         let to = Some(f.to.as_str());
-        let accepts = |t: &str| info.types.is_empty() || info.types.iter().any(|x| x == t || (x == "number" && t == "integer"));
+        let accepts = |t: &str| {
+            info.types.is_empty()
+                || info
+                    .types
+                    .iter()
+                    .any(|x| x == t || (x == "number" && t == "integer"))
+        };
         let mut produced: Vec<Value> = Vec::new();
         if let Some(v) = &f.value {
             produced.push(v.clone());
@@ -667,17 +875,30 @@ impl Linter<'_> {
             produced.extend(t.default.clone());
         } else if f.value.is_none() {
             if !accepts(convert.json_type()) {
-                self.error(line, to, format!(
-                    "type mismatch: `convert: {}` produces a {}, the schema wants {}",
-                    serde_json::to_value(convert).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-                    convert.json_type(),
-                    info.types.join(" or ")
-                ));
+                self.error(
+                    line,
+                    to,
+                    format!(
+                        "type mismatch: `convert: {}` produces a {}, the schema wants {}",
+                        serde_json::to_value(convert)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        convert.json_type(),
+                        info.types.join(" or ")
+                    ),
+                );
             }
             if let Some(format) = info.format.as_deref() {
                 if matches!(format, "date" | "date-time") && convert.json_format() != Some(format) {
                     let want = if format == "date" { "date" } else { "datetime" };
-                    self.error(line, to, format!("type mismatch: the schema wants a {format}; add `convert: {want}`"));
+                    self.error(
+                        line,
+                        to,
+                        format!(
+                            "type mismatch: the schema wants a {format}; add `convert: {want}`"
+                        ),
+                    );
                 }
             }
         }
@@ -692,27 +913,61 @@ impl Linter<'_> {
                 Value::Null => "null",
             };
             if !accepts(t) {
-                self.error(line, to, format!("type mismatch: value {v} is a {t}, the schema wants {}", info.types.join(" or ")));
+                self.error(
+                    line,
+                    to,
+                    format!(
+                        "type mismatch: value {v} is a {t}, the schema wants {}",
+                        info.types.join(" or ")
+                    ),
+                );
             } else if let Some(allowed) = &info.enum_values {
                 if !allowed.contains(&v) {
-                    self.error(line, to, format!("value {v} is not one the schema allows ({})", allowed.iter().map(Value::to_string).collect::<Vec<_>>().join(", ")));
+                    self.error(
+                        line,
+                        to,
+                        format!(
+                            "value {v} is not one the schema allows ({})",
+                            allowed
+                                .iter()
+                                .map(Value::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
                 }
             }
         }
     }
 
-    fn condition(&mut self, c: &ConditionSpec, line: Option<usize>, to: Option<&str>, mapped: &[String]) -> Option<(Subject, Test)> {
+    fn condition(
+        &mut self,
+        c: &ConditionSpec,
+        line: Option<usize>,
+        to: Option<&str>,
+        mapped: &[String],
+    ) -> Option<(Subject, Test)> {
         let subject = match (&c.source, &c.field) {
             (Some(p), None) => Subject::Source(self.path(p, line, to)?),
             (None, Some(f)) => {
                 if !mapped.contains(f) {
-                    self.error(line, to, format!("condition refers to '{f}', which is not mapped earlier in the list"));
+                    self.error(
+                        line,
+                        to,
+                        format!(
+                            "condition refers to '{f}', which is not mapped earlier in the list"
+                        ),
+                    );
                     return None;
                 }
                 Subject::Field(f.split('.').map(str::to_string).collect())
             }
             _ => {
-                self.error(line, to, "a condition needs exactly one of `source` or `field`");
+                self.error(
+                    line,
+                    to,
+                    "a condition needs exactly one of `source` or `field`",
+                );
                 return None;
             }
         };
@@ -723,22 +978,52 @@ impl Linter<'_> {
             (None, None, Some(vs), None) => Test::OneOf(vs.iter().map(text).collect()),
             (None, None, None, Some(b)) => Test::Exists(b),
             _ => {
-                self.error(line, to, "a condition needs exactly one of `equals`, `not_equals`, `one_of` or `exists`");
+                self.error(
+                    line,
+                    to,
+                    "a condition needs exactly one of `equals`, `not_equals`, `one_of` or `exists`",
+                );
                 return None;
             }
         };
         Some((subject, test))
     }
 
+    /// Required fields no mapping produces: at the top, and inside every mapped object.
     fn check_required(&mut self, kind: RecordKind, schemas: &Schemas, mapped: &[String]) {
-        for required in schemas.required(kind) {
+        let covers = |name: &str| {
+            mapped
+                .iter()
+                .any(|m| m == name || m.starts_with(&format!("{name}.")))
+        };
+        let line = self.line_of("fields", "");
+        for required in schemas.required(kind, "") {
             if RESERVED.contains(&required.as_str()) {
                 continue;
             }
-            let covered = mapped.iter().any(|m| m == &required || m.starts_with(&format!("{required}.")));
-            if !covered {
-                let line = self.line_of("fields", "");
-                self.error(line, Some(&required), format!("the {} schema requires '{required}' but no field maps it", kind.versioned()));
+            if !covers(&required) {
+                self.error(
+                    line,
+                    Some(&required),
+                    format!(
+                        "the {} schema requires '{required}' but no field maps it",
+                        kind.versioned()
+                    ),
+                );
+                continue;
+            }
+            for child in schemas.required(kind, &required) {
+                let full = format!("{required}.{child}");
+                if !covers(&full) {
+                    self.error(
+                        line,
+                        Some(&full),
+                        format!(
+                            "the {} schema requires '{full}' but no field maps it",
+                            kind.versioned()
+                        ),
+                    );
+                }
             }
         }
     }

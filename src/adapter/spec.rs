@@ -98,6 +98,10 @@ pub struct FieldSpec {
     /// A missing source value rejects the record with a mapping error naming the source path.
     #[serde(default)]
     pub required: bool,
+    /// For a target that is a list of objects: the fields of each element, with `from` paths
+    /// relative to each element that `from` selects (`$` is the element).
+    #[serde(default)]
+    pub fields: Option<Vec<FieldSpec>>,
 }
 
 /// A condition on a source value or an already mapped field.

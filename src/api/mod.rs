@@ -44,7 +44,9 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| Problem::unauthorized("the Authorization header must use the Bearer scheme"))?;
+        .ok_or_else(|| {
+            Problem::unauthorized("the Authorization header must use the Bearer scheme")
+        })?;
     state
         .auth
         .authenticate(token.trim())
@@ -62,17 +64,25 @@ fn json_charset(headers: &HeaderMap) -> Result<Option<String>, Problem> {
             format!("Content-Type '{got}' is not accepted; send application/json (charset=utf-8 or gb18030)"),
         )
     };
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Err(unsupported("(none)"));
     };
     let mut parts = value.split(';');
     let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    if !(media == "application/json" || media == "text/json" || (media.starts_with("application/") && media.ends_with("+json"))) {
+    if !(media == "application/json"
+        || media == "text/json"
+        || (media.starts_with("application/") && media.ends_with("+json")))
+    {
         return Err(unsupported(value));
     }
     Ok(parts.find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("charset").then(|| v.trim().trim_matches('"').to_string())
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_string())
     }))
 }
 
@@ -88,32 +98,64 @@ async fn ingest(
     }
 }
 
-async fn ingest_inner(state: &AppState, adapter_name: &str, headers: &HeaderMap, body: Body) -> Result<Response, Problem> {
+async fn ingest_inner(
+    state: &AppState,
+    adapter_name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
     let principal = authenticate(state, headers).await?;
     match &principal {
         Principal::Admin => {}
         Principal::Adapter(name) if name == adapter_name => {}
-        _ => return Err(Problem::forbidden(format!("this token may not ingest for adapter '{adapter_name}'"))),
+        _ => {
+            return Err(Problem::forbidden(format!(
+                "this token may not ingest for adapter '{adapter_name}'"
+            )))
+        }
     }
-    let adapter = state.adapters.read().expect("adapter set lock").get(adapter_name).ok_or_else(|| {
-        Problem::new(StatusCode::NOT_FOUND, "unknown-adapter", "Unknown adapter", format!("no adapter named '{adapter_name}' is loaded"))
-    })?;
+    let adapter = state
+        .adapters
+        .read()
+        .expect("adapter set lock")
+        .get(adapter_name)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-adapter",
+                "Unknown adapter",
+                format!("no adapter named '{adapter_name}' is loaded"),
+            )
+        })?;
     let charset = json_charset(headers)?;
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body-too-large",
             "Request body too large",
-            format!("the body exceeds {} bytes; split the batch", state.max_body_bytes),
+            format!(
+                "the body exceeds {} bytes; split the batch",
+                state.max_body_bytes
+            ),
         )
     };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if len > state.max_body_bytes {
             return Err(too_large());
         }
     }
-    let bytes = axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| too_large())?;
-    match state.ingestor.ingest(adapter, bytes.to_vec(), charset, None).await {
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| too_large())?;
+    match state
+        .ingestor
+        .ingest(adapter, bytes.to_vec(), charset, None)
+        .await
+    {
         Ok(report) => Ok((StatusCode::ACCEPTED, Json(report)).into_response()),
         Err(IngestError::Body(rejection, dlq_id)) => {
             let status = StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -122,14 +164,25 @@ async fn ingest_inner(state: &AppState, adapter_name: &str, headers: &HeaderMap,
                 "malformed_json" => "malformed-body",
                 _ => "undecodable-body",
             };
-            let detail = rejection.rejection.errors.first().map(|e| e.reason.clone()).unwrap_or_default();
+            let detail = rejection
+                .rejection
+                .errors
+                .first()
+                .map(|e| e.reason.clone())
+                .unwrap_or_default();
             Err(Problem::new(status, slug, rejection.title, detail)
                 .with("dlq_id", dlq_id)
                 .with("stage", rejection.rejection.stage)
                 .with("reason", rejection.rejection.reason))
         }
-        Err(IngestError::Bus(e)) => Err(Problem::unavailable(format!("{e}; nothing was accepted, send the request again"), 5)),
-        Err(IngestError::State(e)) => Err(Problem::unavailable(format!("{e}; nothing was accepted, send the request again"), 5)),
+        Err(IngestError::Bus(e)) => Err(Problem::unavailable(
+            format!("{e}; nothing was accepted, send the request again"),
+            5,
+        )),
+        Err(IngestError::State(e)) => Err(Problem::unavailable(
+            format!("{e}; nothing was accepted, send the request again"),
+            5,
+        )),
     }
 }
 
@@ -152,9 +205,21 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             Err(p) => return p.into_response(),
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], METRICS.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        METRICS.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", "no such endpoint")
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        "no such endpoint",
+    )
 }

@@ -35,22 +35,40 @@ impl Problem {
     }
 
     pub fn with(mut self, key: &str, value: impl Serialize) -> Problem {
-        self.extensions.insert(key.to_string(), serde_json::to_value(value).unwrap_or(Value::Null));
+        self.extensions.insert(
+            key.to_string(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
         self
     }
 
     pub fn unauthorized(detail: &str) -> Problem {
-        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or unknown bearer token", detail);
+        let mut p = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Missing or unknown bearer token",
+            detail,
+        );
         p.authenticate = true;
         p
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Problem {
-        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed for this token", detail)
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not allowed for this token",
+            detail,
+        )
     }
 
     pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Problem {
-        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable; retry", detail);
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Temporarily unavailable; retry",
+            detail,
+        );
         p.retry_after = Some(retry_after);
         p
     }
@@ -62,12 +80,18 @@ impl IntoResponse for Problem {
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.authenticate {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"shenguan\""));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"shenguan\""),
+            );
         }
         response
     }

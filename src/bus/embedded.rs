@@ -38,17 +38,22 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 }
 
 fn connect(path: &Path) -> Result<Connection, BusError> {
-    let conn = Connection::open(path).map_err(|e| BusError::Fatal(format!("{}: {e}", path.display())))?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(unavailable)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(unavailable)?;
+    let conn =
+        Connection::open(path).map_err(|e| BusError::Fatal(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(unavailable)?;
     Ok(conn)
 }
 
 impl EmbeddedBus {
     pub fn open(path: &Path) -> Result<EmbeddedBus, BusError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| BusError::Fatal(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| BusError::Fatal(format!("{}: {e}", dir.display())))?;
         }
         let conn = connect(path)?;
         conn.execute_batch(
@@ -97,7 +102,11 @@ impl Drop for EmbeddedBus {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<(Vec<Message>, Reply)>, notify: Arc<Notify>) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<(Vec<Message>, Reply)>,
+    notify: Arc<Notify>,
+) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < GROUP_COMMIT_MAX {
@@ -200,18 +209,27 @@ impl Bus for EmbeddedBus {
         let (reply, done) = oneshot::channel();
         {
             let writer = self.writer.lock().expect("writer lock");
-            let tx = writer.as_ref().ok_or_else(|| BusError::Unavailable("bus is closed".into()))?;
-            tx.send((batch, reply)).map_err(|_| BusError::Unavailable("bus writer stopped".into()))?;
+            let tx = writer
+                .as_ref()
+                .ok_or_else(|| BusError::Unavailable("bus is closed".into()))?;
+            tx.send((batch, reply))
+                .map_err(|_| BusError::Unavailable("bus writer stopped".into()))?;
         }
-        done.await.map_err(|_| BusError::Unavailable("bus writer stopped".into()))?
+        done.await
+            .map_err(|_| BusError::Unavailable("bus writer stopped".into()))?
     }
 
     async fn read_all(&self, topic: &str) -> Result<Vec<Delivery>, BusError> {
         let topic = topic.to_string();
-        self.blocking(move |conn| read(conn, &topic, 0, i64::MAX)).await
+        self.blocking(move |conn| read(conn, &topic, 0, i64::MAX))
+            .await
     }
 
-    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, BusError> {
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, BusError> {
         let path = self.path.clone();
         let group_id = group.to_string();
         let topic_list = topics.to_vec();
@@ -315,7 +333,11 @@ impl Subscription for EmbeddedSubscription {
 
     async fn commit(&mut self, delivery: &Delivery) -> Result<(), BusError> {
         let conn = self.conn.clone();
-        let (group, topic, next) = (self.group.clone(), delivery.topic.clone(), delivery.offset + 1);
+        let (group, topic, next) = (
+            self.group.clone(),
+            delivery.topic.clone(),
+            delivery.offset + 1,
+        );
         tokio::task::spawn_blocking(move || {
             conn.lock()
                 .expect("subscription connection")

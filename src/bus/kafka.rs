@@ -22,6 +22,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Bus, BusError, Delivery, Message, Subscription};
 use crate::config::KafkaSettings;
 
+/// How long `read_all` waits for more messages after the reported end of every partition.
+const READ_ALL_QUIET: Duration = Duration::from_millis(1500);
+
 pub struct KafkaBus {
     servers: String,
     settings: KafkaSettings,
@@ -40,7 +43,10 @@ impl KafkaBus {
             .set("acks", "all")
             .set("linger.ms", settings.linger_ms.to_string())
             .set("compression.type", &settings.compression)
-            .set("message.timeout.ms", settings.publish_timeout_ms.to_string());
+            .set(
+                "message.timeout.ms",
+                settings.publish_timeout_ms.to_string(),
+            );
         // Site properties win, so an operator can tune anything librdkafka knows.
         for (k, v) in &settings.properties {
             config.set(k, v);
@@ -48,7 +54,11 @@ impl KafkaBus {
         let producer: FutureProducer = config
             .create()
             .map_err(|e| BusError::Fatal(format!("cannot create the Kafka producer: {e}")))?;
-        Ok(KafkaBus { servers: servers.to_string(), settings: settings.clone(), producer })
+        Ok(KafkaBus {
+            servers: servers.to_string(),
+            settings: settings.clone(),
+            producer,
+        })
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -83,7 +93,13 @@ fn base_config(servers: &str, settings: &KafkaSettings) -> ClientConfig {
 fn is_producer_only(key: &str) -> bool {
     matches!(
         key,
-        "acks" | "enable.idempotence" | "linger.ms" | "compression.type" | "message.timeout.ms" | "batch.size" | "batch.num.messages"
+        "acks"
+            | "enable.idempotence"
+            | "linger.ms"
+            | "compression.type"
+            | "message.timeout.ms"
+            | "batch.size"
+            | "batch.num.messages"
     )
 }
 
@@ -101,16 +117,25 @@ impl Bus for KafkaBus {
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|t| {
-                NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(self.settings.replication_factor))
+                NewTopic::new(
+                    t,
+                    self.settings.partitions,
+                    TopicReplication::Fixed(self.settings.replication_factor),
+                )
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = admin.create_topics(new.iter(), &opts).await.map_err(unavailable)?;
+        let results = admin
+            .create_topics(new.iter(), &opts)
+            .await
+            .map_err(unavailable)?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(BusError::Unavailable(format!("cannot create topic {topic}: {code}")));
+                    return Err(BusError::Unavailable(format!(
+                        "cannot create topic {topic}: {code}"
+                    )));
                 }
             }
         }
@@ -120,8 +145,10 @@ impl Bus for KafkaBus {
     async fn publish(&self, batch: Vec<Message>) -> Result<(), BusError> {
         let timeout = Duration::from_millis(self.settings.publish_timeout_ms);
         let sends = batch.iter().map(|m| {
-            self.producer
-                .send(FutureRecord::to(&m.topic).key(&m.key).payload(&m.payload), timeout)
+            self.producer.send(
+                FutureRecord::to(&m.topic).key(&m.key).payload(&m.payload),
+                timeout,
+            )
         });
         let results = futures::future::join_all(sends).await;
         for r in results {
@@ -142,7 +169,9 @@ impl Bus for KafkaBus {
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || -> Result<Vec<Delivery>, BusError> {
             let timeout = Duration::from_secs(10);
-            let metadata = consumer.fetch_metadata(Some(&topic), timeout).map_err(unavailable)?;
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(unavailable)?;
             let partitions: Vec<i32> = metadata
                 .topics()
                 .iter()
@@ -152,10 +181,14 @@ impl Bus for KafkaBus {
             let mut ends = BTreeMap::new();
             let mut assignment = TopicPartitionList::new();
             for p in partitions {
-                let (low, high) = consumer.fetch_watermarks(&topic, p, timeout).map_err(unavailable)?;
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p, timeout)
+                    .map_err(unavailable)?;
                 if high > low {
                     ends.insert(p, high);
-                    assignment.add_partition_offset(&topic, p, Offset::Offset(low)).map_err(unavailable)?;
+                    assignment
+                        .add_partition_offset(&topic, p, Offset::Offset(low))
+                        .map_err(unavailable)?;
                 }
             }
             let mut out = Vec::new();
@@ -163,19 +196,26 @@ impl Bus for KafkaBus {
                 return Ok(out);
             }
             consumer.assign(&assignment).map_err(unavailable)?;
-            let give_up = std::time::Instant::now() + Duration::from_secs(60);
-            while !ends.is_empty() {
+            // Read past the reported end until the topic is quiet: some Kafka-protocol brokers
+            // report a high watermark at the start of the last batch rather than after it.
+            let give_up = std::time::Instant::now() + Duration::from_secs(120);
+            let mut last_message = std::time::Instant::now();
+            while !ends.is_empty() || last_message.elapsed() < READ_ALL_QUIET {
                 if std::time::Instant::now() > give_up {
                     return Err(BusError::Unavailable(format!("timed out reading {topic}")));
                 }
-                match consumer.poll(Duration::from_millis(500)) {
+                match consumer.poll(Duration::from_millis(100)) {
                     None => {}
                     Some(Err(e)) => return Err(unavailable(e)),
                     Some(Ok(m)) => {
                         let d = delivery(&m);
-                        if ends.get(&d.partition).is_some_and(|&end| d.offset + 1 >= end) {
+                        if ends
+                            .get(&d.partition)
+                            .is_some_and(|&end| d.offset + 1 >= end)
+                        {
                             ends.remove(&d.partition);
                         }
+                        last_message = std::time::Instant::now();
                         out.push(d);
                     }
                 }
@@ -187,19 +227,28 @@ impl Bus for KafkaBus {
         .map_err(|e| BusError::Fatal(e.to_string()))?
     }
 
-    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, BusError> {
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, BusError> {
         let consumer: StreamConsumer = self
             .client_config()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", self.settings.session_timeout_ms.to_string())
+            .set(
+                "session.timeout.ms",
+                self.settings.session_timeout_ms.to_string(),
+            )
             .create()
             .map_err(|e| BusError::Fatal(format!("cannot create a Kafka consumer: {e}")))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(unavailable)?;
-        Ok(Box::new(KafkaSubscription { consumer: std::sync::Arc::new(consumer) }))
+        Ok(Box::new(KafkaSubscription {
+            consumer: std::sync::Arc::new(consumer),
+        }))
     }
 
     async fn ready(&self) -> Result<(), BusError> {
@@ -253,8 +302,10 @@ impl Subscription for KafkaSubscription {
         tpl.add_partition_offset(&d.topic, d.partition, Offset::Offset(d.offset + 1))
             .map_err(unavailable)?;
         let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync).map_err(unavailable))
-            .await
-            .map_err(|e| BusError::Fatal(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            consumer.commit(&tpl, CommitMode::Sync).map_err(unavailable)
+        })
+        .await
+        .map_err(|e| BusError::Fatal(e.to_string()))?
     }
 }

@@ -62,7 +62,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn read_all(&self, topic: &str) -> Result<Vec<Delivery>, BusError>;
     /// A subscription of a consumer group to topics, starting after the group's committed
     /// positions (or at the beginning for a new group).
-    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, BusError>;
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Subscription>, BusError>;
     /// Whether the bus can be reached now.
     async fn ready(&self) -> Result<(), BusError>;
     /// Waits until everything published has been acknowledged (used at shutdown).
@@ -86,7 +90,9 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(prefix: impl Into<String>) -> Topics {
-        Topics { prefix: prefix.into() }
+        Topics {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn name(&self, kind: RecordKind) -> String {

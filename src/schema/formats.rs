@@ -6,7 +6,9 @@
 //! "format mismatch" into a reason an operator can act on.
 
 const USCC_ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const USCC_WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 
 const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
 const ID_CHECK: &[u8; 11] = b"10X98765432";
@@ -102,7 +104,11 @@ mod tests {
 
     #[test]
     fn uscc_vectors_from_the_standard() {
-        for valid in ["91110000600037341L", "121200004013590816", "91310115MA1K3BTP2B"] {
+        for valid in [
+            "91110000600037341L",
+            "121200004013590816",
+            "91310115MA1K3BTP2B",
+        ] {
             assert_eq!(uscc_problem(valid), None, "{valid}");
         }
         assert_eq!(
@@ -113,10 +119,16 @@ mod tests {
 
     #[test]
     fn uscc_rejects_wrong_length_and_alphabet() {
-        assert!(uscc_problem("9111000060003734").unwrap().contains("18 characters"));
+        assert!(uscc_problem("9111000060003734")
+            .unwrap()
+            .contains("18 characters"));
         // I, O, S, V and Z are not in the alphabet; lower case is not either.
-        assert!(uscc_problem("91110000600037341I").unwrap().contains("alphabet"));
-        assert!(uscc_problem("91310115ma1k3btp2b").unwrap().contains("alphabet"));
+        assert!(uscc_problem("91110000600037341I")
+            .unwrap()
+            .contains("alphabet"));
+        assert!(uscc_problem("91310115ma1k3btp2b")
+            .unwrap()
+            .contains("alphabet"));
         assert!(uscc_problem("９１１１００００６０００３７３４１Ｌ").is_some());
     }
 
@@ -143,7 +155,10 @@ mod tests {
         assert!(is_resident_id("360426199101010071"));
         let problem = resident_id_problem("36042619910102009X").unwrap();
         assert!(problem.contains("check digit"), "{problem}");
-        assert!(!problem.contains("360426"), "the number must not leak: {problem}");
+        assert!(
+            !problem.contains("360426"),
+            "the number must not leak: {problem}"
+        );
     }
 
     #[test]
@@ -157,8 +172,12 @@ mod tests {
             .sum();
         let id = format!("{base}{}", char::from(ID_CHECK[(sum % 11) as usize]));
         assert!(resident_id_problem(&id).unwrap().contains("date of birth"));
-        assert!(resident_id_problem("3604261991010100").unwrap().contains("18 characters"));
+        assert!(resident_id_problem("3604261991010100")
+            .unwrap()
+            .contains("18 characters"));
         assert!(resident_id_problem("36042619910101007A").is_some());
-        assert!(resident_id_problem("3604261991O101007I").unwrap().contains("17 digits"));
+        assert!(resident_id_problem("3604261991O101007I")
+            .unwrap()
+            .contains("17 digits"));
     }
 }

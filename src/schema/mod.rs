@@ -18,7 +18,9 @@ use serde_json::Value;
 use crate::mask::mask;
 
 /// The kinds of canonical record, one schema and one topic each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordKind {
     Approval,
@@ -73,7 +75,10 @@ impl RecordKind {
 
     /// Kinds an adapter may produce.
     pub fn is_source_kind(self) -> bool {
-        matches!(self, RecordKind::Approval | RecordKind::Supervision | RecordKind::Notice)
+        matches!(
+            self,
+            RecordKind::Approval | RecordKind::Supervision | RecordKind::Notice
+        )
     }
 }
 
@@ -92,14 +97,38 @@ const COMMON: &str = "common.v1";
 
 /// The schema files compiled into the binary, used when no schema directory is present.
 const BUILTIN: &[(&str, &str)] = &[
-    ("common.v1", include_str!("../../schemas/common.v1.schema.json")),
-    ("cloudevent.v1", include_str!("../../schemas/cloudevent.v1.schema.json")),
-    ("approval.v1", include_str!("../../schemas/approval.v1.schema.json")),
-    ("supervision.v1", include_str!("../../schemas/supervision.v1.schema.json")),
-    ("notice.v1", include_str!("../../schemas/notice.v1.schema.json")),
-    ("claim.v1", include_str!("../../schemas/claim.v1.schema.json")),
-    ("feedback.v1", include_str!("../../schemas/feedback.v1.schema.json")),
-    ("alert.v1", include_str!("../../schemas/alert.v1.schema.json")),
+    (
+        "common.v1",
+        include_str!("../../schemas/common.v1.schema.json"),
+    ),
+    (
+        "cloudevent.v1",
+        include_str!("../../schemas/cloudevent.v1.schema.json"),
+    ),
+    (
+        "approval.v1",
+        include_str!("../../schemas/approval.v1.schema.json"),
+    ),
+    (
+        "supervision.v1",
+        include_str!("../../schemas/supervision.v1.schema.json"),
+    ),
+    (
+        "notice.v1",
+        include_str!("../../schemas/notice.v1.schema.json"),
+    ),
+    (
+        "claim.v1",
+        include_str!("../../schemas/claim.v1.schema.json"),
+    ),
+    (
+        "feedback.v1",
+        include_str!("../../schemas/feedback.v1.schema.json"),
+    ),
+    (
+        "alert.v1",
+        include_str!("../../schemas/alert.v1.schema.json"),
+    ),
     ("dlq.v1", include_str!("../../schemas/dlq.v1.schema.json")),
 ];
 
@@ -141,12 +170,14 @@ pub struct Schemas {
 struct LocalRetriever(Arc<BTreeMap<String, Value>>);
 
 impl Retrieve for LocalRetriever {
-    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    fn retrieve(
+        &self,
+        uri: &Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         let name = uri.as_str().trim_start_matches("urn:shenguan:schema:");
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format!("no schema '{}' among the canonical schemas", uri.as_str()).into())
+        self.0.get(name).cloned().ok_or_else(|| {
+            format!("no schema '{}' among the canonical schemas", uri.as_str()).into()
+        })
     }
 }
 
@@ -160,7 +191,9 @@ impl Schemas {
                 for (name, _) in BUILTIN {
                     let path: PathBuf = dir.join(format!("{name}.schema.json"));
                     match std::fs::read_to_string(&path) {
-                        Ok(text) => sources.push((path.display().to_string(), (*name).to_string(), text)),
+                        Ok(text) => {
+                            sources.push((path.display().to_string(), (*name).to_string(), text))
+                        }
                         Err(e) => errors.push(SchemaError {
                             file: path.display().to_string(),
                             message: format!("cannot read: {e}"),
@@ -180,12 +213,21 @@ impl Schemas {
     pub fn builtin() -> Result<Schemas, Vec<SchemaError>> {
         let sources = BUILTIN
             .iter()
-            .map(|(name, text)| (format!("(built-in) {name}.schema.json"), (*name).to_string(), (*text).to_string()))
+            .map(|(name, text)| {
+                (
+                    format!("(built-in) {name}.schema.json"),
+                    (*name).to_string(),
+                    (*text).to_string(),
+                )
+            })
             .collect();
         Self::compile(sources, "built-in".to_string())
     }
 
-    fn compile(sources: Vec<(String, String, String)>, origin: String) -> Result<Schemas, Vec<SchemaError>> {
+    fn compile(
+        sources: Vec<(String, String, String)>,
+        origin: String,
+    ) -> Result<Schemas, Vec<SchemaError>> {
         let mut errors = Vec::new();
         let mut documents = BTreeMap::new();
         let mut files = BTreeMap::new();
@@ -193,7 +235,10 @@ impl Schemas {
             let doc: Value = match serde_json::from_str(&text) {
                 Ok(v) => v,
                 Err(e) => {
-                    errors.push(SchemaError { file, message: format!("not JSON: {e}") });
+                    errors.push(SchemaError {
+                        file,
+                        message: format!("not JSON: {e}"),
+                    });
                     continue;
                 }
             };
@@ -245,7 +290,12 @@ impl Schemas {
         }
         let _ = COMMON;
         match envelope {
-            Ok(envelope) if errors.is_empty() => Ok(Schemas { documents, validators, envelope, origin }),
+            Ok(envelope) if errors.is_empty() => Ok(Schemas {
+                documents,
+                validators,
+                envelope,
+                origin,
+            }),
             _ => Err(errors),
         }
     }
@@ -261,7 +311,10 @@ impl Schemas {
 
     /// Every reason `event` is not a valid CloudEvents envelope.
     pub fn validate_envelope(&self, event: &Value) -> Vec<Violation> {
-        self.envelope.iter_errors(event).map(|e| violation(&e)).collect()
+        self.envelope
+            .iter_errors(event)
+            .map(|e| violation(&e))
+            .collect()
     }
 
     /// The schema of a dotted target field (`counterpart.uscc`) of `kind`, following `$ref`s;
@@ -269,39 +322,79 @@ impl Schemas {
     pub fn field(&self, kind: RecordKind, dotted: &str) -> Option<FieldInfo> {
         let mut node = self.resolve(self.documents.get(kind.versioned())?)?;
         for part in dotted.split('.') {
+            // Fields of array elements are addressed through the array: `a.items_field`.
+            if node.get("type").and_then(Value::as_str) == Some("array") {
+                node = self.resolve(node.get("items")?)?;
+            }
             node = self.resolve(node.get("properties")?.get(part)?)?;
         }
         let types: Vec<String> = match node.get("type") {
             Some(Value::String(t)) => vec![t.clone()],
-            Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             _ => Vec::new(),
         };
         let is_array = types.iter().any(|t| t == "array");
         let scalar = if is_array {
-            node.get("items").and_then(|i| self.resolve(i)).unwrap_or(node)
+            node.get("items")
+                .and_then(|i| self.resolve(i))
+                .unwrap_or(node)
         } else {
             node
         };
         let scalar_types: Vec<String> = match scalar.get("type") {
             Some(Value::String(t)) => vec![t.clone()],
-            Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).map(str::to_string).collect(),
-            _ if scalar.get("const").is_some() || scalar.get("enum").is_some() => vec!["string".into()],
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ if scalar.get("const").is_some() || scalar.get("enum").is_some() => {
+                vec!["string".into()]
+            }
             _ => Vec::new(),
         };
         Some(FieldInfo {
             types: scalar_types,
-            format: scalar.get("format").and_then(Value::as_str).map(str::to_string),
+            format: scalar
+                .get("format")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             enum_values: scalar.get("enum").and_then(Value::as_array).cloned(),
             is_array,
         })
     }
 
-    /// The names of the top-level properties `kind` requires.
-    pub fn required(&self, kind: RecordKind) -> Vec<String> {
-        self.documents[kind.versioned()]
-            .get("required")
+    /// The names of the properties `kind` requires at a dotted object path (`""` for the top).
+    pub fn required(&self, kind: RecordKind, dotted: &str) -> Vec<String> {
+        let Some(mut node) = self
+            .documents
+            .get(kind.versioned())
+            .and_then(|d| self.resolve(d))
+        else {
+            return Vec::new();
+        };
+        for part in dotted.split('.').filter(|p| !p.is_empty()) {
+            match node
+                .get("properties")
+                .and_then(|p| p.get(part))
+                .and_then(|n| self.resolve(n))
+            {
+                Some(n) => node = n,
+                None => return Vec::new(),
+            }
+        }
+        node.get("required")
             .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -333,5 +426,8 @@ fn violation(e: &jsonschema::ValidationError<'_>) -> Violation {
         }
         _ => e.masked().to_string(),
     };
-    Violation { path: if path.is_empty() { "/".into() } else { path }, reason: mask(&reason) }
+    Violation {
+        path: if path.is_empty() { "/".into() } else { path },
+        reason: mask(&reason),
+    }
 }

@@ -8,26 +8,53 @@ use crate::mask::mask;
 
 /// A source record was published.
 pub fn record_accepted(adapter: &str, record_id: &str, index: usize) {
-    METRICS.ingested.with_label_values(&[adapter, "accepted"]).inc();
+    METRICS
+        .ingested
+        .with_label_values(&[adapter, "accepted"])
+        .inc();
     tracing::debug!(adapter, record_id, index, "record accepted");
 }
 
 /// A source record had already been published with the same content.
 pub fn record_duplicate(adapter: &str, record_id: &str, index: usize) {
-    METRICS.ingested.with_label_values(&[adapter, "duplicate"]).inc();
-    tracing::info!(adapter, record_id, index, "duplicate record answered, not published again");
+    METRICS
+        .ingested
+        .with_label_values(&[adapter, "duplicate"])
+        .inc();
+    tracing::info!(
+        adapter,
+        record_id,
+        index,
+        "duplicate record answered, not published again"
+    );
 }
 
 /// An input was rejected and written to the DLQ.
-pub fn record_rejected(adapter: &str, stage: &str, reason: &str, index: Option<usize>, detail: &str, dlq_id: &str) {
-    METRICS.ingested.with_label_values(&[adapter, "rejected"]).inc();
-    METRICS.dlq.with_label_values(&[adapter, stage, reason]).inc();
+pub fn record_rejected(
+    adapter: &str,
+    stage: &str,
+    reason: &str,
+    index: Option<usize>,
+    detail: &str,
+    dlq_id: &str,
+) {
+    METRICS
+        .ingested
+        .with_label_values(&[adapter, "rejected"])
+        .inc();
+    METRICS
+        .dlq
+        .with_label_values(&[adapter, stage, reason])
+        .inc();
     tracing::warn!(adapter, stage, reason, index, dlq_id, detail = %mask(detail), "record rejected to the DLQ");
 }
 
 /// Messages were acknowledged by the bus.
 pub fn published(topic: &str, count: usize) {
-    METRICS.published.with_label_values(&[topic]).inc_by(count as u64);
+    METRICS
+        .published
+        .with_label_values(&[topic])
+        .inc_by(count as u64);
 }
 
 /// The time from receipt to bus acknowledgement, once per record.

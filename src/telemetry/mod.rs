@@ -20,8 +20,9 @@ pub const BUILD_INFO: &str = "shenguan_build_info";
 
 /// Pipeline latency (received → acknowledged by the bus) is milliseconds, with a tail for a
 /// slow broker.
-const PIPELINE_BUCKETS: [f64; 14] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const PIPELINE_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -37,7 +38,10 @@ impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
         let ingested = IntCounterVec::new(
-            Opts::new(INGESTED, "Source records received, by adapter and outcome (accepted, rejected, duplicate)."),
+            Opts::new(
+                INGESTED,
+                "Source records received, by adapter and outcome (accepted, rejected, duplicate).",
+            ),
             &["adapter", "outcome"],
         )
         .expect("valid metric");
@@ -47,18 +51,27 @@ impl Metrics {
         )
         .expect("valid metric");
         let dlq = IntCounterVec::new(
-            Opts::new(DLQ, "Rejected inputs written to the dead-letter topic, by adapter, stage and reason."),
+            Opts::new(
+                DLQ,
+                "Rejected inputs written to the dead-letter topic, by adapter, stage and reason.",
+            ),
             &["adapter", "stage", "reason"],
         )
         .expect("valid metric");
         let pipeline_latency = HistogramVec::new(
-            HistogramOpts::new(PIPELINE_LATENCY, "Seconds from receiving a record to its acknowledgement by the bus.")
-                .buckets(PIPELINE_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                PIPELINE_LATENCY,
+                "Seconds from receiving a record to its acknowledgement by the bus.",
+            )
+            .buckets(PIPELINE_BUCKETS.to_vec()),
             &["adapter"],
         )
         .expect("valid metric");
         let bus_errors = IntCounterVec::new(
-            Opts::new(BUS_ERRORS, "Failed bus operations, by operation (publish, subscribe, commit, read)."),
+            Opts::new(
+                BUS_ERRORS,
+                "Failed bus operations, by operation (publish, subscribe, commit, read).",
+            ),
             &["operation"],
         )
         .expect("valid metric");
@@ -68,15 +81,33 @@ impl Metrics {
         )
         .expect("valid metric");
         for c in [&ingested, &published, &dlq, &bus_errors] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
-        registry.register(Box::new(pipeline_latency.clone())).expect("unique metric");
-        registry.register(Box::new(build_info.clone())).expect("unique metric");
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(pipeline_latency.clone()))
             .expect("unique metric");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        Metrics { registry, ingested, published, dlq, pipeline_latency, bus_errors, build_info }
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            registry,
+            ingested,
+            published,
+            dlq,
+            pipeline_latency,
+            bus_errors,
+            build_info,
+        }
     }
 
     /// Creates the series of a known adapter at zero, so dashboards and `rate()` see it before
@@ -105,7 +136,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 pub fn init_logging(format: &str, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {
