@@ -129,7 +129,7 @@ impl Ingestor {
                     &r.errors[0].reason,
                     &dlq_id,
                 );
-                return Err(IngestError::Body(Box::new(body_rejection), dlq_id));
+                return Err(IngestError::Body(body_rejection, dlq_id));
             }
         };
         let mut report = IngestReport {

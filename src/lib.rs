@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod deadline;
 pub mod dlq;
 pub mod golden;
 pub mod ingest;

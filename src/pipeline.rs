@@ -116,7 +116,7 @@ pub fn process(
     request_charset: Option<&str>,
     received_at: DateTime<FixedOffset>,
     max_records: usize,
-) -> Result<Vec<Outcome>, BodyRejection> {
+) -> Result<Vec<Outcome>, Box<BodyRejection>> {
     let (text, charset) = decode(adapter, body, request_charset)?;
     let records = split(adapter, &text, body, &charset, max_records)?;
     Ok(records
@@ -136,8 +136,8 @@ fn body_rejection(
     detail: String,
     body: &[u8],
     charset: &str,
-) -> BodyRejection {
-    BodyRejection {
+) -> Box<BodyRejection> {
+    Box::new(BodyRejection {
         status,
         title,
         rejection: Rejection {
@@ -153,14 +153,14 @@ fn body_rejection(
             charset: charset.to_string(),
             business_key: None,
         },
-    }
+    })
 }
 
 fn decode(
     adapter: &Adapter,
     body: &[u8],
     request_charset: Option<&str>,
-) -> Result<(String, String), BodyRejection> {
+) -> Result<(String, String), Box<BodyRejection>> {
     let encoding = match request_charset {
         Some(label) => encoding_rs::Encoding::for_label(label.trim().trim_matches('"').as_bytes())
             .ok_or_else(|| {
@@ -214,7 +214,7 @@ fn split(
     body: &[u8],
     charset: &str,
     max_records: usize,
-) -> Result<Vec<RawRecord>, BodyRejection> {
+) -> Result<Vec<RawRecord>, Box<BodyRejection>> {
     let malformed = |e: serde_json::Error| {
         body_rejection(
             400,
@@ -257,7 +257,7 @@ fn split(
     Ok(records)
 }
 
-fn too_many(n: usize, max: usize, body: &[u8], charset: &str) -> BodyRejection {
+fn too_many(n: usize, max: usize, body: &[u8], charset: &str) -> Box<BodyRejection> {
     body_rejection(
         413,
         "Too many records",

@@ -247,7 +247,7 @@ fn parse_datetime_parts(s: &str) -> Result<Parts, String> {
         };
     }
     // Split the date part from an optional time part.
-    let (date_part, time_part) = match s.find(|c: char| c == ' ' || c == 'T') {
+    let (date_part, time_part) = match s.find([' ', 'T']) {
         Some(i) => (&s[..i], Some(s[i + 1..].trim())),
         None => (s, None),
     };

@@ -1,5 +1,8 @@
 //! The HTTP API (axum): thin handlers that authenticate, move bytes and call the core.
 
+// Problems are the cold path of a request; boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod problem;
 
 use std::sync::Arc;

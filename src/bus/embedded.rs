@@ -18,6 +18,8 @@ use tokio::sync::{oneshot, Notify};
 use super::{Bus, BusError, Delivery, Message, Subscription};
 
 type Reply = oneshot::Sender<Result<(), BusError>>;
+/// A publish waiting for the writer: the messages and where to send the outcome.
+type Pending = (Vec<Message>, Reply);
 
 /// The most batches one transaction commits together.
 const GROUP_COMMIT_MAX: usize = 256;
@@ -28,7 +30,7 @@ const FETCH: i64 = 512;
 
 pub struct EmbeddedBus {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<(Vec<Message>, Reply)>>>,
+    writer: Mutex<Option<mpsc::Sender<Pending>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     notify: Arc<Notify>,
 }
@@ -66,7 +68,7 @@ impl EmbeddedBus {
                  PRIMARY KEY (group_id, topic)) WITHOUT ROWID;",
         )
         .map_err(|e| BusError::Fatal(format!("{}: {e}", path.display())))?;
-        let (tx, rx) = mpsc::channel::<(Vec<Message>, Reply)>();
+        let (tx, rx) = mpsc::channel::<Pending>();
         let notify = Arc::new(Notify::new());
         let wake = notify.clone();
         let thread = std::thread::Builder::new()
@@ -102,11 +104,7 @@ impl Drop for EmbeddedBus {
     }
 }
 
-fn writer_loop(
-    mut conn: Connection,
-    rx: mpsc::Receiver<(Vec<Message>, Reply)>,
-    notify: Arc<Notify>,
-) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Pending>, notify: Arc<Notify>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < GROUP_COMMIT_MAX {
@@ -123,7 +121,7 @@ fn writer_loop(
     }
 }
 
-fn write_group(conn: &mut Connection, group: &[(Vec<Message>, Reply)]) -> rusqlite::Result<()> {
+fn write_group(conn: &mut Connection, group: &[Pending]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let now = chrono::Utc::now().timestamp_millis();

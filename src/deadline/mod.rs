@@ -1,0 +1,3 @@
+//! Working-day calendar and deadline policies.
+
+pub mod calendar;
