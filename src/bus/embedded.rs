@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, Notify};
 
-use super::{Bus, BusError, Delivery, Message, Subscription};
+use super::{Bus, BusError, Delivery, Message, Positions, Subscription};
 
 type Reply = oneshot::Sender<Result<(), BusError>>;
 /// A publish waiting for the writer: the messages and where to send the outcome.
@@ -258,6 +258,32 @@ impl Bus for EmbeddedBus {
         }))
     }
 
+    async fn assign(
+        &self,
+        topics: &[String],
+        positions: &Positions,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let path = self.path.clone();
+        let conn = tokio::task::spawn_blocking(move || connect(&path))
+            .await
+            .map_err(|e| BusError::Fatal(e.to_string()))??;
+        Ok(Box::new(EmbeddedSubscription {
+            conn: Arc::new(Mutex::new(conn)),
+            group: String::new(),
+            positions: topics
+                .iter()
+                .map(|t| {
+                    (
+                        t.clone(),
+                        positions.get(&(t.clone(), 0)).copied().unwrap_or(0),
+                    )
+                })
+                .collect(),
+            buffer: std::collections::VecDeque::new(),
+            notify: self.notify.clone(),
+        }))
+    }
+
     async fn ready(&self) -> Result<(), BusError> {
         if self.writer.lock().expect("writer lock").is_some() {
             Ok(())
@@ -330,6 +356,10 @@ impl Subscription for EmbeddedSubscription {
     }
 
     async fn commit(&mut self, delivery: &Delivery) -> Result<(), BusError> {
+        if self.group.is_empty() {
+            // An assigned subscription: the caller keeps the positions.
+            return Ok(());
+        }
         let conn = self.conn.clone();
         let (group, topic, next) = (
             self.group.clone(),

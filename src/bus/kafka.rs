@@ -19,7 +19,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Bus, BusError, Delivery, Message, Subscription};
+use super::{Bus, BusError, Delivery, Message, Positions, Subscription};
 use crate::config::KafkaSettings;
 
 /// How long `read_all` waits for more messages after the reported end of every partition.
@@ -248,6 +248,49 @@ impl Bus for KafkaBus {
         consumer.subscribe(&names).map_err(unavailable)?;
         Ok(Box::new(KafkaSubscription {
             consumer: std::sync::Arc::new(consumer),
+            assigned: false,
+        }))
+    }
+
+    async fn assign(
+        &self,
+        topics: &[String],
+        positions: &Positions,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", format!("{}-assigned", self.settings.client_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .map_err(|e| BusError::Fatal(format!("cannot create a Kafka consumer: {e}")))?;
+        let consumer = std::sync::Arc::new(consumer);
+        let c = consumer.clone();
+        let topics = topics.to_vec();
+        let positions = positions.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), BusError> {
+            let mut tpl = TopicPartitionList::new();
+            for topic in &topics {
+                let metadata = c
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
+                    .map_err(unavailable)?;
+                for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                    for p in t.partitions() {
+                        let offset = positions
+                            .get(&(topic.clone(), p.id()))
+                            .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                        tpl.add_partition_offset(topic, p.id(), offset)
+                            .map_err(unavailable)?;
+                    }
+                }
+            }
+            c.assign(&tpl).map_err(unavailable)
+        })
+        .await
+        .map_err(|e| BusError::Fatal(e.to_string()))??;
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            assigned: true,
         }))
     }
 
@@ -285,6 +328,8 @@ fn delivery<M: rdkafka::message::Message>(m: &M) -> Delivery {
 
 struct KafkaSubscription {
     consumer: std::sync::Arc<StreamConsumer>,
+    /// Positions are kept by the caller; nothing is committed to the broker.
+    assigned: bool,
 }
 
 #[async_trait]
@@ -298,6 +343,9 @@ impl Subscription for KafkaSubscription {
     }
 
     async fn commit(&mut self, d: &Delivery) -> Result<(), BusError> {
+        if self.assigned {
+            return Ok(());
+        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&d.topic, d.partition, Offset::Offset(d.offset + 1))
             .map_err(unavailable)?;

@@ -26,6 +26,9 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
+/// Next offset to read, by topic and partition.
+pub type Positions = std::collections::HashMap<(String, i32), i64>;
+
 /// A message read back from the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -66,6 +69,15 @@ pub trait Bus: Send + Sync + 'static {
         &self,
         group: &str,
         topics: &[String],
+    ) -> Result<Box<dyn Subscription>, BusError>;
+    /// A subscription to every partition of `topics` starting at the given positions (next
+    /// offset per topic and partition; absent = the beginning). Positions are the caller's to
+    /// keep — the ledger stores them in the same transaction as its changes — so `commit` on
+    /// the returned subscription does nothing.
+    async fn assign(
+        &self,
+        topics: &[String],
+        positions: &Positions,
     ) -> Result<Box<dyn Subscription>, BusError>;
     /// Whether the bus can be reached now.
     async fn ready(&self) -> Result<(), BusError>;

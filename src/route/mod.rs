@@ -75,7 +75,10 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// The departments, with the matched item's rule overrides.
-    To { departments: Vec<String>, overrides: BTreeMap<String, u32> },
+    To {
+        departments: Vec<String>,
+        overrides: BTreeMap<String, u32>,
+    },
     /// Nobody is known to be responsible; the reason says why.
     Unrouted(String),
 }
@@ -92,44 +95,80 @@ impl Catalog {
     /// Reads and checks a catalog file; every problem is reported.
     pub fn load(path: &Path) -> Result<Catalog, Vec<CatalogError>> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| vec![CatalogError { file: file.clone(), message: format!("cannot read: {e}") }])?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![CatalogError {
+                file: file.clone(),
+                message: format!("cannot read: {e}"),
+            }]
+        })?;
         Catalog::parse(&text, &file)
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Catalog, Vec<CatalogError>> {
         let catalog: Catalog = serde_norway::from_str(text).map_err(|e| {
-            let at = e.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
-            vec![CatalogError { file: format!("{file}{at}"), message: e.to_string() }]
+            let at = e
+                .location()
+                .map(|l| format!(":{}", l.line()))
+                .unwrap_or_default();
+            vec![CatalogError {
+                file: format!("{file}{at}"),
+                message: e.to_string(),
+            }]
         })?;
         let mut errors = Vec::new();
-        let mut err = |m: String| errors.push(CatalogError { file: file.to_string(), message: m });
+        let mut err = |m: String| {
+            errors.push(CatalogError {
+                file: file.to_string(),
+                message: m,
+            })
+        };
         let mut codes = std::collections::BTreeSet::new();
         for d in &catalog.departments {
-            if d.code.is_empty() || d.code.len() > 64 || !d.code.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                err(format!("department code '{}' must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'", d.code));
+            if d.code.is_empty()
+                || d.code.len() > 64
+                || !d
+                    .code
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                err(format!(
+                    "department code '{}' must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
+                    d.code
+                ));
             }
             if !codes.insert(d.code.clone()) {
                 err(format!("department '{}' is listed twice", d.code));
             }
         }
         if !codes.contains(&catalog.bureau) {
-            err(format!("bureau '{}' is not among the departments", catalog.bureau));
+            err(format!(
+                "bureau '{}' is not among the departments",
+                catalog.bureau
+            ));
         }
         for d in &catalog.departments {
             if let Some(p) = &d.parent {
                 if !codes.contains(p) {
-                    err(format!("department '{}': parent '{p}' is not among the departments", d.code));
+                    err(format!(
+                        "department '{}': parent '{p}' is not among the departments",
+                        d.code
+                    ));
                 }
             }
         }
         for item in &catalog.items {
             if item.departments.is_empty() {
-                err(format!("item {} {}: no responsible department", item.code, item.name));
+                err(format!(
+                    "item {} {}: no responsible department",
+                    item.code, item.name
+                ));
             }
             for d in &item.departments {
                 if !codes.contains(d) {
-                    err(format!("item {} {}: department '{d}' is not among the departments", item.code, item.name));
+                    err(format!(
+                        "item {} {}: department '{d}' is not among the departments",
+                        item.code, item.name
+                    ));
                 }
             }
         }
@@ -148,7 +187,10 @@ impl Catalog {
     pub fn route(&self, kind: RecordKind, data: &Value) -> Route {
         match kind {
             RecordKind::Approval => self.route_approval(data),
-            RecordKind::Supervision => Route::To { departments: vec![self.bureau.clone()], overrides: BTreeMap::new() },
+            RecordKind::Supervision => Route::To {
+                departments: vec![self.bureau.clone()],
+                overrides: BTreeMap::new(),
+            },
             RecordKind::Notice => self.route_notice(data),
             other => Route::Unrouted(format!("{} records are not routed", other.as_str())),
         }
@@ -156,16 +198,27 @@ impl Catalog {
 
     fn route_approval(&self, data: &Value) -> Route {
         let item = &data["item"];
-        let text = |k: &str| item.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let text = |k: &str| {
+            item.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
         let by_code = self.items.iter().find(|i| {
             text("catalog_code") == Some(i.code.as_str())
                 || text("code") == Some(i.code.as_str())
                 || text("implement_code").is_some_and(|c| c.ends_with(&i.code))
                 || text("code").is_some_and(|c| c.ends_with(&i.code))
         });
-        let found = by_code.or_else(|| self.items.iter().find(|i| text("name") == Some(i.name.as_str())));
+        let found = by_code.or_else(|| {
+            self.items
+                .iter()
+                .find(|i| text("name") == Some(i.name.as_str()))
+        });
         match found {
-            Some(i) => Route::To { departments: i.departments.clone(), overrides: i.overrides.clone() },
+            Some(i) => Route::To {
+                departments: i.departments.clone(),
+                overrides: i.overrides.clone(),
+            },
             None => Route::Unrouted(format!(
                 "item {} {} is not in routing catalog {}",
                 text("code").or(text("catalog_code")).unwrap_or("(no code)"),
@@ -180,21 +233,44 @@ impl Catalog {
         let audience: Vec<String> = data
             .get("audience")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         if audience.is_empty() {
-            let all = self.departments.iter().map(|d| d.code.clone()).filter(|c| Some(c.as_str()) != issuer).collect();
-            return Route::To { departments: all, overrides: BTreeMap::new() };
+            let all = self
+                .departments
+                .iter()
+                .map(|d| d.code.clone())
+                .filter(|c| Some(c.as_str()) != issuer)
+                .collect();
+            return Route::To {
+                departments: all,
+                overrides: BTreeMap::new(),
+            };
         }
-        let unknown: Vec<&String> = audience.iter().filter(|a| self.department(a).is_none()).collect();
+        let unknown: Vec<&String> = audience
+            .iter()
+            .filter(|a| self.department(a).is_none())
+            .collect();
         if !unknown.is_empty() {
             return Route::Unrouted(format!(
                 "audience {} not in routing catalog {}",
-                unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                unknown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 self.version
             ));
         }
-        Route::To { departments: audience, overrides: BTreeMap::new() }
+        Route::To {
+            departments: audience,
+            overrides: BTreeMap::new(),
+        }
     }
 }
 
@@ -225,12 +301,21 @@ items:
     fn approvals_route_by_code_implementation_code_or_name() {
         let c = catalog();
         let to = |item| c.route(RecordKind::Approval, &json!({ "item": item }));
-        let scjg = Route::To { departments: vec!["szs-scjg".into()], overrides: [("claim_approval".to_string(), 2)].into() };
+        let scjg = Route::To {
+            departments: vec!["szs-scjg".into()],
+            overrides: [("claim_approval".to_string(), 2)].into(),
+        };
         assert_eq!(to(json!({"code": "000117006000", "name": "x"})), scjg);
-        assert_eq!(to(json!({"implement_code": "11640200MB1A28063W4000117006000", "name": "x"})), scjg);
+        assert_eq!(
+            to(json!({"implement_code": "11640200MB1A28063W4000117006000", "name": "x"})),
+            scjg
+        );
         assert_eq!(to(json!({"name": "食品经营许可"})), scjg);
         match to(json!({"code": "999", "name": "烟草专卖零售许可"})) {
-            Route::Unrouted(reason) => assert!(reason.contains("烟草专卖零售许可") && reason.contains("2026-01"), "{reason}"),
+            Route::Unrouted(reason) => assert!(
+                reason.contains("烟草专卖零售许可") && reason.contains("2026-01"),
+                "{reason}"
+            ),
             other => panic!("{other:?}"),
         }
     }
@@ -240,11 +325,23 @@ items:
         let c = catalog();
         assert_eq!(
             c.route(RecordKind::Supervision, &json!({})),
-            Route::To { departments: vec!["szs-xzsp".into()], overrides: BTreeMap::new() }
+            Route::To {
+                departments: vec!["szs-xzsp".into()],
+                overrides: BTreeMap::new()
+            }
         );
         let everyone = c.route(RecordKind::Notice, &json!({"issuer_code": "szs-xzsp"}));
-        assert_eq!(everyone, Route::To { departments: vec!["szs-scjg".into(), "nx-scjg".into(), "szs-wjw".into()], overrides: BTreeMap::new() });
-        assert!(matches!(c.route(RecordKind::Notice, &json!({"audience": ["nobody"]})), Route::Unrouted(_)));
+        assert_eq!(
+            everyone,
+            Route::To {
+                departments: vec!["szs-scjg".into(), "nx-scjg".into(), "szs-wjw".into()],
+                overrides: BTreeMap::new()
+            }
+        );
+        assert!(matches!(
+            c.route(RecordKind::Notice, &json!({"audience": ["nobody"]})),
+            Route::Unrouted(_)
+        ));
     }
 
     #[test]

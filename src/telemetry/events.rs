@@ -70,3 +70,48 @@ pub fn bus_error(operation: &str, error: &dyn std::fmt::Display) {
     METRICS.bus_errors.with_label_values(&[operation]).inc();
     tracing::error!(operation, error = %error, "bus operation failed");
 }
+
+/// A record was published; `seconds` since its business decision.
+pub fn pushed(adapter: &str, kind: &str, seconds: f64) {
+    METRICS
+        .push_latency
+        .with_label_values(&[adapter, kind])
+        .observe(seconds);
+}
+
+/// A department claimed a record `seconds` after it was pushed.
+pub fn claimed(department: &str, kind: &str, seconds: f64) {
+    METRICS
+        .claim_latency
+        .with_label_values(&[department, kind])
+        .observe(seconds);
+    tracing::info!(department, kind, seconds, "record claimed");
+}
+
+/// A deadline was missed.
+pub fn deadline_breach(department: &str, kind: &str, rule: &str) {
+    METRICS
+        .breaches
+        .with_label_values(&[department, kind, rule])
+        .inc();
+    tracing::warn!(department, kind, rule, "deadline missed");
+}
+
+/// A deadline could not be computed: the calendar has no data for the year.
+pub fn calendar_missing(record_id: &str, problem: &str) {
+    METRICS.deadline_uncomputable.inc();
+    tracing::warn!(record_id, problem, "deadline not computed");
+}
+
+/// A webhook delivery attempt.
+pub fn delivery_attempt(department: &str, outcome: &str, record_id: &str, detail: &str) {
+    METRICS
+        .delivery_attempts
+        .with_label_values(&[department, outcome])
+        .inc();
+    if outcome == "ok" {
+        tracing::debug!(department, record_id, "webhook delivered");
+    } else {
+        tracing::warn!(department, record_id, outcome, detail = %mask(detail), "webhook delivery failed");
+    }
+}

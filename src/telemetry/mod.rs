@@ -16,6 +16,16 @@ pub const PUBLISHED: &str = "shenguan_records_published_total";
 pub const DLQ: &str = "shenguan_dlq_records_total";
 pub const PIPELINE_LATENCY: &str = "shenguan_pipeline_latency_seconds";
 pub const BUS_ERRORS: &str = "shenguan_bus_errors_total";
+pub const PUSH_LATENCY: &str = "shenguan_push_latency_seconds";
+pub const CLAIM_LATENCY: &str = "shenguan_claim_latency_seconds";
+pub const UNCLAIMED: &str = "shenguan_unclaimed_records";
+pub const OVERDUE: &str = "shenguan_overdue_records";
+pub const OLDEST_UNCLAIMED: &str = "shenguan_oldest_unclaimed_age_seconds";
+pub const BREACHES: &str = "shenguan_deadline_breaches_total";
+pub const UNROUTED: &str = "shenguan_unrouted_records";
+pub const DELIVERY_ATTEMPTS: &str = "shenguan_delivery_attempts_total";
+pub const CALENDAR_DAYS_REMAINING: &str = "shenguan_calendar_days_remaining";
+pub const DEADLINE_UNCOMPUTABLE: &str = "shenguan_deadline_uncomputable_total";
 pub const BUILD_INFO: &str = "shenguan_build_info";
 
 /// Pipeline latency (received → acknowledged by the bus) is milliseconds, with a tail for a
@@ -24,8 +34,24 @@ const PIPELINE_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Push and claim latency run from minutes to working weeks.
+const BUSINESS_BUCKETS: [f64; 14] = [
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 259200.0,
+    432000.0, 604800.0, 1209600.0,
+];
+
 pub struct Metrics {
     pub registry: Registry,
+    pub push_latency: HistogramVec,
+    pub claim_latency: HistogramVec,
+    pub unclaimed: IntGaugeVec,
+    pub overdue: IntGaugeVec,
+    pub oldest_unclaimed: prometheus::GaugeVec,
+    pub breaches: IntCounterVec,
+    pub unrouted: IntGaugeVec,
+    pub delivery_attempts: IntCounterVec,
+    pub calendar_days_remaining: prometheus::Gauge,
+    pub deadline_uncomputable: prometheus::IntCounter,
     pub ingested: IntCounterVec,
     pub published: IntCounterVec,
     pub dlq: IntCounterVec,
@@ -80,7 +106,100 @@ impl Metrics {
             &["version"],
         )
         .expect("valid metric");
-        for c in [&ingested, &published, &dlq, &bus_errors] {
+        let push_latency = HistogramVec::new(
+            HistogramOpts::new(
+                PUSH_LATENCY,
+                "Seconds from the business decision to publication, by adapter and kind.",
+            )
+            .buckets(BUSINESS_BUCKETS.to_vec()),
+            &["adapter", "kind"],
+        )
+        .expect("valid metric");
+        let claim_latency = HistogramVec::new(
+            HistogramOpts::new(
+                CLAIM_LATENCY,
+                "Seconds from publication to claim, by department and kind.",
+            )
+            .buckets(BUSINESS_BUCKETS.to_vec()),
+            &["department", "kind"],
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let unclaimed = gauge(
+            UNCLAIMED,
+            "Records routed to a department and not yet claimed.",
+            &["department", "kind"],
+        );
+        let overdue = gauge(
+            OVERDUE,
+            "Unclaimed records past their claim deadline.",
+            &["department", "kind"],
+        );
+        let oldest_unclaimed = prometheus::GaugeVec::new(
+            Opts::new(
+                OLDEST_UNCLAIMED,
+                "Age in seconds of the oldest unclaimed record.",
+            ),
+            &["department", "kind"],
+        )
+        .expect("valid metric");
+        let breaches = IntCounterVec::new(
+            Opts::new(BREACHES, "Deadlines missed, by department, kind and rule."),
+            &["department", "kind", "rule"],
+        )
+        .expect("valid metric");
+        let unrouted = gauge(
+            UNROUTED,
+            "Records waiting in the unrouted queue.",
+            &["kind"],
+        );
+        let delivery_attempts = IntCounterVec::new(
+            Opts::new(
+                DELIVERY_ATTEMPTS,
+                "Webhook delivery attempts, by department and outcome (ok, failed, dead_lettered).",
+            ),
+            &["department", "outcome"],
+        )
+        .expect("valid metric");
+        let calendar_days_remaining = prometheus::Gauge::new(
+            CALENDAR_DAYS_REMAINING,
+            "Days of holiday data left from today; add next year's calendar before this reaches 0.",
+        )
+        .expect("valid metric");
+        let deadline_uncomputable = prometheus::IntCounter::new(
+            DEADLINE_UNCOMPUTABLE,
+            "Deadlines that could not be computed because the calendar has no data for the year.",
+        )
+        .expect("valid metric");
+        for h in [&push_latency, &claim_latency] {
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+        }
+        for g in [&unclaimed, &overdue, &unrouted] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(oldest_unclaimed.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(calendar_days_remaining.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(deadline_uncomputable.clone()))
+            .expect("unique metric");
+        for c in [
+            &ingested,
+            &published,
+            &dlq,
+            &bus_errors,
+            &breaches,
+            &delivery_attempts,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -101,6 +220,16 @@ impl Metrics {
             .set(1);
         Metrics {
             registry,
+            push_latency,
+            claim_latency,
+            unclaimed,
+            overdue,
+            oldest_unclaimed,
+            breaches,
+            unrouted,
+            delivery_attempts,
+            calendar_days_remaining,
+            deadline_uncomputable,
             ingested,
             published,
             dlq,

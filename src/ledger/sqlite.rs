@@ -1,0 +1,597 @@
+//! The ledger in SQLite (the default, `sqlite:<data_dir>/ledger.db`, next to the state store).
+//!
+//! Each bus message is applied in one `BEGIN IMMEDIATE` transaction that loads the record,
+//! runs the pure state machine, writes the changes, queues alerts in an outbox and advances the
+//! consumer position — so a crash anywhere leaves either all of it or none of it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use serde_json::Value;
+
+use super::{AlertLevel, Changes, Entry, EntryState, HistoryRow, Loaded, RecordRow};
+use crate::adapter::convert::shanghai;
+use crate::bus::{Delivery, Positions};
+use crate::schema::RecordKind;
+
+/// Ledger failures.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger {path}: {message}")]
+pub struct LedgerError {
+    pub path: String,
+    pub message: String,
+}
+
+pub struct SqliteLedger {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ledger_records (
+    record_id TEXT PRIMARY KEY, kind TEXT NOT NULL, event_id TEXT NOT NULL, published_at TEXT NOT NULL,
+    decided_at TEXT, adapter TEXT NOT NULL, push_rule TEXT, push_due_at TEXT, push_late INTEGER NOT NULL,
+    unrouted TEXT, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS records_unrouted ON ledger_records (unrouted) WHERE unrouted IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    record_id TEXT NOT NULL, department TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
+    pushed_at TEXT NOT NULL, delivered_at TEXT, claimed_at TEXT, returned_at TEXT, feedback_at TEXT,
+    closed_at TEXT, policy TEXT NOT NULL, claim_rule TEXT, claim_due_at TEXT, feedback_rule TEXT,
+    feedback_due_at TEXT, calendar_version TEXT NOT NULL, deadline_problem TEXT,
+    alert_level INTEGER NOT NULL, note TEXT,
+    PRIMARY KEY (record_id, department)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, state);
+CREATE INDEX IF NOT EXISTS entries_open ON ledger_entries (state, claim_due_at);
+CREATE INDEX IF NOT EXISTS entries_pushed ON ledger_entries (pushed_at);
+CREATE TABLE IF NOT EXISTS ledger_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL, department TEXT, action TEXT NOT NULL,
+    actor TEXT, channel TEXT, at TEXT NOT NULL, event_id TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS history_by_record ON ledger_history (record_id);
+CREATE INDEX IF NOT EXISTS history_by_event ON ledger_history (event_id);
+CREATE TABLE IF NOT EXISTS ledger_positions (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id TEXT PRIMARY KEY, record_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL);
+";
+
+/// Times are stored as RFC 3339 in Asia/Shanghai with milliseconds, so text order is time order.
+pub fn ts(t: DateTime<FixedOffset>) -> String {
+    t.with_timezone(&shanghai())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+fn parse_ts(s: Option<String>) -> Option<DateTime<FixedOffset>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+}
+
+fn rank(level: AlertLevel) -> i64 {
+    level as i64
+}
+
+fn level_of(rank: i64) -> AlertLevel {
+    match rank {
+        1 => AlertLevel::DueSoon,
+        2 => AlertLevel::Overdue,
+        3 => AlertLevel::Escalated,
+        _ => AlertLevel::None,
+    }
+}
+
+const ENTRY_COLUMNS: &str = "record_id, department, kind, state, pushed_at, delivered_at, claimed_at, returned_at, feedback_at, closed_at, policy, claim_rule, claim_due_at, feedback_rule, feedback_due_at, calendar_version, deadline_problem, alert_level, note";
+
+fn entry_from(r: &Row) -> rusqlite::Result<Entry> {
+    let kind: String = r.get(2)?;
+    let state: String = r.get(3)?;
+    Ok(Entry {
+        record_id: r.get(0)?,
+        department: r.get(1)?,
+        kind: kind.parse().unwrap_or(RecordKind::Approval),
+        state: EntryState::parse(&state).unwrap_or(EntryState::Pushed),
+        pushed_at: parse_ts(r.get(4)?).unwrap_or_default(),
+        delivered_at: parse_ts(r.get(5)?),
+        claimed_at: parse_ts(r.get(6)?),
+        returned_at: parse_ts(r.get(7)?),
+        feedback_at: parse_ts(r.get(8)?),
+        closed_at: parse_ts(r.get(9)?),
+        policy: r.get(10)?,
+        claim_rule: r.get(11)?,
+        claim_due_at: parse_ts(r.get(12)?),
+        feedback_rule: r.get(13)?,
+        feedback_due_at: parse_ts(r.get(14)?),
+        calendar_version: r.get(15)?,
+        deadline_problem: r.get(16)?,
+        alert_level: level_of(r.get(17)?),
+        note: r.get(18)?,
+    })
+}
+
+const RECORD_COLUMNS: &str = "record_id, kind, event_id, published_at, decided_at, adapter, push_rule, push_due_at, push_late, unrouted, data";
+
+fn record_from(r: &Row) -> rusqlite::Result<RecordRow> {
+    let kind: String = r.get(1)?;
+    let data: String = r.get(10)?;
+    Ok(RecordRow {
+        record_id: r.get(0)?,
+        kind: kind.parse().unwrap_or(RecordKind::Approval),
+        event_id: r.get(2)?,
+        published_at: parse_ts(r.get(3)?).unwrap_or_default(),
+        decided_at: parse_ts(r.get(4)?),
+        adapter: r.get(5)?,
+        push_rule: r.get(6)?,
+        push_due_at: parse_ts(r.get(7)?),
+        push_late: r.get::<_, i64>(8)? != 0,
+        unrouted: r.get(9)?,
+        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+    })
+}
+
+fn history_from(r: &Row) -> rusqlite::Result<HistoryRow> {
+    let detail: String = r.get(7)?;
+    Ok(HistoryRow {
+        record_id: r.get(0)?,
+        department: r.get(1)?,
+        action: r.get(2)?,
+        actor: r.get(3)?,
+        channel: r.get(4)?,
+        at: parse_ts(r.get(5)?).unwrap_or_default(),
+        event_id: r.get(6)?,
+        detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+    })
+}
+
+fn load(tx: &Transaction, record_id: &str, event_id: &str) -> rusqlite::Result<Loaded> {
+    let seen = tx
+        .prepare_cached("SELECT 1 FROM ledger_history WHERE event_id = ?1 LIMIT 1")?
+        .query_row([event_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    let record = tx
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM ledger_records WHERE record_id = ?1"
+        ))?
+        .query_row([record_id], record_from)
+        .optional()?;
+    let entries = tx
+        .prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE record_id = ?1 ORDER BY department"
+        ))?
+        .query_map([record_id], entry_from)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Loaded {
+        record,
+        entries,
+        seen,
+    })
+}
+
+fn write(tx: &Transaction, changes: &Changes, topics: &crate::bus::Topics) -> rusqlite::Result<()> {
+    if let Some(r) = &changes.record {
+        tx.prepare_cached(&format!(
+            "INSERT INTO ledger_records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (record_id) DO UPDATE SET event_id = excluded.event_id, unrouted = excluded.unrouted, data = excluded.data"
+        ))?
+        .execute(params![
+            r.record_id,
+            r.kind.as_str(),
+            r.event_id,
+            ts(r.published_at),
+            r.decided_at.map(ts),
+            r.adapter,
+            r.push_rule,
+            r.push_due_at.map(ts),
+            r.push_late as i64,
+            r.unrouted,
+            r.data.to_string(),
+        ])?;
+    }
+    for e in &changes.entries {
+        tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO ledger_entries ({ENTRY_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        ))?
+        .execute(params![
+            e.record_id,
+            e.department,
+            e.kind.as_str(),
+            e.state.as_str(),
+            ts(e.pushed_at),
+            e.delivered_at.map(ts),
+            e.claimed_at.map(ts),
+            e.returned_at.map(ts),
+            e.feedback_at.map(ts),
+            e.closed_at.map(ts),
+            e.policy,
+            e.claim_rule,
+            e.claim_due_at.map(ts),
+            e.feedback_rule,
+            e.feedback_due_at.map(ts),
+            e.calendar_version,
+            e.deadline_problem,
+            rank(e.alert_level),
+            e.note,
+        ])?;
+    }
+    for h in &changes.history {
+        tx.prepare_cached(
+            "INSERT INTO ledger_history (record_id, department, action, actor, channel, at, event_id, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![h.record_id, h.department, h.action, h.actor, h.channel, ts(h.at), h.event_id, h.detail.to_string()])?;
+    }
+    for a in &changes.alerts {
+        queue_alert(tx, a, topics)?;
+    }
+    Ok(())
+}
+
+fn queue_alert(
+    tx: &Transaction,
+    a: &super::Alert,
+    _topics: &crate::bus::Topics,
+) -> rusqlite::Result<()> {
+    let event = crate::pipeline::envelope(
+        RecordKind::Alert,
+        &a.id,
+        "/shenguan/tracker",
+        &a.record_id,
+        a.at,
+        a.data(),
+    );
+    tx.prepare_cached("INSERT OR IGNORE INTO alert_outbox (id, record_id, payload, created_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![a.id, a.record_id, event.to_string(), ts(a.at)])?;
+    Ok(())
+}
+
+impl SqliteLedger {
+    pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        let err = |e: &dyn std::fmt::Display| LedgerError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| err(&e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| err(&e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| err(&e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| err(&e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
+        Ok(SqliteLedger {
+            path: path.to_path_buf(),
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let conn = self.conn.clone();
+        let path = self.path.display().to_string();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("ledger connection")))
+            .await
+            .map_err(|e| LedgerError {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| LedgerError {
+                path,
+                message: e.to_string(),
+            })
+    }
+
+    /// The consumer positions stored with the ledger.
+    pub async fn positions(&self) -> Result<Positions, LedgerError> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT topic, partition, next_offset FROM ledger_positions")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, i32>(1)?),
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Applies one bus message: decode, state machine, changes and position in one transaction.
+    /// Returns the changes (empty when the message was applied before).
+    pub async fn apply(
+        &self,
+        delivery: Delivery,
+        kind: RecordKind,
+        ctx: Arc<super::projector::Shared>,
+    ) -> Result<Changes, LedgerError> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let position: Option<i64> = tx
+                .prepare_cached("SELECT next_offset FROM ledger_positions WHERE topic = ?1 AND partition = ?2")?
+                .query_row(params![delivery.topic, delivery.partition], |r| r.get(0))
+                .optional()?;
+            if position.is_some_and(|p| delivery.offset < p) {
+                // Another instance (or an earlier run) already applied it.
+                return Ok(Changes::default());
+            }
+            let changes = match super::decode(kind, &delivery.payload) {
+                Ok(event) => {
+                    let loaded = load(&tx, event.record_id(), event.event_id())?;
+                    let changes = super::apply(&loaded, &event, &ctx.context());
+                    write(&tx, &changes, &ctx.topics)?;
+                    changes
+                }
+                Err(e) => {
+                    tracing::error!(topic = %delivery.topic, offset = delivery.offset, error = %e, "undecodable ledger event skipped");
+                    Changes::default()
+                }
+            };
+            tx.prepare_cached(
+                "INSERT INTO ledger_positions (topic, partition, next_offset) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+            )?
+            .execute(params![delivery.topic, delivery.partition, delivery.offset + 1])?;
+            tx.commit()?;
+            Ok(changes)
+        })
+        .await
+    }
+
+    /// A record with its entries and history.
+    pub async fn record(
+        &self,
+        record_id: &str,
+    ) -> Result<Option<(RecordRow, Vec<Entry>, Vec<HistoryRow>)>, LedgerError> {
+        let id = record_id.to_string();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(record) = tx
+                .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM ledger_records WHERE record_id = ?1"))?
+                .query_row([&id], record_from)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let entries = tx
+                .prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE record_id = ?1 ORDER BY department"))?
+                .query_map([&id], entry_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let history = tx
+                .prepare_cached("SELECT record_id, department, action, actor, channel, at, event_id, detail FROM ledger_history WHERE record_id = ?1 ORDER BY seq")?
+                .query_map([&id], history_from)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some((record, entries, history)))
+        })
+        .await
+    }
+
+    /// A department's entries with their records, newest first, filtered by status
+    /// (`unclaimed`, `claimed`, `overdue` at `now`, or all).
+    pub async fn inbox(
+        &self,
+        department: &str,
+        status: Option<&str>,
+        now: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow)>, LedgerError> {
+        let department = department.to_string();
+        let filter = match status {
+            Some("unclaimed") => "AND e.state IN ('pushed', 'delivered')",
+            Some("claimed") => "AND e.state IN ('claimed', 'feedback', 'closed')",
+            Some("overdue") => "AND e.state IN ('pushed', 'delivered') AND e.claim_due_at < ?2",
+            _ => "",
+        };
+        let uses_now = status == Some("overdue");
+        let now = ts(now);
+        let cols: String = ENTRY_COLUMNS
+            .split(", ")
+            .map(|c| format!("e.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rcols: String = RECORD_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, {rcols} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
+             WHERE e.department = ?1 {filter} ORDER BY e.pushed_at DESC LIMIT {limit}"
+        );
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let map = |r: &Row| -> rusqlite::Result<(Entry, RecordRow)> {
+                let entry = entry_from(r)?;
+                let offset = 19;
+                let kind: String = r.get(offset + 1)?;
+                let data: String = r.get(offset + 10)?;
+                Ok((
+                    entry,
+                    RecordRow {
+                        record_id: r.get(offset)?,
+                        kind: kind.parse().unwrap_or(RecordKind::Approval),
+                        event_id: r.get(offset + 2)?,
+                        published_at: parse_ts(r.get(offset + 3)?).unwrap_or_default(),
+                        decided_at: parse_ts(r.get(offset + 4)?),
+                        adapter: r.get(offset + 5)?,
+                        push_rule: r.get(offset + 6)?,
+                        push_due_at: parse_ts(r.get(offset + 7)?),
+                        push_late: r.get::<_, i64>(offset + 8)? != 0,
+                        unrouted: r.get(offset + 9)?,
+                        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                    },
+                ))
+            };
+            let rows = if uses_now {
+                stmt.query_map(params![department, now], map)?
+            } else {
+                stmt.query_map(params![department], map)?
+            };
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Records waiting in the unrouted queue.
+    pub async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM ledger_records WHERE unrouted IS NOT NULL ORDER BY published_at"
+            ))?;
+            let rows = stmt.query_map([], record_from)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Every entry still waiting to be claimed (for the tracker).
+    pub async fn open_entries(&self) -> Result<Vec<Entry>, LedgerError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE state IN ('pushed', 'delivered')"
+            ))?;
+            let rows = stmt.query_map([], entry_from)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Every entry pushed in `[from, to)` (for the monthly report).
+    pub async fn entries_pushed_between(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let (from, to) = (ts(from), ts(to));
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE pushed_at >= ?1 AND pushed_at < ?2 ORDER BY department, kind"
+            ))?;
+            let rows = stmt.query_map(params![from, to], entry_from)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Raises an entry's alert level if it is below `level`, queuing the alert in the same
+    /// transaction. Returns whether this call raised it: with several gateways on one database,
+    /// exactly one wins.
+    pub async fn raise_alert(
+        &self,
+        alert: super::Alert,
+        level: AlertLevel,
+        topics: crate::bus::Topics,
+    ) -> Result<bool, LedgerError> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE ledger_entries SET alert_level = ?3
+                 WHERE record_id = ?1 AND department = ?2 AND alert_level < ?3 AND state IN ('pushed', 'delivered')",
+                params![alert.record_id, alert.department, rank(level)],
+            )?;
+            if changed == 1 {
+                queue_alert(&tx, &alert, &topics)?;
+            }
+            tx.commit()?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Alerts waiting to be published, oldest first.
+    pub async fn outbox(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, String, Vec<u8>)>, LedgerError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!("SELECT id, record_id, payload FROM alert_outbox ORDER BY created_at, id LIMIT {limit}"))?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?.into_bytes())))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Removes published alerts from the outbox.
+    pub async fn outbox_done(&self, ids: Vec<String>) -> Result<(), LedgerError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            for id in &ids {
+                tx.execute("DELETE FROM alert_outbox WHERE id = ?1", [id])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// The whole ledger as comparable text (records, entries, history), for the rebuild check.
+    pub async fn snapshot(&self) -> Result<Vec<String>, LedgerError> {
+        self.with(|conn| {
+            let mut out = Vec::new();
+            for sql in [
+                format!("SELECT {RECORD_COLUMNS} FROM ledger_records ORDER BY record_id"),
+                format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries ORDER BY record_id, department"),
+                "SELECT record_id, department, action, actor, channel, at, event_id, detail FROM ledger_history ORDER BY record_id, seq".to_string(),
+            ] {
+                let mut stmt = conn.prepare(&sql)?;
+                let n = stmt.column_count();
+                let rows = stmt.query_map([], |r| {
+                    let mut cells = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let v: rusqlite::types::Value = r.get(i)?;
+                        cells.push(format!("{v:?}"));
+                    }
+                    Ok(cells.join("|"))
+                })?;
+                for row in rows {
+                    out.push(row?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes the projection (records, entries, history, positions) so it can be rebuilt.
+    pub async fn clear(&self) -> Result<(), LedgerError> {
+        self.with(|conn| {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE; DELETE FROM ledger_records; DELETE FROM ledger_entries; DELETE FROM ledger_history;
+                 DELETE FROM ledger_positions; COMMIT;",
+            )
+        })
+        .await
+    }
+
+    /// Counts of open entries for the gauges: (department, kind) → (unclaimed, overdue, oldest push).
+    pub async fn gauges(
+        &self,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Vec<(String, String, i64, i64, Option<DateTime<FixedOffset>>)>, LedgerError> {
+        let now = ts(now);
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT department, kind, COUNT(*), SUM(CASE WHEN claim_due_at < ?1 THEN 1 ELSE 0 END), MIN(pushed_at)
+                 FROM ledger_entries WHERE state IN ('pushed', 'delivered') GROUP BY department, kind",
+            )?;
+            let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, parse_ts(r.get(4)?))))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// How many records wait unrouted, by kind.
+    pub async fn unrouted_counts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT kind, COUNT(*) FROM ledger_records WHERE unrouted IS NOT NULL GROUP BY kind")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,222 @@
+//! The deadline tracker: at each tick it raises alerts once per level (due soon, overdue,
+//! escalated) for entries still waiting to be claimed, refreshes the gauges, and publishes the
+//! alert outbox. The level of an entry at a given instant is a pure function of the entry, its
+//! policy, the calendar and the instant; tests drive it with explicit times, never with `sleep`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use tokio::sync::watch;
+
+use super::projector::Shared;
+use super::sqlite::{LedgerError, SqliteLedger};
+use super::{alert_id, Alert, AlertLevel, Entry};
+use crate::bus::{Bus, Message};
+use crate::deadline::{Calendar, Policy};
+use crate::schema::RecordKind;
+use crate::telemetry::{events, METRICS};
+
+/// The alert level an unclaimed entry has reached at `now`.
+pub fn level_at(
+    entry: &Entry,
+    policy: &Policy,
+    calendar: &Calendar,
+    now: DateTime<FixedOffset>,
+) -> AlertLevel {
+    let Some(due) = entry.claim_due_at else {
+        return AlertLevel::None;
+    };
+    if now > due {
+        let escalate_at = calendar
+            .deadline_after(due, policy.escalate_after_working_days)
+            .unwrap_or(due);
+        return if now > escalate_at {
+            AlertLevel::Escalated
+        } else {
+            AlertLevel::Overdue
+        };
+    }
+    match calendar.working_seconds_between(now, due) {
+        Ok(left) if left <= i64::from(policy.due_soon_working_hours) * 3600 => AlertLevel::DueSoon,
+        _ => AlertLevel::None,
+    }
+}
+
+/// Raises what is due at `now`; returns the alerts this instance raised.
+pub async fn raise_due(
+    ledger: &SqliteLedger,
+    shared: &Shared,
+    now: DateTime<FixedOffset>,
+) -> Result<Vec<Alert>, LedgerError> {
+    let mut raised = Vec::new();
+    for entry in ledger.open_entries().await? {
+        let Some(policy) = shared.policies.get(&entry.policy) else {
+            continue;
+        };
+        let level = level_at(&entry, policy, &shared.calendar, now);
+        if level <= entry.alert_level {
+            continue;
+        }
+        let rule = entry.claim_rule.clone().unwrap_or_default();
+        let alert = Alert {
+            id: alert_id(
+                &entry.record_id,
+                Some(&entry.department),
+                &rule,
+                level.as_str(),
+            ),
+            record_id: entry.record_id.clone(),
+            department: Some(entry.department.clone()),
+            kind: entry.kind,
+            level: level.as_str().into(),
+            rule: rule.clone(),
+            policy: entry.policy.clone(),
+            event_at: Some(entry.pushed_at),
+            due_at: entry.claim_due_at,
+            calendar_version: entry.calendar_version.clone(),
+            at: now,
+            message: match level {
+                AlertLevel::DueSoon => format!(
+                    "{} must claim this {} record soon",
+                    entry.department,
+                    entry.kind.as_str()
+                ),
+                AlertLevel::Overdue => format!(
+                    "{} has not claimed this {} record by its deadline",
+                    entry.department,
+                    entry.kind.as_str()
+                ),
+                _ => format!(
+                    "{} is still not claiming this {} record; escalated",
+                    entry.department,
+                    entry.kind.as_str()
+                ),
+            },
+        };
+        if ledger
+            .raise_alert(alert.clone(), level, shared.topics.clone())
+            .await?
+        {
+            if level >= AlertLevel::Overdue && entry.alert_level < AlertLevel::Overdue {
+                events::deadline_breach(&entry.department, entry.kind.as_str(), &rule);
+            }
+            raised.push(alert);
+        }
+    }
+    Ok(raised)
+}
+
+/// Refreshes the unclaimed/overdue/oldest gauges and the unrouted gauge from the ledger.
+pub async fn refresh_gauges(
+    ledger: &SqliteLedger,
+    now: DateTime<FixedOffset>,
+) -> Result<(), LedgerError> {
+    METRICS.unclaimed.reset();
+    METRICS.overdue.reset();
+    METRICS.oldest_unclaimed.reset();
+    for (department, kind, unclaimed, overdue, oldest) in ledger.gauges(now).await? {
+        METRICS
+            .unclaimed
+            .with_label_values(&[&department, &kind])
+            .set(unclaimed);
+        METRICS
+            .overdue
+            .with_label_values(&[&department, &kind])
+            .set(overdue);
+        let age = oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0);
+        METRICS
+            .oldest_unclaimed
+            .with_label_values(&[&department, &kind])
+            .set(age as f64);
+    }
+    for kind in [
+        RecordKind::Approval,
+        RecordKind::Supervision,
+        RecordKind::Notice,
+    ] {
+        METRICS.unrouted.with_label_values(&[kind.as_str()]).set(0);
+    }
+    for (kind, n) in ledger.unrouted_counts().await? {
+        METRICS.unrouted.with_label_values(&[&kind]).set(n);
+    }
+    Ok(())
+}
+
+/// Publishes queued alerts; each is removed from the outbox only after the bus acknowledged it.
+pub async fn publish_outbox(
+    ledger: &SqliteLedger,
+    bus: &dyn Bus,
+    shared: &Shared,
+) -> Result<usize, LedgerError> {
+    let pending = ledger.outbox(500).await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let topic = shared.topics.name(RecordKind::Alert);
+    let messages = pending
+        .iter()
+        .map(|(_, record_id, payload)| Message {
+            topic: topic.clone(),
+            key: record_id.clone(),
+            payload: payload.clone(),
+        })
+        .collect();
+    match bus.publish(messages).await {
+        Ok(()) => {
+            let n = pending.len();
+            events::published(&topic, n);
+            ledger
+                .outbox_done(pending.into_iter().map(|(id, _, _)| id).collect())
+                .await?;
+            Ok(n)
+        }
+        Err(e) => {
+            events::bus_error("publish", &e);
+            Ok(0)
+        }
+    }
+}
+
+/// The source of "now" for the tracker.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<FixedOffset>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<FixedOffset> {
+        crate::adapter::convert::now_shanghai()
+    }
+}
+
+/// Runs the tracker every `interval` until `stop`.
+pub async fn run(
+    ledger: Arc<SqliteLedger>,
+    bus: Arc<dyn Bus>,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let now = clock.now();
+        if let Err(e) = raise_due(&ledger, &shared, now).await {
+            tracing::error!(error = %e, "tracker could not raise alerts");
+        }
+        if let Err(e) = refresh_gauges(&ledger, now).await {
+            tracing::error!(error = %e, "tracker could not refresh gauges");
+        }
+        if let Err(e) = publish_outbox(&ledger, bus.as_ref(), &shared).await {
+            tracing::error!(error = %e, "tracker could not publish alerts");
+        }
+        METRICS
+            .calendar_days_remaining
+            .set(shared.calendar.days_remaining(now.date_naive()) as f64);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
