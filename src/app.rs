@@ -15,14 +15,31 @@ use crate::api::{self, AppState};
 use crate::auth::{self, Authenticator};
 use crate::bus::{self, Bus, Topics};
 use crate::config::Settings;
+use crate::deadline::{Calendar, Policies};
+use crate::deliver::Deliverer;
 use crate::dlq;
 use crate::golden;
 use crate::ingest::{IngestError, Ingestor};
+use crate::ledger::projector::{Projector, Shared};
+use crate::ledger::sqlite::SqliteLedger;
+use crate::ledger::tracker::{self, Clock, SystemClock};
+use crate::route::Catalog;
 use crate::schema::Schemas;
 use crate::state::{SqliteState, StateStore, TokenRow};
 use crate::telemetry::{self, METRICS};
 
-/// Loads and checks the schemas and the adapters; every problem is in the error.
+/// Everything a gateway loads from files, checked at start-up without network I/O.
+pub struct Definitions {
+    pub schemas: Arc<Schemas>,
+    pub adapters: AdapterSet,
+    pub catalog: Arc<Catalog>,
+    pub calendar: Arc<Calendar>,
+    pub policies: Arc<Policies>,
+    /// The policy profile in force.
+    pub policy: String,
+}
+
+/// Loads the schemas and adapters; every problem is in the error.
 pub fn load_definitions(settings: &Settings) -> anyhow::Result<(Arc<Schemas>, AdapterSet)> {
     let schemas = Schemas::load(Some(&settings.schemas_dir)).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
@@ -33,6 +50,82 @@ pub fn load_definitions(settings: &Settings) -> anyhow::Result<(Arc<Schemas>, Ad
         anyhow::anyhow!("{} adapter error(s):\n{}", errors.len(), list.join("\n"))
     })?;
     Ok((Arc::new(schemas), adapters))
+}
+
+/// The calendar with the site's extra years, if its directory exists.
+pub fn load_calendar(settings: &Settings) -> anyhow::Result<Calendar> {
+    let dir = settings
+        .calendar_dir
+        .is_dir()
+        .then_some(settings.calendar_dir.as_path());
+    Calendar::load(dir).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!("{} calendar error(s):\n{}", errors.len(), list.join("\n"))
+    })
+}
+
+/// Loads every definition — schemas, adapters, routing catalog, calendar, policies — and reports
+/// every error of all of them at once.
+pub fn load_all(settings: &Settings) -> anyhow::Result<Definitions> {
+    let mut problems = Vec::new();
+    let core = load_definitions(settings)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
+    let catalog = Catalog::load(&settings.catalog_file)
+        .map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            problems.push(format!(
+                "{} routing catalog error(s):\n{}",
+                errors.len(),
+                list.join("\n")
+            ));
+        })
+        .ok();
+    let calendar = load_calendar(settings)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
+    let policies_dir = settings
+        .policies_dir
+        .is_dir()
+        .then_some(settings.policies_dir.as_path());
+    let policies = Policies::load(policies_dir)
+        .map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            problems.push(format!(
+                "{} policy error(s):\n{}",
+                errors.len(),
+                list.join("\n")
+            ));
+        })
+        .ok();
+    let policy = settings
+        .policy
+        .clone()
+        .or_else(|| catalog.as_ref().map(|c| c.policy.clone()))
+        .unwrap_or_default();
+    if let Some(p) = &policies {
+        if p.get(&policy).is_none() {
+            problems.push(format!(
+                "policy profile '{policy}' is not defined (known: {})",
+                p.names().join(", ")
+            ));
+        }
+    }
+    match (core, catalog, calendar, policies) {
+        (Some((schemas, adapters)), Some(catalog), Some(calendar), Some(policies))
+            if problems.is_empty() =>
+        {
+            Ok(Definitions {
+                schemas,
+                adapters,
+                catalog: Arc::new(catalog),
+                calendar: Arc::new(calendar),
+                policies: Arc::new(policies),
+                policy,
+            })
+        }
+        _ => anyhow::bail!("{}", problems.join("\n")),
+    }
 }
 
 /// Opens the state store and the bus, creating the topics.
@@ -50,23 +143,80 @@ pub async fn open_io(
 
 /// `shenguan run`.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let (schemas, adapters) = load_definitions(&settings)?;
-    tracing::info!(schemas = %schemas.origin, adapters = adapters.len(), "definitions loaded");
-    for a in adapters.iter() {
+    let defs = load_all(&settings)?;
+    tracing::info!(
+        schemas = %defs.schemas.origin,
+        adapters = defs.adapters.len(),
+        catalog = %defs.catalog.version,
+        calendar = %defs.calendar.version(),
+        policy = %defs.policy,
+        "definitions loaded"
+    );
+    for a in defs.adapters.iter() {
         METRICS.register_adapter(&a.name);
     }
+    let today = crate::adapter::convert::now_shanghai().date_naive();
+    METRICS
+        .calendar_days_remaining
+        .set(defs.calendar.days_remaining(today) as f64);
+    if defs.calendar.days_remaining(today) < 60 {
+        tracing::warn!(last_covered = %defs.calendar.last_covered_date(), "the working-day calendar runs out soon: add next year's State Council arrangement to the calendar directory");
+    }
     let (state, bus, topics) = open_io(&settings).await?;
+    let ledger = Arc::new(SqliteLedger::open(&settings.ledger_path()?)?);
+    let shared = Arc::new(Shared {
+        catalog: defs.catalog.clone(),
+        calendar: defs.calendar.clone(),
+        policies: defs.policies.clone(),
+        policy: defs.policy.clone(),
+        topics: topics.clone(),
+    });
     let auth = Arc::new(Authenticator::new(&settings.auth.tokens, state.clone()).await?);
     let ingestor = Arc::new(Ingestor::new(
-        schemas,
+        defs.schemas.clone(),
         bus.clone(),
         state,
         topics,
         settings.server.max_batch_records,
     ));
+    let (applied, _) = tokio::sync::broadcast::channel(4096);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+
+    let projector = Projector {
+        ledger: ledger.clone(),
+        bus: bus.clone(),
+        shared: shared.clone(),
+        applied: applied.clone(),
+    };
+    let projector_stop = stopped.clone();
+    let projector_task =
+        tokio::spawn(async move { projector.run(projector_stop, None, true).await });
+    let tracker_task = tokio::spawn(tracker::run(
+        ledger.clone(),
+        bus.clone(),
+        shared.clone(),
+        clock.clone(),
+        Duration::from_secs(settings.tracker.interval_seconds.max(1)),
+        stopped.clone(),
+    ));
+    let deliverer = Deliverer::new(
+        ledger.clone(),
+        ingestor.clone(),
+        shared.clone(),
+        settings.delivery.clone(),
+        clock.clone(),
+    )?;
+    let delivery_task = tokio::spawn(deliverer.run(stopped.clone()));
+
     let app_state = Arc::new(AppState {
         ingestor,
-        adapters: Arc::new(std::sync::RwLock::new(Arc::new(adapters))),
+        ledger,
+        shared,
+        applied,
+        apply_wait: Duration::from_millis(settings.delivery.apply_wait_ms),
+        clock,
+        adapters: Arc::new(std::sync::RwLock::new(Arc::new(defs.adapters))),
         auth,
         max_body_bytes: settings.server.max_body_bytes,
         metrics_public: settings.auth.metrics_public,
@@ -80,10 +230,73 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     axum::serve(listener, api::router(app_state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    tracing::info!("stopped accepting requests; flushing the bus");
+    tracing::info!("stopped accepting requests; stopping the ledger, tracker and delivery");
+    let _ = stop.send(true);
+    match projector_task.await {
+        Ok(Ok(n)) => tracing::info!(applied = n, "projector stopped"),
+        Ok(Err(e)) => tracing::error!(error = %e, "projector stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "projector task failed"),
+    }
+    let _ = tracker_task.await;
+    let _ = delivery_task.await;
+    tracing::info!("flushing the bus");
     bus.flush(grace).await?;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// `shenguan ledger rebuild`: clears the ledger projection and replays every ledger topic.
+pub async fn ledger_rebuild(settings: &Settings) -> anyhow::Result<u64> {
+    let defs = load_all(settings)?;
+    let (_, bus, topics) = open_io(settings).await?;
+    let ledger = Arc::new(SqliteLedger::open(&settings.ledger_path()?)?);
+    ledger.clear().await?;
+    let shared = Arc::new(Shared {
+        catalog: defs.catalog,
+        calendar: defs.calendar,
+        policies: defs.policies,
+        policy: defs.policy,
+        topics,
+    });
+    let (applied, _) = tokio::sync::broadcast::channel(16);
+    let projector = Projector {
+        ledger,
+        bus,
+        shared,
+        applied,
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    Ok(projector
+        .run(stopped, Some(Duration::from_secs(2)), false)
+        .await?)
+}
+
+/// `shenguan report --month YYYY-MM`.
+pub async fn report(settings: &Settings, month: &str, format: &str) -> anyhow::Result<String> {
+    let calendar = load_calendar(settings)?;
+    let (from, to) = crate::ledger::report::month_bounds(month).map_err(|e| anyhow::anyhow!(e))?;
+    let ledger = SqliteLedger::open(&settings.ledger_path()?)?;
+    let entries = ledger.entries_pushed_between(from, to).await?;
+    let r = crate::ledger::report::monthly(
+        month,
+        &entries,
+        &calendar,
+        crate::adapter::convert::now_shanghai(),
+    );
+    Ok(match format {
+        "csv" => crate::ledger::report::to_csv(&r),
+        "json" => serde_json::to_string_pretty(&r)? + "\n",
+        _ => crate::ledger::report::to_table(&r),
+    })
+}
+
+/// `shenguan calendar add DATE N`: the date of the Nth working day after DATE.
+pub fn calendar_add(settings: &Settings, date: &str, n: u32) -> anyhow::Result<String> {
+    let calendar = load_calendar(settings)?;
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map_err(|_| anyhow::anyhow!("'{date}' is not a date (YYYY-MM-DD)"))?;
+    let result = calendar.add_working_days(day, n)?;
+    Ok(result.format("%Y-%m-%d").to_string())
 }
 
 async fn shutdown_signal() {
@@ -344,6 +557,34 @@ pub async fn token_issue(settings: &Settings, role: &str, subject: &str) -> anyh
         role == "admin" || !subject.is_empty(),
         "a {role} token needs --subject (the adapter name or department code)"
     );
+    // A token for a subject the gateway does not know would only ever be refused.
+    match role {
+        "department" => {
+            let catalog = Catalog::load(&settings.catalog_file).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    e.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?;
+            anyhow::ensure!(
+                catalog.department(subject).is_some(),
+                "department '{subject}' is not in the routing catalog {}",
+                settings.catalog_file.display()
+            );
+        }
+        "adapter" => {
+            let (_, adapters) = load_definitions(settings)?;
+            anyhow::ensure!(
+                adapters.get(subject).is_some(),
+                "no adapter named '{subject}' in {}",
+                settings.adapters_dir.display()
+            );
+        }
+        _ => {}
+    }
     let state = SqliteState::open(&settings.ledger_path()?)?;
     let token = auth::new_token();
     state

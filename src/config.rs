@@ -20,7 +20,20 @@ pub struct Settings {
     /// Directory of the canonical schemas. Default `./schemas`; when it does not exist, the
     /// schemas built into the binary are used.
     pub schemas_dir: PathBuf,
+    /// The routing catalog (划转事项清单). Default `./catalog/routing.yaml`.
+    pub catalog_file: PathBuf,
+    /// Directory with yearly holiday files (`<year>.toml`) that add to or replace the built-in
+    /// calendar, e.g. next year's State Council arrangement. Default `./calendar`; ignored when
+    /// it does not exist.
+    pub calendar_dir: PathBuf,
+    /// Directory with a site's own policy profiles (`<name>.toml`). Default `./policies`;
+    /// ignored when it does not exist.
+    pub policies_dir: PathBuf,
+    /// The deadline policy profile (`yuanqu-2022`, `jining-2022` …); default: the catalog's.
+    pub policy: Option<String>,
     pub server: ServerSettings,
+    pub tracker: TrackerSettings,
+    pub delivery: DeliverySettings,
     pub bus: BusSettings,
     pub ledger: LedgerSettings,
     pub auth: AuthSettings,
@@ -33,7 +46,13 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             adapters_dir: PathBuf::from("./adapters"),
             schemas_dir: PathBuf::from("./schemas"),
+            catalog_file: PathBuf::from("./catalog/routing.yaml"),
+            calendar_dir: PathBuf::from("./calendar"),
+            policies_dir: PathBuf::from("./policies"),
+            policy: None,
             server: ServerSettings::default(),
+            tracker: TrackerSettings::default(),
+            delivery: DeliverySettings::default(),
             bus: BusSettings::default(),
             ledger: LedgerSettings::default(),
             auth: AuthSettings::default(),
@@ -64,6 +83,54 @@ impl Default for ServerSettings {
             max_body_bytes: 16 * 1024 * 1024,
             max_batch_records: 10_000,
             shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// `[tracker]`: the deadline tracker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerSettings {
+    /// Seconds between two checks of every open deadline (alerts, gauges). Default 30.
+    pub interval_seconds: u64,
+}
+
+impl Default for TrackerSettings {
+    fn default() -> Self {
+        TrackerSettings {
+            interval_seconds: 30,
+        }
+    }
+}
+
+/// `[delivery]`: signed webhooks to department systems.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// Attempts per record before it goes to the DLQ. Default 8.
+    pub max_attempts: u32,
+    /// Milliseconds before the first retry; doubled after each failure. Default 1000.
+    pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts, in milliseconds. Default 600000 (10 minutes).
+    pub max_backoff_ms: u64,
+    /// Milliseconds a department system may take to answer. Default 10000.
+    pub timeout_ms: u64,
+    /// Milliseconds between two looks for records to deliver. Default 1000.
+    pub interval_ms: u64,
+    /// Milliseconds an API claim, return or feedback waits for the ledger to apply it before
+    /// answering 202 instead of 200. Default 10000.
+    pub apply_wait_ms: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            max_attempts: 8,
+            initial_backoff_ms: 1000,
+            max_backoff_ms: 600_000,
+            timeout_ms: 10_000,
+            interval_ms: 1000,
+            apply_wait_ms: 10_000,
         }
     }
 }

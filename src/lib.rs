@@ -15,6 +15,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod deadline;
+pub mod deliver;
 pub mod dlq;
 pub mod golden;
 pub mod ingest;

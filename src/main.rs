@@ -62,6 +62,42 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The monthly report (每月通报) of push and claim performance per department.
+    Report {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Output format.
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+        format: String,
+    },
+    /// Working-day arithmetic with the State Council holiday arrangements.
+    Calendar {
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
+    /// Ledger maintenance.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CalendarCommand {
+    /// Print the date (YYYY-MM-DD) of the Nth working day after DATE.
+    Add {
+        /// The start date, YYYY-MM-DD (never counted itself).
+        date: String,
+        /// How many working days.
+        n: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Rebuild the ledger from the bus topics (stop the gateway first).
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -168,6 +204,23 @@ fn main() -> ExitCode {
                 let token = app::token_issue(&settings, &role, &subject).await?;
                 println!("{token}");
                 eprintln!("Store this token now: it is shown once; only its hash is kept.");
+                Ok(true)
+            }
+            Command::Report { month, format } => {
+                print!("{}", app::report(&settings, &month, &format).await?);
+                Ok(true)
+            }
+            Command::Calendar {
+                command: CalendarCommand::Add { date, n },
+            } => {
+                println!("{}", app::calendar_add(&settings, &date, n)?);
+                Ok(true)
+            }
+            Command::Ledger {
+                command: LedgerCommand::Rebuild,
+            } => {
+                let n = app::ledger_rebuild(&settings).await?;
+                eprintln!("ledger rebuilt from {n} messages");
                 Ok(true)
             }
             Command::Token {

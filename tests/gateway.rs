@@ -189,7 +189,7 @@ async fn malformed_requests_get_problem_details() {
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start(dir.path(), &[]).await;
     let token = gw.token("adapter", "nx-zwfw-approval");
-    let other = gw.token("adapter", "some-other-adapter");
+    let other = gw.token("department", "szs-scjg");
     let post = |path: &str, token: Option<&str>, ct: &str, body: Vec<u8>| {
         let mut r = gw
             .client

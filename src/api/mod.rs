@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod problem;
+pub mod records;
 
 use std::sync::Arc;
 
@@ -23,6 +24,12 @@ use problem::Problem;
 /// What the handlers share.
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
+    pub ledger: Arc<crate::ledger::sqlite::SqliteLedger>,
+    pub shared: Arc<crate::ledger::projector::Shared>,
+    /// Ids of ledger events as the projector applies them.
+    pub applied: tokio::sync::broadcast::Sender<String>,
+    pub apply_wait: std::time::Duration,
+    pub clock: Arc<dyn crate::ledger::tracker::Clock>,
     pub adapters: Arc<std::sync::RwLock<Arc<AdapterSet>>>,
     pub auth: Arc<Authenticator>,
     pub max_body_bytes: usize,
@@ -32,6 +39,14 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/ingest/{adapter}", post(ingest))
+        .route("/v1/inbox", get(records::inbox))
+        .route("/v1/records/{id}", get(records::record))
+        .route("/v1/records/{id}/claim", post(records::claim))
+        .route("/v1/records/{id}/return", post(records::give_back))
+        .route("/v1/records/{id}/feedback", post(records::feedback))
+        .route("/v1/records/{id}/route", post(records::route))
+        .route("/v1/unrouted", get(records::unrouted))
+        .route("/v1/reports/monthly", get(records::monthly))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -39,7 +54,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Problem> {
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, Problem> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -54,6 +54,9 @@ CREATE INDEX IF NOT EXISTS history_by_event ON ledger_history (event_id);
 CREATE TABLE IF NOT EXISTS ledger_positions (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    record_id TEXT NOT NULL, department TEXT NOT NULL, attempts INTEGER NOT NULL, status TEXT NOT NULL,
+    next_attempt_at TEXT, last_error TEXT, PRIMARY KEY (record_id, department)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alert_outbox (
     id TEXT PRIMARY KEY, record_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL);
 ";
@@ -591,6 +594,86 @@ impl SqliteLedger {
             let mut stmt = conn.prepare_cached("SELECT kind, COUNT(*) FROM ledger_records WHERE unrouted IS NOT NULL GROUP BY kind")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// Entries of webhook departments due for a delivery attempt at `now`, with the attempts so far.
+    pub async fn due_deliveries(
+        &self,
+        departments: Vec<String>,
+        now: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow, u32)>, LedgerError> {
+        let now = ts(now);
+        self.with(move |conn| {
+            let mut out = Vec::new();
+            let sql = format!(
+                "SELECT e.record_id, COALESCE(d.attempts, 0) FROM ledger_entries e
+                 LEFT JOIN deliveries d ON d.record_id = e.record_id AND d.department = e.department
+                 WHERE e.department = ?1 AND e.state = 'pushed'
+                   AND (d.status IS NULL OR (d.status = 'retry' AND d.next_attempt_at <= ?2))
+                 ORDER BY e.pushed_at LIMIT {limit}"
+            );
+            for dep in &departments {
+                let ids: Vec<(String, u32)> = conn
+                    .prepare_cached(&sql)?
+                    .query_map(params![dep, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for (id, attempts) in ids {
+                    let tx = conn.transaction()?;
+                    let loaded = load(&tx, &id, "")?;
+                    tx.commit()?;
+                    if let (Some(record), Some(entry)) = (
+                        loaded.record,
+                        loaded.entries.into_iter().find(|e| &e.department == dep),
+                    ) {
+                        out.push((entry, record, attempts));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub async fn delivery_retry(
+        &self,
+        record_id: String,
+        department: String,
+        attempts: u32,
+        next: DateTime<FixedOffset>,
+        error: String,
+    ) -> Result<(), LedgerError> {
+        let next = ts(next);
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error) VALUES (?1, ?2, ?3, 'retry', ?4, ?5)
+                 ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = 'retry',
+                   next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
+                params![record_id, department, attempts, next, crate::mask::mask(&error)],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Records the end of deliveries for an entry: `ok` or `dead` (sent to the DLQ).
+    pub async fn delivery_done(
+        &self,
+        record_id: String,
+        department: String,
+        attempts: u32,
+        status: &'static str,
+    ) -> Result<(), LedgerError> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO deliveries (record_id, department, attempts, status) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status, next_attempt_at = NULL",
+                params![record_id, department, attempts, status],
+            )
+            .map(|_| ())
         })
         .await
     }
