@@ -21,7 +21,6 @@ use crate::dlq;
 use crate::golden;
 use crate::ingest::{IngestError, Ingestor};
 use crate::ledger::projector::{Projector, Shared};
-use crate::ledger::sqlite::SqliteLedger;
 use crate::ledger::tracker::{self, Clock, SystemClock};
 use crate::route::Catalog;
 use crate::schema::Schemas;
@@ -128,11 +127,26 @@ pub fn load_all(settings: &Settings) -> anyhow::Result<Definitions> {
     }
 }
 
+/// The state store named by the ledger URL: SQLite or PostgreSQL.
+pub async fn open_state(settings: &Settings) -> anyhow::Result<Arc<dyn StateStore>> {
+    let url = settings.ledger_url();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(crate::ledger::pg::PgState::connect(&url).await?));
+    }
+    let path = url
+        .strip_prefix("sqlite:")
+        .map(|p| p.trim_start_matches("//"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("ledger URL '{url}': expected sqlite:PATH or postgres://…")
+        })?;
+    Ok(Arc::new(SqliteState::open(std::path::Path::new(path))?))
+}
+
 /// Opens the state store and the bus, creating the topics.
 pub async fn open_io(
     settings: &Settings,
 ) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn Bus>, Topics)> {
-    let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(&settings.ledger_path()?)?);
+    let state = open_state(settings).await?;
     let bus = bus::open(&settings.bus.url, &settings.data_dir, &settings.bus.kafka)?;
     let topics = Topics::new(settings.bus.topic_prefix.clone());
     bus.ensure_topics(&topics.all())
@@ -163,7 +177,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!(last_covered = %defs.calendar.last_covered_date(), "the working-day calendar runs out soon: add next year's State Council arrangement to the calendar directory");
     }
     let (state, bus, topics) = open_io(&settings).await?;
-    let ledger = Arc::new(SqliteLedger::open(&settings.ledger_path()?)?);
+    let ledger = crate::ledger::store::open(&settings.ledger_url()).await?;
     let shared = Arc::new(Shared {
         catalog: defs.catalog.clone(),
         calendar: defs.calendar.clone(),
@@ -249,7 +263,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 pub async fn ledger_rebuild(settings: &Settings) -> anyhow::Result<u64> {
     let defs = load_all(settings)?;
     let (_, bus, topics) = open_io(settings).await?;
-    let ledger = Arc::new(SqliteLedger::open(&settings.ledger_path()?)?);
+    let ledger = crate::ledger::store::open(&settings.ledger_url()).await?;
     ledger.clear().await?;
     let shared = Arc::new(Shared {
         catalog: defs.catalog,
@@ -275,7 +289,7 @@ pub async fn ledger_rebuild(settings: &Settings) -> anyhow::Result<u64> {
 pub async fn report(settings: &Settings, month: &str, format: &str) -> anyhow::Result<String> {
     let calendar = load_calendar(settings)?;
     let (from, to) = crate::ledger::report::month_bounds(month).map_err(|e| anyhow::anyhow!(e))?;
-    let ledger = SqliteLedger::open(&settings.ledger_path()?)?;
+    let ledger = crate::ledger::store::open(&settings.ledger_url()).await?;
     let entries = ledger.entries_pushed_between(from, to).await?;
     let r = crate::ledger::report::monthly(
         month,
@@ -585,7 +599,7 @@ pub async fn token_issue(settings: &Settings, role: &str, subject: &str) -> anyh
         }
         _ => {}
     }
-    let state = SqliteState::open(&settings.ledger_path()?)?;
+    let state = open_state(settings).await?;
     let token = auth::new_token();
     state
         .add_token(TokenRow {

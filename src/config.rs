@@ -201,7 +201,8 @@ impl Default for KafkaSettings {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerSettings {
-    /// `sqlite:PATH`; default `sqlite:<data_dir>/ledger.db`.
+    /// `sqlite:PATH` (default `sqlite:<data_dir>/ledger.db`) for one gateway, or
+    /// `postgres://user:password@host:port/db` when several gateway instances share the ledger.
     pub url: Option<String>,
 }
 
@@ -307,14 +308,11 @@ impl Settings {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("configuration {}: {e}", path.display()))
     }
 
-    /// The SQLite path of the state store.
-    pub fn ledger_path(&self) -> anyhow::Result<PathBuf> {
+    /// The ledger URL: `sqlite:PATH` (default `sqlite:<data_dir>/ledger.db`) or `postgres://…`.
+    pub fn ledger_url(&self) -> String {
         match &self.ledger.url {
-            None => Ok(self.data_dir.join("ledger.db")),
-            Some(url) => match url.strip_prefix("sqlite:") {
-                Some(path) => Ok(PathBuf::from(path.trim_start_matches("//"))),
-                None => anyhow::bail!("ledger URL '{url}' is not supported yet: use sqlite:PATH"),
-            },
+            Some(url) => url.clone(),
+            None => format!("sqlite:{}", self.data_dir.join("ledger.db").display()),
         }
     }
 }

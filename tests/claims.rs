@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
+use shenguan::ledger::store::LedgerStore;
 
 const JSON: &str = "application/json";
 

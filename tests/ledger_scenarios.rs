@@ -1,5 +1,8 @@
-//! Ledger and deadline scenarios with a controlled clock: real SQLite ledger, the shipped
-//! calendar, policies and routing catalog; every instant is given explicitly.
+//! Ledger and deadline scenarios with a controlled clock, each run against SQLite and against a
+//! real PostgreSQL server, with the shipped calendar, policies and routing catalog; every instant
+//! is given explicitly.
+
+mod common;
 
 use std::sync::Arc;
 
@@ -9,6 +12,7 @@ use shenguan::bus::{Delivery, Topics};
 use shenguan::deadline::{Calendar, Policies};
 use shenguan::ledger::projector::Shared;
 use shenguan::ledger::sqlite::SqliteLedger;
+use shenguan::ledger::store::LedgerStore;
 use shenguan::ledger::{report, tracker, AlertLevel, EntryState};
 use shenguan::route::Catalog;
 use shenguan::schema::RecordKind;
@@ -33,7 +37,7 @@ fn shared(policy: &str) -> Arc<Shared> {
 
 /// Feeds events to a ledger the way the projector does, numbering offsets per topic.
 struct Feed {
-    ledger: SqliteLedger,
+    ledger: Arc<dyn LedgerStore>,
     shared: Arc<Shared>,
     offsets: std::collections::HashMap<String, i64>,
     log: Vec<(Delivery, RecordKind)>,
@@ -41,10 +45,10 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(policy: &str) -> Feed {
+    async fn new(backend: Backend, policy: &str) -> Feed {
         let dir = tempfile::tempdir().unwrap();
         Feed {
-            ledger: SqliteLedger::open(&dir.path().join("ledger.db")).unwrap(),
+            ledger: backend.open(&dir).await,
             shared: shared(policy),
             offsets: Default::default(),
             log: Vec::new(),
@@ -109,7 +113,7 @@ impl Feed {
     }
 
     async fn levels_at(&self, now: &str) -> Vec<(String, String)> {
-        tracker::raise_due(&self.ledger, &self.shared, t(now))
+        tracker::raise_due(self.ledger.as_ref(), &self.shared, t(now))
             .await
             .unwrap()
             .into_iter()
@@ -120,134 +124,174 @@ impl Feed {
 
 const FOOD: &str = "000117006000"; // 食品经营许可 → szs-scjg
 
-#[tokio::test]
-async fn a_decision_before_national_day_2026_is_due_after_the_holiday_and_alerts_once_per_level() {
-    let mut f = Feed::new("yuanqu-2022");
-    f.approval(
-        "r1",
-        FOOD,
-        "2026-09-30T10:00:00+08:00",
-        "2026-09-30T16:00:00+08:00",
-    )
-    .await;
-    let e = f.entry("r1", "szs-scjg").await;
-    assert_eq!(e.state, EntryState::Pushed);
-    // 中秋 and 国庆 2026: 10-01..10-07 are off; the next working day after 09-30 is 10-08.
-    assert_eq!(
-        e.claim_due_at.unwrap().to_rfc3339(),
-        "2026-10-08T23:59:59+08:00"
-    );
-    assert_eq!(e.claim_rule.as_deref(), Some("claim_approval"));
-    assert_eq!(e.calendar_version, Calendar::builtin().version());
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
 
-    assert!(
-        f.levels_at("2026-10-05T12:00:00+08:00").await.is_empty(),
-        "a holiday is not a working hour"
-    );
-    assert!(
-        f.levels_at("2026-10-08T10:00:00+08:00").await.is_empty(),
-        "14 working hours left"
-    );
-    assert_eq!(
-        f.levels_at("2026-10-08T16:30:00+08:00").await,
-        vec![("r1".into(), "due_soon".into())]
-    );
-    assert!(
-        f.levels_at("2026-10-08T17:00:00+08:00").await.is_empty(),
-        "each level once"
-    );
-    assert_eq!(
-        f.levels_at("2026-10-09T09:00:00+08:00").await,
-        vec![("r1".into(), "overdue".into())]
-    );
-    // Escalation after 2 further working days: 10-09 (Fri) and 10-10 (补班 Saturday).
-    assert!(f.levels_at("2026-10-10T23:00:00+08:00").await.is_empty());
-    assert_eq!(
-        f.levels_at("2026-10-11T08:00:00+08:00").await,
-        vec![("r1".into(), "escalated".into())]
-    );
-    assert!(f.levels_at("2026-10-12T08:00:00+08:00").await.is_empty());
-    assert_eq!(
-        f.entry("r1", "szs-scjg").await.alert_level,
-        AlertLevel::Escalated
-    );
-
-    // The claim closes the alert with a closing event.
-    let changes = f
-        .claim("r1", "szs-scjg", "claim", "2026-10-12T09:00:00+08:00")
-        .await;
-    assert_eq!(changes.alerts.len(), 1);
-    assert_eq!(changes.alerts[0].level, "closed");
-    let outbox = f.ledger.outbox(100).await.unwrap();
-    let levels: Vec<String> = outbox
-        .iter()
-        .map(|(_, _, p)| {
-            serde_json::from_slice::<Value>(p).unwrap()["data"]["level"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(levels.len(), 4);
-    for l in ["due_soon", "overdue", "escalated", "closed"] {
-        assert!(levels.contains(&l.to_string()), "{levels:?}");
+impl Backend {
+    async fn open(self, dir: &tempfile::TempDir) -> Arc<dyn LedgerStore> {
+        match self {
+            Backend::Sqlite => Arc::new(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap()),
+            Backend::Postgres => shenguan::ledger::store::open(&common::postgres_database().await)
+                .await
+                .unwrap(),
+        }
     }
 }
 
-#[tokio::test]
-async fn a_push_on_the_friday_before_spring_festival_is_due_on_the_make_up_saturday() {
-    let mut f = Feed::new("yuanqu-2022");
-    f.approval(
-        "r2",
-        FOOD,
-        "2026-02-13T09:00:00+08:00",
-        "2026-02-13T17:00:00+08:00",
-    )
-    .await;
-    let e = f.entry("r2", "szs-scjg").await;
-    assert_eq!(
-        e.claim_due_at.unwrap().to_rfc3339(),
-        "2026-02-14T23:59:59+08:00"
-    );
-    // On the 补班 Saturday morning 16 working hours remain: no alert yet.
-    assert!(f.levels_at("2026-02-14T08:00:00+08:00").await.is_empty());
-    f.claim("r2", "szs-scjg", "claim", "2026-02-14T10:00:00+08:00")
+/// One scenario body, run against every ledger backend.
+macro_rules! scenario {
+    ($name:ident, |$backend:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            async fn run($backend: Backend) $body
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                run(Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                run(Backend::Postgres).await
+            }
+        }
+    };
+}
+
+scenario!(
+    a_decision_before_national_day_2026_is_due_after_the_holiday_and_alerts_once_per_level,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.approval(
+            "r1",
+            FOOD,
+            "2026-09-30T10:00:00+08:00",
+            "2026-09-30T16:00:00+08:00",
+        )
         .await;
-    let e = f.entry("r2", "szs-scjg").await;
-    assert_eq!(e.state, EntryState::Claimed);
-    assert!(e.claimed_at.unwrap() <= e.claim_due_at.unwrap());
-    assert!(
-        f.levels_at("2026-02-24T08:00:00+08:00").await.is_empty(),
-        "claimed entries raise nothing"
-    );
-}
+        let e = f.entry("r1", "szs-scjg").await;
+        assert_eq!(e.state, EntryState::Pushed);
+        // 中秋 and 国庆 2026: 10-01..10-07 are off; the next working day after 09-30 is 10-08.
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-10-08T23:59:59+08:00"
+        );
+        assert_eq!(e.claim_rule.as_deref(), Some("claim_approval"));
+        assert_eq!(e.calendar_version, Calendar::builtin().version());
 
-#[tokio::test]
-async fn jining_gives_three_working_days_and_pushes_immediately() {
-    let mut f = Feed::new("jining-2022");
-    // Decided on Saturday 2026-03-07 (a day off): "immediately" means by the end of Monday.
-    f.approval(
-        "r3",
-        FOOD,
-        "2026-03-07T10:00:00+08:00",
-        "2026-03-09T09:00:00+08:00",
-    )
-    .await;
-    let (record, entries, _) = f.ledger.record("r3").await.unwrap().unwrap();
-    assert_eq!(
-        record.push_due_at.unwrap().to_rfc3339(),
-        "2026-03-09T23:59:59+08:00"
-    );
-    assert!(!record.push_late);
-    assert_eq!(
-        entries[0].claim_due_at.unwrap().to_rfc3339(),
-        "2026-03-12T23:59:59+08:00"
-    );
-}
+        assert!(
+            f.levels_at("2026-10-05T12:00:00+08:00").await.is_empty(),
+            "a holiday is not a working hour"
+        );
+        assert!(
+            f.levels_at("2026-10-08T10:00:00+08:00").await.is_empty(),
+            "14 working hours left"
+        );
+        assert_eq!(
+            f.levels_at("2026-10-08T16:30:00+08:00").await,
+            vec![("r1".into(), "due_soon".into())]
+        );
+        assert!(
+            f.levels_at("2026-10-08T17:00:00+08:00").await.is_empty(),
+            "each level once"
+        );
+        assert_eq!(
+            f.levels_at("2026-10-09T09:00:00+08:00").await,
+            vec![("r1".into(), "overdue".into())]
+        );
+        // Escalation after 2 further working days: 10-09 (Fri) and 10-10 (补班 Saturday).
+        assert!(f.levels_at("2026-10-10T23:00:00+08:00").await.is_empty());
+        assert_eq!(
+            f.levels_at("2026-10-11T08:00:00+08:00").await,
+            vec![("r1".into(), "escalated".into())]
+        );
+        assert!(f.levels_at("2026-10-12T08:00:00+08:00").await.is_empty());
+        assert_eq!(
+            f.entry("r1", "szs-scjg").await.alert_level,
+            AlertLevel::Escalated
+        );
 
-#[tokio::test]
-async fn a_late_push_is_recorded_counted_and_alerted() {
-    let mut f = Feed::new("yuanqu-2022");
+        // The claim closes the alert with a closing event.
+        let changes = f
+            .claim("r1", "szs-scjg", "claim", "2026-10-12T09:00:00+08:00")
+            .await;
+        assert_eq!(changes.alerts.len(), 1);
+        assert_eq!(changes.alerts[0].level, "closed");
+        let outbox = f.ledger.outbox(100).await.unwrap();
+        let levels: Vec<String> = outbox
+            .iter()
+            .map(|(_, _, p)| {
+                serde_json::from_slice::<Value>(p).unwrap()["data"]["level"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(levels.len(), 4);
+        for l in ["due_soon", "overdue", "escalated", "closed"] {
+            assert!(levels.contains(&l.to_string()), "{levels:?}");
+        }
+    }
+);
+
+scenario!(
+    a_push_on_the_friday_before_spring_festival_is_due_on_the_make_up_saturday,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.approval(
+            "r2",
+            FOOD,
+            "2026-02-13T09:00:00+08:00",
+            "2026-02-13T17:00:00+08:00",
+        )
+        .await;
+        let e = f.entry("r2", "szs-scjg").await;
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-02-14T23:59:59+08:00"
+        );
+        // On the 补班 Saturday morning 16 working hours remain: no alert yet.
+        assert!(f.levels_at("2026-02-14T08:00:00+08:00").await.is_empty());
+        f.claim("r2", "szs-scjg", "claim", "2026-02-14T10:00:00+08:00")
+            .await;
+        let e = f.entry("r2", "szs-scjg").await;
+        assert_eq!(e.state, EntryState::Claimed);
+        assert!(e.claimed_at.unwrap() <= e.claim_due_at.unwrap());
+        assert!(
+            f.levels_at("2026-02-24T08:00:00+08:00").await.is_empty(),
+            "claimed entries raise nothing"
+        );
+    }
+);
+
+scenario!(
+    jining_gives_three_working_days_and_pushes_immediately,
+    |backend| {
+        let mut f = Feed::new(backend, "jining-2022").await;
+        // Decided on Saturday 2026-03-07 (a day off): "immediately" means by the end of Monday.
+        f.approval(
+            "r3",
+            FOOD,
+            "2026-03-07T10:00:00+08:00",
+            "2026-03-09T09:00:00+08:00",
+        )
+        .await;
+        let (record, entries, _) = f.ledger.record("r3").await.unwrap().unwrap();
+        assert_eq!(
+            record.push_due_at.unwrap().to_rfc3339(),
+            "2026-03-09T23:59:59+08:00"
+        );
+        assert!(!record.push_late);
+        assert_eq!(
+            entries[0].claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-12T23:59:59+08:00"
+        );
+    }
+);
+
+scenario!(a_late_push_is_recorded_counted_and_alerted, |backend| {
+    let mut f = Feed::new(backend, "yuanqu-2022").await;
     f.approval(
         "r4",
         FOOD,
@@ -266,98 +310,101 @@ async fn a_late_push_is_recorded_counted_and_alerted() {
     let alert: Value = serde_json::from_slice(&outbox[0].2).unwrap();
     assert_eq!(alert["data"]["level"], "late_push");
     assert_eq!(alert["data"]["rule"], "push_approval");
-}
+});
 
-#[tokio::test]
-async fn claims_are_idempotent_and_only_for_the_routed_department() {
-    let mut f = Feed::new("yuanqu-2022");
-    f.approval(
-        "r5",
-        FOOD,
-        "2026-03-02T10:00:00+08:00",
-        "2026-03-02T11:00:00+08:00",
-    )
-    .await;
-    let first = f
-        .claim("r5", "szs-scjg", "claim", "2026-03-02T15:00:00+08:00")
+scenario!(
+    claims_are_idempotent_and_only_for_the_routed_department,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.approval(
+            "r5",
+            FOOD,
+            "2026-03-02T10:00:00+08:00",
+            "2026-03-02T11:00:00+08:00",
+        )
         .await;
-    assert_eq!(first.entries.len(), 1);
-    // The same claim event again: nothing changes.
-    let (delivery, kind) = f.log.last().unwrap().clone();
-    let next = f.offsets.get_mut(&delivery.topic).unwrap();
-    let redelivered = Delivery {
-        offset: *next,
-        ..delivery
-    };
-    *next += 1;
-    let again = f
-        .ledger
-        .apply(redelivered, kind, f.shared.clone())
-        .await
-        .unwrap();
-    assert!(again.entries.is_empty() && again.history.is_empty());
-    // A second claim later by the same department: ignored, the first claim time stays.
-    f.claim("r5", "szs-scjg", "claim", "2026-03-03T09:00:00+08:00")
-        .await;
-    assert_eq!(
-        f.entry("r5", "szs-scjg")
+        let first = f
+            .claim("r5", "szs-scjg", "claim", "2026-03-02T15:00:00+08:00")
+            .await;
+        assert_eq!(first.entries.len(), 1);
+        // The same claim event again: nothing changes.
+        let (delivery, kind) = f.log.last().unwrap().clone();
+        let next = f.offsets.get_mut(&delivery.topic).unwrap();
+        let redelivered = Delivery {
+            offset: *next,
+            ..delivery
+        };
+        *next += 1;
+        let again = f
+            .ledger
+            .apply(redelivered, kind, f.shared.clone())
             .await
-            .claimed_at
-            .unwrap()
-            .to_rfc3339(),
-        "2026-03-02T15:00:00+08:00"
-    );
-    // Another department cannot claim it.
-    let other = f
-        .claim("r5", "szs-wjw", "claim", "2026-03-02T16:00:00+08:00")
-        .await;
-    assert!(other.entries.is_empty());
-    let (_, entries, history) = f.ledger.record("r5").await.unwrap().unwrap();
-    assert_eq!(entries.len(), 1);
-    assert!(history
-        .iter()
-        .any(|h| h.action == "ignored" && h.department.as_deref() == Some("szs-wjw")));
-}
+            .unwrap();
+        assert!(again.entries.is_empty() && again.history.is_empty());
+        // A second claim later by the same department: ignored, the first claim time stays.
+        f.claim("r5", "szs-scjg", "claim", "2026-03-03T09:00:00+08:00")
+            .await;
+        assert_eq!(
+            f.entry("r5", "szs-scjg")
+                .await
+                .claimed_at
+                .unwrap()
+                .to_rfc3339(),
+            "2026-03-02T15:00:00+08:00"
+        );
+        // Another department cannot claim it.
+        let other = f
+            .claim("r5", "szs-wjw", "claim", "2026-03-02T16:00:00+08:00")
+            .await;
+        assert!(other.entries.is_empty());
+        let (_, entries, history) = f.ledger.record("r5").await.unwrap().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(history
+            .iter()
+            .any(|h| h.action == "ignored" && h.department.as_deref() == Some("szs-wjw")));
+    }
+);
 
-#[tokio::test]
-async fn a_returned_record_goes_back_to_routing_and_an_admin_routes_it() {
-    let mut f = Feed::new("yuanqu-2022");
-    f.approval(
-        "r6",
-        FOOD,
-        "2026-03-02T10:00:00+08:00",
-        "2026-03-02T11:00:00+08:00",
-    )
-    .await;
-    f.claim("r6", "szs-scjg", "return", "2026-03-02T12:00:00+08:00")
+scenario!(
+    a_returned_record_goes_back_to_routing_and_an_admin_routes_it,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.approval(
+            "r6",
+            FOOD,
+            "2026-03-02T10:00:00+08:00",
+            "2026-03-02T11:00:00+08:00",
+        )
         .await;
-    let unrouted = f.ledger.unrouted().await.unwrap();
-    assert_eq!(unrouted.len(), 1);
-    assert!(
-        unrouted[0]
-            .unrouted
-            .as_deref()
-            .unwrap()
-            .contains("非本部门"),
-        "{:?}",
-        unrouted[0].unrouted
-    );
-    f.claim("r6", "szs-wjw", "route", "2026-03-03T09:00:00+08:00")
-        .await;
-    assert!(f.ledger.unrouted().await.unwrap().is_empty());
-    let e = f.entry("r6", "szs-wjw").await;
-    assert_eq!(e.state, EntryState::Pushed);
-    assert_eq!(
-        e.claim_due_at.unwrap().to_rfc3339(),
-        "2026-03-04T23:59:59+08:00",
-        "the deadline counts from the routing"
-    );
-    assert_eq!(f.entry("r6", "szs-scjg").await.state, EntryState::Returned);
-}
+        f.claim("r6", "szs-scjg", "return", "2026-03-02T12:00:00+08:00")
+            .await;
+        let unrouted = f.ledger.unrouted().await.unwrap();
+        assert_eq!(unrouted.len(), 1);
+        assert!(
+            unrouted[0]
+                .unrouted
+                .as_deref()
+                .unwrap()
+                .contains("非本部门"),
+            "{:?}",
+            unrouted[0].unrouted
+        );
+        f.claim("r6", "szs-wjw", "route", "2026-03-03T09:00:00+08:00")
+            .await;
+        assert!(f.ledger.unrouted().await.unwrap().is_empty());
+        let e = f.entry("r6", "szs-wjw").await;
+        assert_eq!(e.state, EntryState::Pushed);
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-04T23:59:59+08:00",
+            "the deadline counts from the routing"
+        );
+        assert_eq!(f.entry("r6", "szs-scjg").await.state, EntryState::Returned);
+    }
+);
 
-#[tokio::test]
-async fn an_item_missing_from_the_catalog_waits_unrouted() {
-    let mut f = Feed::new("yuanqu-2022");
+scenario!(an_item_missing_from_the_catalog_waits_unrouted, |backend| {
+    let mut f = Feed::new(backend, "yuanqu-2022").await;
     f.approval(
         "r7",
         "999999999999",
@@ -375,121 +422,124 @@ async fn an_item_missing_from_the_catalog_waits_unrouted() {
         f.ledger.unrouted_counts().await.unwrap(),
         vec![("approval".to_string(), 1)]
     );
-}
+});
 
-#[tokio::test]
-async fn a_year_without_calendar_data_is_an_explicit_condition() {
-    let mut f = Feed::new("yuanqu-2022");
-    f.approval(
-        "r8",
-        FOOD,
-        "2026-12-31T10:00:00+08:00",
-        "2026-12-31T11:00:00+08:00",
-    )
-    .await;
-    let e = f.entry("r8", "szs-scjg").await;
-    assert_eq!(e.claim_due_at, None);
-    assert!(e.deadline_problem.unwrap().contains("2027"));
-}
+scenario!(
+    a_year_without_calendar_data_is_an_explicit_condition,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.approval(
+            "r8",
+            FOOD,
+            "2026-12-31T10:00:00+08:00",
+            "2026-12-31T11:00:00+08:00",
+        )
+        .await;
+        let e = f.entry("r8", "szs-scjg").await;
+        assert_eq!(e.claim_due_at, None);
+        assert!(e.deadline_problem.unwrap().contains("2027"));
+    }
+);
 
-#[tokio::test]
-async fn the_monthly_report_matches_numbers_computed_by_hand() {
-    let mut f = Feed::new("yuanqu-2022");
-    // March 2026, 食品经营许可 → szs-scjg; due = end of the next working day.
-    // a: pushed Mon 03-02 11:00, claimed 03-02 15:00 → on time, 4 working hours.
-    f.approval(
-        "a",
-        FOOD,
-        "2026-03-02T10:00:00+08:00",
-        "2026-03-02T11:00:00+08:00",
-    )
-    .await;
-    f.claim("a", "szs-scjg", "claim", "2026-03-02T15:00:00+08:00")
+scenario!(
+    the_monthly_report_matches_numbers_computed_by_hand,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        // March 2026, 食品经营许可 → szs-scjg; due = end of the next working day.
+        // a: pushed Mon 03-02 11:00, claimed 03-02 15:00 → on time, 4 working hours.
+        f.approval(
+            "a",
+            FOOD,
+            "2026-03-02T10:00:00+08:00",
+            "2026-03-02T11:00:00+08:00",
+        )
         .await;
-    // b: pushed Fri 03-06 18:00, claimed Mon 03-09 10:00 → on time (due 03-09), 6 + 10 = 16 working hours.
-    f.approval(
-        "b",
-        FOOD,
-        "2026-03-06T17:00:00+08:00",
-        "2026-03-06T18:00:00+08:00",
-    )
-    .await;
-    f.claim("b", "szs-scjg", "claim", "2026-03-09T10:00:00+08:00")
+        f.claim("a", "szs-scjg", "claim", "2026-03-02T15:00:00+08:00")
+            .await;
+        // b: pushed Fri 03-06 18:00, claimed Mon 03-09 10:00 → on time (due 03-09), 6 + 10 = 16 working hours.
+        f.approval(
+            "b",
+            FOOD,
+            "2026-03-06T17:00:00+08:00",
+            "2026-03-06T18:00:00+08:00",
+        )
         .await;
-    // c: pushed Tue 03-10 12:00, claimed Thu 03-12 12:00 → late (due 03-11), 48 working hours.
-    f.approval(
-        "c",
-        FOOD,
-        "2026-03-10T11:00:00+08:00",
-        "2026-03-10T12:00:00+08:00",
-    )
-    .await;
-    f.claim("c", "szs-scjg", "claim", "2026-03-12T12:00:00+08:00")
+        f.claim("b", "szs-scjg", "claim", "2026-03-09T10:00:00+08:00")
+            .await;
+        // c: pushed Tue 03-10 12:00, claimed Thu 03-12 12:00 → late (due 03-11), 48 working hours.
+        f.approval(
+            "c",
+            FOOD,
+            "2026-03-10T11:00:00+08:00",
+            "2026-03-10T12:00:00+08:00",
+        )
         .await;
-    // d: pushed Mon 03-16 09:00, never claimed → open and overdue at report time.
-    f.approval(
-        "d",
-        FOOD,
-        "2026-03-16T08:00:00+08:00",
-        "2026-03-16T09:00:00+08:00",
-    )
-    .await;
-    // e: pushed 03-20, returned → neither on time nor open.
-    f.approval(
-        "e",
-        FOOD,
-        "2026-03-20T08:00:00+08:00",
-        "2026-03-20T09:00:00+08:00",
-    )
-    .await;
-    f.claim("e", "szs-scjg", "return", "2026-03-20T10:00:00+08:00")
+        f.claim("c", "szs-scjg", "claim", "2026-03-12T12:00:00+08:00")
+            .await;
+        // d: pushed Mon 03-16 09:00, never claimed → open and overdue at report time.
+        f.approval(
+            "d",
+            FOOD,
+            "2026-03-16T08:00:00+08:00",
+            "2026-03-16T09:00:00+08:00",
+        )
         .await;
-    // f: pushed in April → not in the March report.
-    f.approval(
-        "f",
-        FOOD,
-        "2026-04-01T08:00:00+08:00",
-        "2026-04-01T09:00:00+08:00",
-    )
-    .await;
+        // e: pushed 03-20, returned → neither on time nor open.
+        f.approval(
+            "e",
+            FOOD,
+            "2026-03-20T08:00:00+08:00",
+            "2026-03-20T09:00:00+08:00",
+        )
+        .await;
+        f.claim("e", "szs-scjg", "return", "2026-03-20T10:00:00+08:00")
+            .await;
+        // f: pushed in April → not in the March report.
+        f.approval(
+            "f",
+            FOOD,
+            "2026-04-01T08:00:00+08:00",
+            "2026-04-01T09:00:00+08:00",
+        )
+        .await;
 
-    let (from, to) = report::month_bounds("2026-03").unwrap();
-    let entries = f.ledger.entries_pushed_between(from, to).await.unwrap();
-    let r = report::monthly(
-        "2026-03",
-        &entries,
-        &f.shared.calendar,
-        t("2026-04-05T12:00:00+08:00"),
-    );
-    assert_eq!(r.lines.len(), 1);
-    let l = &r.lines[0];
-    assert_eq!(
-        (l.department.as_str(), l.kind.as_str()),
-        ("szs-scjg", "approval")
-    );
-    assert_eq!(l.pushed, 5);
-    assert_eq!(l.claimed, 3);
-    assert_eq!(l.claimed_on_time, 2);
-    assert_eq!(l.overdue, 2, "c claimed late, d unclaimed past due");
-    assert_eq!(l.still_open, 1);
-    assert_eq!(l.returned, 1);
-    assert_eq!(
-        l.on_time_rate,
-        Some(0.5),
-        "2 on time of 4 counted (5 pushed − 1 returned)"
-    );
-    assert_eq!(l.median_claim_hours, Some(16.0), "claim hours 4, 16, 48");
-    assert_eq!(l.p90_claim_hours, Some(48.0));
-    let csv = report::to_csv(&r);
-    assert!(
-        csv.contains("2026-03,szs-scjg,approval,5,3,2,2,1,1,0.5,16,48"),
-        "{csv}"
-    );
-}
+        let (from, to) = report::month_bounds("2026-03").unwrap();
+        let entries = f.ledger.entries_pushed_between(from, to).await.unwrap();
+        let r = report::monthly(
+            "2026-03",
+            &entries,
+            &f.shared.calendar,
+            t("2026-04-05T12:00:00+08:00"),
+        );
+        assert_eq!(r.lines.len(), 1);
+        let l = &r.lines[0];
+        assert_eq!(
+            (l.department.as_str(), l.kind.as_str()),
+            ("szs-scjg", "approval")
+        );
+        assert_eq!(l.pushed, 5);
+        assert_eq!(l.claimed, 3);
+        assert_eq!(l.claimed_on_time, 2);
+        assert_eq!(l.overdue, 2, "c claimed late, d unclaimed past due");
+        assert_eq!(l.still_open, 1);
+        assert_eq!(l.returned, 1);
+        assert_eq!(
+            l.on_time_rate,
+            Some(0.5),
+            "2 on time of 4 counted (5 pushed − 1 returned)"
+        );
+        assert_eq!(l.median_claim_hours, Some(16.0), "claim hours 4, 16, 48");
+        assert_eq!(l.p90_claim_hours, Some(48.0));
+        let csv = report::to_csv(&r);
+        assert!(
+            csv.contains("2026-03,szs-scjg,approval,5,3,2,2,1,1,0.5,16,48"),
+            "{csv}"
+        );
+    }
+);
 
-#[tokio::test]
-async fn a_rebuilt_ledger_equals_the_live_one() {
-    let mut f = Feed::new("yuanqu-2022");
+scenario!(a_rebuilt_ledger_equals_the_live_one, |backend| {
+    let mut f = Feed::new(backend, "yuanqu-2022").await;
     f.approval(
         "a",
         FOOD,
@@ -522,7 +572,7 @@ async fn a_rebuilt_ledger_equals_the_live_one() {
     let live = f.ledger.snapshot().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let rebuilt = SqliteLedger::open(&dir.path().join("rebuilt.db")).unwrap();
+    let rebuilt = backend.open(&dir).await;
     for (d, kind) in &f.log {
         rebuilt
             .apply(d.clone(), *kind, f.shared.clone())
@@ -538,4 +588,81 @@ async fn a_rebuilt_ledger_equals_the_live_one() {
             .unwrap();
     }
     assert_eq!(rebuilt.snapshot().await.unwrap(), live);
+});
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_on_one_postgres_raise_and_publish_every_alert_exactly_once() {
+    let url = common::postgres_database().await;
+    let a = shenguan::ledger::store::open(&url).await.unwrap();
+    let b = shenguan::ledger::store::open(&url).await.unwrap();
+    let shared = shared("yuanqu-2022");
+    // 40 approvals pushed on Monday 2026-03-02, fed to both instances as two gateways would
+    // consume them: each message is applied once.
+    for i in 0..40 {
+        let id = format!("m{i}");
+        let event = json!({
+            "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.approval.v1",
+            "subject": id, "time": "2026-03-02T11:00:00+08:00", "datacontenttype": "application/json",
+            "data": {"record_id": id, "kind": "approval", "item": {"code": FOOD, "name": "x"},
+                     "source": {"adapter": "nx-zwfw-approval"}, "decided_at": "2026-03-02T10:00:00+08:00"}
+        });
+        let d = Delivery {
+            topic: "shenguan.approval.v1".into(),
+            partition: 0,
+            offset: i,
+            key: None,
+            payload: serde_json::to_vec(&event).unwrap(),
+            timestamp_ms: 0,
+        };
+        let (ra, rb) = tokio::join!(
+            a.apply(d.clone(), RecordKind::Approval, shared.clone()),
+            b.apply(d, RecordKind::Approval, shared.clone())
+        );
+        let applied = [ra.unwrap(), rb.unwrap()]
+            .iter()
+            .filter(|c| !c.entries.is_empty())
+            .count();
+        assert_eq!(applied, 1, "message {i} applied by exactly one instance");
+    }
+    // Both trackers tick at the same instants.
+    let mut ids = Vec::new();
+    for now in [
+        "2026-03-03T16:30:00+08:00",
+        "2026-03-04T09:00:00+08:00",
+        "2026-03-06T09:00:00+08:00",
+    ] {
+        let (x, y) = tokio::join!(
+            tracker::raise_due(a.as_ref(), &shared, t(now)),
+            tracker::raise_due(b.as_ref(), &shared, t(now))
+        );
+        ids.extend(x.unwrap().into_iter().chain(y.unwrap()).map(|al| al.id));
+    }
+    assert_eq!(
+        ids.len(),
+        120,
+        "due soon, overdue and escalated for each of 40 entries"
+    );
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 120, "no alert raised twice");
+    // Both publish the outbox at once: every alert is claimed by exactly one of them.
+    let lease = std::time::Duration::from_secs(30);
+    let (x, y) = tokio::join!(
+        a.claim_outbox("a", lease, 1000),
+        b.claim_outbox("b", lease, 1000)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.len() + y.len(), 120);
+    let xs: std::collections::HashSet<&String> = x.iter().map(|r| &r.0).collect();
+    assert!(
+        y.iter().all(|r| !xs.contains(&r.0)),
+        "no alert claimed by both"
+    );
+    // Published and removed: nothing is claimed again.
+    a.outbox_done(x.iter().map(|r| r.0.clone()).collect())
+        .await
+        .unwrap();
+    b.outbox_done(y.iter().map(|r| r.0.clone()).collect())
+        .await
+        .unwrap();
+    assert!(a.claim_outbox("a", lease, 1000).await.unwrap().is_empty());
 }

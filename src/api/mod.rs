@@ -24,7 +24,7 @@ use problem::Problem;
 /// What the handlers share.
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
-    pub ledger: Arc<crate::ledger::sqlite::SqliteLedger>,
+    pub ledger: Arc<dyn crate::ledger::store::LedgerStore>,
     pub shared: Arc<crate::ledger::projector::Shared>,
     /// Ids of ledger events as the projector applies them.
     pub applied: tokio::sync::broadcast::Sender<String>,

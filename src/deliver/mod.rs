@@ -20,7 +20,7 @@ use crate::bus::Message;
 use crate::config::DeliverySettings;
 use crate::ingest::Ingestor;
 use crate::ledger::projector::Shared;
-use crate::ledger::sqlite::SqliteLedger;
+use crate::ledger::store::LedgerStore;
 use crate::ledger::tracker::Clock;
 use crate::ledger::{rfc3339, Entry, RecordRow};
 use crate::pipeline::{RecordError, Rejection, Stage};
@@ -69,7 +69,7 @@ struct Target {
 }
 
 pub struct Deliverer {
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
     ingestor: Arc<Ingestor>,
     shared: Arc<Shared>,
     settings: DeliverySettings,
@@ -82,7 +82,7 @@ impl Deliverer {
     /// Reads every webhook secret from its environment variable; a missing one is an error now,
     /// not a failed delivery later.
     pub fn new(
-        ledger: Arc<SqliteLedger>,
+        ledger: Arc<dyn LedgerStore>,
         ingestor: Arc<Ingestor>,
         shared: Arc<Shared>,
         settings: DeliverySettings,

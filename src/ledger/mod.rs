@@ -9,9 +9,11 @@
 //! also advances the consumer position, so a redelivered event changes nothing and a rebuild
 //! from the topics gives the same ledger.
 
+pub mod pg;
 pub mod projector;
 pub mod report;
 pub mod sqlite;
+pub mod store;
 pub mod tracker;
 
 use std::collections::BTreeMap;

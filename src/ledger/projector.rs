@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use super::sqlite::{LedgerError, SqliteLedger};
+use super::store::{LedgerError, LedgerStore};
 use super::{Changes, Context};
 use crate::bus::{Bus, BusError, Topics};
 use crate::deadline::{Calendar, Policies};
@@ -61,7 +61,7 @@ pub enum ProjectError {
 }
 
 pub struct Projector {
-    pub ledger: Arc<SqliteLedger>,
+    pub ledger: Arc<dyn LedgerStore>,
     pub bus: Arc<dyn Bus>,
     pub shared: Arc<Shared>,
     /// Ids of events as they are applied, for API calls waiting on their own claim.

@@ -12,18 +12,12 @@ use chrono::{DateTime, FixedOffset};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
+use super::store::{GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
 use super::{AlertLevel, Changes, Entry, EntryState, HistoryRow, Loaded, RecordRow};
 use crate::adapter::convert::shanghai;
 use crate::bus::{Delivery, Positions};
 use crate::schema::RecordKind;
-
-/// Ledger failures.
-#[derive(Debug, thiserror::Error)]
-#[error("ledger {path}: {message}")]
-pub struct LedgerError {
-    pub path: String,
-    pub message: String,
-}
+use async_trait::async_trait;
 
 pub struct SqliteLedger {
     path: PathBuf,
@@ -58,7 +52,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     record_id TEXT NOT NULL, department TEXT NOT NULL, attempts INTEGER NOT NULL, status TEXT NOT NULL,
     next_attempt_at TEXT, last_error TEXT, PRIMARY KEY (record_id, department)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alert_outbox (
-    id TEXT PRIMARY KEY, record_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL);
+    id TEXT PRIMARY KEY, record_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL,
+    claimed_by TEXT, claimed_until TEXT);
 ";
 
 /// Times are stored as RFC 3339 in Asia/Shanghai with milliseconds, so text order is time order.
@@ -171,7 +166,7 @@ fn load(tx: &Transaction, record_id: &str, event_id: &str) -> rusqlite::Result<L
     })
 }
 
-fn write(tx: &Transaction, changes: &Changes, topics: &crate::bus::Topics) -> rusqlite::Result<()> {
+fn write(tx: &Transaction, changes: &Changes) -> rusqlite::Result<()> {
     if let Some(r) = &changes.record {
         tx.prepare_cached(&format!(
             "INSERT INTO ledger_records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -226,16 +221,12 @@ fn write(tx: &Transaction, changes: &Changes, topics: &crate::bus::Topics) -> ru
         .execute(params![h.record_id, h.department, h.action, h.actor, h.channel, ts(h.at), h.event_id, h.detail.to_string()])?;
     }
     for a in &changes.alerts {
-        queue_alert(tx, a, topics)?;
+        queue_alert(tx, a)?;
     }
     Ok(())
 }
 
-fn queue_alert(
-    tx: &Transaction,
-    a: &super::Alert,
-    _topics: &crate::bus::Topics,
-) -> rusqlite::Result<()> {
+fn queue_alert(tx: &Transaction, a: &super::Alert) -> rusqlite::Result<()> {
     let event = crate::pipeline::envelope(
         RecordKind::Alert,
         &a.id,
@@ -289,9 +280,16 @@ impl SqliteLedger {
                 message: e.to_string(),
             })
     }
+}
+
+#[async_trait]
+impl LedgerStore for SqliteLedger {
+    fn describe(&self) -> String {
+        format!("sqlite ({})", self.path.display())
+    }
 
     /// The consumer positions stored with the ledger.
-    pub async fn positions(&self) -> Result<Positions, LedgerError> {
+    async fn positions(&self) -> Result<Positions, LedgerError> {
         self.with(|conn| {
             let mut stmt =
                 conn.prepare("SELECT topic, partition, next_offset FROM ledger_positions")?;
@@ -308,7 +306,7 @@ impl SqliteLedger {
 
     /// Applies one bus message: decode, state machine, changes and position in one transaction.
     /// Returns the changes (empty when the message was applied before).
-    pub async fn apply(
+    async fn apply(
         &self,
         delivery: Delivery,
         kind: RecordKind,
@@ -328,7 +326,7 @@ impl SqliteLedger {
                 Ok(event) => {
                     let loaded = load(&tx, event.record_id(), event.event_id())?;
                     let changes = super::apply(&loaded, &event, &ctx.context());
-                    write(&tx, &changes, &ctx.topics)?;
+                    write(&tx, &changes)?;
                     changes
                 }
                 Err(e) => {
@@ -348,10 +346,7 @@ impl SqliteLedger {
     }
 
     /// A record with its entries and history.
-    pub async fn record(
-        &self,
-        record_id: &str,
-    ) -> Result<Option<(RecordRow, Vec<Entry>, Vec<HistoryRow>)>, LedgerError> {
+    async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError> {
         let id = record_id.to_string();
         self.with(move |conn| {
             let tx = conn.transaction()?;
@@ -377,7 +372,7 @@ impl SqliteLedger {
 
     /// A department's entries with their records, newest first, filtered by status
     /// (`unclaimed`, `claimed`, `overdue` at `now`, or all).
-    pub async fn inbox(
+    async fn inbox(
         &self,
         department: &str,
         status: Option<&str>,
@@ -442,7 +437,7 @@ impl SqliteLedger {
     }
 
     /// Records waiting in the unrouted queue.
-    pub async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError> {
+    async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {RECORD_COLUMNS} FROM ledger_records WHERE unrouted IS NOT NULL ORDER BY published_at"
@@ -454,7 +449,7 @@ impl SqliteLedger {
     }
 
     /// Every entry still waiting to be claimed (for the tracker).
-    pub async fn open_entries(&self) -> Result<Vec<Entry>, LedgerError> {
+    async fn open_entries(&self) -> Result<Vec<Entry>, LedgerError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE state IN ('pushed', 'delivered')"
@@ -466,7 +461,7 @@ impl SqliteLedger {
     }
 
     /// Every entry pushed in `[from, to)` (for the monthly report).
-    pub async fn entries_pushed_between(
+    async fn entries_pushed_between(
         &self,
         from: DateTime<FixedOffset>,
         to: DateTime<FixedOffset>,
@@ -485,11 +480,10 @@ impl SqliteLedger {
     /// Raises an entry's alert level if it is below `level`, queuing the alert in the same
     /// transaction. Returns whether this call raised it: with several gateways on one database,
     /// exactly one wins.
-    pub async fn raise_alert(
+    async fn raise_alert(
         &self,
         alert: super::Alert,
         level: AlertLevel,
-        topics: crate::bus::Topics,
     ) -> Result<bool, LedgerError> {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -499,7 +493,7 @@ impl SqliteLedger {
                 params![alert.record_id, alert.department, rank(level)],
             )?;
             if changed == 1 {
-                queue_alert(&tx, &alert, &topics)?;
+                queue_alert(&tx, &alert)?;
             }
             tx.commit()?;
             Ok(changed == 1)
@@ -508,10 +502,7 @@ impl SqliteLedger {
     }
 
     /// Alerts waiting to be published, oldest first.
-    pub async fn outbox(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(String, String, Vec<u8>)>, LedgerError> {
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, LedgerError> {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT id, record_id, payload FROM alert_outbox ORDER BY created_at, id LIMIT {limit}"))?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?.into_bytes())))?;
@@ -520,8 +511,39 @@ impl SqliteLedger {
         .await
     }
 
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, LedgerError> {
+        let owner = owner.to_string();
+        let now = chrono::Utc::now();
+        let until = ts(
+            (now + chrono::Duration::from_std(lease).unwrap_or_default())
+                .with_timezone(&shanghai()),
+        );
+        let now = ts(now.with_timezone(&shanghai()));
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let rows: Vec<OutboxRow> = tx
+                .prepare_cached(&format!(
+                    "SELECT id, record_id, payload FROM alert_outbox WHERE claimed_until IS NULL OR claimed_until < ?1
+                     ORDER BY created_at, id LIMIT {limit}"
+                ))?
+                .query_map([&now], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?.into_bytes())))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, _, _) in &rows {
+                tx.execute("UPDATE alert_outbox SET claimed_by = ?2, claimed_until = ?3 WHERE id = ?1", params![id, owner, until])?;
+            }
+            tx.commit()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Removes published alerts from the outbox.
-    pub async fn outbox_done(&self, ids: Vec<String>) -> Result<(), LedgerError> {
+    async fn outbox_done(&self, ids: Vec<String>) -> Result<(), LedgerError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
             for id in &ids {
@@ -533,7 +555,7 @@ impl SqliteLedger {
     }
 
     /// The whole ledger as comparable text (records, entries, history), for the rebuild check.
-    pub async fn snapshot(&self) -> Result<Vec<String>, LedgerError> {
+    async fn snapshot(&self) -> Result<Vec<String>, LedgerError> {
         self.with(|conn| {
             let mut out = Vec::new();
             for sql in [
@@ -561,7 +583,7 @@ impl SqliteLedger {
     }
 
     /// Deletes the projection (records, entries, history, positions) so it can be rebuilt.
-    pub async fn clear(&self) -> Result<(), LedgerError> {
+    async fn clear(&self) -> Result<(), LedgerError> {
         self.with(|conn| {
             conn.execute_batch(
                 "BEGIN IMMEDIATE; DELETE FROM ledger_records; DELETE FROM ledger_entries; DELETE FROM ledger_history;
@@ -572,10 +594,7 @@ impl SqliteLedger {
     }
 
     /// Counts of open entries for the gauges: (department, kind) → (unclaimed, overdue, oldest push).
-    pub async fn gauges(
-        &self,
-        now: DateTime<FixedOffset>,
-    ) -> Result<Vec<(String, String, i64, i64, Option<DateTime<FixedOffset>>)>, LedgerError> {
+    async fn gauges(&self, now: DateTime<FixedOffset>) -> Result<Vec<GaugeRow>, LedgerError> {
         let now = ts(now);
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -589,7 +608,7 @@ impl SqliteLedger {
     }
 
     /// How many records wait unrouted, by kind.
-    pub async fn unrouted_counts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+    async fn unrouted_counts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached("SELECT kind, COUNT(*) FROM ledger_records WHERE unrouted IS NOT NULL GROUP BY kind")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -599,7 +618,7 @@ impl SqliteLedger {
     }
 
     /// Entries of webhook departments due for a delivery attempt at `now`, with the attempts so far.
-    pub async fn due_deliveries(
+    async fn due_deliveries(
         &self,
         departments: Vec<String>,
         now: DateTime<FixedOffset>,
@@ -638,7 +657,7 @@ impl SqliteLedger {
     }
 
     /// Records a failed attempt and when to try again.
-    pub async fn delivery_retry(
+    async fn delivery_retry(
         &self,
         record_id: String,
         department: String,
@@ -660,7 +679,7 @@ impl SqliteLedger {
     }
 
     /// Records the end of deliveries for an entry: `ok` or `dead` (sent to the DLQ).
-    pub async fn delivery_done(
+    async fn delivery_done(
         &self,
         record_id: String,
         department: String,

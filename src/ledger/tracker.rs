@@ -10,7 +10,7 @@ use chrono::{DateTime, FixedOffset};
 use tokio::sync::watch;
 
 use super::projector::Shared;
-use super::sqlite::{LedgerError, SqliteLedger};
+use super::store::{LedgerError, LedgerStore};
 use super::{alert_id, Alert, AlertLevel, Entry};
 use crate::bus::{Bus, Message};
 use crate::deadline::{Calendar, Policy};
@@ -45,7 +45,7 @@ pub fn level_at(
 
 /// Raises what is due at `now`; returns the alerts this instance raised.
 pub async fn raise_due(
-    ledger: &SqliteLedger,
+    ledger: &dyn LedgerStore,
     shared: &Shared,
     now: DateTime<FixedOffset>,
 ) -> Result<Vec<Alert>, LedgerError> {
@@ -94,10 +94,7 @@ pub async fn raise_due(
                 ),
             },
         };
-        if ledger
-            .raise_alert(alert.clone(), level, shared.topics.clone())
-            .await?
-        {
+        if ledger.raise_alert(alert.clone(), level).await? {
             if level >= AlertLevel::Overdue && entry.alert_level < AlertLevel::Overdue {
                 events::deadline_breach(&entry.department, entry.kind.as_str(), &rule);
             }
@@ -109,7 +106,7 @@ pub async fn raise_due(
 
 /// Refreshes the unclaimed/overdue/oldest gauges and the unrouted gauge from the ledger.
 pub async fn refresh_gauges(
-    ledger: &SqliteLedger,
+    ledger: &dyn LedgerStore,
     now: DateTime<FixedOffset>,
 ) -> Result<(), LedgerError> {
     METRICS.unclaimed.reset();
@@ -145,11 +142,15 @@ pub async fn refresh_gauges(
 
 /// Publishes queued alerts; each is removed from the outbox only after the bus acknowledged it.
 pub async fn publish_outbox(
-    ledger: &SqliteLedger,
+    ledger: &dyn LedgerStore,
     bus: &dyn Bus,
     shared: &Shared,
+    owner: &str,
 ) -> Result<usize, LedgerError> {
-    let pending = ledger.outbox(500).await?;
+    // The lease keeps other instances off these alerts while this one publishes them.
+    let pending = ledger
+        .claim_outbox(owner, Duration::from_secs(30), 500)
+        .await?;
     if pending.is_empty() {
         return Ok(0);
     }
@@ -193,22 +194,23 @@ impl Clock for SystemClock {
 
 /// Runs the tracker every `interval` until `stop`.
 pub async fn run(
-    ledger: Arc<SqliteLedger>,
+    ledger: Arc<dyn LedgerStore>,
     bus: Arc<dyn Bus>,
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let owner = format!("tracker-{}", uuid::Uuid::new_v4());
     loop {
         let now = clock.now();
-        if let Err(e) = raise_due(&ledger, &shared, now).await {
+        if let Err(e) = raise_due(ledger.as_ref(), &shared, now).await {
             tracing::error!(error = %e, "tracker could not raise alerts");
         }
-        if let Err(e) = refresh_gauges(&ledger, now).await {
+        if let Err(e) = refresh_gauges(ledger.as_ref(), now).await {
             tracing::error!(error = %e, "tracker could not refresh gauges");
         }
-        if let Err(e) = publish_outbox(&ledger, bus.as_ref(), &shared).await {
+        if let Err(e) = publish_outbox(ledger.as_ref(), bus.as_ref(), &shared, &owner).await {
             tracing::error!(error = %e, "tracker could not publish alerts");
         }
         METRICS

@@ -292,3 +292,27 @@ pub fn unmasked_personal_numbers(text: &str) -> Vec<String> {
     let re = regex::Regex::new(r"[0-9]{17}[0-9Xx]|1[3-9][0-9]{9}").unwrap();
     re.find_iter(text).map(|m| m.as_str().to_string()).collect()
 }
+
+/// A fresh, empty database on the PostgreSQL server `scripts/test.sh` starts for the test run
+/// (`SHENGUAN_TEST_PG_URL`); its URL. A missing server is a failure, never a skip.
+pub async fn postgres_database() -> String {
+    let base = std::env::var("SHENGUAN_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "no PostgreSQL server: run the tests with `bash scripts/test.sh`, which starts a throw-away \
+             cluster, or set SHENGUAN_TEST_PG_URL=postgres://user@host:port/postgres"
+        )
+    });
+    let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {base}: {e}"));
+    tokio::spawn(connection);
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{name}", &base[..i]),
+        _ => format!("{base}/{name}"),
+    }
+}

@@ -1,0 +1,881 @@
+//! The ledger and the gateway state in PostgreSQL, for several gateway instances sharing one
+//! database (also PostgreSQL-compatible databases such as 人大金仓 KingbaseES).
+//!
+//! Every instance consumes every ledger topic; the position row of a topic partition is locked
+//! (`SELECT … FOR UPDATE`) in the transaction that applies a message, so exactly one instance
+//! applies each message and the others skip it. Alerts are decided by a conditional `UPDATE` of
+//! the entry's alert level — one instance wins — and queued in an outbox that instances claim
+//! with a lease (`FOR UPDATE SKIP LOCKED`) before publishing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, FixedOffset, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::Value;
+use tokio_postgres::{NoTls, Row};
+
+use super::projector::Shared;
+use super::store::{GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
+use super::{Alert, AlertLevel, Changes, Entry, EntryState, HistoryRow, Loaded, RecordRow};
+use crate::adapter::convert::shanghai;
+use crate::bus::{Delivery, Positions};
+use crate::schema::RecordKind;
+use crate::state::{Seen, StateError, StateStore, TokenRow};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ledger_records (
+    record_id TEXT PRIMARY KEY, kind TEXT NOT NULL, event_id TEXT NOT NULL, published_at TIMESTAMPTZ NOT NULL,
+    decided_at TIMESTAMPTZ, adapter TEXT NOT NULL, push_rule TEXT, push_due_at TIMESTAMPTZ, push_late BOOLEAN NOT NULL,
+    unrouted TEXT, data JSONB NOT NULL);
+CREATE INDEX IF NOT EXISTS records_unrouted ON ledger_records (unrouted) WHERE unrouted IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    record_id TEXT NOT NULL, department TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
+    pushed_at TIMESTAMPTZ NOT NULL, delivered_at TIMESTAMPTZ, claimed_at TIMESTAMPTZ, returned_at TIMESTAMPTZ,
+    feedback_at TIMESTAMPTZ, closed_at TIMESTAMPTZ, policy TEXT NOT NULL, claim_rule TEXT, claim_due_at TIMESTAMPTZ,
+    feedback_rule TEXT, feedback_due_at TIMESTAMPTZ, calendar_version TEXT NOT NULL, deadline_problem TEXT,
+    alert_level INTEGER NOT NULL, note TEXT, PRIMARY KEY (record_id, department));
+CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, state);
+CREATE INDEX IF NOT EXISTS entries_open ON ledger_entries (state, claim_due_at);
+CREATE INDEX IF NOT EXISTS entries_pushed ON ledger_entries (pushed_at);
+CREATE TABLE IF NOT EXISTS ledger_history (
+    seq BIGSERIAL PRIMARY KEY, record_id TEXT NOT NULL, department TEXT, action TEXT NOT NULL, actor TEXT,
+    channel TEXT, at TIMESTAMPTZ NOT NULL, event_id TEXT NOT NULL, detail JSONB NOT NULL);
+CREATE INDEX IF NOT EXISTS history_by_record ON ledger_history (record_id);
+CREATE INDEX IF NOT EXISTS history_by_event ON ledger_history (event_id);
+CREATE TABLE IF NOT EXISTS ledger_positions (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (topic, partition));
+CREATE TABLE IF NOT EXISTS deliveries (
+    record_id TEXT NOT NULL, department TEXT NOT NULL, attempts INTEGER NOT NULL, status TEXT NOT NULL,
+    next_attempt_at TIMESTAMPTZ, last_error TEXT, PRIMARY KEY (record_id, department));
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id TEXT PRIMARY KEY, record_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+    claimed_by TEXT, claimed_until TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS ingest_seen (
+    adapter TEXT NOT NULL, business_key TEXT NOT NULL, content_hash TEXT NOT NULL, record_id TEXT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (adapter, business_key));
+CREATE TABLE IF NOT EXISTS auth_tokens (
+    id TEXT PRIMARY KEY, role TEXT NOT NULL, subject TEXT NOT NULL, sha256 BYTEA NOT NULL UNIQUE,
+    created_at TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS dlq_replays (dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TIMESTAMPTZ NOT NULL);
+";
+
+/// Opens a connection pool and creates the tables (under an advisory lock, so instances
+/// starting together do not race).
+async fn pool(url: &str) -> Result<Pool, String> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| format!("bad PostgreSQL URL: {e}"))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(8)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| format!("cannot connect: {}", chain(&e)))?;
+    let tx = client.transaction().await.map_err(|e| chain(&e))?;
+    tx.execute("SELECT pg_advisory_xact_lock(7368656775)", &[])
+        .await
+        .map_err(|e| chain(&e))?;
+    tx.batch_execute(SCHEMA).await.map_err(|e| chain(&e))?;
+    tx.commit().await.map_err(|e| chain(&e))?;
+    Ok(pool)
+}
+
+fn redact(url: &str) -> String {
+    // postgres://user:password@host/db → postgres://user@host/db
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// An error with its causes: tokio-postgres says only "db error" and keeps the server's message
+/// in the source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+fn local(t: DateTime<Utc>) -> DateTime<FixedOffset> {
+    t.with_timezone(&shanghai())
+}
+
+fn opt_local(t: Option<DateTime<Utc>>) -> Option<DateTime<FixedOffset>> {
+    t.map(local)
+}
+
+fn level_of(rank: i32) -> AlertLevel {
+    match rank {
+        1 => AlertLevel::DueSoon,
+        2 => AlertLevel::Overdue,
+        3 => AlertLevel::Escalated,
+        _ => AlertLevel::None,
+    }
+}
+
+const ENTRY_COLUMNS: &str = "record_id, department, kind, state, pushed_at, delivered_at, claimed_at, returned_at, feedback_at, closed_at, policy, claim_rule, claim_due_at, feedback_rule, feedback_due_at, calendar_version, deadline_problem, alert_level, note";
+const RECORD_COLUMNS: &str = "record_id, kind, event_id, published_at, decided_at, adapter, push_rule, push_due_at, push_late, unrouted, data";
+
+fn entry_from(r: &Row, o: usize) -> Entry {
+    let kind: String = r.get(o + 2);
+    let state: String = r.get(o + 3);
+    Entry {
+        record_id: r.get(o),
+        department: r.get(o + 1),
+        kind: kind.parse().unwrap_or(RecordKind::Approval),
+        state: EntryState::parse(&state).unwrap_or(EntryState::Pushed),
+        pushed_at: local(r.get(o + 4)),
+        delivered_at: opt_local(r.get(o + 5)),
+        claimed_at: opt_local(r.get(o + 6)),
+        returned_at: opt_local(r.get(o + 7)),
+        feedback_at: opt_local(r.get(o + 8)),
+        closed_at: opt_local(r.get(o + 9)),
+        policy: r.get(o + 10),
+        claim_rule: r.get(o + 11),
+        claim_due_at: opt_local(r.get(o + 12)),
+        feedback_rule: r.get(o + 13),
+        feedback_due_at: opt_local(r.get(o + 14)),
+        calendar_version: r.get(o + 15),
+        deadline_problem: r.get(o + 16),
+        alert_level: level_of(r.get(o + 17)),
+        note: r.get(o + 18),
+    }
+}
+
+fn record_from(r: &Row, o: usize) -> RecordRow {
+    let kind: String = r.get(o + 1);
+    RecordRow {
+        record_id: r.get(o),
+        kind: kind.parse().unwrap_or(RecordKind::Approval),
+        event_id: r.get(o + 2),
+        published_at: local(r.get(o + 3)),
+        decided_at: opt_local(r.get(o + 4)),
+        adapter: r.get(o + 5),
+        push_rule: r.get(o + 6),
+        push_due_at: opt_local(r.get(o + 7)),
+        push_late: r.get(o + 8),
+        unrouted: r.get(o + 9),
+        data: r.get::<_, Value>(o + 10),
+    }
+}
+
+fn history_from(r: &Row) -> HistoryRow {
+    HistoryRow {
+        record_id: r.get(0),
+        department: r.get(1),
+        action: r.get(2),
+        actor: r.get(3),
+        channel: r.get(4),
+        at: local(r.get(5)),
+        event_id: r.get(6),
+        detail: r.get::<_, Value>(7),
+    }
+}
+
+pub struct PgLedger {
+    url: String,
+    pool: Pool,
+}
+
+impl PgLedger {
+    pub async fn connect(url: &str) -> Result<PgLedger, LedgerError> {
+        let pool = pool(url).await.map_err(|message| LedgerError {
+            path: redact(url),
+            message,
+        })?;
+        Ok(PgLedger {
+            url: redact(url),
+            pool,
+        })
+    }
+
+    fn err<E: std::error::Error>(&self, e: E) -> LedgerError {
+        LedgerError {
+            path: self.url.clone(),
+            message: chain(&e),
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
+        self.pool.get().await.map_err(|e| self.err(e))
+    }
+}
+
+async fn load(
+    tx: &deadpool_postgres::Transaction<'_>,
+    record_id: &str,
+    event_id: &str,
+) -> Result<Loaded, tokio_postgres::Error> {
+    let seen = tx
+        .query_opt(
+            "SELECT 1 FROM ledger_history WHERE event_id = $1 LIMIT 1",
+            &[&event_id],
+        )
+        .await?
+        .is_some();
+    let record = tx
+        .query_opt(
+            &format!("SELECT {RECORD_COLUMNS} FROM ledger_records WHERE record_id = $1"),
+            &[&record_id],
+        )
+        .await?
+        .map(|r| record_from(&r, 0));
+    let entries = tx
+        .query(&format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE record_id = $1 ORDER BY department"), &[&record_id])
+        .await?
+        .iter()
+        .map(|r| entry_from(r, 0))
+        .collect();
+    Ok(Loaded {
+        record,
+        entries,
+        seen,
+    })
+}
+
+async fn queue_alert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    a: &Alert,
+) -> Result<(), tokio_postgres::Error> {
+    let event = crate::pipeline::envelope(
+        RecordKind::Alert,
+        &a.id,
+        "/shenguan/tracker",
+        &a.record_id,
+        a.at,
+        a.data(),
+    );
+    tx.execute(
+        "INSERT INTO alert_outbox (id, record_id, payload, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+        &[&a.id, &a.record_id, &event.to_string(), &a.at],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write(
+    tx: &deadpool_postgres::Transaction<'_>,
+    changes: &Changes,
+) -> Result<(), tokio_postgres::Error> {
+    if let Some(r) = &changes.record {
+        tx.execute(
+            &format!(
+                "INSERT INTO ledger_records ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (record_id) DO UPDATE SET event_id = excluded.event_id, unrouted = excluded.unrouted, data = excluded.data"
+            ),
+            &[
+                &r.record_id,
+                &r.kind.as_str(),
+                &r.event_id,
+                &r.published_at,
+                &r.decided_at,
+                &r.adapter,
+                &r.push_rule,
+                &r.push_due_at,
+                &r.push_late,
+                &r.unrouted,
+                &r.data,
+            ],
+        )
+        .await?;
+    }
+    for e in &changes.entries {
+        let level = e.alert_level as i32;
+        tx.execute(
+            &format!(
+                "INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                 ON CONFLICT (record_id, department) DO UPDATE SET kind = excluded.kind, state = excluded.state,
+                   pushed_at = excluded.pushed_at, delivered_at = excluded.delivered_at, claimed_at = excluded.claimed_at,
+                   returned_at = excluded.returned_at, feedback_at = excluded.feedback_at, closed_at = excluded.closed_at,
+                   policy = excluded.policy, claim_rule = excluded.claim_rule, claim_due_at = excluded.claim_due_at,
+                   feedback_rule = excluded.feedback_rule, feedback_due_at = excluded.feedback_due_at,
+                   calendar_version = excluded.calendar_version, deadline_problem = excluded.deadline_problem,
+                   alert_level = excluded.alert_level, note = excluded.note"
+            ),
+            &[
+                &e.record_id,
+                &e.department,
+                &e.kind.as_str(),
+                &e.state.as_str(),
+                &e.pushed_at,
+                &e.delivered_at,
+                &e.claimed_at,
+                &e.returned_at,
+                &e.feedback_at,
+                &e.closed_at,
+                &e.policy,
+                &e.claim_rule,
+                &e.claim_due_at,
+                &e.feedback_rule,
+                &e.feedback_due_at,
+                &e.calendar_version,
+                &e.deadline_problem,
+                &level,
+                &e.note,
+            ],
+        )
+        .await?;
+    }
+    for h in &changes.history {
+        tx.execute(
+            "INSERT INTO ledger_history (record_id, department, action, actor, channel, at, event_id, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&h.record_id, &h.department, &h.action, &h.actor, &h.channel, &h.at, &h.event_id, &h.detail],
+        )
+        .await?;
+    }
+    for a in &changes.alerts {
+        queue_alert(tx, a).await?;
+    }
+    Ok(())
+}
+
+fn cell(r: &Row, i: usize) -> String {
+    use tokio_postgres::types::Type;
+    let t = r.columns()[i].type_().clone();
+    match t {
+        Type::TEXT | Type::VARCHAR => format!("{:?}", r.get::<_, Option<String>>(i)),
+        Type::INT4 => format!("{:?}", r.get::<_, Option<i32>>(i)),
+        Type::INT8 => format!("{:?}", r.get::<_, Option<i64>>(i)),
+        Type::BOOL => format!("{:?}", r.get::<_, Option<bool>>(i)),
+        Type::TIMESTAMPTZ => format!("{:?}", r.get::<_, Option<DateTime<Utc>>>(i)),
+        Type::JSONB | Type::JSON => {
+            format!("{:?}", r.get::<_, Option<Value>>(i).map(|v| v.to_string()))
+        }
+        other => format!("<{other}>"),
+    }
+}
+
+#[async_trait]
+impl LedgerStore for PgLedger {
+    fn describe(&self) -> String {
+        format!("postgres ({})", self.url)
+    }
+
+    async fn positions(&self) -> Result<Positions, LedgerError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT topic, partition, next_offset FROM ledger_positions",
+                &[],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.get::<_, String>(0), r.get::<_, i32>(1)),
+                    r.get::<_, i64>(2),
+                )
+            })
+            .collect())
+    }
+
+    async fn apply(
+        &self,
+        delivery: Delivery,
+        kind: RecordKind,
+        shared: Arc<Shared>,
+    ) -> Result<Changes, LedgerError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.err(e))?;
+        let run = async {
+            tx.execute(
+                "INSERT INTO ledger_positions (topic, partition, next_offset) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+                &[&delivery.topic, &delivery.partition],
+            )
+            .await?;
+            let position: i64 = tx
+                .query_one(
+                    "SELECT next_offset FROM ledger_positions WHERE topic = $1 AND partition = $2 FOR UPDATE",
+                    &[&delivery.topic, &delivery.partition],
+                )
+                .await?
+                .get(0);
+            if delivery.offset < position {
+                return Ok::<_, tokio_postgres::Error>(None);
+            }
+            let changes = match super::decode(kind, &delivery.payload) {
+                Ok(event) => {
+                    let loaded = load(&tx, event.record_id(), event.event_id()).await?;
+                    let changes = super::apply(&loaded, &event, &shared.context());
+                    write(&tx, &changes).await?;
+                    changes
+                }
+                Err(e) => {
+                    tracing::error!(topic = %delivery.topic, offset = delivery.offset, error = %e, "undecodable ledger event skipped");
+                    Changes::default()
+                }
+            };
+            tx.execute(
+                "UPDATE ledger_positions SET next_offset = $3 WHERE topic = $1 AND partition = $2",
+                &[&delivery.topic, &delivery.partition, &(delivery.offset + 1)],
+            )
+            .await?;
+            Ok(Some(changes))
+        };
+        match run.await.map_err(|e| self.err(e))? {
+            Some(changes) => {
+                tx.commit().await.map_err(|e| self.err(e))?;
+                Ok(changes)
+            }
+            None => Ok(Changes::default()),
+        }
+    }
+
+    async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError> {
+        let c = self.client().await?;
+        let Some(r) = c
+            .query_opt(
+                &format!("SELECT {RECORD_COLUMNS} FROM ledger_records WHERE record_id = $1"),
+                &[&record_id],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(None);
+        };
+        let entries = c
+            .query(&format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE record_id = $1 ORDER BY department"), &[&record_id])
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| entry_from(r, 0))
+            .collect();
+        let history = c
+            .query(
+                "SELECT record_id, department, action, actor, channel, at, event_id, detail FROM ledger_history WHERE record_id = $1 ORDER BY seq",
+                &[&record_id],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(history_from)
+            .collect();
+        Ok(Some((record_from(&r, 0), entries, history)))
+    }
+
+    async fn inbox(
+        &self,
+        department: &str,
+        status: Option<&str>,
+        now: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow)>, LedgerError> {
+        let filter = match status {
+            Some("unclaimed") => "AND e.state IN ('pushed', 'delivered')",
+            Some("claimed") => "AND e.state IN ('claimed', 'feedback', 'closed')",
+            Some("overdue") => "AND e.state IN ('pushed', 'delivered') AND e.claim_due_at < $2",
+            _ => "AND $2::timestamptz IS NOT NULL",
+        };
+        let cols: String = ENTRY_COLUMNS
+            .split(", ")
+            .map(|c| format!("e.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rcols: String = RECORD_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, {rcols} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
+             WHERE e.department = $1 {filter} ORDER BY e.pushed_at DESC LIMIT {limit}"
+        );
+        let c = self.client().await?;
+        let rows = c
+            .query(&sql, &[&department, &now])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (entry_from(r, 0), record_from(r, 19)))
+            .collect())
+    }
+
+    async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(&format!("SELECT {RECORD_COLUMNS} FROM ledger_records WHERE unrouted IS NOT NULL ORDER BY published_at"), &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| record_from(r, 0)).collect())
+    }
+
+    async fn open_entries(&self) -> Result<Vec<Entry>, LedgerError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(&format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE state IN ('pushed', 'delivered')"), &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| entry_from(r, 0)).collect())
+    }
+
+    async fn entries_pushed_between(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE pushed_at >= $1 AND pushed_at < $2 ORDER BY department, kind"),
+                &[&from, &to],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| entry_from(r, 0)).collect())
+    }
+
+    async fn raise_alert(&self, alert: Alert, level: AlertLevel) -> Result<bool, LedgerError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.err(e))?;
+        let rank = level as i32;
+        let changed = tx
+            .execute(
+                "UPDATE ledger_entries SET alert_level = $3
+                 WHERE record_id = $1 AND department = $2 AND alert_level < $3 AND state IN ('pushed', 'delivered')",
+                &[&alert.record_id, &alert.department, &rank],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        if changed == 1 {
+            queue_alert(&tx, &alert).await.map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(changed == 1)
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, LedgerError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(&format!("SELECT id, record_id, payload FROM alert_outbox ORDER BY created_at, id LIMIT {limit}"), &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<_, String>(2).into_bytes()))
+            .collect())
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, LedgerError> {
+        let c = self.client().await?;
+        let seconds = lease.as_secs_f64();
+        let rows = c
+            .query(
+                &format!(
+                    "UPDATE alert_outbox SET claimed_by = $1, claimed_until = now() + make_interval(secs => $2)
+                     WHERE id IN (SELECT id FROM alert_outbox WHERE claimed_until IS NULL OR claimed_until < now()
+                                  ORDER BY created_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED)
+                     RETURNING id, record_id, payload, created_at"
+                ),
+                &[&owner, &seconds],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut out: Vec<(DateTime<Utc>, OutboxRow)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(3),
+                    (r.get(0), r.get(1), r.get::<_, String>(2).into_bytes()),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1 .0.cmp(&b.1 .0)));
+        Ok(out.into_iter().map(|(_, row)| row).collect())
+    }
+
+    async fn outbox_done(&self, ids: Vec<String>) -> Result<(), LedgerError> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM alert_outbox WHERE id = ANY($1)", &[&ids])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Result<Vec<String>, LedgerError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        for sql in [
+            format!("SELECT {RECORD_COLUMNS} FROM ledger_records ORDER BY record_id"),
+            format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries ORDER BY record_id, department"),
+            "SELECT record_id, department, action, actor, channel, at, event_id, detail FROM ledger_history ORDER BY record_id, seq".to_string(),
+        ] {
+            for r in c.query(&sql, &[]).await.map_err(|e| self.err(e))? {
+                out.push((0..r.len()).map(|i| cell(&r, i)).collect::<Vec<_>>().join("|"));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn clear(&self) -> Result<(), LedgerError> {
+        let c = self.client().await?;
+        c.batch_execute("BEGIN; DELETE FROM ledger_records; DELETE FROM ledger_entries; DELETE FROM ledger_history; DELETE FROM ledger_positions; COMMIT;")
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn gauges(&self, now: DateTime<FixedOffset>) -> Result<Vec<GaugeRow>, LedgerError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT department, kind, COUNT(*)::BIGINT, SUM(CASE WHEN claim_due_at < $1 THEN 1 ELSE 0 END)::BIGINT, MIN(pushed_at)
+                 FROM ledger_entries WHERE state IN ('pushed', 'delivered') GROUP BY department, kind",
+                &[&now],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), opt_local(r.get(4))))
+            .collect())
+    }
+
+    async fn unrouted_counts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT kind, COUNT(*)::BIGINT FROM ledger_records WHERE unrouted IS NOT NULL GROUP BY kind", &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn due_deliveries(
+        &self,
+        departments: Vec<String>,
+        now: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow, u32)>, LedgerError> {
+        let c = self.client().await?;
+        let cols: String = ENTRY_COLUMNS
+            .split(", ")
+            .map(|c| format!("e.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rcols: String = RECORD_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {cols}, {rcols}, COALESCE(d.attempts, 0) FROM ledger_entries e
+                     JOIN ledger_records r ON r.record_id = e.record_id
+                     LEFT JOIN deliveries d ON d.record_id = e.record_id AND d.department = e.department
+                     WHERE e.department = ANY($1) AND e.state = 'pushed'
+                       AND (d.status IS NULL OR (d.status = 'retry' AND d.next_attempt_at <= $2))
+                     ORDER BY e.pushed_at LIMIT {limit}"
+                ),
+                &[&departments, &now],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    entry_from(r, 0),
+                    record_from(r, 19),
+                    r.get::<_, i32>(30) as u32,
+                )
+            })
+            .collect())
+    }
+
+    async fn delivery_retry(
+        &self,
+        record_id: String,
+        department: String,
+        attempts: u32,
+        next: DateTime<FixedOffset>,
+        error: String,
+    ) -> Result<(), LedgerError> {
+        let c = self.client().await?;
+        let attempts = attempts as i32;
+        let error = crate::mask::mask(&error);
+        c.execute(
+            "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error) VALUES ($1, $2, $3, 'retry', $4, $5)
+             ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = 'retry',
+               next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
+            &[&record_id, &department, &attempts, &next, &error],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn delivery_done(
+        &self,
+        record_id: String,
+        department: String,
+        attempts: u32,
+        status: &'static str,
+    ) -> Result<(), LedgerError> {
+        let c = self.client().await?;
+        let attempts = attempts as i32;
+        c.execute(
+            "INSERT INTO deliveries (record_id, department, attempts, status) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status, next_attempt_at = NULL",
+            &[&record_id, &department, &attempts, &status],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// The gateway state (de-duplication, tokens, DLQ replays) in PostgreSQL.
+pub struct PgState {
+    url: String,
+    pool: Pool,
+}
+
+impl PgState {
+    pub async fn connect(url: &str) -> Result<PgState, StateError> {
+        let pool = pool(url).await.map_err(|message| StateError {
+            path: redact(url),
+            message,
+        })?;
+        Ok(PgState {
+            url: redact(url),
+            pool,
+        })
+    }
+
+    fn err<E: std::error::Error>(&self, e: E) -> StateError {
+        StateError {
+            path: self.url.clone(),
+            message: chain(&e),
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StateError> {
+        self.pool.get().await.map_err(|e| self.err(e))
+    }
+}
+
+#[async_trait]
+impl StateStore for PgState {
+    async fn last_hashes(
+        &self,
+        adapter: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<String>>, StateError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT business_key, content_hash FROM ingest_seen WHERE adapter = $1 AND business_key = ANY($2)", &[&adapter, &keys])
+            .await
+            .map_err(|e| self.err(e))?;
+        let found: std::collections::HashMap<String, String> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn remember(&self, seen: Vec<Seen>) -> Result<(), StateError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.err(e))?;
+        let now = Utc::now();
+        for s in &seen {
+            tx.execute(
+                "INSERT INTO ingest_seen (adapter, business_key, content_hash, record_id, updated_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (adapter, business_key) DO UPDATE SET content_hash = excluded.content_hash, updated_at = excluded.updated_at",
+                &[&s.adapter, &s.business_key, &s.content_hash, &s.record_id, &now],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StateError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, role, subject, sha256 FROM auth_tokens WHERE revoked_at IS NULL",
+                &[],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let hash: Vec<u8> = r.get(3);
+                let mut sha256 = [0u8; 32];
+                if hash.len() == 32 {
+                    sha256.copy_from_slice(&hash);
+                }
+                TokenRow {
+                    id: r.get(0),
+                    role: r.get(1),
+                    subject: r.get(2),
+                    sha256,
+                }
+            })
+            .collect())
+    }
+
+    async fn add_token(&self, row: TokenRow) -> Result<(), StateError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO auth_tokens (id, role, subject, sha256, created_at) VALUES ($1, $2, $3, $4, now())",
+            &[&row.id, &row.role, &row.subject, &row.sha256.to_vec()],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT dlq_id FROM dlq_replays", &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn mark_replayed(&self, entries: Vec<(String, String)>) -> Result<(), StateError> {
+        let c = self.client().await?;
+        for (id, outcome) in entries {
+            c.execute(
+                "INSERT INTO dlq_replays (dlq_id, outcome, replayed_at) VALUES ($1, $2, now())
+                 ON CONFLICT (dlq_id) DO UPDATE SET outcome = excluded.outcome, replayed_at = excluded.replayed_at",
+                &[&id, &outcome],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! The ledger store seam: SQLite for one gateway (the default), PostgreSQL when several gateway
+//! instances share the ledger. Both run the same pure state machine ([`super::apply`]) inside one
+//! transaction per bus message, and the same scenario tests run against both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, FixedOffset};
+
+use super::projector::Shared;
+use super::{Alert, AlertLevel, Changes, Entry, HistoryRow, RecordRow};
+use crate::bus::{Delivery, Positions};
+use crate::schema::RecordKind;
+
+/// Ledger failures.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger {path}: {message}")]
+pub struct LedgerError {
+    pub path: String,
+    pub message: String,
+}
+
+/// (department, kind, unclaimed, overdue, oldest push) for the gauges.
+pub type GaugeRow = (String, String, i64, i64, Option<DateTime<FixedOffset>>);
+/// A record with its entries and its history.
+pub type RecordView = (RecordRow, Vec<Entry>, Vec<HistoryRow>);
+/// An outbox alert: (alert id, record id, CloudEvent payload).
+pub type OutboxRow = (String, String, Vec<u8>);
+
+#[async_trait]
+pub trait LedgerStore: Send + Sync + 'static {
+    /// For logs: `sqlite (./data/ledger.db)`, `postgres (host/db)`.
+    fn describe(&self) -> String;
+    /// The consumer positions stored with the ledger.
+    async fn positions(&self) -> Result<Positions, LedgerError>;
+    /// Applies one bus message — decode, state machine, changes, alerts to the outbox, new
+    /// position — in one transaction. A message at or before the stored position (another
+    /// instance or an earlier run applied it) changes nothing.
+    async fn apply(
+        &self,
+        delivery: Delivery,
+        kind: RecordKind,
+        shared: Arc<Shared>,
+    ) -> Result<Changes, LedgerError>;
+    /// A record with its entries and history.
+    async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError>;
+    /// A department's entries with their records, newest first, filtered by status
+    /// (`unclaimed`, `claimed`, `overdue` at `now`, or all).
+    async fn inbox(
+        &self,
+        department: &str,
+        status: Option<&str>,
+        now: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow)>, LedgerError>;
+    /// Records waiting in the unrouted queue.
+    async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError>;
+    /// Every entry still waiting to be claimed.
+    async fn open_entries(&self) -> Result<Vec<Entry>, LedgerError>;
+    /// Every entry pushed in `[from, to)`.
+    async fn entries_pushed_between(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+    ) -> Result<Vec<Entry>, LedgerError>;
+    /// Raises an unclaimed entry's alert level to `level` if it is lower, queuing the alert in
+    /// the same transaction. Returns whether this call raised it: with several gateways on one
+    /// database exactly one wins, so each alert is decided once.
+    async fn raise_alert(&self, alert: Alert, level: AlertLevel) -> Result<bool, LedgerError>;
+    /// Queued alerts, oldest first, without claiming them.
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, LedgerError>;
+    /// Claims up to `limit` queued alerts for `lease` on behalf of `owner`: no other instance
+    /// publishes them meanwhile; if the owner dies, the lease runs out and another one does.
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, LedgerError>;
+    /// Removes published alerts from the outbox.
+    async fn outbox_done(&self, ids: Vec<String>) -> Result<(), LedgerError>;
+    /// The whole projection as comparable text lines, for the rebuild check.
+    async fn snapshot(&self) -> Result<Vec<String>, LedgerError>;
+    /// Deletes the projection and the positions, so it can be rebuilt from the topics.
+    async fn clear(&self) -> Result<(), LedgerError>;
+    /// Open entries per department and kind: counts, overdue at `now`, oldest push.
+    async fn gauges(&self, now: DateTime<FixedOffset>) -> Result<Vec<GaugeRow>, LedgerError>;
+    /// Records waiting unrouted, by kind.
+    async fn unrouted_counts(&self) -> Result<Vec<(String, i64)>, LedgerError>;
+    /// Entries of webhook departments due for a delivery attempt at `now`, with attempts so far.
+    async fn due_deliveries(
+        &self,
+        departments: Vec<String>,
+        now: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow, u32)>, LedgerError>;
+    /// Records a failed attempt and when to try again.
+    async fn delivery_retry(
+        &self,
+        record_id: String,
+        department: String,
+        attempts: u32,
+        next: DateTime<FixedOffset>,
+        error: String,
+    ) -> Result<(), LedgerError>;
+    /// Records the end of deliveries for an entry: `ok`, or `dead` (sent to the DLQ).
+    async fn delivery_done(
+        &self,
+        record_id: String,
+        department: String,
+        attempts: u32,
+        status: &'static str,
+    ) -> Result<(), LedgerError>;
+}
+
+/// Opens the ledger named by a URL: `sqlite:PATH` or `postgres://…`.
+pub async fn open(url: &str) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(super::pg::PgLedger::connect(url).await?));
+    }
+    let path = url
+        .strip_prefix("sqlite:")
+        .map(|p| p.trim_start_matches("//"))
+        .ok_or_else(|| LedgerError {
+            path: url.to_string(),
+            message: "expected sqlite:PATH or postgres://…".into(),
+        })?;
+    Ok(Arc::new(super::sqlite::SqliteLedger::open(
+        std::path::Path::new(path),
+    )?))
+}
