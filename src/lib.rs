@@ -16,6 +16,7 @@ pub mod bus;
 pub mod config;
 pub mod deadline;
 pub mod deliver;
+pub mod demo;
 pub mod dlq;
 pub mod golden;
 pub mod ingest;

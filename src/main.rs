@@ -47,6 +47,21 @@ enum Command {
         #[arg(long, env = "SHENGUAN_LISTEN")]
         listen: Option<SocketAddr>,
     },
+    /// A gateway with simulated legacy systems and departments, for a first look.
+    Demo {
+        /// Address for the demo gateway's HTTP API (default 127.0.0.1:8080).
+        #[arg(long, env = "SHENGUAN_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Only simulate traffic against a running gateway at this URL (e.g. http://shenguan:8080).
+        #[arg(long, env = "SHENGUAN_DEMO_TARGET")]
+        target: Option<String>,
+        /// With --target: the token of the nx-zwfw-approval adapter.
+        #[arg(long, env = "SHENGUAN_DEMO_ADAPTER_TOKEN")]
+        adapter_token: Option<String>,
+        /// With --target: department tokens as CODE=TOKEN, comma-separated or repeated.
+        #[arg(long, env = "SHENGUAN_DEMO_DEPARTMENT_TOKENS", value_delimiter = ',')]
+        department_token: Vec<String>,
+    },
     /// Check and test adapters.
     Adapters {
         #[command(subcommand)]
@@ -160,7 +175,7 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let listen = match &cli.command {
-        Command::Run { listen } => *listen,
+        Command::Run { listen } | Command::Demo { listen, .. } => *listen,
         _ => None,
     };
     let overrides = Overrides {
@@ -205,6 +220,39 @@ fn main() -> ExitCode {
                 println!("{token}");
                 eprintln!("Store this token now: it is shown once; only its hash is kept.");
                 Ok(true)
+            }
+            Command::Demo { target: None, .. } => {
+                shenguan::demo::run_embedded(settings).await.map(|_| true)
+            }
+            Command::Demo {
+                target: Some(target),
+                adapter_token,
+                department_token,
+                ..
+            } => {
+                let adapter = adapter_token
+                    .ok_or_else(|| anyhow::anyhow!("--target needs --adapter-token"))?;
+                let departments = department_token
+                    .iter()
+                    .map(|pair| {
+                        pair.split_once('=')
+                            .map(|(c, t)| (c.to_string(), t.to_string()))
+                            .ok_or_else(|| {
+                                anyhow::anyhow!("--department-token takes CODE=TOKEN, got '{pair}'")
+                            })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                anyhow::ensure!(
+                    !departments.is_empty(),
+                    "--target needs at least one --department-token CODE=TOKEN"
+                );
+                let tokens = shenguan::demo::Tokens {
+                    adapter,
+                    departments,
+                };
+                shenguan::demo::simulate(target.trim_end_matches('/'), &tokens, None)
+                    .await
+                    .map(|_| true)
             }
             Command::Report { month, format } => {
                 print!("{}", app::report(&settings, &month, &format).await?);

@@ -284,6 +284,26 @@ impl Bus for EmbeddedBus {
         }))
     }
 
+    async fn end_offsets(&self, topics: &[String]) -> Result<Positions, BusError> {
+        let topics = topics.to_vec();
+        self.blocking(move |conn| {
+            let mut out = Positions::new();
+            for t in topics {
+                let next: i64 = conn
+                    .query_row(
+                        "SELECT COALESCE((SELECT next_offset FROM bus_topics WHERE topic = ?1),
+                                         (SELECT MAX(offset) + 1 FROM bus_messages WHERE topic = ?1), 0)",
+                        [&t],
+                        |r| r.get(0),
+                    )
+                    .map_err(unavailable)?;
+                out.insert((t, 0), next);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn ready(&self) -> Result<(), BusError> {
         if self.writer.lock().expect("writer lock").is_some() {
             Ok(())

@@ -294,6 +294,31 @@ impl Bus for KafkaBus {
         }))
     }
 
+    async fn end_offsets(&self, topics: &[String]) -> Result<Positions, BusError> {
+        let consumer = self.reader(&format!("{}-lag", self.settings.client_id))?;
+        let topics = topics.to_vec();
+        tokio::task::spawn_blocking(move || -> Result<Positions, BusError> {
+            let timeout = Duration::from_secs(5);
+            let mut out = Positions::new();
+            for topic in topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), timeout)
+                    .map_err(unavailable)?;
+                for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                    for p in t.partitions() {
+                        let (_, high) = consumer
+                            .fetch_watermarks(&topic, p.id(), timeout)
+                            .map_err(unavailable)?;
+                        out.insert((topic.clone(), p.id()), high);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| BusError::Fatal(e.to_string()))?
+    }
+
     async fn ready(&self) -> Result<(), BusError> {
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || {

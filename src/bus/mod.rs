@@ -79,6 +79,8 @@ pub trait Bus: Send + Sync + 'static {
         topics: &[String],
         positions: &Positions,
     ) -> Result<Box<dyn Subscription>, BusError>;
+    /// The end of every partition of `topics`: the offset the next message will get.
+    async fn end_offsets(&self, topics: &[String]) -> Result<Positions, BusError>;
     /// Whether the bus can be reached now.
     async fn ready(&self) -> Result<(), BusError>;
     /// Waits until everything published has been acknowledged (used at shutdown).

@@ -179,6 +179,35 @@ pub async fn publish_outbox(
     }
 }
 
+/// Bus reachability and the ledger consumer's lag behind the end of each topic.
+pub async fn bus_health(ledger: &dyn LedgerStore, bus: &dyn Bus, shared: &Shared) {
+    let up = bus.ready().await.is_ok();
+    METRICS.bus_up.set(i64::from(up));
+    if !up {
+        return;
+    }
+    let (Ok(ends), Ok(positions)) = (
+        bus.end_offsets(&shared.ledger_topics()).await,
+        ledger.positions().await,
+    ) else {
+        return;
+    };
+    let mut lag: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for ((topic, partition), end) in &ends {
+        let position = positions
+            .get(&(topic.clone(), *partition))
+            .copied()
+            .unwrap_or(0);
+        *lag.entry(topic.as_str()).or_default() += (end - position).max(0);
+    }
+    for (topic, n) in lag {
+        METRICS
+            .consumer_lag
+            .with_label_values(&["ledger", topic])
+            .set(n);
+    }
+}
+
 /// The source of "now" for the tracker.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<FixedOffset>;
@@ -213,6 +242,7 @@ pub async fn run(
         if let Err(e) = publish_outbox(ledger.as_ref(), bus.as_ref(), &shared, &owner).await {
             tracing::error!(error = %e, "tracker could not publish alerts");
         }
+        bus_health(ledger.as_ref(), bus.as_ref(), &shared).await;
         METRICS
             .calendar_days_remaining
             .set(shared.calendar.days_remaining(now.date_naive()) as f64);

@@ -46,6 +46,20 @@ pub fn uscc_problem(code: &str) -> Option<String> {
     None
 }
 
+/// The check character completing the first 17 characters of a 统一社会信用代码, or `None` when
+/// they are not 17 characters of the GB 32100 alphabet.
+pub fn uscc_check_char(first17: &str) -> Option<char> {
+    let bytes = first17.as_bytes();
+    if bytes.len() != 17 {
+        return None;
+    }
+    let mut sum = 0u32;
+    for (i, &b) in bytes.iter().enumerate() {
+        sum += USCC_ALPHABET.iter().position(|&c| c == b)? as u32 * USCC_WEIGHTS[i];
+    }
+    Some(char::from(USCC_ALPHABET[((31 - sum % 31) % 31) as usize]))
+}
+
 /// Whether `code` is a valid 统一社会信用代码.
 pub fn is_uscc(code: &str) -> bool {
     uscc_problem(code).is_none()
@@ -115,6 +129,13 @@ mod tests {
             uscc_problem("91110000600037341N").as_deref(),
             Some("统一社会信用代码 check digit is 'N', expected 'L'")
         );
+    }
+
+    #[test]
+    fn the_check_character_completes_a_code() {
+        assert_eq!(uscc_check_char("91110000600037341"), Some('L'));
+        assert_eq!(uscc_check_char("9111000060003734"), None);
+        assert_eq!(uscc_check_char("9111000060003734I"), None);
     }
 
     #[test]

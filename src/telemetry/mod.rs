@@ -26,6 +26,8 @@ pub const UNROUTED: &str = "shenguan_unrouted_records";
 pub const DELIVERY_ATTEMPTS: &str = "shenguan_delivery_attempts_total";
 pub const CALENDAR_DAYS_REMAINING: &str = "shenguan_calendar_days_remaining";
 pub const DEADLINE_UNCOMPUTABLE: &str = "shenguan_deadline_uncomputable_total";
+pub const BUS_UP: &str = "shenguan_bus_up";
+pub const CONSUMER_LAG: &str = "shenguan_consumer_lag_messages";
 pub const BUILD_INFO: &str = "shenguan_build_info";
 
 /// Pipeline latency (received → acknowledged by the bus) is milliseconds, with a tail for a
@@ -52,6 +54,8 @@ pub struct Metrics {
     pub delivery_attempts: IntCounterVec,
     pub calendar_days_remaining: prometheus::Gauge,
     pub deadline_uncomputable: prometheus::IntCounter,
+    pub bus_up: prometheus::IntGauge,
+    pub consumer_lag: IntGaugeVec,
     pub ingested: IntCounterVec,
     pub published: IntCounterVec,
     pub dlq: IntCounterVec,
@@ -173,6 +177,22 @@ impl Metrics {
             "Deadlines that could not be computed because the calendar has no data for the year.",
         )
         .expect("valid metric");
+        let bus_up = prometheus::IntGauge::new(
+            BUS_UP,
+            "1 when the bus answered the last readiness check, else 0.",
+        )
+        .expect("valid metric");
+        let consumer_lag = gauge(
+            CONSUMER_LAG,
+            "Messages on a topic not yet applied by one of the gateway's own consumers.",
+            &["consumer", "topic"],
+        );
+        registry
+            .register(Box::new(bus_up.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(consumer_lag.clone()))
+            .expect("unique metric");
         for h in [&push_latency, &claim_latency] {
             registry
                 .register(Box::new(h.clone()))
@@ -230,6 +250,8 @@ impl Metrics {
             delivery_attempts,
             calendar_days_remaining,
             deadline_uncomputable,
+            bus_up,
+            consumer_lag,
             ingested,
             published,
             dlq,
