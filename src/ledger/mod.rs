@@ -699,6 +699,14 @@ fn apply_claim(loaded: &Loaded, c: &ClaimEvent, ctx: &Context) -> Changes {
             changes
                 .claimed
                 .push((e.department.clone(), e.kind, latency.max(0.0)));
+            // A late claim is a breach; one the tracker already counted as overdue is not counted again.
+            if e.claim_due_at.is_some_and(|due| c.at > due) && e.alert_level < AlertLevel::Overdue {
+                changes.breaches.push((
+                    e.department.clone(),
+                    e.kind,
+                    e.claim_rule.clone().unwrap_or_default(),
+                ));
+            }
             if e.alert_level != AlertLevel::None {
                 changes.alerts.push(Alert {
                     id: alert_id(
