@@ -666,3 +666,71 @@ async fn two_instances_on_one_postgres_raise_and_publish_every_alert_exactly_onc
         .unwrap();
     assert!(a.claim_outbox("a", lease, 1000).await.unwrap().is_empty());
 }
+
+scenario!(
+    a_revocation_request_is_linked_to_its_licence_and_needs_a_disposition_in_time,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        // The licence: 食品经营许可 JY26402000000011 for 91640200MA76C3K57X.
+        let approval = json!({
+            "specversion": "1.0", "id": "ev-ap1", "source": "/test", "type": "cn.shenguan.approval.v1", "subject": "ap1",
+            "time": "2026-03-02T11:00:00+08:00", "datacontenttype": "application/json",
+            "data": {"record_id": "ap1", "kind": "approval", "source": {"adapter": "nx-zwfw-approval"},
+                     "item": {"code": FOOD, "name": "食品经营许可"}, "decided_at": "2026-03-02T10:00:00+08:00",
+                     "counterpart": {"uscc": "91640200MA76C3K57X"},
+                     "license": {"license_no": "JY26402000000011", "document_no": "石审服食经许字〔2026〕第0001号"}}
+        });
+        f.send(RecordKind::Approval, approval).await;
+        // 市场监管局 asks the bureau to revoke it (撤销许可), with evidence, through its own system.
+        let request = json!({
+            "specversion": "1.0", "id": "ev-sv1", "source": "/test", "type": "cn.shenguan.supervision.v1", "subject": "sv1",
+            "time": "2026-03-10T09:00:00+08:00", "datacontenttype": "application/json",
+            "data": {"record_id": "sv1", "kind": "supervision", "action": "撤销许可",
+                     "source": {"adapter": "nx-scjg-supervision"},
+                     "decision_date": "2026-03-09", "decided_at": "2026-03-09T16:00:00+08:00",
+                     "affected_license": {"license_no": "JY26402000000011"},
+                     "request": {"type": "撤销", "reason": "以欺骗手段取得许可", "evidence": [{"name": "现场检查笔录"}]}}
+        });
+        f.send(RecordKind::Supervision, request).await;
+        let (sv, entries, history) = f.ledger.record("sv1").await.unwrap().unwrap();
+        assert_eq!(sv.linked_record_id.as_deref(), Some("ap1"));
+        assert_eq!(sv.source_department.as_deref(), Some("szs-scjg"));
+        assert!(history.iter().any(|h| h.action == "linked"));
+        let (_, _, ap_history) = f.ledger.record("ap1").await.unwrap().unwrap();
+        assert!(ap_history
+            .iter()
+            .any(|h| h.action == "supervision" && h.detail["supervision_record_id"] == "sv1"));
+        // It goes to the bureau, which claims within 1 working day and decides within 20.
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].department, "szs-xzsp");
+        assert_eq!(entries[0].claim_rule.as_deref(), Some("claim_supervision"));
+        assert_eq!(
+            entries[0].claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-11T23:59:59+08:00"
+        );
+        assert_eq!(
+            entries[0].feedback_due_at.unwrap().to_rfc3339(),
+            "2026-04-08T23:59:59+08:00"
+        );
+        f.claim("sv1", "szs-xzsp", "claim", "2026-03-10T15:00:00+08:00")
+            .await;
+        // The disposition comes late: the entry closes and the breach is counted.
+        let feedback = json!({
+            "specversion": "1.0", "id": "ev-fb1", "source": "/test", "type": "cn.shenguan.feedback.v1", "subject": "sv1",
+            "time": "2026-04-10T10:00:00+08:00", "datacontenttype": "application/json",
+            "data": {"record_id": "sv1", "department": "szs-xzsp", "feedback_type": "disposition",
+                     "content": "撤销食品经营许可", "at": "2026-04-10T10:00:00+08:00"}
+        });
+        let changes = f.send(RecordKind::Feedback, feedback).await;
+        assert_eq!(
+            changes.breaches,
+            vec![(
+                "szs-xzsp".to_string(),
+                RecordKind::Supervision,
+                "disposition_feedback".to_string()
+            )]
+        );
+        let e = f.entry("sv1", "szs-xzsp").await;
+        assert_eq!(e.state, EntryState::Closed);
+    }
+);

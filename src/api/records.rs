@@ -55,6 +55,8 @@ fn record_json(r: &RecordRow) -> Value {
         "push_due_at": r.push_due_at.map(rfc3339),
         "push_late": r.push_late,
         "unrouted": r.unrouted,
+        "linked_record_id": r.linked_record_id,
+        "source_department": r.source_department,
         "data": r.data,
     })
 }
@@ -372,6 +374,10 @@ pub async fn record(
     };
     let visible: Vec<&Entry> = match &principal {
         Principal::Admin => entries.iter().collect(),
+        // The department that sent the record (e.g. a 撤销 request) follows what the bureau does with it.
+        Principal::Department(d) if record.source_department.as_deref() == Some(d.as_str()) => {
+            entries.iter().collect()
+        }
         Principal::Department(d) => {
             let mine: Vec<&Entry> = entries.iter().filter(|e| &e.department == d).collect();
             if mine.is_empty() {
@@ -386,8 +392,10 @@ pub async fn record(
         }
     };
     let now = state.clock.now();
+    let source = record.source_department.clone();
     let own = |dep: &Option<String>| match &principal {
         Principal::Admin => true,
+        Principal::Department(d) if source.as_deref() == Some(d.as_str()) => true,
         Principal::Department(d) => dep.as_deref().is_none_or(|x| x == d),
         Principal::Adapter(_) => false,
     };

@@ -113,7 +113,42 @@ pub struct RecordRow {
     pub push_late: bool,
     /// Why the record waits in the unrouted queue, if it does.
     pub unrouted: Option<String>,
+    /// For supervision information: the approval record of the licence it concerns, when known.
+    pub linked_record_id: Option<String>,
+    /// The department whose system sent the record (from the catalog's adapter list), if known.
+    pub source_department: Option<String>,
     pub data: Value,
+}
+
+impl RecordRow {
+    /// The keys an approval record can be found by: (许可编号, 许可决定文书号, 统一社会信用代码).
+    pub fn link_keys(&self) -> (Option<String>, Option<String>, Option<String>) {
+        if self.kind != RecordKind::Approval {
+            return (None, None, None);
+        }
+        let text = |p: &str| {
+            self.data
+                .pointer(p)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        (
+            text("/license/license_no"),
+            text("/license/document_no"),
+            text("/counterpart/uscc"),
+        )
+    }
+}
+
+/// The keys by which supervision information names the licence it affects: (许可编号,
+/// 许可决定文书号, 统一社会信用代码 of the licence holder).
+pub fn affected_keys(data: &Value) -> (Option<String>, Option<String>, Option<String>) {
+    let text = |p: &str| data.pointer(p).and_then(Value::as_str).map(str::to_string);
+    (
+        text("/affected_license/license_no"),
+        text("/affected_license/document_no"),
+        text("/affected_license/uscc").or_else(|| text("/counterpart/uscc")),
+    )
 }
 
 /// One (record, department) entry.
@@ -218,6 +253,8 @@ pub struct Loaded {
     pub entries: Vec<Entry>,
     /// The event was applied before.
     pub seen: bool,
+    /// For a supervision record: the approval record its affected licence was found in.
+    pub linked_approval: Option<String>,
 }
 
 /// What applying an event changes.
@@ -534,6 +571,12 @@ fn apply_record(
         Route::Unrouted(_) => BTreeMap::new(),
     };
     let policy = ctx.policy(&overrides);
+    let source_department = ctx
+        .catalog
+        .departments
+        .iter()
+        .find(|d| d.adapters.iter().any(|a| *a == adapter))
+        .map(|d| d.code.clone());
     let mut record = RecordRow {
         record_id: record_id.to_string(),
         kind,
@@ -545,8 +588,20 @@ fn apply_record(
         push_due_at: None,
         push_late: false,
         unrouted: None,
+        linked_record_id: loaded.linked_approval.clone(),
+        source_department,
         data: data.clone(),
     };
+    if let Some(approval) = &loaded.linked_approval {
+        let detail = json!({"approval_record_id": approval});
+        changes
+            .history
+            .push(history(record_id, None, "linked", time, event_id, detail));
+        let back = json!({"supervision_record_id": record_id, "action": data["action"]});
+        changes
+            .history
+            .push(history(approval, None, "supervision", time, event_id, back));
+    }
     changes.history.push(history(
         record_id,
         None,

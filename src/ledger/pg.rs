@@ -28,7 +28,11 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_records (
     record_id TEXT PRIMARY KEY, kind TEXT NOT NULL, event_id TEXT NOT NULL, published_at TIMESTAMPTZ NOT NULL,
     decided_at TIMESTAMPTZ, adapter TEXT NOT NULL, push_rule TEXT, push_due_at TIMESTAMPTZ, push_late BOOLEAN NOT NULL,
-    unrouted TEXT, data JSONB NOT NULL);
+    unrouted TEXT, data JSONB NOT NULL, linked_record_id TEXT, source_department TEXT,
+    link_license_no TEXT, link_document_no TEXT, link_uscc TEXT);
+CREATE INDEX IF NOT EXISTS records_by_license_no ON ledger_records (link_license_no) WHERE link_license_no IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_document_no ON ledger_records (link_document_no) WHERE link_document_no IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_uscc ON ledger_records (link_uscc) WHERE link_uscc IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_unrouted ON ledger_records (unrouted) WHERE unrouted IS NOT NULL;
 CREATE TABLE IF NOT EXISTS ledger_entries (
     record_id TEXT NOT NULL, department TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
@@ -134,7 +138,7 @@ fn level_of(rank: i32) -> AlertLevel {
 }
 
 const ENTRY_COLUMNS: &str = "record_id, department, kind, state, pushed_at, delivered_at, claimed_at, returned_at, feedback_at, closed_at, policy, claim_rule, claim_due_at, feedback_rule, feedback_due_at, calendar_version, deadline_problem, alert_level, note";
-const RECORD_COLUMNS: &str = "record_id, kind, event_id, published_at, decided_at, adapter, push_rule, push_due_at, push_late, unrouted, data";
+const RECORD_COLUMNS: &str = "record_id, kind, event_id, published_at, decided_at, adapter, push_rule, push_due_at, push_late, unrouted, data, linked_record_id, source_department";
 
 fn entry_from(r: &Row, o: usize) -> Entry {
     let kind: String = r.get(o + 2);
@@ -176,6 +180,8 @@ fn record_from(r: &Row, o: usize) -> RecordRow {
         push_late: r.get(o + 8),
         unrouted: r.get(o + 9),
         data: r.get::<_, Value>(o + 10),
+        linked_record_id: r.get(o + 11),
+        source_department: r.get(o + 12),
     }
 }
 
@@ -221,10 +227,41 @@ impl PgLedger {
     }
 }
 
+type LinkKeys = (Option<String>, Option<String>, Option<String>);
+
+/// The approval record a supervision record's affected licence names: by 许可编号, else by
+/// 许可决定文书号, else by the holder's 统一社会信用代码 when exactly one approval has it.
+async fn find_approval(
+    tx: &deadpool_postgres::Transaction<'_>,
+    keys: &LinkKeys,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    for (column, key) in [("link_license_no", &keys.0), ("link_document_no", &keys.1)] {
+        if let Some(k) = key {
+            let sql = format!("SELECT record_id FROM ledger_records WHERE {column} = $1 ORDER BY published_at DESC LIMIT 1");
+            if let Some(row) = tx.query_opt(&sql, &[k]).await? {
+                return Ok(Some(row.get(0)));
+            }
+        }
+    }
+    if let Some(uscc) = &keys.2 {
+        let rows = tx
+            .query(
+                "SELECT record_id FROM ledger_records WHERE link_uscc = $1 LIMIT 2",
+                &[uscc],
+            )
+            .await?;
+        if rows.len() == 1 {
+            return Ok(Some(rows[0].get(0)));
+        }
+    }
+    Ok(None)
+}
+
 async fn load(
     tx: &deadpool_postgres::Transaction<'_>,
     record_id: &str,
     event_id: &str,
+    affected: Option<&LinkKeys>,
 ) -> Result<Loaded, tokio_postgres::Error> {
     let seen = tx
         .query_opt(
@@ -246,10 +283,15 @@ async fn load(
         .iter()
         .map(|r| entry_from(r, 0))
         .collect();
+    let linked_approval = match affected {
+        Some(keys) if record.is_none() => find_approval(tx, keys).await?,
+        _ => None,
+    };
     Ok(Loaded {
         record,
         entries,
         seen,
+        linked_approval,
     })
 }
 
@@ -278,10 +320,14 @@ async fn write(
     changes: &Changes,
 ) -> Result<(), tokio_postgres::Error> {
     if let Some(r) = &changes.record {
+        let links = r.link_keys();
         tx.execute(
             &format!(
-                "INSERT INTO ledger_records ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (record_id) DO UPDATE SET event_id = excluded.event_id, unrouted = excluded.unrouted, data = excluded.data"
+                "INSERT INTO ledger_records ({RECORD_COLUMNS}, link_license_no, link_document_no, link_uscc)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                 ON CONFLICT (record_id) DO UPDATE SET event_id = excluded.event_id, unrouted = excluded.unrouted,
+                   data = excluded.data, link_license_no = excluded.link_license_no,
+                   link_document_no = excluded.link_document_no, link_uscc = excluded.link_uscc"
             ),
             &[
                 &r.record_id,
@@ -295,6 +341,11 @@ async fn write(
                 &r.push_late,
                 &r.unrouted,
                 &r.data,
+                &r.linked_record_id,
+                &r.source_department,
+                &links.0,
+                &links.1,
+                &links.2,
             ],
         )
         .await?;
@@ -418,7 +469,16 @@ impl LedgerStore for PgLedger {
             }
             let changes = match super::decode(kind, &delivery.payload) {
                 Ok(event) => {
-                    let loaded = load(&tx, event.record_id(), event.event_id()).await?;
+                    let affected = match &event {
+                        super::Event::Record {
+                            kind: RecordKind::Supervision,
+                            data,
+                            ..
+                        } => Some(super::affected_keys(data)),
+                        _ => None,
+                    };
+                    let loaded =
+                        load(&tx, event.record_id(), event.event_id(), affected.as_ref()).await?;
                     let changes = super::apply(&loaded, &event, &shared.context());
                     write(&tx, &changes).await?;
                     changes
@@ -704,7 +764,7 @@ impl LedgerStore for PgLedger {
                 (
                     entry_from(r, 0),
                     record_from(r, 19),
-                    r.get::<_, i32>(30) as u32,
+                    r.get::<_, i32>(32) as u32,
                 )
             })
             .collect())

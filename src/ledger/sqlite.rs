@@ -28,7 +28,11 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_records (
     record_id TEXT PRIMARY KEY, kind TEXT NOT NULL, event_id TEXT NOT NULL, published_at TEXT NOT NULL,
     decided_at TEXT, adapter TEXT NOT NULL, push_rule TEXT, push_due_at TEXT, push_late INTEGER NOT NULL,
-    unrouted TEXT, data TEXT NOT NULL);
+    unrouted TEXT, data TEXT NOT NULL, linked_record_id TEXT, source_department TEXT,
+    link_license_no TEXT, link_document_no TEXT, link_uscc TEXT);
+CREATE INDEX IF NOT EXISTS records_by_license_no ON ledger_records (link_license_no) WHERE link_license_no IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_document_no ON ledger_records (link_document_no) WHERE link_document_no IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_uscc ON ledger_records (link_uscc) WHERE link_uscc IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_unrouted ON ledger_records (unrouted) WHERE unrouted IS NOT NULL;
 CREATE TABLE IF NOT EXISTS ledger_entries (
     record_id TEXT NOT NULL, department TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
@@ -107,23 +111,30 @@ fn entry_from(r: &Row) -> rusqlite::Result<Entry> {
     })
 }
 
-const RECORD_COLUMNS: &str = "record_id, kind, event_id, published_at, decided_at, adapter, push_rule, push_due_at, push_late, unrouted, data";
+const RECORD_COLUMNS: &str = "record_id, kind, event_id, published_at, decided_at, adapter, push_rule, push_due_at, push_late, unrouted, data, linked_record_id, source_department";
 
 fn record_from(r: &Row) -> rusqlite::Result<RecordRow> {
-    let kind: String = r.get(1)?;
-    let data: String = r.get(10)?;
+    record_at(r, 0)
+}
+
+/// A record from the columns starting at `o` (after an entry's in a join).
+fn record_at(r: &Row, o: usize) -> rusqlite::Result<RecordRow> {
+    let kind: String = r.get(o + 1)?;
+    let data: String = r.get(o + 10)?;
     Ok(RecordRow {
-        record_id: r.get(0)?,
+        record_id: r.get(o)?,
         kind: kind.parse().unwrap_or(RecordKind::Approval),
-        event_id: r.get(2)?,
-        published_at: parse_ts(r.get(3)?).unwrap_or_default(),
-        decided_at: parse_ts(r.get(4)?),
-        adapter: r.get(5)?,
-        push_rule: r.get(6)?,
-        push_due_at: parse_ts(r.get(7)?),
-        push_late: r.get::<_, i64>(8)? != 0,
-        unrouted: r.get(9)?,
+        event_id: r.get(o + 2)?,
+        published_at: parse_ts(r.get(o + 3)?).unwrap_or_default(),
+        decided_at: parse_ts(r.get(o + 4)?),
+        adapter: r.get(o + 5)?,
+        push_rule: r.get(o + 6)?,
+        push_due_at: parse_ts(r.get(o + 7)?),
+        push_late: r.get::<_, i64>(o + 8)? != 0,
+        unrouted: r.get(o + 9)?,
         data: serde_json::from_str(&data).unwrap_or(Value::Null),
+        linked_record_id: r.get(o + 11)?,
+        source_department: r.get(o + 12)?,
     })
 }
 
@@ -141,7 +152,40 @@ fn history_from(r: &Row) -> rusqlite::Result<HistoryRow> {
     })
 }
 
-fn load(tx: &Transaction, record_id: &str, event_id: &str) -> rusqlite::Result<Loaded> {
+type LinkKeys = (Option<String>, Option<String>, Option<String>);
+
+/// The approval record a supervision record's affected licence names: by 许可编号, else by
+/// 许可决定文书号, else by the holder's 统一社会信用代码 when exactly one approval has it.
+fn find_approval(tx: &Transaction, keys: &LinkKeys) -> rusqlite::Result<Option<String>> {
+    for (column, key) in [("link_license_no", &keys.0), ("link_document_no", &keys.1)] {
+        if let Some(k) = key {
+            let found = tx
+                .prepare_cached(&format!("SELECT record_id FROM ledger_records WHERE {column} = ?1 ORDER BY published_at DESC LIMIT 1"))?
+                .query_row([k], |r| r.get(0))
+                .optional()?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+    }
+    if let Some(uscc) = &keys.2 {
+        let ids: Vec<String> = tx
+            .prepare_cached("SELECT record_id FROM ledger_records WHERE link_uscc = ?1 LIMIT 2")?
+            .query_map([uscc], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if ids.len() == 1 {
+            return Ok(ids.into_iter().next());
+        }
+    }
+    Ok(None)
+}
+
+fn load(
+    tx: &Transaction,
+    record_id: &str,
+    event_id: &str,
+    affected: Option<&LinkKeys>,
+) -> rusqlite::Result<Loaded> {
     let seen = tx
         .prepare_cached("SELECT 1 FROM ledger_history WHERE event_id = ?1 LIMIT 1")?
         .query_row([event_id], |_| Ok(()))
@@ -159,18 +203,27 @@ fn load(tx: &Transaction, record_id: &str, event_id: &str) -> rusqlite::Result<L
         ))?
         .query_map([record_id], entry_from)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let linked_approval = match affected {
+        Some(keys) if record.is_none() => find_approval(tx, keys)?,
+        _ => None,
+    };
     Ok(Loaded {
         record,
         entries,
         seen,
+        linked_approval,
     })
 }
 
 fn write(tx: &Transaction, changes: &Changes) -> rusqlite::Result<()> {
     if let Some(r) = &changes.record {
+        let links = r.link_keys();
         tx.prepare_cached(&format!(
-            "INSERT INTO ledger_records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (record_id) DO UPDATE SET event_id = excluded.event_id, unrouted = excluded.unrouted, data = excluded.data"
+            "INSERT INTO ledger_records ({RECORD_COLUMNS}, link_license_no, link_document_no, link_uscc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT (record_id) DO UPDATE SET event_id = excluded.event_id, unrouted = excluded.unrouted,
+               data = excluded.data, link_license_no = excluded.link_license_no,
+               link_document_no = excluded.link_document_no, link_uscc = excluded.link_uscc"
         ))?
         .execute(params![
             r.record_id,
@@ -184,6 +237,11 @@ fn write(tx: &Transaction, changes: &Changes) -> rusqlite::Result<()> {
             r.push_late as i64,
             r.unrouted,
             r.data.to_string(),
+            r.linked_record_id,
+            r.source_department,
+            links.0,
+            links.1,
+            links.2,
         ])?;
     }
     for e in &changes.entries {
@@ -324,7 +382,11 @@ impl LedgerStore for SqliteLedger {
             }
             let changes = match super::decode(kind, &delivery.payload) {
                 Ok(event) => {
-                    let loaded = load(&tx, event.record_id(), event.event_id())?;
+                    let affected = match &event {
+                        super::Event::Record { kind: RecordKind::Supervision, data, .. } => Some(super::affected_keys(data)),
+                        _ => None,
+                    };
+                    let loaded = load(&tx, event.record_id(), event.event_id(), affected.as_ref())?;
                     let changes = super::apply(&loaded, &event, &ctx.context());
                     write(&tx, &changes)?;
                     changes
@@ -405,26 +467,7 @@ impl LedgerStore for SqliteLedger {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let map = |r: &Row| -> rusqlite::Result<(Entry, RecordRow)> {
-                let entry = entry_from(r)?;
-                let offset = 19;
-                let kind: String = r.get(offset + 1)?;
-                let data: String = r.get(offset + 10)?;
-                Ok((
-                    entry,
-                    RecordRow {
-                        record_id: r.get(offset)?,
-                        kind: kind.parse().unwrap_or(RecordKind::Approval),
-                        event_id: r.get(offset + 2)?,
-                        published_at: parse_ts(r.get(offset + 3)?).unwrap_or_default(),
-                        decided_at: parse_ts(r.get(offset + 4)?),
-                        adapter: r.get(offset + 5)?,
-                        push_rule: r.get(offset + 6)?,
-                        push_due_at: parse_ts(r.get(offset + 7)?),
-                        push_late: r.get::<_, i64>(offset + 8)? != 0,
-                        unrouted: r.get(offset + 9)?,
-                        data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                    },
-                ))
+                Ok((entry_from(r)?, record_at(r, 19)?))
             };
             let rows = if uses_now {
                 stmt.query_map(params![department, now], map)?
@@ -641,7 +684,7 @@ impl LedgerStore for SqliteLedger {
                     .collect::<rusqlite::Result<_>>()?;
                 for (id, attempts) in ids {
                     let tx = conn.transaction()?;
-                    let loaded = load(&tx, &id, "")?;
+                    let loaded = load(&tx, &id, "", None)?;
                     tx.commit()?;
                     if let (Some(record), Some(entry)) = (
                         loaded.record,

@@ -43,6 +43,11 @@ pub struct Department {
     /// Signed webhook delivery, if the department's system receives pushes.
     #[serde(default)]
     pub webhook: Option<Webhook>,
+    /// Adapters through which this department's own system sends records (e.g. the 市场监管
+    /// system's supervision adapter): records from them are the department's, and the bureau's
+    /// feedback on them is visible to it.
+    #[serde(default)]
+    pub adapters: Vec<String>,
 }
 
 /// Where and how to push records to a department system.
