@@ -128,6 +128,12 @@ impl Gateway {
         let mut args = vec!["token", "issue", "--role", role, "--subject", subject];
         let dir = self.data_dir.display().to_string();
         args.extend(["--data-dir", dir.as_str()]);
+        // The same ledger and configuration as the gateway.
+        for flag in ["--ledger", "--config"] {
+            if let Some(i) = self.args.iter().position(|a| a == flag) {
+                args.extend([flag, self.args[i + 1].as_str()]);
+            }
+        }
         let out = shenguan(&args);
         assert!(
             out.status.success(),
