@@ -569,3 +569,49 @@ async fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
     .await;
     String::from_utf8_lossy(&buf).to_string()
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_finishes_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(dir.path(), &[]).await;
+    let token = gw.token("adapter", "nx-zwfw-approval");
+    // 2,000 records in one request, with SIGTERM sent while it is being handled.
+    let template: Value = serde_json::from_slice(&fixture("01-company.json")).unwrap();
+    let batch: Vec<Value> = (0..2000)
+        .map(|i| {
+            let mut r = template.clone();
+            r["PROJID"] = json!(format!("64020020260105{i:04}"));
+            r
+        })
+        .collect();
+    let body = serde_json::to_vec(&batch).unwrap();
+    let request = gw
+        .client
+        .post(gw.url("/v1/ingest/nx-zwfw-approval"))
+        .bearer_auth(&token)
+        .header("content-type", JSON)
+        .body(body)
+        .send();
+    let pid = gw.child.as_ref().unwrap().id();
+    let kill = async {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+    };
+    let (response, _) = tokio::join!(request, kill);
+    let response = response.expect("the request in flight is answered");
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["accepted"].as_array().unwrap().len(), 2000);
+    gw.stop();
+    assert!(gw.logs().contains("shutdown complete"), "{}", gw.logs());
+    assert_eq!(
+        embedded_topic(dir.path(), "shenguan.approval.v1")
+            .await
+            .len(),
+        2000
+    );
+}
