@@ -499,19 +499,15 @@ pub async fn dlq_replay(
     let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
     let mut marks = Vec::new();
     for e in selected {
+        if e.stage == "deliver" {
+            println!("{}: a webhook delivery failure; deliveries are not replayed through an adapter (route the record again)", e.id);
+            continue;
+        }
         let Some(a) = adapters.get(&e.adapter) else {
             println!("{}: adapter '{}' is not loaded; skipped", e.id, e.adapter);
             continue;
         };
-        let outcome = match ingestor
-            .ingest(
-                a,
-                e.original.clone(),
-                Some(e.charset.clone()),
-                Some(e.id.clone()),
-            )
-            .await
-        {
+        let outcome = match ingestor.ingest(a, e.payload(), Some(e.id.clone())).await {
             Ok(r) if !r.rejected.is_empty() => {
                 rejected += 1;
                 format!(

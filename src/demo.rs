@@ -155,8 +155,17 @@ async fn seed_history(settings: &Settings) -> anyhow::Result<usize> {
                 pushed - chrono::Duration::minutes(30)
             };
             let body = serde_json::to_vec(&legacy_record(n, decided, &mut rng, false))?;
-            let outcomes = pipeline::process(&adapter, &schemas, &body, None, pushed, 10)
-                .map_err(|b| anyhow::anyhow!(b.title))?;
+            let outcomes = pipeline::process(
+                &adapter,
+                &schemas,
+                &body,
+                None,
+                None,
+                pipeline::Unit::Body,
+                pushed,
+                10,
+            )
+            .map_err(|b| anyhow::anyhow!(b.title))?;
             for o in outcomes {
                 let Outcome::Accepted(c) = o else { continue };
                 let data: Value = serde_json::from_slice::<Value>(&c.event)?["data"].clone();

@@ -47,6 +47,25 @@ pub struct Entry {
     pub original: Vec<u8>,
     #[serde(skip)]
     pub charset: String,
+    pub content_type: String,
+    /// `body` or `record`.
+    pub unit: String,
+}
+
+impl Entry {
+    /// The stored bytes as an ingest payload, in their own format and charset.
+    pub fn payload(&self) -> crate::ingest::Payload {
+        crate::ingest::Payload {
+            body: self.original.clone(),
+            format: crate::adapter::format::Format::from_media_type(&self.content_type),
+            charset: (self.charset != "binary").then(|| self.charset.clone()),
+            unit: if self.unit == "record" {
+                crate::pipeline::Unit::Record
+            } else {
+                crate::pipeline::Unit::Body
+            },
+        }
+    }
 }
 
 impl Entry {
@@ -79,6 +98,12 @@ impl Entry {
                 .unwrap_or("utf-8")
                 .to_string(),
             original,
+            content_type: text(data.get("content_type")),
+            unit: data
+                .get("unit")
+                .and_then(Value::as_str)
+                .unwrap_or("body")
+                .to_string(),
         })
     }
 }

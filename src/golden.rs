@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::adapter::format::Format;
 use crate::adapter::Adapter;
-use crate::pipeline::{self, Outcome};
+use crate::pipeline::{self, Outcome, Unit};
 use crate::schema::Schemas;
 
 /// The receive time used for every fixture, so expected files are stable.
@@ -55,7 +56,10 @@ fn expected_path(input: &Path) -> PathBuf {
 fn charset_of(input: &Path) -> Option<String> {
     let name = input.file_name()?.to_str()?;
     let parts: Vec<&str> = name.split('.').collect();
-    (parts.len() >= 3).then(|| parts[parts.len() - 2].to_string())
+    // `<case>.<charset>.<ext>`: the charset label sits before the extension.
+    (parts.len() >= 3)
+        .then(|| parts[parts.len() - 2].to_string())
+        .filter(|c| encoding_rs::Encoding::for_label(c.as_bytes()).is_some())
 }
 
 /// Runs one input through the pipeline and renders what a user would see.
@@ -63,11 +67,17 @@ pub fn run_case(adapter: &Adapter, schemas: &Schemas, input: &Path) -> Result<Va
     let body = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
     let received_at = chrono::DateTime::parse_from_rfc3339(FIXED_RECEIVED_AT).expect("fixed time");
     let charset = charset_of(input);
+    let format = input
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(Format::from_extension);
     let result = pipeline::process(
         adapter,
         schemas,
         &body,
+        format,
         charset.as_deref(),
+        Unit::Body,
         received_at,
         usize::MAX,
     );

@@ -11,15 +11,40 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::adapter::convert::now_shanghai;
+use crate::adapter::format::Format;
 use crate::adapter::Adapter;
 use crate::bus::{Bus, BusError, Message, Topics};
-use crate::pipeline::{self, BodyRejection, Outcome, RecordError, Rejection};
+use crate::pipeline::{self, BodyRejection, Outcome, RecordError, Rejection, Unit};
 use crate::schema::{RecordKind, Schemas};
 use crate::state::{Seen, StateError, StateStore};
 use crate::telemetry::events;
 
 /// Lock stripes that keep two concurrent requests from publishing the same business key twice.
 const STRIPES: usize = 64;
+
+/// A request body as received.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub body: Vec<u8>,
+    /// The format named by the request's `Content-Type`; default the adapter's.
+    pub format: Option<Format>,
+    /// The charset named by the request; default the adapter's.
+    pub charset: Option<String>,
+    /// A whole body, or one record as kept by the DLQ.
+    pub unit: Unit,
+}
+
+impl Payload {
+    /// A request body in the adapter's own format and charset.
+    pub fn body(body: Vec<u8>) -> Payload {
+        Payload {
+            body,
+            format: None,
+            charset: None,
+            unit: Unit::Body,
+        }
+    }
+}
 
 /// The answer to an ingest request.
 #[derive(Debug, Default, Serialize)]
@@ -93,10 +118,15 @@ impl Ingestor {
     pub async fn ingest(
         &self,
         adapter: Arc<Adapter>,
-        body: Vec<u8>,
-        charset: Option<String>,
+        payload: Payload,
         replay_of: Option<String>,
     ) -> Result<IngestReport, IngestError> {
+        let Payload {
+            body,
+            format,
+            charset,
+            unit,
+        } = payload;
         let started = Instant::now();
         let received_at = now_shanghai();
         let schemas = self.schemas.clone();
@@ -104,8 +134,16 @@ impl Ingestor {
         let a = adapter.clone();
         // Parsing, mapping and validating a large batch is CPU work: keep it off the I/O threads.
         let processed = tokio::task::spawn_blocking(move || {
-            let result =
-                pipeline::process(&a, &schemas, &body, charset.as_deref(), received_at, max);
+            let result = pipeline::process(
+                &a,
+                &schemas,
+                &body,
+                format,
+                charset.as_deref(),
+                unit,
+                received_at,
+                max,
+            );
             (result, body)
         })
         .await
@@ -258,7 +296,8 @@ impl Ingestor {
             "errors": r.errors,
             "record_index": r.index,
             "original_base64": base64::engine::general_purpose::STANDARD.encode(&r.original),
-            "content_type": "application/json",
+            "content_type": r.content_type,
+            "unit": r.unit,
             "charset": r.charset,
             "preview": crate::dlq::preview(&r.original, &r.charset),
             "received_at": received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::adapter::format::{self, Format};
 use crate::adapter::Adapter;
 use crate::schema::{RecordKind, Schemas};
 
@@ -75,7 +76,19 @@ pub struct Rejection {
     /// The original bytes: the whole body for decode/parse failures, else the record's own text.
     pub original: Vec<u8>,
     pub charset: String,
+    /// The media type of `original` (a CSV row for spreadsheet rows, JSON for XML elements).
+    pub content_type: &'static str,
+    /// Whether `original` is one record (replayed as such) or a whole request body.
+    pub unit: Unit,
     pub business_key: Option<String>,
+}
+
+/// What a payload holds: a whole request body, or one record as the DLQ keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Body,
+    Record,
 }
 
 /// What happened to one record of a request.
@@ -108,26 +121,98 @@ pub fn event_id(record_id: &str, content_hash: &str) -> String {
     .to_string()
 }
 
-/// Runs a request body through decoding, parsing, mapping and validation.
+/// Runs a request body through decoding, parsing, mapping and validation. `format` is the
+/// request's (from its `Content-Type`), default the adapter's; `unit` says whether the bytes are
+/// a whole body or one record as the DLQ stored it (replay).
+#[allow(clippy::too_many_arguments)]
 pub fn process(
     adapter: &Adapter,
     schemas: &Schemas,
     body: &[u8],
+    format: Option<Format>,
     request_charset: Option<&str>,
+    unit: Unit,
     received_at: DateTime<FixedOffset>,
     max_records: usize,
 ) -> Result<Vec<Outcome>, Box<BodyRejection>> {
-    let (text, charset) = decode(adapter, body, request_charset)?;
-    let records = split(adapter, &text, body, &charset, max_records)?;
+    let format = format.unwrap_or(adapter.format);
+    let acceptable = format == adapter.format
+        || (adapter.format == Format::Xlsx && format == Format::Csv)
+        || (unit == Unit::Record && format == Format::Json && adapter.format == Format::Xml);
+    if !acceptable {
+        return Err(body_rejection(
+            415,
+            "Unsupported media type for this adapter",
+            Stage::Decode,
+            "unsupported_format",
+            format!(
+                "adapter {} reads {:?}, not {:?}",
+                adapter.name, adapter.format, format
+            )
+            .to_lowercase(),
+            body,
+            "utf-8",
+            format.media_type(),
+        ));
+    }
+    let records = if format == Format::Xlsx {
+        if body.len() > 0 && !body.starts_with(b"PK") {
+            return Err(body_rejection(
+                400,
+                "Not an .xlsx workbook",
+                Stage::Parse,
+                "malformed_xlsx",
+                "the body is not an .xlsx (zip) file".into(),
+                body,
+                "binary",
+                format.media_type(),
+            ));
+        }
+        let rows = format::xlsx_records(body, &adapter.xlsx).map_err(|e| {
+            body_rejection(
+                400,
+                "Not a readable .xlsx workbook",
+                Stage::Parse,
+                "malformed_xlsx",
+                e,
+                body,
+                "binary",
+                format.media_type(),
+            )
+        })?;
+        rows.into_iter()
+            .map(|(raw, v)| (raw, v, "text/csv"))
+            .collect()
+    } else {
+        let (text, charset) = decode(adapter, body, format, request_charset)?;
+        split(adapter, &text, body, format, unit, &charset)?
+    };
+    if records.len() > max_records {
+        return Err(too_many(
+            records.len(),
+            max_records,
+            body,
+            format.media_type(),
+        ));
+    }
     Ok(records
         .into_iter()
         .enumerate()
-        .map(|(index, (raw, value))| {
-            process_record(adapter, schemas, index, raw, &value, received_at)
+        .map(|(index, (raw, value, content_type))| {
+            process_record(
+                adapter,
+                schemas,
+                index,
+                raw,
+                value,
+                content_type,
+                received_at,
+            )
         })
         .collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn body_rejection(
     status: u16,
     title: &'static str,
@@ -136,6 +221,7 @@ fn body_rejection(
     detail: String,
     body: &[u8],
     charset: &str,
+    content_type: &'static str,
 ) -> Box<BodyRejection> {
     Box::new(BodyRejection {
         status,
@@ -151,6 +237,8 @@ fn body_rejection(
             }],
             original: body.to_vec(),
             charset: charset.to_string(),
+            content_type,
+            unit: Unit::Body,
             business_key: None,
         },
     })
@@ -159,9 +247,17 @@ fn body_rejection(
 fn decode(
     adapter: &Adapter,
     body: &[u8],
+    format: Format,
     request_charset: Option<&str>,
 ) -> Result<(String, String), Box<BodyRejection>> {
-    let encoding = match request_charset {
+    let media = format.media_type();
+    let declared = if format == Format::Xml {
+        format::xml_declared_encoding(body)
+    } else {
+        None
+    };
+    let label = request_charset.map(str::to_string).or(declared);
+    let encoding = match &label {
         Some(label) => encoding_rs::Encoding::for_label(label.trim().trim_matches('"').as_bytes())
             .ok_or_else(|| {
                 body_rejection(
@@ -172,6 +268,7 @@ fn decode(
                     format!("unknown charset '{label}'"),
                     body,
                     label,
+                    media,
                 )
             })?,
         None => adapter.charset,
@@ -186,9 +283,13 @@ fn decode(
                 "Body is not valid UTF-8",
                 Stage::Decode,
                 "invalid_encoding",
-                format!("body is not valid UTF-8 at byte {}; declare the charset (e.g. charset=gb18030) if it is not UTF-8", e.valid_up_to()),
+                format!(
+                    "body is not valid UTF-8 at byte {}; declare the charset (e.g. charset=gb18030) if it is not UTF-8",
+                    e.valid_up_to()
+                ),
                 body,
                 &name,
+                media,
             )),
         };
     }
@@ -202,62 +303,107 @@ fn decode(
             format!("body is not valid {}", encoding.name()),
             body,
             &name,
+            media,
         )),
     }
 }
 
-type RawRecord = (Vec<u8>, Value);
+/// A record's own bytes, its value (or why it could not be read) and the media type of the bytes.
+type RawRecord = (Vec<u8>, Result<Value, String>, &'static str);
 
 fn split(
     adapter: &Adapter,
     text: &str,
     body: &[u8],
+    format: Format,
+    unit: Unit,
     charset: &str,
-    max_records: usize,
 ) -> Result<Vec<RawRecord>, Box<BodyRejection>> {
-    let malformed = |e: serde_json::Error| {
-        body_rejection(
-            400,
-            "Malformed JSON",
-            Stage::Parse,
-            "malformed_json",
-            format!("body is not valid JSON: {e}"),
-            body,
-            charset,
-        )
+    let media = format.media_type();
+    let unreadable = |reason: &'static str, title: &'static str, e: String| {
+        body_rejection(400, title, Stage::Parse, reason, e, body, charset, media)
     };
-    let trimmed = text.trim_start();
-    let records: Vec<RawRecord> = if !adapter.has_records_path() && trimmed.starts_with('[') {
-        // Keep each element's own text: that is what the DLQ stores for a rejected record.
-        let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(malformed)?;
-        if raws.len() > max_records {
-            return Err(too_many(raws.len(), max_records, body, charset));
-        }
-        let mut out = Vec::with_capacity(raws.len());
-        for raw in raws {
-            let value: Value = serde_json::from_str(raw.get()).map_err(malformed)?;
-            out.push((raw.get().as_bytes().to_vec(), value));
-        }
-        out
-    } else {
-        let payload: Value = serde_json::from_str(text).map_err(malformed)?;
-        if adapter.has_records_path() {
-            let selected = adapter.select_records(&payload);
-            if selected.len() > max_records {
-                return Err(too_many(selected.len(), max_records, body, charset));
-            }
-            selected
+    match format {
+        Format::Csv => {
+            let rows = format::csv_records(text, &adapter.csv)
+                .map_err(|e| unreadable("malformed_csv", "Malformed CSV", e))?;
+            Ok(rows
                 .into_iter()
-                .map(|v| (serde_json::to_vec(v).unwrap_or_default(), v.clone()))
-                .collect()
-        } else {
-            vec![(text.as_bytes().to_vec(), payload)]
+                .map(|(raw, v)| (raw, v, "text/csv"))
+                .collect())
         }
-    };
-    Ok(records)
+        Format::Xml => {
+            let doc = format::xml_to_json(text, &adapter.xml)
+                .map_err(|e| unreadable("malformed_xml", "Malformed XML", e))?;
+            let selected = if adapter.has_records_path() {
+                adapter.select_records(&doc)
+            } else {
+                vec![&doc]
+            };
+            // An XML element is kept as its JSON form, which replays as one record.
+            Ok(selected
+                .into_iter()
+                .map(|v| {
+                    (
+                        serde_json::to_vec(v).unwrap_or_default(),
+                        Ok(v.clone()),
+                        "application/json",
+                    )
+                })
+                .collect())
+        }
+        Format::Json | Format::Xlsx => {
+            let malformed = |e: serde_json::Error| {
+                unreadable(
+                    "malformed_json",
+                    "Malformed JSON",
+                    format!("body is not valid JSON: {e}"),
+                )
+            };
+            if unit == Unit::Record {
+                let value: Value = serde_json::from_str(text).map_err(malformed)?;
+                return Ok(vec![(
+                    text.as_bytes().to_vec(),
+                    Ok(value),
+                    "application/json",
+                )]);
+            }
+            let trimmed = text.trim_start();
+            if !adapter.has_records_path() && trimmed.starts_with('[') {
+                // Keep each element's own text: that is what the DLQ stores for a rejected record.
+                let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(malformed)?;
+                let mut out = Vec::with_capacity(raws.len());
+                for raw in raws {
+                    let value: Value = serde_json::from_str(raw.get()).map_err(malformed)?;
+                    out.push((raw.get().as_bytes().to_vec(), Ok(value), "application/json"));
+                }
+                return Ok(out);
+            }
+            let payload: Value = serde_json::from_str(text).map_err(malformed)?;
+            if adapter.has_records_path() {
+                Ok(adapter
+                    .select_records(&payload)
+                    .into_iter()
+                    .map(|v| {
+                        (
+                            serde_json::to_vec(v).unwrap_or_default(),
+                            Ok(v.clone()),
+                            "application/json",
+                        )
+                    })
+                    .collect())
+            } else {
+                Ok(vec![(
+                    text.as_bytes().to_vec(),
+                    Ok(payload),
+                    "application/json",
+                )])
+            }
+        }
+    }
 }
 
-fn too_many(n: usize, max: usize, body: &[u8], charset: &str) -> Box<BodyRejection> {
+fn too_many(n: usize, max: usize, body: &[u8], content_type: &'static str) -> Box<BodyRejection> {
     body_rejection(
         413,
         "Too many records",
@@ -265,7 +411,8 @@ fn too_many(n: usize, max: usize, body: &[u8], charset: &str) -> Box<BodyRejecti
         "too_many_records",
         format!("the request holds {n} records; at most {max} are accepted per request"),
         body,
-        charset,
+        "utf-8",
+        content_type,
     )
 }
 
@@ -274,7 +421,8 @@ fn process_record(
     schemas: &Schemas,
     index: usize,
     raw: Vec<u8>,
-    value: &Value,
+    value: Result<Value, String>,
+    content_type: &'static str,
     received_at: DateTime<FixedOffset>,
 ) -> Outcome {
     let reject = |stage, reason, errors: Vec<RecordError>, key: Option<String>, raw: Vec<u8>| {
@@ -285,9 +433,23 @@ fn process_record(
             errors,
             original: raw,
             charset: "utf-8".into(),
+            content_type,
+            unit: Unit::Record,
             business_key: key,
         })
     };
+    let value = match value {
+        Ok(v) => v,
+        Err(e) => {
+            let errors = vec![RecordError {
+                index: Some(index),
+                path: "$".into(),
+                reason: crate::mask::mask(&e),
+            }];
+            return reject(Stage::Parse, "malformed_row", errors, None, raw);
+        }
+    };
+    let value = &value;
     let mapped = match adapter.map(value) {
         Ok(m) => m,
         Err(errors) => {

@@ -3,6 +3,7 @@
 //! from a parsed source record to a canonical record or the full list of what is wrong with it.
 
 pub mod convert;
+pub mod format;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +17,8 @@ use serde_json_path::JsonPath;
 use crate::mask::mask;
 use crate::schema::{RecordKind, Schemas};
 use convert::{scalar_text, Convert, Unit};
-use spec::{AdapterSpec, ConditionSpec, FieldSpec, Format, TableSpec};
+use format::{CsvOptions, Format, XlsxOptions, XmlOptions};
+use spec::{AdapterSpec, ConditionSpec, FieldSpec, TableSpec};
 
 /// Fields the gateway fills itself; an adapter may not map them.
 const RESERVED: [&str; 3] = ["record_id", "kind", "source"];
@@ -111,6 +113,9 @@ pub struct Adapter {
     pub system: String,
     pub kind: RecordKind,
     pub format: Format,
+    pub csv: CsvOptions,
+    pub xml: XmlOptions,
+    pub xlsx: XlsxOptions,
     /// Declared default charset.
     pub charset: &'static encoding_rs::Encoding,
     pub file: PathBuf,
@@ -603,6 +608,36 @@ impl Linter<'_> {
                 })
             }
         };
+        for (key, given, fmt) in [
+            ("csv", spec.csv.is_some(), Format::Csv),
+            ("xml", spec.xml.is_some(), Format::Xml),
+            ("xlsx", spec.xlsx.is_some(), Format::Xlsx),
+        ] {
+            if given && spec.format != fmt {
+                let line = self.line_of(key, "");
+                self.error(
+                    line,
+                    Some(key),
+                    format!("`{key}` options need `format: {key}`"),
+                );
+            }
+        }
+        if spec.records.is_some() && matches!(spec.format, Format::Csv | Format::Xlsx) {
+            let line = self.line_of("records", "");
+            self.error(
+                line,
+                Some("records"),
+                "every row is a record in CSV and Excel; `records` applies to JSON and XML",
+            );
+        }
+        if spec.csv.as_ref().is_some_and(|c| !c.delimiter.is_ascii()) {
+            let line = self.line_of("csv", "");
+            self.error(
+                line,
+                Some("csv"),
+                "the CSV delimiter must be an ASCII character",
+            );
+        }
         let records = spec.records.as_deref().and_then(|r| {
             let line = self.line_of("records", "");
             self.path(r, line, Some("records"))
@@ -650,6 +685,9 @@ impl Linter<'_> {
             system: spec.system,
             kind: spec.kind,
             format: spec.format,
+            csv: spec.csv.unwrap_or_default(),
+            xml: spec.xml.unwrap_or_default(),
+            xlsx: spec.xlsx.unwrap_or_default(),
             charset,
             file: file.to_path_buf(),
             records,

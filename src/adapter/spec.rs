@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::convert::{Convert, Unit};
+use super::format::{CsvOptions, Format, XlsxOptions, XmlOptions};
 use crate::schema::RecordKind;
 
 /// One adapter: how records of one legacy format become canonical records of one kind.
@@ -23,9 +24,18 @@ pub struct AdapterSpec {
     /// Free text for people: what the source is, what a site changes.
     #[serde(default)]
     pub description: Option<String>,
-    /// The payload format. Default `json`.
+    /// The payload format: `json` (default), `xml`, `csv` or `xlsx`.
     #[serde(default)]
     pub format: Format,
+    /// CSV options (`delimiter`).
+    #[serde(default)]
+    pub csv: Option<CsvOptions>,
+    /// XML options (`lists`: element names that are always lists).
+    #[serde(default)]
+    pub xml: Option<XmlOptions>,
+    /// Excel options (`sheet`, `header_row`).
+    #[serde(default)]
+    pub xlsx: Option<XlsxOptions>,
     /// Character set when the request does not declare one: `utf-8` (default), `gb18030`, `gbk`.
     #[serde(default)]
     pub charset: Option<String>,
@@ -40,14 +50,6 @@ pub struct AdapterSpec {
     pub tables: BTreeMap<String, TableSpec>,
     /// The field mappings, applied in order.
     pub fields: Vec<FieldSpec>,
-}
-
-/// Payload formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Json,
 }
 
 /// A code table: a legacy system's codes → canonical values.

@@ -15,9 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::adapter::format::Format;
 use crate::adapter::AdapterSet;
 use crate::auth::{Authenticator, Principal};
-use crate::ingest::{IngestError, Ingestor};
+use crate::ingest::{IngestError, Ingestor, Payload};
+use crate::pipeline::Unit;
 use crate::telemetry::METRICS;
 use problem::Problem;
 
@@ -75,14 +77,19 @@ pub(crate) async fn authenticate(
         .ok_or_else(|| Problem::unauthorized("the bearer token is not known or was revoked"))
 }
 
-/// The media type and charset of a request, or the 415 problem.
-fn json_charset(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+/// The format and charset of a request body, or the 415 problem: the media type must name a
+/// format the adapter reads (JSON, XML, CSV or .xlsx).
+fn body_format(
+    headers: &HeaderMap,
+    adapter: &crate::adapter::Adapter,
+) -> Result<(Format, Option<String>), Problem> {
+    let expected = adapter.format.media_type();
     let unsupported = |got: &str| {
         Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
             "Unsupported media type",
-            format!("Content-Type '{got}' is not accepted; send application/json (charset=utf-8 or gb18030)"),
+            format!("Content-Type '{got}' is not accepted by adapter {}; send {expected} (with charset=utf-8 or gb18030 for text)", adapter.name),
         )
     };
     let Some(value) = headers
@@ -92,19 +99,20 @@ fn json_charset(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         return Err(unsupported("(none)"));
     };
     let mut parts = value.split(';');
-    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    if !(media == "application/json"
-        || media == "text/json"
-        || (media.starts_with("application/") && media.ends_with("+json")))
-    {
+    let format =
+        Format::from_media_type(parts.next().unwrap_or("")).ok_or_else(|| unsupported(value))?;
+    let fits =
+        format == adapter.format || (adapter.format == Format::Xlsx && format == Format::Csv);
+    if !fits {
         return Err(unsupported(value));
     }
-    Ok(parts.find_map(|p| {
+    let charset = parts.find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
             .eq_ignore_ascii_case("charset")
             .then(|| v.trim().trim_matches('"').to_string())
-    }))
+    });
+    Ok((format, charset))
 }
 
 async fn ingest(
@@ -148,7 +156,7 @@ async fn ingest_inner(
                 format!("no adapter named '{adapter_name}' is loaded"),
             )
         })?;
-    let charset = json_charset(headers)?;
+    let (format, charset) = body_format(headers, &adapter)?;
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -174,7 +182,16 @@ async fn ingest_inner(
         .map_err(|_| too_large())?;
     match state
         .ingestor
-        .ingest(adapter, bytes.to_vec(), charset, None)
+        .ingest(
+            adapter,
+            Payload {
+                body: bytes.to_vec(),
+                format: Some(format),
+                charset,
+                unit: Unit::Body,
+            },
+            None,
+        )
         .await
     {
         Ok(report) => Ok((StatusCode::ACCEPTED, Json(report)).into_response()),
@@ -182,7 +199,10 @@ async fn ingest_inner(
             let status = StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::BAD_REQUEST);
             let slug = match rejection.rejection.reason {
                 "too_many_records" => "too-many-records",
-                "malformed_json" => "malformed-body",
+                "malformed_json" | "malformed_xml" | "malformed_csv" | "malformed_xlsx" => {
+                    "malformed-body"
+                }
+                "unsupported_format" => "unsupported-media-type",
                 _ => "undecodable-body",
             };
             let detail = rejection

@@ -253,6 +253,8 @@ impl Deliverer {
                     }],
                     original: body,
                     charset: "utf-8".into(),
+                    content_type: "application/cloudevents+json",
+                    unit: crate::pipeline::Unit::Body,
                     business_key: record
                         .data
                         .pointer("/source/business_key")
