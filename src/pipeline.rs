@@ -453,10 +453,13 @@ fn process_record(
     let mapped = match adapter.map(value) {
         Ok(m) => m,
         Err(errors) => {
-            let reason = if value.is_object() {
-                "mapping_failed"
-            } else {
+            let reason = if !value.is_object() {
                 "not_a_record"
+            } else if errors.len() == 1 && errors[0].field == "record" {
+                // A `reject_when` rule of the adapter.
+                "refused_by_adapter"
+            } else {
+                "mapping_failed"
             };
             let errors = errors
                 .into_iter()

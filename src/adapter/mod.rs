@@ -122,6 +122,7 @@ pub struct Adapter {
     records: Option<JsonPath>,
     key: Vec<(String, JsonPath)>,
     fields: Vec<Field>,
+    reject_when: Vec<(Subject, Test, String)>,
 }
 
 impl fmt::Debug for Adapter {
@@ -160,6 +161,13 @@ impl Adapter {
                     json_type(record)
                 ),
             }]);
+        }
+        for (subject, test, reason) in &self.reject_when {
+            if let Subject::Source(path) = subject {
+                if test.holds(single(path, record).and_then(scalar_text).as_deref()) {
+                    return Err(vec![FieldError { path: "$".into(), field: "record".into(), reason: reason.clone() }]);
+                }
+            }
         }
         let mut errors = Vec::new();
         let mut key_parts = Vec::with_capacity(self.key.len());
@@ -680,6 +688,17 @@ impl Linter<'_> {
             mapped.push(f.to.clone());
         }
         self.check_required(spec.kind, schemas, &mapped);
+        let mut reject_when = Vec::new();
+        for r in &spec.reject_when {
+            let line = self.line_of("reason", &r.reason).or_else(|| self.line_of("reject_when", ""));
+            if r.when.field.is_some() {
+                self.error(line, Some("reject_when"), "`reject_when` conditions test source values (`source:`)");
+                continue;
+            }
+            if let Some((subject, test)) = self.condition(&r.when, line, Some("reject_when"), &[]) {
+                reject_when.push((subject, test, r.reason.clone()));
+            }
+        }
         Some(Adapter {
             name: spec.adapter,
             system: spec.system,
@@ -693,6 +712,7 @@ impl Linter<'_> {
             records,
             key,
             fields,
+            reject_when,
         })
     }
 

@@ -50,6 +50,18 @@ pub struct AdapterSpec {
     pub tables: BTreeMap<String, TableSpec>,
     /// The field mappings, applied in order.
     pub fields: Vec<FieldSpec>,
+    /// Records the adapter refuses on purpose, each with the reason the DLQ shows (e.g. a
+    /// deletion in a change feed, which the platform does not forward).
+    #[serde(default)]
+    pub reject_when: Vec<RejectSpec>,
+}
+
+/// A record to refuse: a condition and the reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectSpec {
+    pub when: ConditionSpec,
+    pub reason: String,
 }
 
 /// A code table: a legacy system's codes → canonical values.
