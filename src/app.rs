@@ -176,6 +176,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if defs.calendar.days_remaining(today) < 60 {
         tracing::warn!(last_covered = %defs.calendar.last_covered_date(), "the working-day calendar runs out soon: add next year's State Council arrangement to the calendar directory");
     }
+    let source_errors = crate::source::check(&settings.sources, &defs.adapters);
+    anyhow::ensure!(
+        source_errors.is_empty(),
+        "{} source error(s):\n  {}",
+        source_errors.len(),
+        source_errors.join("\n  ")
+    );
     let (state, bus, topics) = open_io(&settings).await?;
     let ledger = crate::ledger::store::open(&settings.ledger_url()).await?;
     let shared = Arc::new(Shared {
@@ -223,6 +230,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )?;
     let delivery_task = tokio::spawn(deliverer.run(stopped.clone()));
 
+    let adapters = Arc::new(std::sync::RwLock::new(Arc::new(defs.adapters)));
+    let reload_task = tokio::spawn(watch_adapters(
+        settings.clone(),
+        defs.schemas.clone(),
+        adapters.clone(),
+        stopped.clone(),
+    ));
+    let source_ctx = crate::source::SourceContext {
+        ingestor: ingestor.clone(),
+        adapters: adapters.clone(),
+    };
+    let kafka_servers = settings
+        .bus
+        .url
+        .strip_prefix("kafka://")
+        .map(|s| s.trim_end_matches('/').to_string());
+    let source_tasks = crate::source::spawn_all(
+        &settings.sources,
+        source_ctx,
+        kafka_servers,
+        settings.bus.kafka.clone(),
+        stopped.clone(),
+    );
     let app_state = Arc::new(AppState {
         ingestor,
         ledger,
@@ -230,7 +260,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         applied,
         apply_wait: Duration::from_millis(settings.delivery.apply_wait_ms),
         clock,
-        adapters: Arc::new(std::sync::RwLock::new(Arc::new(defs.adapters))),
+        adapters,
         auth,
         max_body_bytes: settings.server.max_body_bytes,
         metrics_public: settings.auth.metrics_public,
@@ -253,6 +283,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let _ = tracker_task.await;
     let _ = delivery_task.await;
+    let _ = reload_task.await;
+    for t in source_tasks {
+        let _ = t.await;
+    }
     tracing::info!("flushing the bus");
     bus.flush(grace).await?;
     tracing::info!("shutdown complete");
@@ -311,6 +345,80 @@ pub fn calendar_add(settings: &Settings, date: &str, n: u32) -> anyhow::Result<S
         .map_err(|_| anyhow::anyhow!("'{date}' is not a date (YYYY-MM-DD)"))?;
     let result = calendar.add_working_days(day, n)?;
     Ok(result.format("%Y-%m-%d").to_string())
+}
+
+/// What the adapter directory holds now: every file with its size and modification time.
+fn adapters_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                // Fixtures do not change what runs.
+                if p.file_name().is_some_and(|n| n != "fixtures") {
+                    stack.push(p);
+                }
+            } else if let Ok(m) = e.metadata() {
+                out.push((
+                    p,
+                    m.len(),
+                    m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Hot reload: when an adapter or code table changes, check the whole set and swap it in
+/// atomically; a broken set is reported and the running one kept. Requests in flight keep the
+/// adapter they started with.
+async fn watch_adapters(
+    settings: Settings,
+    schemas: Arc<Schemas>,
+    adapters: Arc<std::sync::RwLock<Arc<AdapterSet>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if settings.adapters_reload_seconds == 0 {
+        return;
+    }
+    let dir = settings.adapters_dir.clone();
+    let mut last = adapters_fingerprint(&dir);
+    loop {
+        if crate::source::pause(
+            Duration::from_secs(settings.adapters_reload_seconds),
+            &mut stop,
+        )
+        .await
+        {
+            return;
+        }
+        let now = adapters_fingerprint(&dir);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match AdapterSet::load(&dir, &schemas) {
+            Ok(set) => {
+                for a in set.iter() {
+                    METRICS.register_adapter(&a.name);
+                }
+                let n = set.len();
+                *adapters.write().expect("adapter set lock") = Arc::new(set);
+                tracing::info!(adapters = n, "adapters reloaded");
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "adapter reload refused; the running adapters stay");
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -31,6 +31,12 @@ pub struct Settings {
     pub policies_dir: PathBuf,
     /// The deadline policy profile (`yuanqu-2022`, `jining-2022` …); default: the catalog's.
     pub policy: Option<String>,
+    /// Seconds between checks of the adapter directory for changed files; a changed adapter or
+    /// code table is checked and swapped in, a broken one is reported and the old one kept.
+    /// 0 turns hot reload off. Default 2.
+    pub adapters_reload_seconds: u64,
+    /// Pull sources: `[[sources]]` with `type = "http_poll" | "directory" | "postgres" | "kafka"`.
+    pub sources: Vec<crate::source::SourceConfig>,
     pub server: ServerSettings,
     pub tracker: TrackerSettings,
     pub delivery: DeliverySettings,
@@ -50,6 +56,8 @@ impl Default for Settings {
             calendar_dir: PathBuf::from("./calendar"),
             policies_dir: PathBuf::from("./policies"),
             policy: None,
+            adapters_reload_seconds: 2,
+            sources: Vec::new(),
             server: ServerSettings::default(),
             tracker: TrackerSettings::default(),
             delivery: DeliverySettings::default(),

@@ -25,5 +25,6 @@ pub mod mask;
 pub mod pipeline;
 pub mod route;
 pub mod schema;
+pub mod source;
 pub mod state;
 pub mod telemetry;

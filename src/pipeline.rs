@@ -156,7 +156,7 @@ pub fn process(
         ));
     }
     let records = if format == Format::Xlsx {
-        if body.len() > 0 && !body.starts_with(b"PK") {
+        if !body.is_empty() && !body.starts_with(b"PK") {
             return Err(body_rejection(
                 400,
                 "Not an .xlsx workbook",

@@ -57,6 +57,10 @@ pub trait StateStore: Send + Sync + 'static {
     async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError>;
     /// Records that DLQ entries were replayed, with the outcome (`accepted`, `duplicate`, `rejected`).
     async fn mark_replayed(&self, entries: Vec<(String, String)>) -> Result<(), StateError>;
+    /// A source's durable checkpoint (its own JSON), if it has one.
+    async fn checkpoint(&self, source: &str) -> Result<Option<String>, StateError>;
+    /// Moves a source's checkpoint; called only after the bus acknowledged what it covers.
+    async fn save_checkpoint(&self, source: &str, value: String) -> Result<(), StateError>;
 }
 
 /// SQLite implementation (the default, `sqlite:<data_dir>/ledger.db`).
@@ -89,6 +93,8 @@ impl SqliteState {
              CREATE TABLE IF NOT EXISTS auth_tokens (
                  id TEXT PRIMARY KEY, role TEXT NOT NULL, subject TEXT NOT NULL,
                  sha256 BLOB NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
+             CREATE TABLE IF NOT EXISTS source_checkpoints (
+                 source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS dlq_replays (
                  dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TEXT NOT NULL);",
         )
@@ -220,6 +226,32 @@ impl StateStore for SqliteState {
                 }
             }
             tx.commit()
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, source: &str) -> Result<Option<String>, StateError> {
+        let source = source.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT value FROM source_checkpoints WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn save_checkpoint(&self, source: &str, value: String) -> Result<(), StateError> {
+        let source = source.to_string();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO source_checkpoints (source, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![source, value, chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
         })
         .await
     }

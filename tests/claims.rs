@@ -417,9 +417,12 @@ async fn the_monthly_report_is_served_as_json_and_excel_safe_csv() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("szs-scjg"));
 }
 
+/// Deliveries a receiver saw: (signature header, body).
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A department system receiving webhooks: records every delivery, answers with `status`.
-async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
-    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+async fn receiver(status: u16) -> (String, Seen) {
+    let seen: Seen = Arc::default();
     let seen2 = seen.clone();
     let app = axum::Router::new().route(
         "/hook",

@@ -220,9 +220,11 @@ pub fn xml_to_json(text: &str, options: &XmlOptions) -> Result<Value, String> {
                         "gt" => ">".into(),
                         "quot" => "\"".into(),
                         "apos" => "'".into(),
-                        other => return Err(format!(
+                        other => {
+                            return Err(format!(
                             "XML entity &{other}; is not accepted (only the predefined entities)"
-                        )),
+                        ))
+                        }
                     },
                 };
                 if let Some(top) = stack.last_mut() {
@@ -265,7 +267,7 @@ pub fn xml_to_json(text: &str, options: &XmlOptions) -> Result<Value, String> {
 }
 
 fn attach(parent: &mut Map<String, Value>, name: String, value: Value, options: &XmlOptions) {
-    let always_list = options.lists.iter().any(|l| *l == name);
+    let always_list = options.lists.contains(&name);
     match parent.get_mut(&name) {
         Some(Value::Array(items)) => items.push(value),
         Some(existing) => {

@@ -165,7 +165,11 @@ impl Adapter {
         for (subject, test, reason) in &self.reject_when {
             if let Subject::Source(path) = subject {
                 if test.holds(single(path, record).and_then(scalar_text).as_deref()) {
-                    return Err(vec![FieldError { path: "$".into(), field: "record".into(), reason: reason.clone() }]);
+                    return Err(vec![FieldError {
+                        path: "$".into(),
+                        field: "record".into(),
+                        reason: reason.clone(),
+                    }]);
                 }
             }
         }
@@ -690,9 +694,15 @@ impl Linter<'_> {
         self.check_required(spec.kind, schemas, &mapped);
         let mut reject_when = Vec::new();
         for r in &spec.reject_when {
-            let line = self.line_of("reason", &r.reason).or_else(|| self.line_of("reject_when", ""));
+            let line = self
+                .line_of("reason", &r.reason)
+                .or_else(|| self.line_of("reject_when", ""));
             if r.when.field.is_some() {
-                self.error(line, Some("reject_when"), "`reject_when` conditions test source values (`source:`)");
+                self.error(
+                    line,
+                    Some("reject_when"),
+                    "`reject_when` conditions test source values (`source:`)",
+                );
                 continue;
             }
             if let Some((subject, test)) = self.condition(&r.when, line, Some("reject_when"), &[]) {

@@ -575,7 +575,7 @@ fn apply_record(
         .catalog
         .departments
         .iter()
-        .find(|d| d.adapters.iter().any(|a| *a == adapter))
+        .find(|d| d.adapters.contains(&adapter))
         .map(|d| d.code.clone());
     let mut record = RecordRow {
         record_id: record_id.to_string(),

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS auth_tokens (
     id TEXT PRIMARY KEY, role TEXT NOT NULL, subject TEXT NOT NULL, sha256 BYTEA NOT NULL UNIQUE,
     created_at TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS dlq_replays (dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS source_checkpoints (source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 ";
 
 /// Opens a connection pool and creates the tables (under an advisory lock, so instances
@@ -936,6 +937,30 @@ impl StateStore for PgState {
             .await
             .map_err(|e| self.err(e))?;
         }
+        Ok(())
+    }
+
+    async fn checkpoint(&self, source: &str) -> Result<Option<String>, StateError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT value FROM source_checkpoints WHERE source = $1",
+                &[&source],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn save_checkpoint(&self, source: &str, value: String) -> Result<(), StateError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO source_checkpoints (source, value, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            &[&source, &value],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 }
