@@ -122,6 +122,20 @@ enum AdaptersCommand {
         /// Adapter files or directories (default: the configured adapter directory).
         paths: Vec<PathBuf>,
     },
+    /// Write a new adapter skeleton with every field its schema requires, and its fixture folder.
+    New {
+        /// Adapter name ([a-z0-9-]).
+        name: String,
+        /// The legacy system's folder under the adapter directory, e.g. nx-scjg.
+        #[arg(long)]
+        system: String,
+        /// approval, supervision or notice.
+        #[arg(long, default_value = "approval")]
+        kind: String,
+        /// json, xml, csv or xlsx.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
     /// Run golden fixtures: raw input → expected canonical records or rejections.
     Test {
         /// Adapter files or directories (default: all adapters).
@@ -199,6 +213,14 @@ fn main() -> ExitCode {
     let result: anyhow::Result<bool> = runtime.block_on(async move {
         match cli.command {
             Command::Run { .. } => app::run(settings).await.map(|_| true),
+            Command::Adapters {
+                command: AdaptersCommand::New { name, system, kind, format },
+            } => {
+                let path = app::adapters_new(&settings, &name, &system, &kind, &format)?;
+                println!("{}", path.display());
+                eprintln!("Fill in the `from:` paths, put raw examples into the fixture folder, then run `shenguan adapters test`.");
+                Ok(true)
+            }
             Command::Adapters {
                 command: AdaptersCommand::Lint { paths },
             } => app::adapters_lint(&settings, &paths),

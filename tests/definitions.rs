@@ -217,3 +217,64 @@ fn start_up_refuses_an_invalid_schema_or_adapter_and_lists_every_error() {
         "{err}"
     );
 }
+
+#[test]
+fn adapters_new_writes_a_skeleton_that_lints_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shenguan.toml");
+    let adapters = dir.path().join("adapters");
+    std::fs::write(&config, format!("adapters_dir = {adapters:?}\n")).unwrap();
+    let c = config.display().to_string();
+    let out = shenguan(&[
+        "adapters",
+        "new",
+        "site-penalty",
+        "--system",
+        "site-sys",
+        "--kind",
+        "supervision",
+        "--format",
+        "csv",
+        "--config",
+        &c,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = adapters.join("site-sys/site-penalty.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    for required in [
+        "to: action",
+        "to: counterpart.name",
+        "to: document_no",
+        "to: decision_date",
+        "convert: date",
+        "to: authority",
+    ] {
+        assert!(text.contains(required), "{required} missing:\n{text}");
+    }
+    assert!(adapters.join("site-sys/fixtures/site-penalty").is_dir());
+    let out = shenguan(&["adapters", "lint", "--config", &c]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // No fixtures yet: the test run says so and fails.
+    let out = shenguan(&["adapters", "test", "--config", &c]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no fixtures"));
+    // It refuses to overwrite.
+    let out = shenguan(&[
+        "adapters",
+        "new",
+        "site-penalty",
+        "--system",
+        "site-sys",
+        "--config",
+        &c,
+    ]);
+    assert!(!out.status.success());
+}
