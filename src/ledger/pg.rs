@@ -584,10 +584,16 @@ impl LedgerStore for PgLedger {
         Ok(rows.iter().map(|r| record_from(r, 0)).collect())
     }
 
-    async fn open_entries(&self) -> Result<Vec<Entry>, LedgerError> {
+    async fn entries_due_before(&self, before: DateTime<FixedOffset>) -> Result<Vec<Entry>, LedgerError> {
         let c = self.client().await?;
         let rows = c
-            .query(&format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE state IN ('pushed', 'delivered')"), &[])
+            .query(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM ledger_entries
+                     WHERE state IN ('pushed', 'delivered') AND claim_due_at < $1 AND alert_level < 3"
+                ),
+                &[&before],
+            )
             .await
             .map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| entry_from(r, 0)).collect())

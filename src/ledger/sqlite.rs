@@ -491,13 +491,14 @@ impl LedgerStore for SqliteLedger {
         .await
     }
 
-    /// Every entry still waiting to be claimed (for the tracker).
-    async fn open_entries(&self) -> Result<Vec<Entry>, LedgerError> {
-        self.with(|conn| {
+    async fn entries_due_before(&self, before: DateTime<FixedOffset>) -> Result<Vec<Entry>, LedgerError> {
+        let before = ts(before);
+        self.with(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE state IN ('pushed', 'delivered')"
+                "SELECT {ENTRY_COLUMNS} FROM ledger_entries
+                 WHERE state IN ('pushed', 'delivered') AND claim_due_at < ?1 AND alert_level < 3"
             ))?;
-            let rows = stmt.query_map([], entry_from)?;
+            let rows = stmt.query_map([before], entry_from)?;
             rows.collect()
         })
         .await

@@ -56,8 +56,9 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<Vec<(Entry, RecordRow)>, LedgerError>;
     /// Records waiting in the unrouted queue.
     async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError>;
-    /// Every entry still waiting to be claimed.
-    async fn open_entries(&self) -> Result<Vec<Entry>, LedgerError>;
+    /// Entries still waiting to be claimed whose claim deadline is before `before` and whose
+    /// alerts are not all raised yet — the only ones the tracker can have news about.
+    async fn entries_due_before(&self, before: DateTime<FixedOffset>) -> Result<Vec<Entry>, LedgerError>;
     /// Every entry pushed in `[from, to)`.
     async fn entries_pushed_between(
         &self,

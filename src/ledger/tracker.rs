@@ -43,6 +43,11 @@ pub fn level_at(
     }
 }
 
+/// How far ahead of now a deadline can be and still be "due soon": the due-soon window is a few
+/// working hours, and the longest run of days off in the State Council arrangements is 9 days,
+/// so three weeks covers it with room to spare. Deadlines further out are not read at all.
+pub const DUE_SOON_HORIZON: chrono::Duration = chrono::Duration::days(21);
+
 /// Raises what is due at `now`; returns the alerts this instance raised.
 pub async fn raise_due(
     ledger: &dyn LedgerStore,
@@ -50,7 +55,7 @@ pub async fn raise_due(
     now: DateTime<FixedOffset>,
 ) -> Result<Vec<Alert>, LedgerError> {
     let mut raised = Vec::new();
-    for entry in ledger.open_entries().await? {
+    for entry in ledger.entries_due_before(now + DUE_SOON_HORIZON).await? {
         let Some(policy) = shared.policies.get(&entry.policy) else {
             continue;
         };
