@@ -336,10 +336,14 @@ mod tests {
         assert_eq!(s.bus.topic_prefix, "shenguan.");
         let err = toml::from_str::<Settings>("[server]\nlistne = \"1.2.3.4:1\"").unwrap_err();
         assert!(err.to_string().contains("listne"), "{err}");
-        let source = "[[sources]]\ntype = \"directory\"\nname = \"d\"\nadapter = \"a\"\npath = \"/x\"\n";
+        let source =
+            "[[sources]]\ntype = \"directory\"\nname = \"d\"\nadapter = \"a\"\npath = \"/x\"\n";
         assert_eq!(toml::from_str::<Settings>(source).unwrap().sources.len(), 1);
         let typo = format!("{source}intervall_seconds = 5\n");
-        assert!(toml::from_str::<Settings>(&typo).unwrap_err().to_string().contains("intervall_seconds"));
+        assert!(toml::from_str::<Settings>(&typo)
+            .unwrap_err()
+            .to_string()
+            .contains("intervall_seconds"));
         let unknown = "[[sources]]\ntype = \"ftp\"\nname = \"d\"\nadapter = \"a\"\n";
         assert!(toml::from_str::<Settings>(unknown).is_err());
     }

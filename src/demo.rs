@@ -49,10 +49,10 @@ const BEHAVIOUR: [(&str, u64, i64); 3] = [
 ];
 
 /// A small deterministic generator, so every demo run tells the same story.
-struct Lcg(u64);
+pub struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
+    pub fn next(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -68,7 +68,7 @@ fn uscc(i: u64) -> String {
 }
 
 /// One 政务服务网 办件 as the legacy system sends it.
-fn legacy_record(n: u64, decided: DateTime<FixedOffset>, rng: &mut Lcg, bad: bool) -> Value {
+pub fn legacy_record(n: u64, decided: DateTime<FixedOffset>, rng: &mut Lcg, bad: bool) -> Value {
     // Mostly catalogued items; one in twelve is not in the catalog and waits unrouted.
     let pick = match rng.next(12) {
         0..=4 => 0,

@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod bus;
 pub mod config;
 pub mod deadline;

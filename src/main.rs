@@ -62,6 +62,24 @@ enum Command {
         #[arg(long, env = "SHENGUAN_DEMO_DEPARTMENT_TOKENS", value_delimiter = ',')]
         department_token: Vec<String>,
     },
+    /// Run the benchmarks and print the table (build with --release for real numbers).
+    Bench {
+        /// Records for the pipeline, bus and Kafka runs.
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+        /// Open items for the ledger runs, comma-separated (e.g. 1000000,10000000).
+        #[arg(long, value_delimiter = ',', default_value = "1000000")]
+        ledger_items: Vec<usize>,
+        /// PostgreSQL URL for the ledger runs on PostgreSQL (a database for benchmarks only).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Kafka bootstrap host:port for the ingest-to-Kafka run.
+        #[arg(long)]
+        kafka: Option<String>,
+        /// Seconds of the steady 1,000 records/s latency run (0 skips it).
+        #[arg(long, default_value_t = 10)]
+        latency_seconds: u64,
+    },
     /// Check and test adapters.
     Adapters {
         #[command(subcommand)]
@@ -275,6 +293,10 @@ fn main() -> ExitCode {
                 shenguan::demo::simulate(target.trim_end_matches('/'), &tokens, None)
                     .await
                     .map(|_| true)
+            }
+            Command::Bench { records, ledger_items, postgres, kafka, latency_seconds } => {
+                let options = shenguan::bench::BenchOptions { records, ledger_items, postgres, kafka, latency_seconds };
+                shenguan::bench::run(settings, options).await.map(|_| true)
             }
             Command::Report { month, format } => {
                 print!("{}", app::report(&settings, &month, &format).await?);

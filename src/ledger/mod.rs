@@ -628,9 +628,11 @@ fn apply_record(
                     ));
                     let pusher = match kind {
                         RecordKind::Approval => ctx.catalog.bureau.clone(),
+                        // Only catalog departments become metric labels.
                         _ => data
                             .get("issuer_code")
                             .and_then(Value::as_str)
+                            .filter(|c| ctx.catalog.department(c).is_some())
                             .unwrap_or("unknown")
                             .to_string(),
                     };

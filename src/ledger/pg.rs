@@ -205,6 +205,31 @@ pub struct PgLedger {
 }
 
 impl PgLedger {
+    /// Benchmark data: `n` open entries generated in the database (1 in 100 overdue, the others
+    /// due in one to three months, pushed over the last 30 days), replacing earlier ones.
+    pub async fn bulk_load(&self, n: usize, now: DateTime<FixedOffset>) -> Result<(), LedgerError> {
+        let c = self.client().await?;
+        c.batch_execute("DELETE FROM ledger_entries WHERE record_id LIKE 'bench-%'")
+            .await
+            .map_err(|e| self.err(e))?;
+        c.execute(
+            "INSERT INTO ledger_entries (record_id, department, kind, state, pushed_at, policy, claim_rule, claim_due_at,
+                                         calendar_version, alert_level)
+             SELECT 'bench-' || i, 'dep-' || (i % 5), 'approval', 'pushed', $2::timestamptz - (i % 720) * interval '1 hour',
+                    'yuanqu-2022', 'claim_approval',
+                    CASE WHEN i % 100 = 0 THEN $2::timestamptz - interval '1 day'
+                         ELSE $2::timestamptz + interval '30 days' + (i % 5000) * interval '1000 seconds' END,
+                    'bench', 0
+             FROM generate_series(1, $1::bigint) AS i",
+            &[&(n as i64), &now],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        c.batch_execute("ANALYZE ledger_entries")
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     pub async fn connect(url: &str) -> Result<PgLedger, LedgerError> {
         let pool = pool(url).await.map_err(|message| LedgerError {
             path: redact(url),
@@ -584,7 +609,10 @@ impl LedgerStore for PgLedger {
         Ok(rows.iter().map(|r| record_from(r, 0)).collect())
     }
 
-    async fn entries_due_before(&self, before: DateTime<FixedOffset>) -> Result<Vec<Entry>, LedgerError> {
+    async fn entries_due_before(
+        &self,
+        before: DateTime<FixedOffset>,
+    ) -> Result<Vec<Entry>, LedgerError> {
         let c = self.client().await?;
         let rows = c
             .query(

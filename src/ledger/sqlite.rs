@@ -491,7 +491,10 @@ impl LedgerStore for SqliteLedger {
         .await
     }
 
-    async fn entries_due_before(&self, before: DateTime<FixedOffset>) -> Result<Vec<Entry>, LedgerError> {
+    async fn entries_due_before(
+        &self,
+        before: DateTime<FixedOffset>,
+    ) -> Result<Vec<Entry>, LedgerError> {
         let before = ts(before);
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
@@ -740,4 +743,27 @@ impl LedgerStore for SqliteLedger {
         })
         .await
     }
+}
+
+/// Benchmark data: `n` open entries straight into the table (1 in 100 overdue, the others due
+/// in one to three months, pushed over the last 30 days), in one transaction.
+pub fn bulk_load(path: &Path, n: usize, now: DateTime<FixedOffset>) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    let base = now.timestamp();
+    conn.execute_batch("BEGIN")?;
+    conn.execute(
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1)
+         INSERT INTO ledger_entries (record_id, department, kind, state, pushed_at, policy, claim_rule, claim_due_at,
+                                     calendar_version, alert_level)
+         SELECT 'bench-' || i, 'dep-' || (i % 5), 'approval', 'pushed',
+                strftime('%Y-%m-%dT%H:%M:%S.000+08:00', ?2 - (i % 720) * 3600 + 8 * 3600, 'unixepoch'),
+                'yuanqu-2022', 'claim_approval',
+                strftime('%Y-%m-%dT%H:%M:%S.000+08:00',
+                         CASE WHEN i % 100 = 0 THEN ?2 - 86400 ELSE ?2 + 2592000 + (i % 5000) * 1000 END + 8 * 3600, 'unixepoch'),
+                'bench', 0
+         FROM s",
+        params![n as i64, base],
+    )?;
+    conn.execute_batch("COMMIT; ANALYZE;")
 }

@@ -58,7 +58,10 @@ pub trait LedgerStore: Send + Sync + 'static {
     async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError>;
     /// Entries still waiting to be claimed whose claim deadline is before `before` and whose
     /// alerts are not all raised yet — the only ones the tracker can have news about.
-    async fn entries_due_before(&self, before: DateTime<FixedOffset>) -> Result<Vec<Entry>, LedgerError>;
+    async fn entries_due_before(
+        &self,
+        before: DateTime<FixedOffset>,
+    ) -> Result<Vec<Entry>, LedgerError>;
     /// Every entry pushed in `[from, to)`.
     async fn entries_pushed_between(
         &self,

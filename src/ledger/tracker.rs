@@ -109,15 +109,21 @@ pub async fn raise_due(
     Ok(raised)
 }
 
-/// Refreshes the unclaimed/overdue/oldest gauges and the unrouted gauge from the ledger.
+/// Refreshes the unclaimed/overdue/oldest gauges and the unrouted gauge from the ledger. Every
+/// catalog department keeps its series, at 0 when it has nothing open.
 pub async fn refresh_gauges(
     ledger: &dyn LedgerStore,
+    shared: &Shared,
     now: DateTime<FixedOffset>,
 ) -> Result<(), LedgerError> {
+    let rows = ledger.gauges(now).await?;
     METRICS.unclaimed.reset();
     METRICS.overdue.reset();
     METRICS.oldest_unclaimed.reset();
-    for (department, kind, unclaimed, overdue, oldest) in ledger.gauges(now).await? {
+    for d in &shared.catalog.departments {
+        METRICS.register_department(&d.code, d.webhook.is_some());
+    }
+    for (department, kind, unclaimed, overdue, oldest) in rows {
         METRICS
             .unclaimed
             .with_label_values(&[&department, &kind])
@@ -241,7 +247,7 @@ pub async fn run(
         if let Err(e) = raise_due(ledger.as_ref(), &shared, now).await {
             tracing::error!(error = %e, "tracker could not raise alerts");
         }
-        if let Err(e) = refresh_gauges(ledger.as_ref(), now).await {
+        if let Err(e) = refresh_gauges(ledger.as_ref(), &shared, now).await {
             tracing::error!(error = %e, "tracker could not refresh gauges");
         }
         if let Err(e) = publish_outbox(ledger.as_ref(), bus.as_ref(), &shared, &owner).await {

@@ -100,7 +100,7 @@ impl Metrics {
         let bus_errors = IntCounterVec::new(
             Opts::new(
                 BUS_ERRORS,
-                "Failed bus operations, by operation (publish, subscribe, commit, read).",
+                "Failed bus operations, by operation (publish, consume).",
             ),
             &["operation"],
         )
@@ -238,6 +238,10 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Series that exist from the start, so rate() and increase() see their first event.
+        for operation in ["publish", "consume"] {
+            bus_errors.with_label_values(&[operation]);
+        }
         Metrics {
             registry,
             push_latency,
@@ -258,6 +262,24 @@ impl Metrics {
             pipeline_latency,
             bus_errors,
             build_info,
+        }
+    }
+
+    /// Creates a catalog department's series at zero: deliveries (when it takes webhooks) and
+    /// the open-record gauges, so dashboards show 0, not "no data", and alerts see first events.
+    pub fn register_department(&self, department: &str, webhook: bool) {
+        if webhook {
+            for outcome in ["ok", "failed", "dead_lettered"] {
+                self.delivery_attempts
+                    .with_label_values(&[department, outcome]);
+            }
+        }
+        for kind in ["approval", "supervision", "notice"] {
+            self.unclaimed.with_label_values(&[department, kind]).set(0);
+            self.overdue.with_label_values(&[department, kind]).set(0);
+            self.oldest_unclaimed
+                .with_label_values(&[department, kind])
+                .set(0.0);
         }
     }
 
