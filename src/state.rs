@@ -12,6 +12,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
+/// Opens a SQLite database the way every store of the gateway does: parent directory created,
+/// WAL journal, `synchronous=FULL` (a committed transaction survives power loss), and a busy
+/// timeout so the CLI and the gateway can share the file.
+pub fn sqlite_connect(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
 /// State store failures.
 #[derive(Debug, thiserror::Error)]
 #[error("state store {path}: {message}")]
@@ -75,16 +89,7 @@ impl SqliteState {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        }
-        let conn = Connection::open(path).map_err(|e| err(&e))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|e| err(&e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| err(&e))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| err(&e))?;
+        let conn = sqlite_connect(path).map_err(|e| err(&e))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS ingest_seen (
                  adapter TEXT NOT NULL, business_key TEXT NOT NULL, content_hash TEXT NOT NULL,

@@ -156,35 +156,11 @@ pub fn xml_to_json(text: &str, options: &XmlOptions) -> Result<Value, String> {
                 return Err(format!("XML nested deeper than {MAX_DEPTH} elements"));
             }
             Event::Start(e) => {
-                let mut attrs = Map::new();
-                for a in e.attributes() {
-                    let a = a.map_err(|err| {
-                        format!("XML attribute error at byte {}: {err}", at(&reader))
-                    })?;
-                    let v = a
-                        .unescape_value()
-                        .map_err(|err| format!("XML attribute error: {err}"))?;
-                    attrs.insert(
-                        format!("@{}", name_of(a.key.local_name().as_ref())),
-                        Value::String(v.into_owned()),
-                    );
-                }
+                let attrs = attributes(&e, at(&reader))?;
                 stack.push((name_of(e.local_name().as_ref()), attrs, String::new()));
             }
             Event::Empty(e) => {
-                let mut attrs = Map::new();
-                for a in e.attributes() {
-                    let a = a.map_err(|err| {
-                        format!("XML attribute error at byte {}: {err}", at(&reader))
-                    })?;
-                    let v = a
-                        .unescape_value()
-                        .map_err(|err| format!("XML attribute error: {err}"))?;
-                    attrs.insert(
-                        format!("@{}", name_of(a.key.local_name().as_ref())),
-                        Value::String(v.into_owned()),
-                    );
-                }
+                let attrs = attributes(&e, at(&reader))?;
                 let value = if attrs.is_empty() {
                     Value::Null
                 } else {
@@ -264,6 +240,23 @@ pub fn xml_to_json(text: &str, options: &XmlOptions) -> Result<Value, String> {
     let mut doc = Map::new();
     doc.insert(name, value);
     Ok(Value::Object(doc))
+}
+
+/// An element's attributes as `@name` keys.
+fn attributes(
+    e: &quick_xml::events::BytesStart<'_>,
+    at: u64,
+) -> Result<Map<String, Value>, String> {
+    let mut attrs = Map::new();
+    for a in e.attributes() {
+        let a = a.map_err(|err| format!("XML attribute error at byte {at}: {err}"))?;
+        let v = a
+            .unescape_value()
+            .map_err(|err| format!("XML attribute error: {err}"))?;
+        let name = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
+        attrs.insert(format!("@{name}"), Value::String(v.into_owned()));
+    }
+    Ok(attrs)
 }
 
 fn attach(parent: &mut Map<String, Value>, name: String, value: Value, options: &XmlOptions) {

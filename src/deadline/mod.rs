@@ -24,3 +24,42 @@ pub mod policy;
 
 pub use calendar::{Calendar, CalendarError, MissingYear};
 pub use policy::{rule_names, Direction, OverrideError, Policies, Policy, PolicyError, Rule};
+
+/// The `.toml` files of a site directory as (path, text), sorted by name, and every problem
+/// reading them as (path, message); `what` names the directory in messages.
+fn toml_files(dir: &std::path::Path, what: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let mut problems = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![(
+                    dir.display().to_string(),
+                    format!("cannot read {what} directory: {e}"),
+                )],
+            )
+        }
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => paths.push(entry.path()),
+            Err(e) => problems.push((
+                dir.display().to_string(),
+                format!("cannot list {what} directory: {e}"),
+            )),
+        }
+    }
+    paths.retain(|p| p.extension().is_some_and(|ext| ext == "toml"));
+    paths.sort();
+    let mut files = Vec::new();
+    for path in paths {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push((file, text)),
+            Err(e) => problems.push((file, format!("cannot read: {e}"))),
+        }
+    }
+    (files, problems)
+}

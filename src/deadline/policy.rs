@@ -298,39 +298,12 @@ fn stem(file: &str) -> String {
 
 /// The `.toml` files of a site directory, sorted by name.
 fn read_dir_files(dir: &Path, errors: &mut Vec<PolicyError>) -> Vec<(String, String)> {
-    let dir_error = |message: String| PolicyError {
-        file: dir.display().to_string(),
+    let (files, problems) = super::toml_files(dir, "policy");
+    errors.extend(problems.into_iter().map(|(file, message)| PolicyError {
+        file,
         line: None,
         message,
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            errors.push(dir_error(format!("cannot read policy directory: {e}")));
-            return Vec::new();
-        }
-    };
-    let mut paths = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(entry) => paths.push(entry.path()),
-            Err(e) => errors.push(dir_error(format!("cannot list policy directory: {e}"))),
-        }
-    }
-    paths.retain(|p| p.extension().is_some_and(|ext| ext == "toml"));
-    paths.sort();
-    let mut files = Vec::new();
-    for path in paths {
-        let file = path.display().to_string();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => files.push((file, text)),
-            Err(e) => errors.push(PolicyError {
-                file,
-                line: None,
-                message: format!("cannot read: {e}"),
-            }),
-        }
-    }
+    }));
     files
 }
 

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -304,16 +303,7 @@ impl SqliteLedger {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        }
-        let conn = Connection::open(path).map_err(|e| err(&e))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|e| err(&e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| err(&e))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| err(&e))?;
+        let conn = crate::state::sqlite_connect(path).map_err(|e| err(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
         Ok(SqliteLedger {
             path: path.to_path_buf(),
