@@ -46,13 +46,12 @@ RUN --mount=type=cache,id=shenguan-cargo-registry,target=/usr/local/cargo/regist
       target/release/.fingerprint/shenguan-*
 
 # 2. The crate. The binary embeds the schemas, the calendar years and the deadline profiles
-#    (include_str!), so those directories are part of the build input.
+#    (include_str!), so those are build input too (tests/deploy checks that every file the
+#    sources include is copied here); adapters and the catalog are only runtime data.
 COPY src ./src
 COPY schemas ./schemas
 COPY calendar ./calendar
 COPY policies ./policies
-COPY adapters ./adapters
-COPY catalog ./catalog
 COPY shenguan.example.toml ./
 RUN --mount=type=cache,id=shenguan-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=shenguan-cargo-git,target=/usr/local/cargo/git \

@@ -486,7 +486,8 @@ pub fn adapter_files(dir: &Path, errors: &mut Vec<LintError>) -> Vec<PathBuf> {
     };
     for system in systems.flatten() {
         let path = system.path();
-        if !path.is_dir() {
+        // Hidden entries (Kubernetes ConfigMap mounts keep `..data` links) are not systems.
+        if !path.is_dir() || system.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         if let Ok(rd) = std::fs::read_dir(&path) {

@@ -4,11 +4,13 @@ schema, failure cases, the chart's copies of monitoring/catalog/adapter files), 
 and the Dockerfile. Docker and a Kubernetes cluster are not needed: Helm's own engine
 (helm-python-sdk, Helm v4) renders the chart offline, and its YAML parser reads every file.
 
-    python3 tests/deploy/check_chart.py [--out DIR]
+    python3 tests/deploy/check_chart.py                    # every check
+    python3 tests/deploy/check_chart.py --materialise DIR  # only render, and write the pod files
 
---out DIR writes what the Rust test (tests/deploy.rs) checks further with the real gateway:
-the shenguan.toml files the chart renders and, for each rendering, the pod's /etc/shenguan tree
-as the ConfigMaps would mount it.
+--materialise DIR renders the default and the non-default values and writes, for each, what a
+pod would see: shenguan.toml as the init container assembles it (ConfigMap + token hashes from
+the Secret) and the /etc/shenguan tree as the ConfigMaps are mounted (DIR/<name>/etc/<volume>/…).
+tests/deploy.rs boots the real gateway on those files.
 
 Exit status: 0 when every check passes, 1 when one fails, 2 when a required Python module is
 missing. Every check is printed, so the output explains a failure.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import re
 import sys
@@ -139,7 +142,9 @@ def one(manifests: list[dict], kind: str, what: str, suffix: str | None = None) 
 PG_PASSWORD = "pg-Secret-9f2c"
 SASL_PASSWORD = "sasl-Secret-7d1e"
 WEBHOOK_SECRET = "hook-Secret-3a8b"
-TOKEN_HASHES = ["a" * 64, "0123456789abcdef" * 4]
+# A token given to the chart as its hash only; tests/deploy.rs ingests with it.
+ADAPTER_TOKEN = "sg_" + "5e" * 32
+TOKEN_HASHES = [hashlib.sha256(ADAPTER_TOKEN.encode()).hexdigest(), "0123456789abcdef" * 4]
 
 PRODUCTION = {
     "replicaCount": 3,
@@ -165,7 +170,9 @@ PRODUCTION = {
         "log": {"format": "json", "level": "info"},
     },
     "terminationGracePeriodSeconds": 60,
-    "calendar": {"files": {"2027.toml": "year = 2027\nnotice = \"国务院办公厅关于2027年部分节假日安排的通知\"\noff = []\nwork = []\n"}},
+    # Test data in the calendar format (only 元旦), not the State Council's 2027 arrangement.
+    "calendar": {"files": {"2027.toml": "year = 2027\nnotice = \"test data\"\n"
+                                        "off = [{ date = 2027-01-01, holiday = \"元旦\" }]\nwork = []\n"}},
     "adapters": {"shipped": True, "files": {"site-oa/notice.yaml": "# placeholder replaced in the test\n"}},
     "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
     "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
@@ -180,6 +187,19 @@ PRODUCTION = {
 # The extra adapter must be a real one for the gateway to start: reuse the shipped adapter under a
 # second system directory (tests/deploy.rs boots the gateway on the materialised tree).
 SHIPPED_ADAPTER = (REPO / "adapters" / "nx-zwfw" / "approval.yaml")
+
+
+def production_values() -> dict:
+    """PRODUCTION with a site adapter (a copy of the shipped one under another system and name)."""
+    values = json.loads(json.dumps(PRODUCTION))
+    values["adapters"]["files"] = {"site-oa/approval.yaml": SHIPPED_ADAPTER.read_text(encoding="utf-8")
+                                   .replace("adapter: nx-zwfw-approval", "adapter: site-oa-approval")}
+    for name in ("applicant-category.yaml", "card-type.yaml", "license-category.yaml"):
+        values["adapters"]["files"][f"site-oa/tables/{name}"] = (
+            REPO / "adapters" / "nx-zwfw" / "tables" / name).read_text(encoding="utf-8")
+    return values
+
+
 AUTOSCALED = json.loads(json.dumps(PRODUCTION))
 AUTOSCALED["autoscaling"] = {"enabled": True, "minReplicas": 3, "maxReplicas": 9,
                              "targetCPUUtilizationPercentage": 70}
@@ -305,6 +325,15 @@ def materialise(manifests: list[dict], out: Path, what: str) -> None:
     print(f"      wrote {out}")
 
 
+def materialise_all(out: Path) -> None:
+    section(f"materialise the pod's files under {out}")
+    for values, name in ((None, "default"), (production_values(), "production")):
+        manifests = render(values, name) or []
+        if by_kind(manifests, "Deployment"):
+            materialise(manifests, out / name, name)
+    (out / "production" / "adapter-token").write_text(ADAPTER_TOKEN, encoding="utf-8")
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -426,7 +455,7 @@ def check_schema() -> None:
         render_fails(values, expect, f"values.schema.json refuses {what}")
 
 
-def check_chart(out: Path | None) -> None:
+def check_chart() -> None:
     section("helm lint")
     for values, what in ((None, "default values"), (PRODUCTION, "non-default values")):
         report = helm.lint(CHART, values, strict=True)
@@ -473,12 +502,7 @@ def check_chart(out: Path | None) -> None:
 
     # ------------------------------------------------------------------ non-default values
     section("render: non-default values (Kafka, PostgreSQL, 3 replicas, monitoring, tokens, extra env)")
-    production = json.loads(json.dumps(PRODUCTION))
-    production["adapters"]["files"] = {"site-oa/approval.yaml": SHIPPED_ADAPTER.read_text(encoding="utf-8")
-                                       .replace("adapter: nx-zwfw-approval", "adapter: site-oa-approval")}
-    for name in ("applicant-category.yaml", "card-type.yaml", "license-category.yaml"):
-        production["adapters"]["files"][f"site-oa/tables/{name}"] = (
-            REPO / "adapters" / "nx-zwfw" / "tables" / name).read_text(encoding="utf-8")
+    production = production_values()
     prod = render(production, "non-default") or []
     kinds = sorted(m["kind"] for m in prod)
     for kind in ("Deployment", "Service", "Secret", "ServiceMonitor", "PrometheusRule",
@@ -612,12 +636,6 @@ def check_chart(out: Path | None) -> None:
                  "a termination grace period shorter than preStop + shutdown grace")
     render_fails({"secretEnv": {"SHENGUAN_LEDGER": "postgres://u:p@h/db"}}, "ledger",
                  "the ledger URL smuggled in through secretEnv")
-
-    if out is not None:
-        section(f"materialise the pod's files under {out}")
-        for manifests, name in ((default, "default"), (prod, "production")):
-            if manifests and by_kind(manifests, "Deployment"):
-                materialise(manifests, out / name, name)
 
 
 def check_service_and_pdb(what: str, manifests: list[dict]) -> None:
@@ -816,6 +834,12 @@ def check_monitoring_wiring(services: dict) -> None:
           str(am_path))
     if am_path and am_path.is_file():
         am_text = am_path.read_text(encoding="utf-8")
+        am_conf = load_yaml(am_text, str(am_path)) or {}
+        for pattern in am_conf.get("templates", []):
+            full = pattern if pattern.startswith("/") else f"{Path(am_arg).parent}/{pattern}"
+            repo_path = container_to_repo(bind_mounts(am), full)
+            found = sorted(repo_path.parent.glob(repo_path.name)) if repo_path else []
+            check(bool(found), f"alertmanager: templates {pattern} resolves to repository files", str(repo_path))
         for ref in re.findall(r"_file:\s*['\"]?(/[^\s'\"]+)", am_text):
             check(container_to_repo(bind_mounts(am), ref) is not None,
                   f"alertmanager: {ref} (a *_file reference) is mounted", "mount it or document it")
@@ -896,6 +920,14 @@ def check_dockerfile() -> None:
     check(bool(copies) and "Cargo.lock" in copies[0] and first_src not in (None, 0)
           and runs.count("cargo build") >= 2,
           "dependencies are built in their own cached layer before the sources are copied")
+    # Every file the sources embed (include_str!/include_bytes!) is copied into the build stage.
+    copied = [src.rstrip("/") for c in copies for src in c.split()[:-1] if not src.startswith("--")]
+    for rs in sorted((REPO / "src").rglob("*.rs")):
+        for inc in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', rs.read_text(encoding="utf-8")):
+            target = (rs.parent / inc).resolve()
+            rel = target.relative_to(REPO).as_posix() if target.is_relative_to(REPO) else str(target)
+            check(any(rel == c or rel.startswith(c + "/") for c in copied),
+                  f"build stage copies {rel} ({rs.relative_to(REPO)} includes it)")
     runtime = ins[last_index:]
     users = [r for w, r in runtime if w == "USER"]
     check(bool(users) and users[-1].split(":")[0] not in ("root", "0"), "runtime runs as a non-root user", str(users))
@@ -937,17 +969,20 @@ def check_dockerfile() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="write rendered configurations and pod file trees here")
+    parser.add_argument("--materialise", type=Path, metavar="DIR",
+                        help="only render, and write the pod's files for the default and non-default values")
     args = parser.parse_args()
     print(f"Helm engine {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__}); chart {CHART}")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-    check_copies()
-    documented_values()
-    check_schema()
-    check_chart(args.out)
-    check_compose()
-    check_dockerfile()
+    if args.materialise:
+        args.materialise.mkdir(parents=True, exist_ok=True)
+        materialise_all(args.materialise)
+    else:
+        check_copies()
+        documented_values()
+        check_schema()
+        check_chart()
+        check_compose()
+        check_dockerfile()
     print(f"\n{CHECKS - len(FAILURES)} of {CHECKS} checks passed")
     if FAILURES:
         print(f"{len(FAILURES)} failed:")
