@@ -82,6 +82,15 @@ pub fn normalize_all(s: &str) -> String {
 }
 
 fn normalize(s: &str, punctuation: bool) -> String {
+    // Most values need no change: no ASCII white space, and none of the UTF-8 lead bytes of
+    // Unicode white space (0xC2 U+0085/U+00A0, 0xE1 U+1680, 0xE2 U+2000..U+205F, 0xE3 U+3000)
+    // or of the full-width forms (0xEF U+FF01..U+FF5E).
+    let plain = s
+        .bytes()
+        .all(|b| b > b' ' && !matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3 | 0xEF));
+    if plain {
+        return s.to_string();
+    }
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
     for c in s.chars() {
