@@ -25,9 +25,12 @@ pub mod policy;
 pub use calendar::{Calendar, CalendarError, MissingYear};
 pub use policy::{rule_names, Direction, OverrideError, Policies, Policy, PolicyError, Rule};
 
+/// (path, text) of a file, or (path, message) of a problem with it.
+type FileText = (String, String);
+
 /// The `.toml` files of a site directory as (path, text), sorted by name, and every problem
 /// reading them as (path, message); `what` names the directory in messages.
-fn toml_files(dir: &std::path::Path, what: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn toml_files(dir: &std::path::Path, what: &str) -> (Vec<FileText>, Vec<FileText>) {
     let mut problems = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
