@@ -246,6 +246,18 @@ impl Field {
     }
 
     fn produce(&self, record: &Value) -> Result<Option<Value>, FieldError> {
+        // The common case — one plain member path to one scalar — without intermediate lists.
+        if let (Source::Path(_, path @ SourcePath::Members(_)), false, None) =
+            (&self.source, self.multiple, &self.nested)
+        {
+            return match path.first(record) {
+                Some(v) if !is_empty(v) && !v.is_array() => self.convert(v).map(Some),
+                Some(v) if v.is_array() => {
+                    Err(self.error("path matched a list; expected one value".into()))
+                }
+                _ => self.missing(),
+            };
+        }
         let raw: Vec<&Value> = match &self.source {
             Source::Value(v) => return Ok(Some(v.clone())),
             Source::Path(_, path) => path.all(record),
@@ -414,13 +426,14 @@ fn set_path(data: &mut Map<String, Value>, parts: &[String], value: Value) {
     };
     let mut map = data;
     for p in parents {
-        let entry = map
-            .entry(p.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
+        // Look up before inserting: cloning the key for every field was a measurable cost.
+        if !map.get(p).is_some_and(Value::is_object) {
+            map.insert(p.clone(), Value::Object(Map::new()));
         }
-        map = entry.as_object_mut().expect("just made an object");
+        map = map
+            .get_mut(p)
+            .and_then(Value::as_object_mut)
+            .expect("just made an object");
     }
     map.insert(last.clone(), value);
 }
