@@ -291,8 +291,8 @@ pub fn xml_declared_encoding(bytes: &[u8]) -> Option<String> {
         .trim_start()
         .strip_prefix('=')?
         .trim_start();
-    let quote = rest.chars().next()?;
-    let rest = &rest[1..];
+    let quote = rest.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+    let rest = &rest[quote.len_utf8()..];
     Some(rest[..rest.find(quote)?].to_string())
 }
 
@@ -535,6 +535,11 @@ mod tests {
             Some("GBK")
         );
         assert_eq!(xml_declared_encoding(b"<r/>"), None);
+        // Found by the fuzz test: a multi-byte character where the quote should be.
+        assert_eq!(
+            xml_declared_encoding("<?xml version=\"1.0\" encoding=\u{fffd}GB18030\"?>".as_bytes()),
+            None
+        );
     }
 
     #[test]

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     PRIMARY KEY (record_id, department)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, state);
 CREATE INDEX IF NOT EXISTS entries_open ON ledger_entries (state, claim_due_at);
+CREATE INDEX IF NOT EXISTS entries_awaiting_alert ON ledger_entries (claim_due_at)
+    WHERE state IN ('pushed', 'delivered') AND alert_level < 3;
 CREATE INDEX IF NOT EXISTS entries_pushed ON ledger_entries (pushed_at);
 CREATE TABLE IF NOT EXISTS ledger_history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL, department TEXT, action TEXT NOT NULL,
