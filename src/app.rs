@@ -808,14 +808,16 @@ pub async fn token_issue(settings: &Settings, role: &str, subject: &str) -> anyh
     }
     let state = open_state(settings).await?;
     let token = auth::new_token();
+    let id = uuid::Uuid::new_v4().to_string();
     state
         .add_token(TokenRow {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: id.clone(),
             role: role.into(),
             subject: subject.into(),
             sha256: auth::hash_token(&token),
         })
         .await?;
+    tracing::info!(token_id = %id, role, subject, "token issued");
     Ok(token)
 }
 

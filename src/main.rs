@@ -207,6 +207,10 @@ enum TokenCommand {
     },
     /// Print the SHA-256 of a token, for `[[auth.tokens]]` in the configuration file.
     Hash { token: String },
+    /// List issued tokens (id, role, subject, when issued and revoked; never the token).
+    List,
+    /// Revoke a token by id; it is refused within seconds, by every gateway sharing the state.
+    Revoke { id: String },
 }
 
 fn main() -> ExitCode {
@@ -318,6 +322,21 @@ fn main() -> ExitCode {
             } => {
                 let n = app::ledger_rebuild(&settings).await?;
                 eprintln!("ledger rebuilt from {n} messages");
+                Ok(true)
+            }
+            Command::Token { command: TokenCommand::List } => {
+                let state = app::open_state(&settings).await?;
+                println!("{:<38} {:<11} {:<24} {:<34} REVOKED", "ID", "ROLE", "SUBJECT", "ISSUED");
+                for t in state.token_list().await? {
+                    println!("{:<38} {:<11} {:<24} {:<34} {}", t.id, t.role, t.subject, t.created_at, t.revoked_at.unwrap_or_default());
+                }
+                Ok(true)
+            }
+            Command::Token { command: TokenCommand::Revoke { id } } => {
+                let state = app::open_state(&settings).await?;
+                anyhow::ensure!(state.revoke_token(&id).await?, "no active token with id {id}");
+                tracing::info!(token_id = %id, "token revoked");
+                eprintln!("revoked {id}");
                 Ok(true)
             }
             Command::Token {

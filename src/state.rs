@@ -52,6 +52,16 @@ pub struct TokenRow {
     pub sha256: [u8; 32],
 }
 
+/// An issued token as listed for an admin (its hash is never shown).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub role: String,
+    pub subject: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
 /// The state store seam.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
@@ -67,6 +77,10 @@ pub trait StateStore: Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRow>, StateError>;
     /// Stores a new token hash.
     async fn add_token(&self, row: TokenRow) -> Result<(), StateError>;
+    /// Every token ever issued: (id, role, subject, created_at, revoked_at), without hashes.
+    async fn token_list(&self) -> Result<Vec<TokenInfo>, StateError>;
+    /// Revokes a token; `false` when there is no active token with that id.
+    async fn revoke_token(&self, id: &str) -> Result<bool, StateError>;
     /// The DLQ entries already replayed.
     async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError>;
     /// Records that DLQ entries were replayed, with the outcome (`accepted`, `duplicate`, `rejected`).
@@ -193,6 +207,29 @@ impl StateStore for SqliteState {
                 })
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn token_list(&self) -> Result<Vec<TokenInfo>, StateError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT id, role, subject, created_at, revoked_at FROM auth_tokens ORDER BY created_at")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(TokenInfo { id: r.get(0)?, role: r.get(1)?, subject: r.get(2)?, created_at: r.get(3)?, revoked_at: r.get(4)? })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, StateError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE auth_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|n| n == 1)
         })
         .await
     }

@@ -615,3 +615,63 @@ async fn a_graceful_shutdown_finishes_requests_in_flight() {
         2000
     );
 }
+
+#[tokio::test]
+async fn a_revoked_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &[]).await;
+    let token = gw.token("adapter", "nx-zwfw-approval");
+    let (status, _) = gw
+        .ingest("nx-zwfw-approval", &token, JSON, fixture("01-company.json"))
+        .await;
+    assert_eq!(status, 202);
+    let data = dir.path().display().to_string();
+    let list = shenguan(&["token", "list", "--data-dir", &data]);
+    let listing = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        !listing.contains(&token),
+        "the token itself is never listed"
+    );
+    let id = listing
+        .lines()
+        .find(|l| l.contains("nx-zwfw-approval"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let out = shenguan(&["token", "revoke", &id, "--data-dir", &data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !shenguan(&["token", "revoke", &id, "--data-dir", &data])
+            .status
+            .success(),
+        "revoking twice is an error"
+    );
+    let listing =
+        String::from_utf8(shenguan(&["token", "list", "--data-dir", &data]).stdout).unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with(&id) && l.trim_end().ends_with('Z')
+                || l.starts_with(&id) && l.contains("+00:00")),
+        "{listing}"
+    );
+    // Cached tokens are re-read within 5 seconds.
+    let mut status = 0;
+    for _ in 0..80 {
+        status = gw
+            .ingest("nx-zwfw-approval", &token, JSON, fixture("01-company.json"))
+            .await
+            .0;
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 401);
+}

@@ -22,7 +22,7 @@ use super::{Alert, AlertLevel, Changes, Entry, EntryState, HistoryRow, Loaded, R
 use crate::adapter::convert::shanghai;
 use crate::bus::{Delivery, Positions};
 use crate::schema::RecordKind;
-use crate::state::{Seen, StateError, StateStore, TokenRow};
+use crate::state::{Seen, StateError, StateStore, TokenInfo, TokenRow};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_records (
@@ -940,6 +940,36 @@ impl StateStore for PgState {
                 }
             })
             .collect())
+    }
+
+    async fn token_list(&self) -> Result<Vec<TokenInfo>, StateError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT id, role, subject, created_at, revoked_at FROM auth_tokens ORDER BY created_at", &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| TokenInfo {
+                id: r.get(0),
+                role: r.get(1),
+                subject: r.get(2),
+                created_at: r.get::<_, DateTime<Utc>>(3).to_rfc3339(),
+                revoked_at: r.get::<_, Option<DateTime<Utc>>>(4).map(|t| t.to_rfc3339()),
+            })
+            .collect())
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, StateError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE auth_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
     }
 
     async fn add_token(&self, row: TokenRow) -> Result<(), StateError> {
