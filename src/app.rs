@@ -24,7 +24,7 @@ use crate::ledger::projector::{Projector, Shared};
 use crate::ledger::tracker::{self, Clock, SystemClock};
 use crate::route::Catalog;
 use crate::schema::Schemas;
-use crate::state::{SqliteState, StateStore, TokenRow};
+use crate::state::{SqliteState, StateStore};
 use crate::telemetry::{self, METRICS};
 
 /// Everything a gateway loads from files, checked at start-up without network I/O.
@@ -762,6 +762,16 @@ pub async fn dlq_replay(
         marks.push((e.id.clone(), kind.to_string()));
         println!("{}: {outcome}", e.id);
     }
+    for (id, outcome) in &marks {
+        state
+            .audit(
+                "cli",
+                "dlq_replayed",
+                id,
+                serde_json::json!({"outcome": outcome}),
+            )
+            .await?;
+    }
     state.mark_replayed(marks).await?;
     println!("replayed: {accepted} accepted, {duplicates} duplicate, {rejected} rejected again");
     Ok(rejected == 0)
@@ -807,17 +817,7 @@ pub async fn token_issue(settings: &Settings, role: &str, subject: &str) -> anyh
         _ => {}
     }
     let state = open_state(settings).await?;
-    let token = auth::new_token();
-    let id = uuid::Uuid::new_v4().to_string();
-    state
-        .add_token(TokenRow {
-            id: id.clone(),
-            role: role.into(),
-            subject: subject.into(),
-            sha256: auth::hash_token(&token),
-        })
-        .await?;
-    tracing::info!(token_id = %id, role, subject, "token issued");
+    let (_, token) = auth::issue(state.as_ref(), role, subject, "cli").await?;
     Ok(token)
 }
 

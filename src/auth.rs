@@ -50,6 +50,52 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Issues a token: stores its hash, writes the audit log, returns (id, token) — the token is
+/// shown this once.
+pub async fn issue(
+    store: &dyn StateStore,
+    role: &str,
+    subject: &str,
+    actor: &str,
+) -> Result<(String, String), crate::state::StateError> {
+    let token = new_token();
+    let id = uuid::Uuid::new_v4().to_string();
+    store
+        .add_token(TokenRow {
+            id: id.clone(),
+            role: role.into(),
+            subject: subject.into(),
+            sha256: hash_token(&token),
+        })
+        .await?;
+    store
+        .audit(
+            actor,
+            "token_issued",
+            &id,
+            serde_json::json!({"role": role, "subject": subject}),
+        )
+        .await?;
+    tracing::info!(token_id = %id, role, subject, actor, "token issued");
+    Ok((id, token))
+}
+
+/// Revokes a token and writes the audit log; `false` when no active token has that id.
+pub async fn revoke(
+    store: &dyn StateStore,
+    id: &str,
+    actor: &str,
+) -> Result<bool, crate::state::StateError> {
+    let done = store.revoke_token(id).await?;
+    if done {
+        store
+            .audit(actor, "token_revoked", id, serde_json::json!({}))
+            .await?;
+        tracing::info!(token_id = %id, actor, "token revoked");
+    }
+    Ok(done)
+}
+
 /// How often at most the token list is re-read from the store after an unknown token.
 const REFRESH_AFTER: Duration = Duration::from_millis(50);
 /// How old the cached token list may get before it is re-read anyway.

@@ -334,8 +334,7 @@ fn main() -> ExitCode {
             }
             Command::Token { command: TokenCommand::Revoke { id } } => {
                 let state = app::open_state(&settings).await?;
-                anyhow::ensure!(state.revoke_token(&id).await?, "no active token with id {id}");
-                tracing::info!(token_id = %id, "token revoked");
+                anyhow::ensure!(shenguan::auth::revoke(state.as_ref(), &id, "cli").await?, "no active token with id {id}");
                 eprintln!("revoked {id}");
                 Ok(true)
             }

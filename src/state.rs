@@ -62,6 +62,16 @@ pub struct TokenInfo {
     pub revoked_at: Option<String>,
 }
 
+/// One audit log entry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
 /// The state store seam.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
@@ -81,6 +91,17 @@ pub trait StateStore: Send + Sync + 'static {
     async fn token_list(&self) -> Result<Vec<TokenInfo>, StateError>;
     /// Revokes a token; `false` when there is no active token with that id.
     async fn revoke_token(&self, id: &str) -> Result<bool, StateError>;
+    /// Appends to the audit log (tokens issued and revoked, DLQ replays). There is no way to
+    /// change or delete an entry.
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StateError>;
+    /// The newest audit entries first.
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StateError>;
     /// The DLQ entries already replayed.
     async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError>;
     /// Records that DLQ entries were replayed, with the outcome (`accepted`, `duplicate`, `rejected`).
@@ -112,6 +133,9 @@ impl SqliteState {
              CREATE TABLE IF NOT EXISTS auth_tokens (
                  id TEXT PRIMARY KEY, role TEXT NOT NULL, subject TEXT NOT NULL,
                  sha256 BLOB NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
+             CREATE TABLE IF NOT EXISTS audit_log (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
+                 action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS source_checkpoints (
                  source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS dlq_replays (
@@ -204,6 +228,44 @@ impl StateStore for SqliteState {
                     role: r.get(1)?,
                     subject: r.get(2)?,
                     sha256,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StateError> {
+        let (actor, action, target) = (actor.to_string(), action.to_string(), target.to_string());
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![chrono::Utc::now().to_rfc3339(), actor, action, target, detail.to_string()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StateError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT at, actor, action, target, detail FROM audit_log ORDER BY seq DESC LIMIT {limit}"
+            ))?;
+            let rows = stmt.query_map([], |r| {
+                let detail: String = r.get(4)?;
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    target: r.get(3)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
                 })
             })?;
             rows.collect()

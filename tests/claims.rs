@@ -685,3 +685,116 @@ fn calendar_add_prints_the_nth_working_day() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn admins_issue_rotate_and_revoke_tokens_with_an_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), None, &[]).await;
+    let admin = gw.token("admin", "");
+    let scjg = gw.token("department", "szs-scjg");
+    assert_eq!(
+        call(&gw, "GET", "/v1/admin/tokens", &scjg, None).await.0,
+        403
+    );
+    let (status, problem) = call(
+        &gw,
+        "POST",
+        "/v1/admin/tokens",
+        &admin,
+        Some(json!({"role": "department", "subject": "nobody"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    let (status, issued) = call(
+        &gw,
+        "POST",
+        "/v1/admin/tokens",
+        &admin,
+        Some(json!({"role": "department", "subject": "szs-wjw"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{issued}");
+    let (first_id, first) = (
+        issued["id"].as_str().unwrap().to_string(),
+        issued["token"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(call(&gw, "GET", "/v1/inbox", &first, None).await.0, 200);
+    let (_, listed) = call(&gw, "GET", "/v1/admin/tokens", &admin, None).await;
+    assert!(
+        !listed.to_string().contains(&first),
+        "a listing never shows a token"
+    );
+    // Rotation: a new token for the same department; the old one stops working.
+    let url = format!("/v1/admin/tokens/{first_id}/rotate");
+    let r = gw
+        .client
+        .post(gw.url(&url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rotated: Value = r.json().await.unwrap();
+    let second = rotated["token"].as_str().unwrap().to_string();
+    assert_eq!(rotated["subject"], "szs-wjw");
+    assert_eq!(call(&gw, "GET", "/v1/inbox", &second, None).await.0, 200);
+    let mut old_status = 0;
+    for _ in 0..80 {
+        old_status = call(&gw, "GET", "/v1/inbox", &first, None).await.0;
+        if old_status == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(old_status, 401);
+    // Revocation.
+    let second_id = rotated["id"].as_str().unwrap();
+    let r = gw
+        .client
+        .delete(gw.url(&format!("/v1/admin/tokens/{second_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = gw
+        .client
+        .delete(gw.url(&format!("/v1/admin/tokens/{second_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // The audit trail records every step and cannot be changed through the API.
+    let (_, audit) = call(&gw, "GET", "/v1/admin/audit", &admin, None).await;
+    let actions: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let api = |a: &str| {
+        actions
+            .iter()
+            .filter(|(x, actor)| x == a && actor == "api:admin")
+            .count()
+    };
+    assert_eq!(api("token_issued"), 2, "{actions:?}");
+    assert_eq!(api("token_revoked"), 2, "{actions:?}");
+    assert!(actions
+        .iter()
+        .any(|(a, actor)| a == "token_issued" && actor == "cli"));
+    let r = gw
+        .client
+        .delete(gw.url("/v1/admin/audit"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}

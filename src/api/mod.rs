@@ -3,6 +3,7 @@
 // Problems are the cold path of a request; boxing them would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
 pub mod problem;
 pub mod records;
 
@@ -48,6 +49,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/records/{id}/feedback", post(records::feedback))
         .route("/v1/records/{id}/route", post(records::route))
         .route("/v1/unrouted", get(records::unrouted))
+        .route("/v1/admin/tokens", get(admin::list).post(admin::create))
+        .route(
+            "/v1/admin/tokens/{id}",
+            axum::routing::delete(admin::revoke),
+        )
+        .route("/v1/admin/tokens/{id}/rotate", post(admin::rotate))
+        .route("/v1/admin/audit", get(admin::audit))
         .route("/v1/reports/monthly", get(records::monthly))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

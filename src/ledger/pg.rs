@@ -22,7 +22,7 @@ use super::{Alert, AlertLevel, Changes, Entry, EntryState, HistoryRow, Loaded, R
 use crate::adapter::convert::shanghai;
 use crate::bus::{Delivery, Positions};
 use crate::schema::RecordKind;
-use crate::state::{Seen, StateError, StateStore, TokenInfo, TokenRow};
+use crate::state::{AuditEntry, Seen, StateError, StateStore, TokenInfo, TokenRow};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_records (
@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS auth_tokens (
     created_at TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS dlq_replays (dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS source_checkpoints (source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, detail JSONB NOT NULL);
 ";
 
 /// Opens a connection pool and creates the tables (under an advisory lock, so instances
@@ -938,6 +941,41 @@ impl StateStore for PgState {
                     subject: r.get(2),
                     sha256,
                 }
+            })
+            .collect())
+    }
+
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> Result<(), StateError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (now(), $1, $2, $3, $4)",
+            &[&actor, &action, &target, &detail],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StateError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(&format!("SELECT at, actor, action, target, detail FROM audit_log ORDER BY seq DESC LIMIT {limit}"), &[])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                at: r.get::<_, DateTime<Utc>>(0).to_rfc3339(),
+                actor: r.get(1),
+                action: r.get(2),
+                target: r.get(3),
+                detail: r.get(4),
             })
             .collect())
     }
