@@ -262,6 +262,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         clock,
         adapters,
         auth,
+        limiter: crate::auth::RateLimiter::new(
+            settings.auth.requests_per_second,
+            settings.auth.burst,
+        ),
         max_body_bytes: settings.server.max_body_bytes,
         metrics_public: settings.auth.metrics_public,
     });

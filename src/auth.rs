@@ -96,6 +96,43 @@ pub async fn revoke(
     Ok(done)
 }
 
+/// A token bucket per token: `rate` requests per second on average, `burst` at once.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<[u8; 32], (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: f64) -> RateLimiter {
+        RateLimiter {
+            rate,
+            burst: burst.max(1.0),
+            buckets: Default::default(),
+        }
+    }
+
+    /// `Ok` to go on, or `Err(seconds to wait)`.
+    pub fn check(&self, token: &str) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        let (tokens, last) = buckets
+            .entry(hash_token(token))
+            .or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.rate).ceil() as u64)
+        }
+    }
+}
+
 /// How often at most the token list is re-read from the store after an unknown token.
 const REFRESH_AFTER: Duration = Duration::from_millis(50);
 /// How old the cached token list may get before it is re-read anyway.

@@ -223,12 +223,19 @@ pub struct AuthSettings {
     /// Tokens given in the file as SHA-256 hashes (`shenguan token hash` prints one), in
     /// addition to those issued with `shenguan token issue`.
     pub tokens: Vec<TokenEntry>,
+    /// Requests per second each token may make on average (token bucket); 0 turns the limit
+    /// off. Default 100. Over the limit the answer is 429 with `Retry-After`.
+    pub requests_per_second: f64,
+    /// Requests a token may make in a burst above the average. Default 200.
+    pub burst: f64,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
             metrics_public: true,
+            requests_per_second: 100.0,
+            burst: 200.0,
             tokens: Vec::new(),
         }
     }

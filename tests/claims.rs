@@ -798,3 +798,39 @@ async fn admins_issue_rotate_and_revoke_tokens_with_an_audit_trail() {
         .unwrap();
     assert_eq!(r.status(), 405);
 }
+
+#[tokio::test]
+async fn each_token_is_rate_limited_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shenguan.toml");
+    std::fs::write(&file, "[auth]\nrequests_per_second = 1.0\nburst = 3.0\n").unwrap();
+    let gw = Gateway::start(
+        &dir.path().join("data"),
+        &["--config", &file.display().to_string()],
+    )
+    .await;
+    let busy = gw.token("department", "szs-scjg");
+    let quiet = gw.token("department", "szs-wjw");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = gw
+            .client
+            .get(gw.url("/v1/inbox"))
+            .bearer_auth(&busy)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "the burst passes");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    assert_eq!(
+        call(&gw, "GET", "/v1/inbox", &quiet, None).await.0,
+        200,
+        "another token is not affected"
+    );
+}

@@ -35,6 +35,8 @@ pub struct AppState {
     pub clock: Arc<dyn crate::ledger::tracker::Clock>,
     pub adapters: Arc<std::sync::RwLock<Arc<AdapterSet>>>,
     pub auth: Arc<Authenticator>,
+    /// Requests per token.
+    pub limiter: crate::auth::RateLimiter,
     pub max_body_bytes: usize,
     pub metrics_public: bool,
 }
@@ -78,11 +80,22 @@ pub(crate) async fn authenticate(
         .ok_or_else(|| {
             Problem::unauthorized("the Authorization header must use the Bearer scheme")
         })?;
-    state
+    let principal = state
         .auth
         .authenticate(token.trim())
         .await
-        .ok_or_else(|| Problem::unauthorized("the bearer token is not known or was revoked"))
+        .ok_or_else(|| Problem::unauthorized("the bearer token is not known or was revoked"))?;
+    if let Err(wait) = state.limiter.check(token.trim()) {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            "this token is over its request rate; retry later",
+        );
+        p.retry_after = Some(wait.max(1));
+        return Err(p);
+    }
+    Ok(principal)
 }
 
 /// The format and charset of a request body, or the 415 problem: the media type must name a
