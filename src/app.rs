@@ -711,15 +711,20 @@ pub async fn dlq_replay(
             anyhow::bail!("no DLQ entry with id {id}");
         }
     }
-    let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
+    let (mut accepted, mut duplicates, mut rejected, mut left) = (0, 0, 0, 0);
     let mut marks = Vec::new();
     for e in selected {
         if e.stage == "deliver" {
             println!("{}: a webhook delivery failure; deliveries are not replayed through an adapter (route the record again)", e.id);
+            left += 1;
             continue;
         }
         let Some(a) = adapters.get(&e.adapter) else {
-            println!("{}: adapter '{}' is not loaded; skipped", e.id, e.adapter);
+            println!(
+                "{}: adapter '{}' is not loaded; left in the DLQ",
+                e.id, e.adapter
+            );
+            left += 1;
             continue;
         };
         let outcome = match ingestor.ingest(a, e.payload(), Some(e.id.clone())).await {
@@ -777,8 +782,9 @@ pub async fn dlq_replay(
             .await?;
     }
     state.mark_replayed(marks).await?;
-    println!("replayed: {accepted} accepted, {duplicates} duplicate, {rejected} rejected again");
-    Ok(rejected == 0)
+    println!("replayed: {accepted} accepted, {duplicates} duplicate, {rejected} rejected again, {left} left in the DLQ");
+    // Anything not accepted is the operator's to look at: a non-zero exit says so.
+    Ok(rejected == 0 && left == 0)
 }
 
 /// `shenguan token issue`: prints a new token once; stores only its hash.

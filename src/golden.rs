@@ -53,20 +53,14 @@ fn expected_path(input: &Path) -> PathBuf {
     input.with_file_name(format!("{stem}.expected.json"))
 }
 
-fn charset_of(input: &Path) -> Option<String> {
-    let name = input.file_name()?.to_str()?;
-    let parts: Vec<&str> = name.split('.').collect();
-    // `<case>.<charset>.<ext>`: the charset label sits before the extension.
-    (parts.len() >= 3)
-        .then(|| parts[parts.len() - 2].to_string())
-        .filter(|c| encoding_rs::Encoding::for_label(c.as_bytes()).is_some())
-}
-
 /// Runs one input through the pipeline and renders what a user would see.
 pub fn run_case(adapter: &Adapter, schemas: &Schemas, input: &Path) -> Result<Value, String> {
     let body = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
     let received_at = chrono::DateTime::parse_from_rfc3339(FIXED_RECEIVED_AT).expect("fixed time");
-    let charset = charset_of(input);
+    let charset = input
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(Format::charset_from_name);
     let format = input
         .file_name()
         .and_then(|n| n.to_str())

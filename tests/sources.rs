@@ -23,17 +23,6 @@ fn adapters_dir(dir: &std::path::Path) -> std::path::PathBuf {
     target
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 async fn start(dir: &std::path::Path, config: &str, extra: &[&str]) -> Gateway {
     let adapters = adapters_dir(dir);
     let file = dir.join("shenguan.toml");

@@ -63,6 +63,15 @@ impl Format {
         }
     }
 
+    /// The charset a file name declares as `<name>.<charset>.<ext>` (e.g. `rows.gb18030.csv`),
+    /// if the label is one `encoding_rs` knows.
+    pub fn charset_from_name(name: &str) -> Option<String> {
+        let parts: Vec<&str> = name.split('.').collect();
+        (parts.len() >= 3)
+            .then(|| parts[parts.len() - 2].to_string())
+            .filter(|c| encoding_rs::Encoding::for_label(c.as_bytes()).is_some())
+    }
+
     /// Whether this format is text (decoded with a charset before parsing).
     pub fn is_text(self) -> bool {
         self != Format::Xlsx
@@ -588,5 +597,11 @@ mod tests {
         assert_eq!(Format::from_media_type("image/png"), None);
         assert_eq!(Format::from_extension("x.gb18030.csv"), Some(Format::Csv));
         assert_eq!(Format::from_extension("导出.xlsx"), Some(Format::Xlsx));
+        assert_eq!(
+            Format::charset_from_name("rows.gb18030.csv").as_deref(),
+            Some("gb18030")
+        );
+        assert_eq!(Format::charset_from_name("01-company.json"), None);
+        assert_eq!(Format::charset_from_name("a.b.json"), None);
     }
 }

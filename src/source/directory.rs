@@ -113,13 +113,6 @@ fn scan(
     Ok(ready)
 }
 
-fn charset_of(name: &str) -> Option<String> {
-    let parts: Vec<&str> = name.split('.').collect();
-    (parts.len() >= 3)
-        .then(|| parts[parts.len() - 2].to_string())
-        .filter(|c| encoding_rs::Encoding::for_label(c.as_bytes()).is_some())
-}
-
 async fn handle(config: &DirectoryConfig, ctx: &SourceContext, file: &Path) -> Result<(), String> {
     let name = file
         .file_name()
@@ -129,7 +122,7 @@ async fn handle(config: &DirectoryConfig, ctx: &SourceContext, file: &Path) -> R
     let payload = Payload {
         body,
         format: Format::from_extension(&name),
-        charset: charset_of(&name),
+        charset: Format::charset_from_name(&name),
         unit: Unit::Body,
     };
     let (target, report) = match ctx.ingest(&config.adapter, payload).await? {

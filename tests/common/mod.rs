@@ -322,3 +322,15 @@ pub async fn postgres_database() -> String {
         _ => format!("{base}/{name}"),
     }
 }
+
+/// Copies a directory tree (a private copy of the adapters a test may edit).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
