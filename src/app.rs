@@ -196,7 +196,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let ingestor = Arc::new(Ingestor::new(
         defs.schemas.clone(),
         bus.clone(),
-        state,
+        state.clone(),
         topics,
         settings.server.max_batch_records,
     ));
@@ -213,12 +213,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let projector_stop = stopped.clone();
     let projector_task =
         tokio::spawn(async move { projector.run(projector_stop, None, true).await });
+    let digest = settings
+        .tracker
+        .digest_time()
+        .map_err(anyhow::Error::msg)?
+        .map(|at| tracker::DigestSchedule {
+            at,
+            state: state.clone(),
+        });
     let tracker_task = tokio::spawn(tracker::run(
         ledger.clone(),
         bus.clone(),
         shared.clone(),
         clock.clone(),
         Duration::from_secs(settings.tracker.interval_seconds.max(1)),
+        digest,
         stopped.clone(),
     ));
     let deliverer = Deliverer::new(
@@ -229,6 +238,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         clock.clone(),
     )?;
     let delivery_task = tokio::spawn(deliverer.run(stopped.clone()));
+    let notifier = crate::deliver::notify::Notifier::new(
+        bus.clone(),
+        ingestor.clone(),
+        shared.clone(),
+        settings.delivery.clone(),
+    )?;
+    let notify_task = tokio::spawn(notifier.run(stopped.clone()));
 
     let adapters = Arc::new(std::sync::RwLock::new(Arc::new(defs.adapters)));
     let reload_task = tokio::spawn(watch_adapters(
@@ -287,6 +303,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let _ = tracker_task.await;
     let _ = delivery_task.await;
+    let _ = notify_task.await;
     let _ = reload_task.await;
     for t in source_tasks {
         let _ = t.await;
@@ -839,4 +856,65 @@ pub fn init(settings: &Settings) {
 /// Whether a path looks like a data directory created by the gateway.
 pub fn has_data(dir: &Path) -> bool {
     dir.join("bus.db").exists() || dir.join("ledger.db").exists()
+}
+
+/// `shenguan liaison set`: checks the department and the contact, stores it, audits it.
+pub async fn liaison_set(
+    settings: &Settings,
+    department: &str,
+    body: crate::api::flows::LiaisonBody,
+) -> anyhow::Result<()> {
+    let defs = load_all(settings)?;
+    let shared = crate::ledger::projector::Shared {
+        catalog: defs.catalog.clone(),
+        calendar: defs.calendar.clone(),
+        policies: defs.policies.clone(),
+        policy: defs.policy.clone(),
+        topics: crate::bus::Topics::new(settings.bus.topic_prefix.clone()),
+    };
+    let value = crate::api::flows::liaison_value(
+        &shared,
+        department,
+        body,
+        crate::adapter::convert::now_shanghai(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let state = open_state(settings).await?;
+    state.set_liaison(department, value.clone()).await?;
+    let masked = serde_json::json!({
+        "officer": value["officer"],
+        "phone": crate::mask::mask(value["phone"].as_str().unwrap_or("")),
+    });
+    state
+        .audit("cli", "liaison.set", department, masked)
+        .await?;
+    Ok(())
+}
+
+/// `shenguan liaison list`: every catalog department with its liaison officer.
+pub async fn liaison_list(settings: &Settings) -> anyhow::Result<String> {
+    let defs = load_all(settings)?;
+    let state = open_state(settings).await?;
+    let liaisons = state.liaisons().await?;
+    let mut out = format!(
+        "{:<16} {:<24} {:<10} {:<16} {}\n",
+        "CODE", "NAME", "OFFICER", "PHONE", "LEADER"
+    );
+    for d in &defs.catalog.departments {
+        let l = liaisons
+            .iter()
+            .find(|(code, _)| code == &d.code)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let text = |k: &str| l[k].as_str().unwrap_or("-").to_string();
+        out.push_str(&format!(
+            "{:<16} {:<24} {:<10} {:<16} {}\n",
+            d.code,
+            d.name,
+            text("officer"),
+            text("phone"),
+            text("leader")
+        ));
+    }
+    Ok(out)
 }

@@ -101,13 +101,34 @@ impl Default for ServerSettings {
 pub struct TrackerSettings {
     /// Seconds between two checks of every open deadline (alerts, gauges). Default 30.
     pub interval_seconds: u64,
+    /// Local time (Asia/Shanghai, `HH:MM`) from which each working day's digest goes to every
+    /// department, on the alert topic and through its webhook. Empty: no digest. Default 08:30.
+    pub digest_at: String,
 }
 
 impl Default for TrackerSettings {
     fn default() -> Self {
         TrackerSettings {
             interval_seconds: 30,
+            digest_at: "08:30".into(),
         }
+    }
+}
+
+impl TrackerSettings {
+    /// The digest time, `None` when digests are off.
+    pub fn digest_time(&self) -> Result<Option<chrono::NaiveTime>, String> {
+        if self.digest_at.trim().is_empty() {
+            return Ok(None);
+        }
+        chrono::NaiveTime::parse_from_str(self.digest_at.trim(), "%H:%M")
+            .map(Some)
+            .map_err(|_| {
+                format!(
+                    "tracker.digest_at: '{}' is not a time of day like 08:30",
+                    self.digest_at
+                )
+            })
     }
 }
 

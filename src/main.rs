@@ -119,6 +119,33 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// The liaison registry: each department's liaison officer (联络员) and contact.
+    Liaison {
+        #[command(subcommand)]
+        command: LiaisonCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LiaisonCommand {
+    /// Set a department's liaison officer (audited).
+    Set {
+        /// Department code from the routing catalog.
+        department: String,
+        /// The liaison officer's name (联络员).
+        #[arg(long)]
+        officer: String,
+        /// Telephone number.
+        #[arg(long)]
+        phone: String,
+        /// The deputy head in charge (联络负责人).
+        #[arg(long)]
+        leader: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// List every catalog department with its liaison officer.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -322,6 +349,28 @@ fn main() -> ExitCode {
             } => {
                 let n = app::ledger_rebuild(&settings).await?;
                 eprintln!("ledger rebuilt from {n} messages");
+                Ok(true)
+            }
+            Command::Liaison {
+                command:
+                    LiaisonCommand::Set {
+                        department,
+                        officer,
+                        phone,
+                        leader,
+                        email,
+                    },
+            } => {
+                let body =
+                    shenguan::api::flows::LiaisonBody::new(officer, phone, leader, email);
+                app::liaison_set(&settings, &department, body).await?;
+                eprintln!("liaison officer of {department} set");
+                Ok(true)
+            }
+            Command::Liaison {
+                command: LiaisonCommand::List,
+            } => {
+                print!("{}", app::liaison_list(&settings).await?);
                 Ok(true)
             }
             Command::Token { command: TokenCommand::List } => {

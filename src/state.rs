@@ -110,6 +110,14 @@ pub trait StateStore: Send + Sync + 'static {
     async fn checkpoint(&self, source: &str) -> Result<Option<String>, StateError>;
     /// Moves a source's checkpoint; called only after the bus acknowledged what it covers.
     async fn save_checkpoint(&self, source: &str, value: String) -> Result<(), StateError>;
+    /// The liaison registry: each department's liaison officer and contact (JSON), by code.
+    async fn liaisons(&self) -> Result<Vec<(String, serde_json::Value)>, StateError>;
+    /// Sets a department's liaison entry.
+    async fn set_liaison(
+        &self,
+        department: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StateError>;
 }
 
 /// SQLite implementation (the default, `sqlite:<data_dir>/ledger.db`).
@@ -139,7 +147,9 @@ impl SqliteState {
              CREATE TABLE IF NOT EXISTS source_checkpoints (
                  source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS dlq_replays (
-                 dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TEXT NOT NULL);",
+                 dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS liaisons (
+                 department TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);",
         )
         .map_err(|e| err(&e))?;
         Ok(SqliteState {
@@ -354,6 +364,36 @@ impl StateStore for SqliteState {
                 "INSERT INTO source_checkpoints (source, value, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 params![source, value, chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn liaisons(&self) -> Result<Vec<(String, serde_json::Value)>, StateError> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT department, value FROM liaisons ORDER BY department")?;
+            let rows = stmt.query_map([], |r| {
+                let value: String = r.get(1)?;
+                Ok((r.get(0)?, serde_json::from_str(&value).unwrap_or_default()))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn set_liaison(
+        &self,
+        department: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StateError> {
+        let department = department.to_string();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO liaisons (department, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (department) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![department, value.to_string(), chrono::Utc::now().to_rfc3339()],
             )
             .map(|_| ())
         })

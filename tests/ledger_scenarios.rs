@@ -104,6 +104,79 @@ impl Feed {
         self.send(RecordKind::Claim, event).await
     }
 
+    /// A notice from `from` to `to`, with `extra` fields (inquiry, inspection, offline_push …).
+    async fn notice(
+        &mut self,
+        id: &str,
+        from: &str,
+        to: &[&str],
+        extra: Value,
+        published: &str,
+    ) -> shenguan::ledger::Changes {
+        let mut data = json!({
+            "record_id": id, "kind": "notice",
+            "source": {"system": "shenguan", "adapter": "inquiry", "business_key": id, "received_at": published},
+            "notice_type": "其他", "title": format!("函 {id}"), "issuer": from, "issuer_code": from,
+            "issued_at": published, "audience": to,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            data[k] = v.clone();
+        }
+        let event = json!({
+            "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.notice.v1",
+            "subject": id, "time": published, "datacontenttype": "application/json", "data": data,
+        });
+        self.send(RecordKind::Notice, event).await
+    }
+
+    async fn feedback(
+        &mut self,
+        id: &str,
+        department: &str,
+        feedback_type: &str,
+        at: &str,
+        extra: Value,
+    ) -> shenguan::ledger::Changes {
+        let mut data = json!({"record_id": id, "department": department, "feedback_type": feedback_type, "at": at});
+        for (k, v) in extra.as_object().unwrap() {
+            data[k] = v.clone();
+        }
+        let event = json!({
+            "specversion": "1.0", "id": format!("fb-{id}-{department}-{feedback_type}-{at}"), "source": "/test",
+            "type": "cn.shenguan.feedback.v1", "subject": id, "time": at, "datacontenttype": "application/json",
+            "data": data,
+        });
+        self.send(RecordKind::Feedback, event).await
+    }
+
+    async fn forward(
+        &mut self,
+        id: &str,
+        from: &str,
+        to: &str,
+        at: &str,
+    ) -> shenguan::ledger::Changes {
+        let event = json!({
+            "specversion": "1.0", "id": format!("fwd-{id}-{from}-{to}"), "source": "/test",
+            "type": "cn.shenguan.claim.v1", "subject": id, "time": at, "datacontenttype": "application/json",
+            "data": {"record_id": id, "department": from, "action": "forward", "to": to, "at": at,
+                     "reason": "属上级部门监管事项", "channel": "rest"}
+        });
+        self.send(RecordKind::Claim, event).await
+    }
+
+    /// What the tracker publishes for lapsed inquiries at `now`, fed back as the projector would.
+    async fn deem_lapsed(&mut self, now: &str) -> usize {
+        let messages = tracker::deemed_agreed(self.ledger.as_ref(), &self.shared, t(now))
+            .await
+            .unwrap();
+        for m in &messages {
+            let event: Value = serde_json::from_slice(&m.payload).unwrap();
+            self.send(RecordKind::Feedback, event).await;
+        }
+        messages.len()
+    }
+
     async fn entry(&self, id: &str, department: &str) -> shenguan::ledger::Entry {
         let (_, entries, _) = self.ledger.record(id).await.unwrap().expect("record");
         entries
@@ -532,7 +605,7 @@ scenario!(
         assert_eq!(l.p90_claim_hours, Some(48.0));
         let csv = report::to_csv(&r);
         assert!(
-            csv.contains("2026-03,szs-scjg,approval,5,3,2,2,1,1,0.5,16,48"),
+            csv.contains("2026-03,szs-scjg,approval,claim,5,3,2,2,1,1,0.5,16,48,0,0,0,0,0,0,0,0"),
             "{csv}"
         );
     }
@@ -732,5 +805,603 @@ scenario!(
         );
         let e = f.entry("sv1", "szs-xzsp").await;
         assert_eq!(e.state, EntryState::Closed);
+    }
+);
+
+/// The outbox alerts' (department, level) pairs.
+async fn outbox_levels(f: &Feed) -> Vec<(String, String)> {
+    f.ledger
+        .outbox(1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, _, p)| {
+            let v: Value = serde_json::from_slice(p).unwrap();
+            (
+                v["data"]["department"].as_str().unwrap_or("").to_string(),
+                v["data"]["level"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn inquiry(days: Option<u32>) -> Value {
+    let mut v = json!({"notice_type": "业务函询", "inquiry": {"subject_type": "行政许可事项办理标准", "question": "食品经营许可现场核查标准是否按2026版执行？"}});
+    if let Some(d) = days {
+        v["inquiry"]["reply_within_working_days"] = json!(d);
+    }
+    v
+}
+
+scenario!(
+    an_inquiry_left_unanswered_over_national_day_is_deemed_agreed_under_yuanqu,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        // Sent on Tuesday 2026-09-29; 5 working days: 09-30, 10-08, 10-09, 10-10 (补班), 10-12.
+        f.notice(
+            "q1",
+            "szs-xzsp",
+            &["szs-scjg"],
+            inquiry(None),
+            "2026-09-29T10:00:00+08:00",
+        )
+        .await;
+        let e = f.entry("q1", "szs-scjg").await;
+        assert_eq!(e.claim_rule.as_deref(), Some("reply_inquiry"));
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-10-12T23:59:59+08:00"
+        );
+        let (record, _, _) = f.ledger.record("q1").await.unwrap().unwrap();
+        assert_eq!(record.source_department.as_deref(), Some("szs-xzsp"));
+        assert!(
+            record.push_rule.is_none(),
+            "an inquiry has no push deadline"
+        );
+
+        // During the holiday and on the last day nothing lapses.
+        assert_eq!(f.deem_lapsed("2026-10-05T12:00:00+08:00").await, 0);
+        assert_eq!(f.deem_lapsed("2026-10-12T23:00:00+08:00").await, 0);
+        assert_eq!(
+            f.levels_at("2026-10-13T08:00:00+08:00").await,
+            vec![("q1".into(), "overdue".into())]
+        );
+        // The next morning silence counts as agreement, recorded once.
+        assert_eq!(f.deem_lapsed("2026-10-13T08:00:30+08:00").await, 1);
+        let e = f.entry("q1", "szs-scjg").await;
+        assert_eq!(e.state, EntryState::Closed);
+        assert_eq!(e.outcome.as_deref(), Some("deemed_agreed"));
+        assert_eq!(
+            e.closed_at.unwrap().to_rfc3339(),
+            "2026-10-12T23:59:59+08:00"
+        );
+        assert!(e.claimed_at.is_none(), "silence is not an answer");
+        assert_eq!(f.deem_lapsed("2026-10-14T08:00:00+08:00").await, 0);
+        let (_, _, history) = f.ledger.record("q1").await.unwrap().unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .filter(|h| h.action == "deemed_agreed")
+                .count(),
+            1
+        );
+        // Both sides are told.
+        let levels = outbox_levels(&f).await;
+        for side in ["szs-scjg", "szs-xzsp"] {
+            assert!(
+                levels.contains(&(side.to_string(), "deemed_agreed".to_string())),
+                "{levels:?}"
+            );
+        }
+        // A reply after the lapse changes nothing.
+        let changes = f
+            .feedback(
+                "q1",
+                "szs-scjg",
+                "reply",
+                "2026-10-14T09:00:00+08:00",
+                json!({"content": "同意"}),
+            )
+            .await;
+        assert_eq!(changes.history[0].action, "ignored");
+        assert!(changes.entries.is_empty());
+        // The report shows it next to the claims.
+        let entries = f
+            .ledger
+            .entries_pushed_between(
+                t("2026-09-01T00:00:00+08:00"),
+                t("2026-10-01T00:00:00+08:00"),
+            )
+            .await
+            .unwrap();
+        let r = report::monthly(
+            "2026-09",
+            &entries,
+            &Calendar::builtin(),
+            t("2026-10-20T00:00:00+08:00"),
+        );
+        let line = r
+            .lines
+            .iter()
+            .find(|l| l.flow == "inquiry")
+            .expect("an inquiry line");
+        assert_eq!(
+            (
+                line.department.as_str(),
+                line.pushed,
+                line.deemed_agreed,
+                line.overdue,
+                line.still_open
+            ),
+            ("szs-scjg", 1, 1, 1, 0)
+        );
+        assert!(report::to_csv(&r).contains(",inquiry,"));
+    }
+);
+
+scenario!(
+    under_jining_silence_is_not_agreement_and_a_letter_sets_its_own_period,
+    |backend| {
+        let mut f = Feed::new(backend, "jining-2022").await;
+        f.notice(
+            "q2",
+            "szs-scjg",
+            &["szs-xzsp"],
+            inquiry(Some(2)),
+            "2026-09-29T10:00:00+08:00",
+        )
+        .await;
+        let e = f.entry("q2", "szs-xzsp").await;
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-10-08T23:59:59+08:00",
+            "2 working days from the letter: 09-30, 10-08"
+        );
+        assert_eq!(f.deem_lapsed("2026-10-20T08:00:00+08:00").await, 0);
+        assert_eq!(f.entry("q2", "szs-xzsp").await.state, EntryState::Pushed);
+        // A reply, late: recorded as replied, counted as a breach.
+        let changes = f
+            .feedback(
+                "q2",
+                "szs-xzsp",
+                "reply",
+                "2026-10-09T10:00:00+08:00",
+                json!({"content": "按2026版执行", "agreed": true}),
+            )
+            .await;
+        assert_eq!(changes.breaches.len(), 1);
+        let e = f.entry("q2", "szs-xzsp").await;
+        assert_eq!(
+            (e.state, e.outcome.as_deref()),
+            (EntryState::Closed, Some("replied"))
+        );
+        assert!(e.claimed_at.is_some());
+    }
+);
+
+fn joint_inspection(at: &str) -> Value {
+    json!({"notice_type": "踏勘通知", "inspection": {"mode": "联合踏勘评审", "scheduled_at": at,
+        "location": "石嘴山市大武口区某食品厂", "matter": "食品生产许可 现场核查"}})
+}
+
+scenario!(
+    a_joint_inspection_is_notified_ahead_confirmed_and_signed_off,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        // Inspection on Friday 2026-10-09: the notice is due by the end of Thursday 10-08.
+        f.notice(
+            "i1",
+            "szs-xzsp",
+            &["szs-scjg", "szs-wjw"],
+            joint_inspection("2026-10-09T09:00:00+08:00"),
+            "2026-10-08T10:00:00+08:00",
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("i1").await.unwrap().unwrap();
+        assert_eq!(record.push_rule.as_deref(), Some("inspection_notice"));
+        assert_eq!(
+            record.push_due_at.unwrap().to_rfc3339(),
+            "2026-10-08T23:59:59+08:00"
+        );
+        assert!(!record.push_late);
+        let e = f.entry("i1", "szs-scjg").await;
+        assert_eq!(e.claim_rule.as_deref(), Some("confirm_inspection"));
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-10-09T09:00:00+08:00"
+        );
+        // Sign-off: 3 working days from the inspection: 10-10 (补班), 10-12, 10-13.
+        assert_eq!(
+            e.feedback_due_at.unwrap().to_rfc3339(),
+            "2026-10-13T23:59:59+08:00"
+        );
+        f.feedback(
+            "i1",
+            "szs-scjg",
+            "inspection_attendance",
+            "2026-10-08T15:00:00+08:00",
+            json!({"attendees": ["王某 食品生产监管科科长"]}),
+        )
+        .await;
+        let e = f.entry("i1", "szs-scjg").await;
+        assert_eq!(
+            (e.state, e.outcome.as_deref()),
+            (EntryState::Claimed, Some("attending"))
+        );
+        // szs-wjw never confirms: the missing confirmation is visible when the inspection starts.
+        let levels = f.levels_at("2026-10-09T09:30:00+08:00").await;
+        assert_eq!(levels, vec![("i1".into(), "overdue".into())]);
+        let open = f
+            .ledger
+            .obligations("confirm_inspection", None, 100)
+            .await
+            .unwrap();
+        let waiting: Vec<_> = open
+            .iter()
+            .filter(|(e, _)| e.state.is_unclaimed())
+            .map(|(e, _)| e.department.as_str())
+            .collect();
+        assert_eq!(waiting, ["szs-wjw"]);
+        // szs-scjg signs off late: alerted overdue first, then closed. szs-wjw's missing
+        // confirmation is escalated 2 working days after the inspection (10-10, 10-12).
+        let mut levels = f.levels_at("2026-10-14T09:00:00+08:00").await;
+        levels.sort();
+        assert_eq!(
+            levels,
+            vec![
+                ("i1".into(), "escalated".into()),
+                ("i1".into(), "overdue".into())
+            ]
+        );
+        let scjg_entry = f.entry("i1", "szs-scjg").await;
+        assert_eq!(scjg_entry.alert_level, AlertLevel::Overdue);
+        f.feedback(
+            "i1",
+            "szs-scjg",
+            "inspection_result",
+            "2026-10-14T10:00:00+08:00",
+            json!({"content": "现场核查符合要求，已签字确认"}),
+        )
+        .await;
+        let e = f.entry("i1", "szs-scjg").await;
+        assert_eq!(
+            (e.state, e.outcome.as_deref()),
+            (EntryState::Closed, Some("signed_off"))
+        );
+        let entries = f
+            .ledger
+            .entries_pushed_between(
+                t("2026-10-01T00:00:00+08:00"),
+                t("2026-11-01T00:00:00+08:00"),
+            )
+            .await
+            .unwrap();
+        let r = report::monthly(
+            "2026-10",
+            &entries,
+            &Calendar::builtin(),
+            t("2026-10-20T00:00:00+08:00"),
+        );
+        let scjg = r.lines.iter().find(|l| l.department == "szs-scjg").unwrap();
+        assert_eq!(
+            (
+                scjg.flow.as_str(),
+                scjg.claimed_on_time,
+                scjg.signed_off,
+                scjg.follow_up_overdue
+            ),
+            ("inspection", 1, 1, 1)
+        );
+        let wjw = r.lines.iter().find(|l| l.department == "szs-wjw").unwrap();
+        assert_eq!((wjw.still_open, wjw.overdue), (1, 1));
+
+        // A notice sent on the morning of the inspection is late.
+        f.notice(
+            "i2",
+            "szs-xzsp",
+            &["szs-scjg"],
+            joint_inspection("2026-10-16T09:00:00+08:00"),
+            "2026-10-16T08:00:00+08:00",
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("i2").await.unwrap().unwrap();
+        assert!(record.push_late);
+        assert!(outbox_levels(&f)
+            .await
+            .contains(&("szs-xzsp".to_string(), "late_push".to_string())));
+    }
+);
+
+scenario!(
+    a_commitment_is_verified_by_its_due_date_and_listed_while_open,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        let event = json!({
+            "specversion": "1.0", "id": "ev-c1", "source": "/test", "type": "cn.shenguan.approval.v1",
+            "subject": "c1", "time": "2026-09-01T10:00:00+08:00", "datacontenttype": "application/json",
+            "data": {
+                "record_id": "c1", "kind": "approval",
+                "source": {"system": "test", "adapter": "nx-zwfw-approval", "business_key": "c1", "received_at": "2026-09-01T10:00:00+08:00"},
+                "item": {"code": FOOD, "name": "食品经营许可"},
+                "decided_at": "2026-09-01T09:00:00+08:00",
+                "commitment": {"is_commitment": true, "items": ["3个月内取得排污登记"], "period_end": "2026-09-30"},
+            }
+        });
+        f.send(RecordKind::Approval, event).await;
+        let e = f.entry("c1", "szs-scjg").await;
+        assert_eq!(e.feedback_rule.as_deref(), Some("verify_commitment"));
+        // 10 working days after 2026-09-30: 10-08, 09, 10 (补班), 12, 13, 14, 15, 16, 19, 20.
+        assert_eq!(
+            e.feedback_due_at.unwrap().to_rfc3339(),
+            "2026-10-20T23:59:59+08:00"
+        );
+        let open = f
+            .ledger
+            .obligations("verify_commitment", Some("szs-scjg"), 100)
+            .await
+            .unwrap();
+        assert_eq!(open.len(), 1);
+        assert!(f
+            .ledger
+            .obligations("verify_commitment", Some("szs-wjw"), 100)
+            .await
+            .unwrap()
+            .is_empty());
+        f.claim("c1", "szs-scjg", "claim", "2026-09-01T15:00:00+08:00")
+            .await;
+        // The verification is tracked after the claim: due soon on its last afternoon.
+        assert!(f.levels_at("2026-10-19T12:00:00+08:00").await.is_empty());
+        assert_eq!(
+            f.levels_at("2026-10-20T17:00:00+08:00").await,
+            vec![("c1".into(), "due_soon".into())]
+        );
+        let changes = f
+            .feedback(
+                "c1",
+                "szs-scjg",
+                "commitment_verified",
+                "2026-10-20T18:00:00+08:00",
+                json!({"verification": "unfulfilled", "content": "未取得排污登记"}),
+            )
+            .await;
+        assert!(changes.breaches.is_empty(), "verified in time");
+        let e = f.entry("c1", "szs-scjg").await;
+        assert_eq!(
+            (e.state, e.outcome.as_deref()),
+            (EntryState::Closed, Some("commitment_unfulfilled"))
+        );
+        assert!(f
+            .ledger
+            .obligations("verify_commitment", None, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        let entries = f
+            .ledger
+            .entries_pushed_between(
+                t("2026-09-01T00:00:00+08:00"),
+                t("2026-10-01T00:00:00+08:00"),
+            )
+            .await
+            .unwrap();
+        let r = report::monthly(
+            "2026-09",
+            &entries,
+            &Calendar::builtin(),
+            t("2026-10-21T00:00:00+08:00"),
+        );
+        let line = &r.lines[0];
+        assert_eq!(
+            (
+                line.flow.as_str(),
+                line.verified,
+                line.unfulfilled,
+                line.follow_up_overdue
+            ),
+            ("commitment", 1, 1, 0)
+        );
+    }
+);
+
+scenario!(
+    a_forwarded_record_keeps_its_chain_and_the_receiver_gets_its_own_deadline,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.approval(
+            "f1",
+            FOOD,
+            "2026-03-02T09:00:00+08:00",
+            "2026-03-02T10:00:00+08:00",
+        )
+        .await;
+        let changes = f
+            .forward("f1", "szs-scjg", "nx-scjg", "2026-03-03T16:00:00+08:00")
+            .await;
+        assert_eq!(changes.entries.len(), 2);
+        let from = f.entry("f1", "szs-scjg").await;
+        assert_eq!(from.state, EntryState::Forwarded);
+        let to = f.entry("f1", "nx-scjg").await;
+        assert_eq!(to.state, EntryState::Pushed);
+        assert_eq!(
+            to.pushed_at.to_rfc3339(),
+            "2026-03-03T16:00:00+08:00",
+            "the receiver's deadline counts from the hand-over"
+        );
+        assert_eq!(
+            to.claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-04T23:59:59+08:00"
+        );
+        let (_, _, history) = f.ledger.record("f1").await.unwrap().unwrap();
+        let chain: Vec<(&str, Option<&str>)> = history
+            .iter()
+            .filter(|h| h.action.starts_with("forward"))
+            .map(|h| (h.action.as_str(), h.department.as_deref()))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                ("forwarded", Some("szs-scjg")),
+                ("forwarded_in", Some("nx-scjg"))
+            ]
+        );
+        // Forwarding again, or to a department that already has it, changes nothing.
+        let again = f
+            .forward("f1", "nx-scjg", "nx-scjg", "2026-03-03T17:00:00+08:00")
+            .await;
+        assert!(again.entries.is_empty());
+        // The receiver claims; the forwarder's entry raises no alerts.
+        assert!(f.levels_at("2026-03-05T09:00:00+08:00").await.len() == 1);
+        f.claim("f1", "nx-scjg", "claim", "2026-03-05T10:00:00+08:00")
+            .await;
+        let entries = f
+            .ledger
+            .entries_pushed_between(
+                t("2026-03-01T00:00:00+08:00"),
+                t("2026-04-01T00:00:00+08:00"),
+            )
+            .await
+            .unwrap();
+        let r = report::monthly(
+            "2026-03",
+            &entries,
+            &Calendar::builtin(),
+            t("2026-03-10T00:00:00+08:00"),
+        );
+        let scjg = r.lines.iter().find(|l| l.department == "szs-scjg").unwrap();
+        assert_eq!((scjg.forwarded, scjg.still_open, scjg.overdue), (1, 0, 0));
+        let nx = r.lines.iter().find(|l| l.department == "nx-scjg").unwrap();
+        assert_eq!((nx.claimed, nx.overdue), (1, 1));
+    }
+);
+
+scenario!(
+    an_offline_push_counts_from_its_letter_and_an_offline_claim_keeps_its_reference,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        let event = json!({
+            "specversion": "1.0", "id": "ev-o1", "source": "/test", "type": "cn.shenguan.approval.v1",
+            "subject": "o1", "time": "2026-03-05T10:00:00+08:00", "datacontenttype": "application/json",
+            "data": {
+                "record_id": "o1", "kind": "approval",
+                "source": {"system": "线下推送", "adapter": "offline", "business_key": "书面公函/石审管函〔2026〕15号", "received_at": "2026-03-05T10:00:00+08:00"},
+                "item": {"code": FOOD, "name": "食品经营许可"},
+                "decided_at": "2026-03-02T09:00:00+08:00",
+                "offline_push": {"channel": "书面公函", "document_ref": "石审管函〔2026〕15号", "pushed_at": "2026-03-02T15:00:00+08:00"},
+            }
+        });
+        f.send(RecordKind::Approval, event).await;
+        let (record, _, _) = f.ledger.record("o1").await.unwrap().unwrap();
+        assert!(
+            !record.push_late,
+            "the letter went out the day of the decision"
+        );
+        let e = f.entry("o1", "szs-scjg").await;
+        assert_eq!(e.pushed_at.to_rfc3339(), "2026-03-02T15:00:00+08:00");
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-03T23:59:59+08:00"
+        );
+        assert_eq!(e.via.as_deref(), Some("书面公函"));
+        // Entered three days later, it is already overdue.
+        assert_eq!(
+            f.levels_at("2026-03-05T10:00:01+08:00").await,
+            vec![("o1".into(), "overdue".into())]
+        );
+        let claim = json!({
+            "specversion": "1.0", "id": "claim-o1", "source": "/test", "type": "cn.shenguan.claim.v1",
+            "subject": "o1", "time": "2026-03-03T11:00:00+08:00", "datacontenttype": "application/json",
+            "data": {"record_id": "o1", "department": "szs-scjg", "action": "claim", "at": "2026-03-03T11:00:00+08:00",
+                     "channel": "offline", "document_ref": "石市监回执〔2026〕3号"}
+        });
+        f.send(RecordKind::Claim, claim).await;
+        let (_, _, history) = f.ledger.record("o1").await.unwrap().unwrap();
+        let c = history.iter().find(|h| h.action == "claim").unwrap();
+        assert_eq!(c.channel.as_deref(), Some("offline"));
+        assert_eq!(c.detail["document_ref"], "石市监回执〔2026〕3号");
+        let entries = f
+            .ledger
+            .entries_pushed_between(
+                t("2026-03-01T00:00:00+08:00"),
+                t("2026-04-01T00:00:00+08:00"),
+            )
+            .await
+            .unwrap();
+        let r = report::monthly(
+            "2026-03",
+            &entries,
+            &Calendar::builtin(),
+            t("2026-03-10T00:00:00+08:00"),
+        );
+        assert_eq!(
+            (r.lines[0].offline, r.lines[0].claimed_on_time),
+            (1, 1),
+            "claimed on 03-03 per the written acknowledgement"
+        );
+    }
+);
+
+scenario!(
+    the_daily_digest_goes_out_on_working_days_with_each_departments_counts,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.approval(
+            "d1",
+            FOOD,
+            "2026-10-09T09:00:00+08:00",
+            "2026-10-09T10:00:00+08:00",
+        )
+        .await;
+        f.approval(
+            "d2",
+            FOOD,
+            "2026-10-09T09:00:00+08:00",
+            "2026-10-09T10:00:00+08:00",
+        )
+        .await;
+        f.claim("d2", "szs-scjg", "claim", "2026-10-12T08:00:00+08:00")
+            .await;
+        // Sunday 2026-10-11 is a day off: no digest.
+        assert!(
+            tracker::digests(f.ledger.as_ref(), &f.shared, t("2026-10-11T08:30:00+08:00"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let digests =
+            tracker::digests(f.ledger.as_ref(), &f.shared, t("2026-10-12T08:30:00+08:00"))
+                .await
+                .unwrap();
+        assert_eq!(digests.len(), f.shared.catalog.departments.len());
+        let schemas = shenguan::schema::Schemas::builtin().unwrap();
+        let scjg = digests
+            .iter()
+            .map(|m| serde_json::from_slice::<Value>(&m.payload).unwrap())
+            .find(|v| v["data"]["department"] == "szs-scjg")
+            .unwrap();
+        assert!(
+            schemas
+                .validate(RecordKind::Alert, &scjg["data"])
+                .is_empty(),
+            "{:?}",
+            schemas.validate(RecordKind::Alert, &scjg["data"])
+        );
+        let d = &scjg["data"]["digest"];
+        assert_eq!(d["date"], "2026-10-12");
+        assert_eq!(
+            (
+                d["to_claim"].as_i64(),
+                d["claimed_today"].as_i64(),
+                d["unclaimed_this_month"].as_i64(),
+                d["overdue"].as_i64()
+            ),
+            (Some(1), Some(1), Some(1), Some(1)),
+            "d1 unclaimed and past its 10-10 deadline, d2 claimed this morning"
+        );
+        let quiet = digests
+            .iter()
+            .map(|m| serde_json::from_slice::<Value>(&m.payload).unwrap())
+            .find(|v| v["data"]["department"] == "szs-wjw")
+            .unwrap();
+        assert_eq!(quiet["data"]["digest"]["to_claim"], 0);
     }
 );

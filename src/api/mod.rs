@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod flows;
 pub mod problem;
 pub mod records;
 
@@ -13,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use crate::adapter::format::Format;
@@ -51,6 +52,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/records/{id}/feedback", post(records::feedback))
         .route("/v1/records/{id}/route", post(records::route))
         .route("/v1/unrouted", get(records::unrouted))
+        .route("/v1/records/{id}/forward", post(flows::forward))
+        .route(
+            "/v1/inquiries",
+            get(flows::inquiries).post(flows::create_inquiry),
+        )
+        .route(
+            "/v1/inspections",
+            get(flows::inspections).post(flows::create_inspection),
+        )
+        .route("/v1/commitments", get(flows::commitments))
+        .route("/v1/offline-pushes", post(flows::offline_push))
+        .route("/v1/departments", get(flows::departments))
+        .route("/v1/departments/{code}/liaison", put(flows::set_liaison))
         .route("/v1/admin/tokens", get(admin::list).post(admin::create))
         .route(
             "/v1/admin/tokens/{id}",

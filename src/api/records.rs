@@ -23,7 +23,7 @@ use crate::bus::Message;
 use crate::ledger::{report, rfc3339, Entry, EntryState, RecordRow};
 use crate::schema::RecordKind;
 
-fn entry_json(e: &Entry, now: chrono::DateTime<chrono::FixedOffset>) -> Value {
+pub(super) fn entry_json(e: &Entry, now: chrono::DateTime<chrono::FixedOffset>) -> Value {
     json!({
         "department": e.department,
         "state": e.state.as_str(),
@@ -36,8 +36,11 @@ fn entry_json(e: &Entry, now: chrono::DateTime<chrono::FixedOffset>) -> Value {
         "policy": e.policy,
         "claim_rule": e.claim_rule,
         "claim_due_at": e.claim_due_at.map(rfc3339),
+        "feedback_rule": e.feedback_rule,
         "feedback_due_at": e.feedback_due_at.map(rfc3339),
-        "overdue": e.state.is_unclaimed() && e.claim_due_at.is_some_and(|d| now > d),
+        "overdue": e.overdue_at(now),
+        "outcome": e.outcome,
+        "via": e.via,
         "calendar_version": e.calendar_version,
         "deadline_problem": e.deadline_problem,
         "alert_level": e.alert_level.as_str(),
@@ -45,7 +48,7 @@ fn entry_json(e: &Entry, now: chrono::DateTime<chrono::FixedOffset>) -> Value {
     })
 }
 
-fn record_json(r: &RecordRow) -> Value {
+pub(super) fn record_json(r: &RecordRow) -> Value {
     json!({
         "id": r.record_id,
         "kind": r.kind.as_str(),
@@ -75,7 +78,7 @@ fn require_admin(p: &Principal) -> Result<(), Problem> {
     }
 }
 
-fn ledger_unavailable(e: impl std::fmt::Display) -> Problem {
+pub(super) fn ledger_unavailable(e: impl std::fmt::Display) -> Problem {
     Problem::unavailable(format!("ledger unavailable: {e}"), 5)
 }
 
@@ -122,7 +125,7 @@ pub async fn inbox(
 }
 
 /// The record and the caller's entry, or the problem: 404 unknown, 403 not routed to the caller.
-async fn routed_entry(
+pub(super) async fn routed_entry(
     state: &AppState,
     id: &str,
     department: &str,
@@ -145,7 +148,7 @@ async fn routed_entry(
 }
 
 /// Publishes an event and waits until the ledger applied it.
-async fn publish_and_wait(
+pub(super) async fn publish_and_wait(
     state: &AppState,
     kind: RecordKind,
     record_id: &str,
@@ -194,7 +197,7 @@ async fn publish_and_wait(
     Ok(matches!(wait, Ok(true)))
 }
 
-async fn answer(
+pub(super) async fn answer(
     state: &AppState,
     id: &str,
     department: &str,
@@ -216,9 +219,17 @@ async fn answer(
 pub struct ClaimBody {
     actor: Option<String>,
     reason: Option<String>,
+    /// Admin only: the department an offline claim is entered for.
+    department: Option<String>,
+    /// Admin only: the written acknowledgement an offline claim is entered from.
+    document_ref: Option<String>,
+    /// Admin only: when the offline acknowledgement was given.
+    at: Option<String>,
 }
 
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Problem> {
+pub(super) fn parse_body<T: for<'de> Deserialize<'de> + Default>(
+    body: &[u8],
+) -> Result<T, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -240,8 +251,29 @@ pub async fn claim(
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let principal = authenticate(&state, &headers).await?;
-    let department = department_of(&principal)?.to_string();
     let b: ClaimBody = parse_body(&body)?;
+    // An admin enters a claim acknowledged in writing outside the platform (渠道 offline).
+    let offline = matches!(principal, Principal::Admin);
+    let department = if offline {
+        b.department.clone().ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "department-required",
+                "Department required",
+                "an admin enters an offline claim for a department: {\"department\": \"…\", \"document_ref\": \"…\"}",
+            )
+        })?
+    } else {
+        department_of(&principal)?.to_string()
+    };
+    if offline && b.document_ref.is_none() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "document-ref-required",
+            "Document reference required",
+            "an offline claim names the written acknowledgement: {\"document_ref\": \"…\"}",
+        ));
+    }
     let (_, entry) = routed_entry(&state, &id, &department).await?;
     match entry.state {
         EntryState::Claimed | EntryState::Feedback | EntryState::Closed => {
@@ -260,6 +292,13 @@ pub async fn claim(
     let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": rfc3339(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
         data["actor"] = json!(a);
+    }
+    if offline {
+        data["channel"] = json!("offline");
+        data["document_ref"] = json!(b.document_ref);
+        if let Some(at) = b.at {
+            data["at"] = json!(at);
+        }
     }
     let applied = publish_and_wait(&state, RecordKind::Claim, &id, data).await?;
     answer(&state, &id, &department, applied).await
@@ -312,6 +351,10 @@ pub struct FeedbackBody {
     decided_at: Option<String>,
     actor: Option<String>,
     attachments: Option<Value>,
+    agreed: Option<bool>,
+    attendees: Option<Value>,
+    verification: Option<String>,
+    disposition: Option<String>,
 }
 
 /// `POST /v1/records/{id}/feedback`: supervision started, rectification, disposition decision.
@@ -325,12 +368,44 @@ pub async fn feedback(
     let department = department_of(&principal)?.to_string();
     let b: FeedbackBody = parse_body(&body)?;
     let (_, entry) = routed_entry(&state, &id, &department).await?;
-    if !matches!(entry.state, EntryState::Claimed | EntryState::Feedback) {
+    let kind = b.feedback_type.clone().unwrap_or_default();
+    if kind == "deemed_agreed" {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "reserved-feedback-type",
+            "Recorded by the gateway",
+            "deemed_agreed is recorded by the gateway when a reply deadline passes; reply with feedback_type reply",
+        ));
+    }
+    // A reply or an attendance confirmation is the first answer; everything else follows a claim.
+    let first_answer = matches!(kind.as_str(), "reply" | "inspection_attendance");
+    let open = if first_answer {
+        entry.state.is_unclaimed()
+            || matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
+    } else {
+        matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
+    };
+    if !open {
+        let why = match entry.outcome.as_deref() {
+            Some(outcome) => format!(
+                "record {id} is {} ({outcome}) for {department}",
+                entry.state.as_str()
+            ),
+            None => format!("record {id} is {} for {department}", entry.state.as_str()),
+        };
         return Err(Problem::new(
             StatusCode::CONFLICT,
-            "not-claimed",
-            "Claim the record first",
-            format!("record {id} is {} for {department}", entry.state.as_str()),
+            if entry.state.is_unclaimed() {
+                "not-claimed"
+            } else {
+                "already-handled"
+            },
+            if entry.state.is_unclaimed() {
+                "Claim the record first"
+            } else {
+                "Record already handled"
+            },
+            why,
         ));
     }
     let mut data = json!({
@@ -351,6 +426,20 @@ pub async fn feedback(
     }
     if let Some(a) = b.attachments {
         data["attachments"] = a;
+    }
+    if let Some(a) = b.attendees {
+        data["attendees"] = a;
+    }
+    for (k, v) in [
+        ("verification", b.verification),
+        ("disposition", b.disposition),
+    ] {
+        if let Some(v) = v {
+            data[k] = json!(v);
+        }
+    }
+    if let Some(agreed) = b.agreed {
+        data["agreed"] = json!(agreed);
     }
     let applied = publish_and_wait(&state, RecordKind::Feedback, &id, data).await?;
     answer(&state, &id, &department, applied).await

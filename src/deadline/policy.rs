@@ -54,9 +54,15 @@ pub mod rule_names {
     pub const DISPOSITION_FEEDBACK: &str = "disposition_feedback";
     /// Reply to a 业务函询 (business inquiry), counted from the inquiry's push.
     pub const REPLY_INQUIRY: &str = "reply_inquiry";
+    /// A joint site inspection's result signed off by each attending department, counted from
+    /// the inspection.
+    pub const INSPECTION_SIGNOFF: &str = "inspection_signoff";
+    /// A 告知承诺 approval's commitment verified by the supervision department, counted from the
+    /// end of the commitment period.
+    pub const VERIFY_COMMITMENT: &str = "verify_commitment";
 
     /// Every rule name, in the order of the process.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         PUSH_APPROVAL,
         CLAIM_APPROVAL,
         PUSH_SUPERVISION,
@@ -66,6 +72,8 @@ pub mod rule_names {
         FORWARD_NOTICE,
         DISPOSITION_FEEDBACK,
         REPLY_INQUIRY,
+        INSPECTION_SIGNOFF,
+        VERIFY_COMMITMENT,
     ];
 }
 

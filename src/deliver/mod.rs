@@ -63,9 +63,65 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8]) -> bool {
     mac.verify_slice(&v1).is_ok()
 }
 
-struct Target {
+pub mod notify;
+
+pub(crate) struct Target {
     url: String,
     secret: Vec<u8>,
+}
+
+/// Every catalog department's webhook with its secret, read from its environment variable; a
+/// missing one is an error now, not a failed delivery later.
+pub(crate) fn webhook_targets(shared: &Shared) -> anyhow::Result<HashMap<String, Target>> {
+    let mut targets = HashMap::new();
+    let mut missing = Vec::new();
+    for d in &shared.catalog.departments {
+        if let Some(w) = &d.webhook {
+            match std::env::var(&w.secret_env) {
+                Ok(secret) if !secret.is_empty() => {
+                    targets.insert(
+                        d.code.clone(),
+                        Target {
+                            url: w.url.clone(),
+                            secret: secret.into_bytes(),
+                        },
+                    );
+                }
+                _ => missing.push(format!("{} (department {})", w.secret_env, d.code)),
+            }
+        }
+    }
+    anyhow::ensure!(
+        missing.is_empty(),
+        "webhook secret environment variable(s) not set: {}",
+        missing.join(", ")
+    );
+    Ok(targets)
+}
+
+/// POSTs a signed CloudEvent to a department's webhook; the reason when it was not a delivery.
+pub(crate) async fn post_signed(
+    client: &reqwest::Client,
+    target: &Target,
+    department: &str,
+    body: Vec<u8>,
+    timeout_ms: u64,
+) -> Option<String> {
+    let signature = sign(&target.secret, chrono::Utc::now().timestamp(), &body);
+    let result = client
+        .post(&target.url)
+        .header("content-type", "application/cloudevents+json")
+        .header(SIGNATURE_HEADER, signature)
+        .header("x-shenguan-department", department)
+        .body(body)
+        .send()
+        .await;
+    match result {
+        Ok(r) if r.status().is_success() => None,
+        Ok(r) => Some(format!("answered {}", r.status())),
+        Err(e) if e.is_timeout() => Some(format!("no answer within {timeout_ms} ms")),
+        Err(e) => Some(format!("cannot connect: {e}")),
+    }
 }
 
 pub struct Deliverer {
@@ -88,29 +144,7 @@ impl Deliverer {
         settings: DeliverySettings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Deliverer> {
-        let mut targets = HashMap::new();
-        let mut missing = Vec::new();
-        for d in &shared.catalog.departments {
-            if let Some(w) = &d.webhook {
-                match std::env::var(&w.secret_env) {
-                    Ok(secret) if !secret.is_empty() => {
-                        targets.insert(
-                            d.code.clone(),
-                            Target {
-                                url: w.url.clone(),
-                                secret: secret.into_bytes(),
-                            },
-                        );
-                    }
-                    _ => missing.push(format!("{} (department {})", w.secret_env, d.code)),
-                }
-            }
-        }
-        anyhow::ensure!(
-            missing.is_empty(),
-            "webhook secret environment variable(s) not set: {}",
-            missing.join(", ")
-        );
+        let targets = webhook_targets(&shared)?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .build()
@@ -182,24 +216,14 @@ impl Deliverer {
         );
         let body = serde_json::to_vec(&event)?;
         let now = self.clock.now();
-        let signature = sign(&target.secret, chrono::Utc::now().timestamp(), &body);
-        let result = self
-            .client
-            .post(&target.url)
-            .header("content-type", "application/cloudevents+json")
-            .header(SIGNATURE_HEADER, signature)
-            .header("x-shenguan-department", &entry.department)
-            .body(body.clone())
-            .send()
-            .await;
-        let failure = match result {
-            Ok(r) if r.status().is_success() => None,
-            Ok(r) => Some(format!("answered {}", r.status())),
-            Err(e) if e.is_timeout() => {
-                Some(format!("no answer within {} ms", self.settings.timeout_ms))
-            }
-            Err(e) => Some(format!("cannot connect: {e}")),
-        };
+        let failure = post_signed(
+            &self.client,
+            target,
+            &entry.department,
+            body.clone(),
+            self.settings.timeout_ms,
+        )
+        .await;
         let attempts = attempts + 1;
         match failure {
             None => {

@@ -22,7 +22,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::deadline::{Calendar, Policies, Policy};
+use crate::deadline::{Calendar, Policies, Policy, Rule};
 use crate::route::{Catalog, Route};
 use crate::schema::RecordKind;
 
@@ -36,6 +36,8 @@ pub enum EntryState {
     Returned,
     Feedback,
     Closed,
+    /// Passed on to another department (转交), which now has its own entry.
+    Forwarded,
 }
 
 impl EntryState {
@@ -47,6 +49,7 @@ impl EntryState {
             EntryState::Returned => "returned",
             EntryState::Feedback => "feedback",
             EntryState::Closed => "closed",
+            EntryState::Forwarded => "forwarded",
         }
     }
 
@@ -58,6 +61,7 @@ impl EntryState {
             EntryState::Returned,
             EntryState::Feedback,
             EntryState::Closed,
+            EntryState::Forwarded,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)
@@ -174,6 +178,54 @@ pub struct Entry {
     pub deadline_problem: Option<String>,
     pub alert_level: AlertLevel,
     pub note: Option<String>,
+    /// How the entry ended beyond its state: `replied`, `deemed_agreed`, `attending`,
+    /// `signed_off`, `commitment_fulfilled`, `commitment_unfulfilled`, `forwarded`.
+    pub outcome: Option<String>,
+    /// How the record reached the department when not through the platform: the offline push
+    /// channel (书面公函, 案卷移送, 协调会议).
+    pub via: Option<String>,
+}
+
+impl Entry {
+    /// The obligation the department has open now and its deadline: the claim (or reply, or
+    /// attendance confirmation) while unclaimed, then the follow-up the record asks for (a
+    /// disposition, a sign-off, a commitment verification, a reply).
+    pub fn obligation(&self) -> Option<(&str, DateTime<FixedOffset>)> {
+        match self.state {
+            EntryState::Pushed | EntryState::Delivered => {
+                Some((self.claim_rule.as_deref()?, self.claim_due_at?))
+            }
+            EntryState::Claimed | EntryState::Feedback => {
+                Some((self.feedback_rule.as_deref()?, self.feedback_due_at?))
+            }
+            _ => None,
+        }
+    }
+
+    /// The obligation is open and past its deadline at `now`.
+    pub fn overdue_at(&self, now: DateTime<FixedOffset>) -> bool {
+        self.obligation().is_some_and(|(_, due)| now > due)
+    }
+}
+
+/// What kind of flow an entry belongs to, for listings and the report.
+pub fn flow_of(entry: &Entry) -> &'static str {
+    match (entry.claim_rule.as_deref(), entry.feedback_rule.as_deref()) {
+        (Some(rules::REPLY_INQUIRY), _) => "inquiry",
+        (Some(rules::CONFIRM_INSPECTION), _) => "inspection",
+        (_, Some(rules::VERIFY_COMMITMENT)) => "commitment",
+        _ => "claim",
+    }
+}
+
+/// Rule names the ledger sets on entries besides the profile's claim rules.
+pub mod rules {
+    pub use crate::deadline::rule_names::{
+        DISPOSITION_FEEDBACK, INSPECTION_NOTICE, INSPECTION_SIGNOFF, REPLY_INQUIRY,
+        VERIFY_COMMITMENT,
+    };
+    /// A department confirms who attends a joint site inspection, by the time it starts.
+    pub const CONFIRM_INSPECTION: &str = "confirm_inspection";
 }
 
 /// One line of the append-only history.
@@ -313,6 +365,10 @@ pub struct ClaimEvent {
     pub actor: Option<String>,
     pub at: DateTime<FixedOffset>,
     pub channel: Option<String>,
+    /// For `forward`: the receiving department.
+    pub to: Option<String>,
+    /// For a claim entered after an offline acknowledgement: its reference.
+    pub document_ref: Option<String>,
 }
 
 /// `shenguan.feedback.v1`.
@@ -354,6 +410,8 @@ pub fn decode(kind: RecordKind, payload: &[u8]) -> Result<Event, String> {
             actor: text(&data, "actor"),
             at: time(&data, "at")?,
             channel: text(&data, "channel"),
+            to: text(&data, "to"),
+            document_ref: text(&data, "document_ref"),
         })),
         RecordKind::Feedback => Ok(Event::Feedback(FeedbackEvent {
             event_id,
@@ -412,9 +470,29 @@ fn push_rule(
                 ))
             }
         }
+        RecordKind::Notice if data.get("inspection").is_some() => {
+            Some((rules::INSPECTION_NOTICE, at("/inspection/scheduled_at")))
+        }
+        // An inquiry is the sender's own letter, not something forwarded within a period.
+        RecordKind::Notice if data.get("inquiry").is_some() => None,
         RecordKind::Notice => Some(("forward_notice", at("/issued_at"))),
         _ => None,
     }
+}
+
+/// When an offline push happened (济宁 第二十条、第二十一条(二)), with its channel.
+fn offline_push(data: &Value) -> Option<(DateTime<FixedOffset>, String)> {
+    let o = data.get("offline_push")?;
+    let at = DateTime::parse_from_rfc3339(o.get("pushed_at")?.as_str()?).ok()?;
+    Some((at, o.get("channel")?.as_str()?.to_string()))
+}
+
+/// The end of a date (23:59:59 Asia/Shanghai), for periods given as a last day.
+fn end_of(date: &str) -> Option<DateTime<FixedOffset>> {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    d.and_hms_opt(23, 59, 59)?
+        .and_local_timezone(crate::adapter::convert::shanghai())
+        .single()
 }
 
 fn claim_rule(kind: RecordKind) -> Option<&'static str> {
@@ -500,28 +578,68 @@ fn new_entry(
         deadline_problem: None,
         alert_level: AlertLevel::None,
         note: None,
+        outcome: None,
+        via: offline_push(&record.data).map(|(_, channel)| channel),
     };
     let Some(policy) = policy else {
         entry.deadline_problem = Some(format!("policy '{}' is not defined", ctx.policy));
         return entry;
     };
-    let problem = entry_problem;
-    if let Some(rule_name) = claim_rule(record.kind) {
+    let data = &record.data;
+    // (rule, its deadline) for the first step and for the follow-up.
+    let mut first: Option<(&str, Result<DateTime<FixedOffset>, String>)> = None;
+    let mut then: Option<(&str, Result<DateTime<FixedOffset>, String>)> = None;
+    let counted = |rule: &Rule, from| rule.due_at(ctx.calendar, from).map_err(entry_problem);
+    if let Some(inquiry) = data.get("inquiry") {
+        // The letter's own reply period overrides the profile's.
+        if let Some(rule) = policy.rule(rules::REPLY_INQUIRY) {
+            let mut rule = rule.clone();
+            if let Some(days) = inquiry["reply_within_working_days"].as_u64() {
+                rule.within_working_days = days as u32;
+            }
+            first = Some((rules::REPLY_INQUIRY, counted(&rule, at)));
+            then = first.clone();
+        }
+    } else if let Some(inspection) = data.get("inspection") {
+        let scheduled = inspection["scheduled_at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        if let (Some(scheduled), Some("联合踏勘评审")) = (scheduled, inspection["mode"].as_str())
+        {
+            first = Some((rules::CONFIRM_INSPECTION, Ok(scheduled)));
+            if let Some(rule) = policy.rule(rules::INSPECTION_SIGNOFF) {
+                then = Some((rules::INSPECTION_SIGNOFF, counted(rule, scheduled)));
+            }
+        }
+    } else if let Some(rule_name) = claim_rule(record.kind) {
         if let Some(rule) = policy.rule(rule_name) {
-            entry.claim_rule = Some(rule_name.to_string());
-            match rule.due_at(ctx.calendar, at) {
-                Ok(due) => entry.claim_due_at = Some(due),
-                Err(e) => entry.deadline_problem = Some(problem(e)),
+            first = Some((rule_name, counted(rule, at)));
+        }
+        let period_end = data
+            .pointer("/commitment/period_end")
+            .and_then(Value::as_str)
+            .filter(|_| data.pointer("/commitment/is_commitment") == Some(&json!(true)))
+            .and_then(end_of);
+        if let (Some(end), Some(rule)) = (period_end, policy.rule(rules::VERIFY_COMMITMENT)) {
+            then = Some((rules::VERIFY_COMMITMENT, counted(rule, end)));
+        } else if record.kind == RecordKind::Supervision && needs_disposition(data) {
+            if let Some(rule) = policy.rule(rules::DISPOSITION_FEEDBACK) {
+                then = Some((rules::DISPOSITION_FEEDBACK, counted(rule, at)));
             }
         }
     }
-    if record.kind == RecordKind::Supervision && needs_disposition(&record.data) {
-        if let Some(rule) = policy.rule("disposition_feedback") {
-            entry.feedback_rule = Some("disposition_feedback".into());
-            match rule.due_at(ctx.calendar, at) {
-                Ok(due) => entry.feedback_due_at = Some(due),
-                Err(e) => entry.deadline_problem = Some(problem(e)),
-            }
+    if let Some((rule, due)) = first {
+        entry.claim_rule = Some(rule.to_string());
+        match due {
+            Ok(due) => entry.claim_due_at = Some(due),
+            Err(e) => entry.deadline_problem = Some(e),
+        }
+    }
+    if let Some((rule, due)) = then {
+        entry.feedback_rule = Some(rule.to_string());
+        match due {
+            Ok(due) => entry.feedback_due_at = Some(due),
+            Err(e) => entry.deadline_problem = Some(e),
         }
     }
     entry
@@ -576,7 +694,13 @@ fn apply_record(
         .departments
         .iter()
         .find(|d| d.adapters.contains(&adapter))
-        .map(|d| d.code.clone());
+        .map(|d| d.code.clone())
+        .or_else(|| {
+            data.get("issuer_code")
+                .and_then(Value::as_str)
+                .filter(|c| ctx.catalog.department(c).is_some())
+                .map(str::to_string)
+        });
     let mut record = RecordRow {
         record_id: record_id.to_string(),
         kind,
@@ -602,13 +726,20 @@ fn apply_record(
             .history
             .push(history(approval, None, "supervision", time, event_id, back));
     }
+    // A push made outside the platform counts from when it really happened.
+    let offline = data.get("offline_push");
+    let pushed_at = offline_push(data).map_or(time, |(at, _)| at);
+    let mut published = json!({"kind": kind.as_str()});
+    if let Some(o) = offline {
+        published["offline_push"] = o.clone();
+    }
     changes.history.push(history(
         record_id,
         None,
         "published",
         time,
         event_id,
-        json!({"kind": kind.as_str()}),
+        published,
     ));
     if let (Some((rule_name, Some(decided))), Some(policy)) = (push_rule(kind, data), &policy) {
         record.decided_at = Some(decided);
@@ -616,7 +747,7 @@ fn apply_record(
             record.push_rule = Some(rule_name.to_string());
             if let Ok(due) = rule.due_at(ctx.calendar, decided) {
                 record.push_due_at = Some(due);
-                if time > due {
+                if pushed_at > due {
                     record.push_late = true;
                     changes.history.push(history(
                         record_id,
@@ -662,7 +793,7 @@ fn apply_record(
             for d in departments {
                 changes
                     .entries
-                    .push(new_entry(&record, &d, time, policy.as_ref(), ctx));
+                    .push(new_entry(&record, &d, pushed_at, policy.as_ref(), ctx));
                 changes.history.push(history(
                     record_id,
                     Some(&d),
@@ -717,11 +848,15 @@ fn apply_claim(loaded: &Loaded, c: &ClaimEvent, ctx: &Context) -> Changes {
     if let Some(reason) = &c.reason {
         h.detail = json!({"reason": reason});
     }
+    if let Some(doc) = &c.document_ref {
+        h.detail["document_ref"] = json!(doc);
+    }
     let entry = loaded
         .entries
         .iter()
         .find(|e| e.department == c.department)
         .cloned();
+    let mut follow = Vec::new();
     match (c.action.as_str(), entry) {
         ("route", existing) => {
             if existing
@@ -785,7 +920,56 @@ fn apply_claim(loaded: &Loaded, c: &ClaimEvent, ctx: &Context) -> Changes {
                     message: "claimed; the alert is closed".into(),
                 });
             }
+            // The follow-up (a disposition, a verification …) is alerted on from now on.
+            if e.feedback_due_at.is_some() && e.feedback_rule != e.claim_rule {
+                e.alert_level = AlertLevel::None;
+            }
             changes.entries.push(e);
+        }
+        ("forward", Some(mut e)) if e.state.is_unclaimed() || e.state == EntryState::Claimed => {
+            let to = c.to.clone().unwrap_or_default();
+            let receiver = loaded.entries.iter().find(|o| o.department == to);
+            let why = if ctx.catalog.department(&to).is_none() {
+                Some(format!("{to} is not a department in the catalog"))
+            } else if to == c.department {
+                Some("a department cannot forward to itself".into())
+            } else if receiver.is_some_and(|o| o.state != EntryState::Returned) {
+                Some(format!("already routed to {to}"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                h.action = "ignored".into();
+                h.detail = json!({"action": "forward", "to": to, "why": why});
+            } else {
+                let reason = c.reason.clone().unwrap_or_default();
+                e.state = EntryState::Forwarded;
+                e.closed_at = Some(c.at);
+                e.outcome = Some("forwarded".into());
+                e.note = Some(format!("forwarded to {to}: {reason}"));
+                h.action = "forwarded".into();
+                h.detail = json!({"to": to, "reason": reason});
+                let overrides = match ctx.catalog.route(record.kind, &record.data) {
+                    Route::To { overrides, .. } => overrides,
+                    Route::Unrouted(_) => BTreeMap::new(),
+                };
+                let policy = ctx.policy(&overrides);
+                // The receiver's deadlines count from the hand-over.
+                let mut next = new_entry(record, &to, c.at, policy.as_ref(), ctx);
+                next.note = Some(format!("forwarded by {}: {reason}", c.department));
+                let mut received = history(
+                    &c.record_id,
+                    Some(&to),
+                    "forwarded_in",
+                    c.at,
+                    &c.event_id,
+                    json!({"from": c.department, "reason": reason}),
+                );
+                received.actor = c.actor.clone();
+                follow.push(received);
+                changes.entries.push(e);
+                changes.entries.push(next);
+            }
         }
         ("return", Some(mut e)) if e.state.is_unclaimed() || e.state == EntryState::Claimed => {
             e.state = EntryState::Returned;
@@ -815,10 +999,11 @@ fn apply_claim(loaded: &Loaded, c: &ClaimEvent, ctx: &Context) -> Changes {
         }
     }
     changes.history.push(h);
+    changes.history.extend(follow);
     changes
 }
 
-fn apply_feedback(loaded: &Loaded, f: &FeedbackEvent, _ctx: &Context) -> Changes {
+fn apply_feedback(loaded: &Loaded, f: &FeedbackEvent, ctx: &Context) -> Changes {
     let mut changes = Changes::default();
     let mut h = history(
         &f.record_id,
@@ -838,41 +1023,172 @@ fn apply_feedback(loaded: &Loaded, f: &FeedbackEvent, _ctx: &Context) -> Changes
         changes.history.push(h);
         return changes;
     };
-    match loaded
+    let Some(mut e) = loaded
         .entries
         .iter()
         .find(|e| e.department == f.department)
         .cloned()
-    {
-        Some(mut e) if matches!(e.state, EntryState::Claimed | EntryState::Feedback) => {
-            e.state = if f.feedback_type == "disposition" && record.kind == RecordKind::Supervision
-            {
-                e.closed_at = Some(f.at);
-                EntryState::Closed
-            } else {
-                EntryState::Feedback
-            };
-            e.feedback_at = Some(f.at);
-            if let Some(due) = e.feedback_due_at {
-                if f.at > due {
+    else {
+        h.action = "ignored".into();
+        h.detail = json!({"why": "not routed to this department"});
+        changes.history.push(h);
+        return changes;
+    };
+    let open = matches!(
+        e.state,
+        EntryState::Pushed | EntryState::Delivered | EntryState::Claimed | EntryState::Feedback
+    );
+    let follow_up = matches!(e.state, EntryState::Claimed | EntryState::Feedback);
+    let flow = flow_of(&e);
+    let kind = f.feedback_type.as_str();
+    // What the feedback does to the entry: (new state, outcome), or why it is ignored.
+    let step: Result<(EntryState, Option<String>), String> = match kind {
+        "reply" | "deemed_agreed" if flow != "inquiry" => {
+            Err(format!("{kind} answers an inquiry; this record is not one"))
+        }
+        "reply" | "deemed_agreed" if open => Ok((
+            EntryState::Closed,
+            Some(
+                if kind == "reply" {
+                    "replied"
+                } else {
+                    "deemed_agreed"
+                }
+                .into(),
+            ),
+        )),
+        "inspection_attendance" if flow != "inspection" => Err(
+            "attendance is confirmed for a joint site inspection; this record is not one".into(),
+        ),
+        "inspection_attendance" if e.state.is_unclaimed() => {
+            Ok((EntryState::Claimed, Some("attending".into())))
+        }
+        "inspection_result" if flow != "inspection" => {
+            Err("a sign-off is for a joint site inspection; this record is not one".into())
+        }
+        "inspection_result" if follow_up => Ok((EntryState::Closed, Some("signed_off".into()))),
+        "inspection_result" if e.state.is_unclaimed() => {
+            Err("confirm who attends (inspection_attendance) before signing off".into())
+        }
+        "commitment_verified" if flow != "commitment" => {
+            Err("this record carries no 告知承诺 commitment to verify".into())
+        }
+        "commitment_verified" if follow_up => {
+            let result = f.data["verification"].as_str().unwrap_or("fulfilled");
+            Ok((EntryState::Closed, Some(format!("commitment_{result}"))))
+        }
+        "disposition" if follow_up && record.kind == RecordKind::Supervision => {
+            Ok((EntryState::Closed, None))
+        }
+        _ if follow_up => Ok((EntryState::Feedback, None)),
+        _ => Err(format!("entry is {}; claim it first", e.state.as_str())),
+    };
+    match step {
+        Err(why) => {
+            h.action = "ignored".into();
+            h.detail = json!({"feedback_type": kind, "why": why});
+        }
+        Ok((state, outcome)) => {
+            // The deadline this feedback meets, if it is the one the entry waits for.
+            let met = e
+                .obligation()
+                .filter(|(rule, _)| {
+                    matches!(
+                        (*rule, kind),
+                        (rules::REPLY_INQUIRY, "reply")
+                            | (rules::CONFIRM_INSPECTION, "inspection_attendance")
+                            | (rules::INSPECTION_SIGNOFF, "inspection_result")
+                            | (rules::VERIFY_COMMITMENT, "commitment_verified")
+                            | (rules::DISPOSITION_FEEDBACK, "disposition")
+                    )
+                })
+                .map(|(rule, due)| (rule.to_string(), due));
+            if let Some((rule, due)) = &met {
+                // Late, and not already counted by the tracker as overdue.
+                if f.at > *due && e.alert_level < AlertLevel::Overdue {
+                    changes
+                        .breaches
+                        .push((e.department.clone(), e.kind, rule.clone()));
+                }
+            }
+            if kind == "deemed_agreed" {
+                if e.alert_level < AlertLevel::Overdue {
                     changes.breaches.push((
                         e.department.clone(),
                         e.kind,
-                        "disposition_feedback".into(),
+                        rules::REPLY_INQUIRY.into(),
                     ));
                 }
+                h.action = "deemed_agreed".into();
+                deemed_alerts(&mut changes, record, &e, f, ctx);
+            }
+            // A reply or an attendance confirmation answers the record; a lapse does not.
+            if e.state.is_unclaimed() && kind != "deemed_agreed" {
+                e.claimed_at = Some(f.at);
+            }
+            if state == EntryState::Closed {
+                e.closed_at = Some(f.at);
+            }
+            // A new phase starts with its own alerts.
+            if state == EntryState::Claimed && e.state.is_unclaimed() {
+                e.alert_level = AlertLevel::None;
+            }
+            e.state = state;
+            e.feedback_at = Some(f.at);
+            if outcome.is_some() {
+                e.outcome = outcome;
             }
             changes.entries.push(e);
-        }
-        Some(e) => {
-            h.action = "ignored".into();
-            h.detail = json!({"why": format!("entry is {}; claim it first", e.state.as_str())});
-        }
-        None => {
-            h.action = "ignored".into();
-            h.detail = json!({"why": "not routed to this department"});
         }
     }
     changes.history.push(h);
     changes
+}
+
+/// 逾期视为同意: both sides are told — the receiver that its silence counted as agreement, the
+/// sender that its inquiry is agreed.
+fn deemed_alerts(
+    changes: &mut Changes,
+    record: &RecordRow,
+    e: &Entry,
+    f: &FeedbackEvent,
+    ctx: &Context,
+) {
+    let due = e.claim_due_at;
+    let sender = record
+        .source_department
+        .clone()
+        .or_else(|| Some(ctx.catalog.bureau.clone()));
+    let title = record.data["title"].as_str().unwrap_or("");
+    for (department, message) in [
+        (
+            Some(e.department.clone()),
+            format!("no reply to the inquiry 「{title}」 by its deadline: deemed agreed (逾期不回复的视为同意)"),
+        ),
+        (
+            sender,
+            format!("{} did not reply to the inquiry 「{title}」 by its deadline: deemed agreed", e.department),
+        ),
+    ] {
+        let Some(department) = department else { continue };
+        changes.alerts.push(Alert {
+            id: alert_id(
+                &e.record_id,
+                Some(&format!("{department}\n{}", e.department)),
+                rules::REPLY_INQUIRY,
+                "deemed_agreed",
+            ),
+            record_id: e.record_id.clone(),
+            department: Some(department),
+            kind: e.kind,
+            level: "deemed_agreed".into(),
+            rule: rules::REPLY_INQUIRY.into(),
+            policy: e.policy.clone(),
+            event_at: Some(e.pushed_at),
+            due_at: due,
+            calendar_version: e.calendar_version.clone(),
+            at: f.at,
+            message,
+        });
+    }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio_postgres::{NoTls, Row};
 
 use super::projector::Shared;
-use super::store::{GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
+use super::store::{DigestRow, GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
 use super::{Alert, AlertLevel, Changes, Entry, EntryState, HistoryRow, Loaded, RecordRow};
 use crate::adapter::convert::shanghai;
 use crate::bus::{Delivery, Positions};
@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     feedback_at TIMESTAMPTZ, closed_at TIMESTAMPTZ, policy TEXT NOT NULL, claim_rule TEXT, claim_due_at TIMESTAMPTZ,
     feedback_rule TEXT, feedback_due_at TIMESTAMPTZ, calendar_version TEXT NOT NULL, deadline_problem TEXT,
     alert_level INTEGER NOT NULL, note TEXT, PRIMARY KEY (record_id, department));
+ALTER TABLE ledger_entries ADD COLUMN IF NOT EXISTS outcome TEXT;
+ALTER TABLE ledger_entries ADD COLUMN IF NOT EXISTS via TEXT;
+CREATE INDEX IF NOT EXISTS entries_awaiting_follow_up ON ledger_entries (feedback_due_at)
+    WHERE state IN ('claimed', 'feedback') AND alert_level < 3;
 CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, state);
 CREATE INDEX IF NOT EXISTS entries_open ON ledger_entries (state, claim_due_at);
 CREATE INDEX IF NOT EXISTS entries_awaiting_alert ON ledger_entries (claim_due_at)
@@ -66,6 +70,7 @@ CREATE TABLE IF NOT EXISTS auth_tokens (
     created_at TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS dlq_replays (dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS source_checkpoints (source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS liaisons (department TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_log (
     seq BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, detail JSONB NOT NULL);
@@ -143,7 +148,9 @@ fn level_of(rank: i32) -> AlertLevel {
     }
 }
 
-const ENTRY_COLUMNS: &str = "record_id, department, kind, state, pushed_at, delivered_at, claimed_at, returned_at, feedback_at, closed_at, policy, claim_rule, claim_due_at, feedback_rule, feedback_due_at, calendar_version, deadline_problem, alert_level, note";
+const ENTRY_COLUMNS: &str = "record_id, department, kind, state, pushed_at, delivered_at, claimed_at, returned_at, feedback_at, closed_at, policy, claim_rule, claim_due_at, feedback_rule, feedback_due_at, calendar_version, deadline_problem, alert_level, note, outcome, via";
+/// How many columns [`ENTRY_COLUMNS`] has: where the record's columns start in a joined row.
+const ENTRY_WIDTH: usize = 21;
 const RECORD_COLUMNS: &str = "record_id, kind, event_id, published_at, decided_at, adapter, push_rule, push_due_at, push_late, unrouted, data, linked_record_id, source_department";
 
 fn entry_from(r: &Row, o: usize) -> Entry {
@@ -169,6 +176,8 @@ fn entry_from(r: &Row, o: usize) -> Entry {
         deadline_problem: r.get(o + 16),
         alert_level: level_of(r.get(o + 17)),
         note: r.get(o + 18),
+        outcome: r.get(o + 19),
+        via: r.get(o + 20),
     }
 }
 
@@ -385,14 +394,15 @@ async fn write(
         let level = e.alert_level as i32;
         tx.execute(
             &format!(
-                "INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                "INSERT INTO ledger_entries ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
                  ON CONFLICT (record_id, department) DO UPDATE SET kind = excluded.kind, state = excluded.state,
                    pushed_at = excluded.pushed_at, delivered_at = excluded.delivered_at, claimed_at = excluded.claimed_at,
                    returned_at = excluded.returned_at, feedback_at = excluded.feedback_at, closed_at = excluded.closed_at,
                    policy = excluded.policy, claim_rule = excluded.claim_rule, claim_due_at = excluded.claim_due_at,
                    feedback_rule = excluded.feedback_rule, feedback_due_at = excluded.feedback_due_at,
                    calendar_version = excluded.calendar_version, deadline_problem = excluded.deadline_problem,
-                   alert_level = excluded.alert_level, note = excluded.note"
+                   alert_level = excluded.alert_level, note = excluded.note, outcome = excluded.outcome,
+                   via = excluded.via"
             ),
             &[
                 &e.record_id,
@@ -414,6 +424,8 @@ async fn write(
                 &e.deadline_problem,
                 &level,
                 &e.note,
+                &e.outcome,
+                &e.via,
             ],
         )
         .await?;
@@ -601,7 +613,7 @@ impl LedgerStore for PgLedger {
             .map_err(|e| self.err(e))?;
         Ok(rows
             .iter()
-            .map(|r| (entry_from(r, 0), record_from(r, 19)))
+            .map(|r| (entry_from(r, 0), record_from(r, ENTRY_WIDTH)))
             .collect())
     }
 
@@ -623,13 +635,86 @@ impl LedgerStore for PgLedger {
             .query(
                 &format!(
                     "SELECT {ENTRY_COLUMNS} FROM ledger_entries
-                     WHERE state IN ('pushed', 'delivered') AND claim_due_at < $1 AND alert_level < 3"
+                     WHERE state IN ('pushed', 'delivered') AND claim_due_at < $1 AND alert_level < 3
+                     UNION ALL
+                     SELECT {ENTRY_COLUMNS} FROM ledger_entries
+                     WHERE state IN ('claimed', 'feedback') AND feedback_due_at < $1 AND alert_level < 3"
                 ),
                 &[&before],
             )
             .await
             .map_err(|e| self.err(e))?;
         Ok(rows.iter().map(|r| entry_from(r, 0)).collect())
+    }
+
+    async fn obligations(
+        &self,
+        rule: &str,
+        department: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow)>, LedgerError> {
+        let cols = |list: &str, t: &str| {
+            list.split(", ")
+                .map(|c| format!("{t}.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sql = format!(
+            "SELECT {}, {} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
+             WHERE (e.claim_rule = $1 OR e.feedback_rule = $1) AND e.state IN ('pushed', 'delivered', 'claimed', 'feedback')
+               AND ($2::text IS NULL OR e.department = $2)
+             ORDER BY COALESCE(CASE WHEN e.feedback_rule = $1 THEN e.feedback_due_at END, e.claim_due_at), e.record_id
+             LIMIT {limit}",
+            cols(ENTRY_COLUMNS, "e"),
+            cols(RECORD_COLUMNS, "r"),
+        );
+        let c = self.client().await?;
+        let rows = c
+            .query(&sql, &[&rule, &department])
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (entry_from(r, 0), record_from(r, ENTRY_WIDTH)))
+            .collect())
+    }
+
+    async fn digest_counts(
+        &self,
+        day_start: DateTime<FixedOffset>,
+        month_start: DateTime<FixedOffset>,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Vec<DigestRow>, LedgerError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT department,
+                   COUNT(*) FILTER (WHERE state IN ('pushed', 'delivered')),
+                   COUNT(*) FILTER (WHERE claimed_at >= $1),
+                   COUNT(*) FILTER (WHERE state IN ('pushed', 'delivered') AND pushed_at >= $2),
+                   COUNT(*) FILTER (WHERE (state IN ('pushed', 'delivered') AND claim_due_at < $3)
+                                       OR (state IN ('claimed', 'feedback') AND feedback_due_at < $3)),
+                   COUNT(*) FILTER (WHERE feedback_rule = 'verify_commitment' AND state IN ('pushed', 'delivered', 'claimed', 'feedback')),
+                   COUNT(*) FILTER (WHERE claim_rule = 'reply_inquiry' AND state IN ('pushed', 'delivered', 'claimed', 'feedback'))
+                 FROM ledger_entries
+                 WHERE state IN ('pushed', 'delivered', 'claimed', 'feedback') OR claimed_at >= $1
+                 GROUP BY department ORDER BY department",
+                &[&day_start, &month_start, &now],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| DigestRow {
+                department: r.get(0),
+                to_claim: r.get(1),
+                claimed_today: r.get(2),
+                unclaimed_this_month: r.get(3),
+                overdue: r.get(4),
+                open_verifications: r.get(5),
+                open_inquiries: r.get(6),
+            })
+            .collect())
     }
 
     async fn entries_pushed_between(
@@ -655,7 +740,7 @@ impl LedgerStore for PgLedger {
         let changed = tx
             .execute(
                 "UPDATE ledger_entries SET alert_level = $3
-                 WHERE record_id = $1 AND department = $2 AND alert_level < $3 AND state IN ('pushed', 'delivered')",
+                 WHERE record_id = $1 AND department = $2 AND alert_level < $3 AND state IN ('pushed', 'delivered', 'claimed', 'feedback')",
                 &[&alert.record_id, &alert.department, &rank],
             )
             .await
@@ -803,7 +888,7 @@ impl LedgerStore for PgLedger {
             .map(|r| {
                 (
                     entry_from(r, 0),
-                    record_from(r, 19),
+                    record_from(r, ENTRY_WIDTH),
                     r.get::<_, i32>(32) as u32,
                 )
             })
@@ -1062,6 +1147,40 @@ impl StateStore for PgState {
             "INSERT INTO source_checkpoints (source, value, updated_at) VALUES ($1, $2, now())
              ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             &[&source, &value],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn liaisons(&self) -> Result<Vec<(String, serde_json::Value)>, StateError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT department, value FROM liaisons ORDER BY department",
+                &[],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let value: String = r.get(1);
+                (r.get(0), serde_json::from_str(&value).unwrap_or_default())
+            })
+            .collect())
+    }
+
+    async fn set_liaison(
+        &self,
+        department: &str,
+        value: serde_json::Value,
+    ) -> Result<(), StateError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO liaisons (department, value, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (department) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            &[&department, &value.to_string()],
         )
         .await
         .map_err(|e| self.err(e))?;

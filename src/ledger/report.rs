@@ -1,14 +1,18 @@
-//! The monthly report (每月通报): per department and kind, how many records were pushed in the
-//! month, how many were claimed and how many on time, how many missed the deadline, how many are
-//! still open, the on-time rate, and the median and 90th-percentile claim time in working hours.
-//! Pure: a function of the month's entries, the calendar and the report time.
+//! The monthly report (每月通报): per department, kind and flow, how many records were pushed in
+//! the month, how many were claimed and how many on time, how many missed the deadline, how many
+//! are still open, the on-time rate, and the median and 90th-percentile claim time in working
+//! hours; next to the claims, the other flows with their outcomes — inquiries (replied, deemed
+//! agreed), joint inspections (confirmed, signed off), 告知承诺 verifications (verified,
+//! unfulfilled) — and the records forwarded or pushed offline. For an inquiry "claimed" means
+//! answered, for an inspection "confirmed". Pure: a function of the month's entries, the calendar
+//! and the report time.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
 use serde::Serialize;
 
-use super::{Entry, EntryState};
+use super::{flow_of, Entry, EntryState};
 use crate::adapter::convert::shanghai;
 use crate::deadline::Calendar;
 
@@ -17,6 +21,8 @@ use crate::deadline::Calendar;
 pub struct Line {
     pub department: String,
     pub kind: String,
+    /// `claim`, `inquiry`, `inspection` or `commitment` (see [`super::flow_of`]).
+    pub flow: String,
     /// Records pushed to the department in the month.
     pub pushed: u64,
     /// Of those, claimed (by the report time).
@@ -35,6 +41,23 @@ pub struct Line {
     pub median_claim_hours: Option<f64>,
     /// 90th percentile (nearest rank) working hours from push to claim.
     pub p90_claim_hours: Option<f64>,
+    /// Forwarded (转交) to another department, which has its own line.
+    pub forwarded: u64,
+    /// Pushed outside the platform (书面公函, 案卷移送, 协调会议) and entered afterwards.
+    pub offline: u64,
+    /// Inquiries answered by a reply.
+    pub replied: u64,
+    /// Inquiries left unanswered past the deadline under a profile that deems that agreement.
+    pub deemed_agreed: u64,
+    /// Joint inspections whose result the department signed off.
+    pub signed_off: u64,
+    /// 告知承诺 commitments verified (fulfilled or not).
+    pub verified: u64,
+    /// Of those, found unfulfilled.
+    pub unfulfilled: u64,
+    /// The follow-up (disposition, sign-off, verification) done late or still open past its
+    /// deadline.
+    pub follow_up_overdue: u64,
 }
 
 /// The report of one month.
@@ -91,19 +114,24 @@ pub fn monthly(
     calendar: &Calendar,
     now: DateTime<FixedOffset>,
 ) -> Report {
-    let mut groups: BTreeMap<(String, String), Vec<&Entry>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String, &str), Vec<&Entry>> = BTreeMap::new();
     for e in entries {
         groups
-            .entry((e.department.clone(), e.kind.as_str().to_string()))
+            .entry((
+                e.department.clone(),
+                e.kind.as_str().to_string(),
+                flow_of(e),
+            ))
             .or_default()
             .push(e);
     }
     let lines = groups
         .into_iter()
-        .map(|((department, kind), list)| {
+        .map(|((department, kind, flow), list)| {
             let mut line = Line {
                 department,
                 kind,
+                flow: flow.to_string(),
                 pushed: list.len() as u64,
                 claimed: 0,
                 claimed_on_time: 0,
@@ -113,9 +141,40 @@ pub fn monthly(
                 on_time_rate: None,
                 median_claim_hours: None,
                 p90_claim_hours: None,
+                forwarded: 0,
+                offline: 0,
+                replied: 0,
+                deemed_agreed: 0,
+                signed_off: 0,
+                verified: 0,
+                unfulfilled: 0,
+                follow_up_overdue: 0,
             };
             let mut hours = Vec::new();
+            // Forwarded before claiming: the receiver's line counts the record.
+            let mut passed_on = 0;
             for e in list {
+                line.offline += u64::from(e.via.is_some());
+                line.forwarded += u64::from(e.state == EntryState::Forwarded);
+                match e.outcome.as_deref() {
+                    Some("replied") => line.replied += 1,
+                    Some("deemed_agreed") => line.deemed_agreed += 1,
+                    Some("signed_off") => line.signed_off += 1,
+                    Some("commitment_fulfilled") => line.verified += 1,
+                    Some("commitment_unfulfilled") => {
+                        line.verified += 1;
+                        line.unfulfilled += 1;
+                    }
+                    _ => {}
+                }
+                if let Some(due) = e.feedback_due_at.filter(|_| e.claimed_at.is_some()) {
+                    let done = matches!(e.state, EntryState::Closed)
+                        .then_some(e.closed_at)
+                        .flatten();
+                    if done.map_or(now > due, |at| at > due) {
+                        line.follow_up_overdue += 1;
+                    }
+                }
                 match (e.claimed_at, e.claim_due_at) {
                     (Some(claimed), due) => {
                         line.claimed += 1;
@@ -131,6 +190,11 @@ pub fn monthly(
                     (None, due) => {
                         if e.state == EntryState::Returned {
                             line.returned += 1;
+                        } else if e.state == EntryState::Forwarded {
+                            passed_on += 1;
+                        } else if e.state == EntryState::Closed {
+                            // Closed unanswered: an inquiry deemed agreed after its deadline.
+                            line.overdue += 1;
                         } else {
                             line.still_open += 1;
                             if due.is_some_and(|d| now > d) {
@@ -140,7 +204,11 @@ pub fn monthly(
                     }
                 }
             }
-            let counted = line.pushed - line.returned;
+            if flow == "inquiry" {
+                // The reply is the follow-up as well as the answer; count it once.
+                line.follow_up_overdue = 0;
+            }
+            let counted = line.pushed - line.returned - passed_on;
             line.on_time_rate = (counted > 0)
                 .then(|| round2(line.claimed_on_time as f64 / counted as f64 * 100.0) / 100.0);
             hours.sort_by(f64::total_cmp);
@@ -173,12 +241,13 @@ fn opt(x: Option<f64>) -> String {
 /// CSV with a header, Excel-safe, UTF-8 with BOM so Excel opens Chinese text correctly.
 pub fn to_csv(report: &Report) -> String {
     let mut w = csv_writer();
-    w.push_str("\u{FEFF}month,department,kind,pushed,claimed,claimed_on_time,overdue,still_open,returned,on_time_rate,median_claim_hours,p90_claim_hours\r\n");
+    w.push_str("\u{FEFF}month,department,kind,flow,pushed,claimed,claimed_on_time,overdue,still_open,returned,on_time_rate,median_claim_hours,p90_claim_hours,forwarded,offline,replied,deemed_agreed,signed_off,verified,unfulfilled,follow_up_overdue\r\n");
     for l in &report.lines {
         let cells = [
             report.month.clone(),
             l.department.clone(),
             l.kind.clone(),
+            l.flow.clone(),
             l.pushed.to_string(),
             l.claimed.to_string(),
             l.claimed_on_time.to_string(),
@@ -188,6 +257,14 @@ pub fn to_csv(report: &Report) -> String {
             opt(l.on_time_rate),
             opt(l.median_claim_hours),
             opt(l.p90_claim_hours),
+            l.forwarded.to_string(),
+            l.offline.to_string(),
+            l.replied.to_string(),
+            l.deemed_agreed.to_string(),
+            l.signed_off.to_string(),
+            l.verified.to_string(),
+            l.unfulfilled.to_string(),
+            l.follow_up_overdue.to_string(),
         ];
         let row: Vec<String> = cells.iter().map(|c| csv_cell(&excel_safe(c))).collect();
         w.push_str(&row.join(","));
@@ -208,6 +285,29 @@ fn csv_cell(s: &str) -> String {
     }
 }
 
+/// The flow-specific counts of a line that are not zero, e.g. `replied 2, deemed_agreed 1`.
+fn other(l: &Line) -> String {
+    let parts: Vec<String> = [
+        ("forwarded", l.forwarded),
+        ("offline", l.offline),
+        ("replied", l.replied),
+        ("deemed_agreed", l.deemed_agreed),
+        ("signed_off", l.signed_off),
+        ("verified", l.verified),
+        ("unfulfilled", l.unfulfilled),
+        ("follow_up_overdue", l.follow_up_overdue),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// A fixed-width table for the terminal.
 pub fn to_table(report: &Report) -> String {
     let mut out = format!(
@@ -215,9 +315,10 @@ pub fn to_table(report: &Report) -> String {
         report.month, report.calendar_version
     );
     out.push_str(&format!(
-        "{:<20} {:<12} {:>7} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8} {:>10} {:>9}\n",
+        "{:<20} {:<12} {:<11} {:>7} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8} {:>10} {:>9}  {}\n",
         "DEPARTMENT",
         "KIND",
+        "FLOW",
         "PUSHED",
         "CLAIMED",
         "ON_TIME",
@@ -226,13 +327,15 @@ pub fn to_table(report: &Report) -> String {
         "RETURNED",
         "RATE",
         "MEDIAN_H",
-        "P90_H"
+        "P90_H",
+        "OTHER"
     ));
     for l in &report.lines {
         out.push_str(&format!(
-            "{:<20} {:<12} {:>7} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8} {:>10} {:>9}\n",
+            "{:<20} {:<12} {:<11} {:>7} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8} {:>10} {:>9}  {}\n",
             l.department,
             l.kind,
+            l.flow,
             l.pushed,
             l.claimed,
             l.claimed_on_time,
@@ -248,6 +351,7 @@ pub fn to_table(report: &Report) -> String {
             l.p90_claim_hours
                 .map(|h| format!("{h:.2}"))
                 .unwrap_or_else(|| "-".into()),
+            other(l),
         ));
     }
     if report.lines.is_empty() {

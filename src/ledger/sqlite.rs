@@ -11,7 +11,7 @@ use chrono::{DateTime, FixedOffset};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
-use super::store::{GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
+use super::store::{DigestRow, GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
 use super::{AlertLevel, Changes, Entry, EntryState, HistoryRow, Loaded, RecordRow};
 use crate::adapter::convert::shanghai;
 use crate::bus::{Delivery, Positions};
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     pushed_at TEXT NOT NULL, delivered_at TEXT, claimed_at TEXT, returned_at TEXT, feedback_at TEXT,
     closed_at TEXT, policy TEXT NOT NULL, claim_rule TEXT, claim_due_at TEXT, feedback_rule TEXT,
     feedback_due_at TEXT, calendar_version TEXT NOT NULL, deadline_problem TEXT,
-    alert_level INTEGER NOT NULL, note TEXT,
+    alert_level INTEGER NOT NULL, note TEXT, outcome TEXT, via TEXT,
     PRIMARY KEY (record_id, department)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, state);
 CREATE INDEX IF NOT EXISTS entries_open ON ledger_entries (state, claim_due_at);
@@ -84,7 +84,9 @@ fn level_of(rank: i64) -> AlertLevel {
     }
 }
 
-const ENTRY_COLUMNS: &str = "record_id, department, kind, state, pushed_at, delivered_at, claimed_at, returned_at, feedback_at, closed_at, policy, claim_rule, claim_due_at, feedback_rule, feedback_due_at, calendar_version, deadline_problem, alert_level, note";
+const ENTRY_COLUMNS: &str = "record_id, department, kind, state, pushed_at, delivered_at, claimed_at, returned_at, feedback_at, closed_at, policy, claim_rule, claim_due_at, feedback_rule, feedback_due_at, calendar_version, deadline_problem, alert_level, note, outcome, via";
+/// How many columns [`ENTRY_COLUMNS`] has: where the record's columns start in a joined row.
+const ENTRY_WIDTH: usize = 21;
 
 fn entry_from(r: &Row) -> rusqlite::Result<Entry> {
     let kind: String = r.get(2)?;
@@ -109,6 +111,8 @@ fn entry_from(r: &Row) -> rusqlite::Result<Entry> {
         deadline_problem: r.get(16)?,
         alert_level: level_of(r.get(17)?),
         note: r.get(18)?,
+        outcome: r.get(19)?,
+        via: r.get(20)?,
     })
 }
 
@@ -248,7 +252,7 @@ fn write(tx: &Transaction, changes: &Changes) -> rusqlite::Result<()> {
     for e in &changes.entries {
         tx.prepare_cached(&format!(
             "INSERT OR REPLACE INTO ledger_entries ({ENTRY_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
         ))?
         .execute(params![
             e.record_id,
@@ -270,6 +274,8 @@ fn write(tx: &Transaction, changes: &Changes) -> rusqlite::Result<()> {
             e.deadline_problem,
             rank(e.alert_level),
             e.note,
+            e.outcome,
+            e.via,
         ])?;
     }
     for h in &changes.history {
@@ -299,6 +305,48 @@ fn queue_alert(tx: &Transaction, a: &super::Alert) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// `table.column, …` for a column list.
+fn prefixed(columns: &str, table: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The daily digest's counts per department (?1 start of day, ?2 start of month, ?3 now).
+const DIGEST_SQL: &str = "
+SELECT department,
+  SUM(CASE WHEN state IN ('pushed', 'delivered') THEN 1 ELSE 0 END),
+  SUM(CASE WHEN claimed_at >= ?1 THEN 1 ELSE 0 END),
+  SUM(CASE WHEN state IN ('pushed', 'delivered') AND pushed_at >= ?2 THEN 1 ELSE 0 END),
+  SUM(CASE WHEN (state IN ('pushed', 'delivered') AND claim_due_at < ?3)
+            OR (state IN ('claimed', 'feedback') AND feedback_due_at < ?3) THEN 1 ELSE 0 END),
+  SUM(CASE WHEN feedback_rule = 'verify_commitment' AND state IN ('pushed', 'delivered', 'claimed', 'feedback') THEN 1 ELSE 0 END),
+  SUM(CASE WHEN claim_rule = 'reply_inquiry' AND state IN ('pushed', 'delivered', 'claimed', 'feedback') THEN 1 ELSE 0 END)
+FROM ledger_entries
+WHERE state IN ('pushed', 'delivered', 'claimed', 'feedback') OR claimed_at >= ?1
+GROUP BY department ORDER BY department";
+
+/// Columns added after the first release, added to ledgers created before them.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('ledger_entries')")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for column in ["outcome", "via"] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE ledger_entries ADD COLUMN {column} TEXT"
+            ))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS entries_awaiting_follow_up ON ledger_entries (feedback_due_at)
+         WHERE state IN ('claimed', 'feedback') AND alert_level < 3;",
+    )
+}
+
 impl SqliteLedger {
     pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
         let err = |e: &dyn std::fmt::Display| LedgerError {
@@ -307,6 +355,7 @@ impl SqliteLedger {
         };
         let conn = crate::state::sqlite_connect(path).map_err(|e| err(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
+        migrate(&conn).map_err(|e| err(&e))?;
         Ok(SqliteLedger {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
@@ -459,7 +508,7 @@ impl LedgerStore for SqliteLedger {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let map = |r: &Row| -> rusqlite::Result<(Entry, RecordRow)> {
-                Ok((entry_from(r)?, record_at(r, 19)?))
+                Ok((entry_from(r)?, record_at(r, ENTRY_WIDTH)?))
             };
             let rows = if uses_now {
                 stmt.query_map(params![department, now], map)?
@@ -491,9 +540,63 @@ impl LedgerStore for SqliteLedger {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {ENTRY_COLUMNS} FROM ledger_entries
-                 WHERE state IN ('pushed', 'delivered') AND claim_due_at < ?1 AND alert_level < 3"
+                 WHERE state IN ('pushed', 'delivered') AND claim_due_at < ?1 AND alert_level < 3
+                 UNION ALL
+                 SELECT {ENTRY_COLUMNS} FROM ledger_entries
+                 WHERE state IN ('claimed', 'feedback') AND feedback_due_at < ?1 AND alert_level < 3"
             ))?;
             let rows = stmt.query_map([before], entry_from)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn obligations(
+        &self,
+        rule: &str,
+        department: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow)>, LedgerError> {
+        let (rule, department) = (rule.to_string(), department.map(str::to_string));
+        let sql = format!(
+            "SELECT {}, {} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
+             WHERE (e.claim_rule = ?1 OR e.feedback_rule = ?1) AND e.state IN ('pushed', 'delivered', 'claimed', 'feedback')
+               AND (?2 IS NULL OR e.department = ?2)
+             ORDER BY COALESCE(CASE WHEN e.feedback_rule = ?1 THEN e.feedback_due_at END, e.claim_due_at), e.record_id
+             LIMIT {limit}",
+            prefixed(ENTRY_COLUMNS, "e"),
+            prefixed(RECORD_COLUMNS, "r"),
+        );
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![rule, department], |r| {
+                Ok((entry_from(r)?, record_at(r, ENTRY_WIDTH)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn digest_counts(
+        &self,
+        day_start: DateTime<FixedOffset>,
+        month_start: DateTime<FixedOffset>,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Vec<DigestRow>, LedgerError> {
+        let (day, month, now) = (ts(day_start), ts(month_start), ts(now));
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(DIGEST_SQL)?;
+            let rows = stmt.query_map(params![day, month, now], |r| {
+                Ok(DigestRow {
+                    department: r.get(0)?,
+                    to_claim: r.get(1)?,
+                    claimed_today: r.get(2)?,
+                    unclaimed_this_month: r.get(3)?,
+                    overdue: r.get(4)?,
+                    open_verifications: r.get(5)?,
+                    open_inquiries: r.get(6)?,
+                })
+            })?;
             rows.collect()
         })
         .await
@@ -528,7 +631,7 @@ impl LedgerStore for SqliteLedger {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let changed = tx.execute(
                 "UPDATE ledger_entries SET alert_level = ?3
-                 WHERE record_id = ?1 AND department = ?2 AND alert_level < ?3 AND state IN ('pushed', 'delivered')",
+                 WHERE record_id = ?1 AND department = ?2 AND alert_level < ?3 AND state IN ('pushed', 'delivered', 'claimed', 'feedback')",
                 params![alert.record_id, alert.department, rank(level)],
             )?;
             if changed == 1 {

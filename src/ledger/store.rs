@@ -25,6 +25,23 @@ pub struct LedgerError {
 pub type GaugeRow = (String, String, i64, i64, Option<DateTime<FixedOffset>>);
 /// A record with its entries and its history.
 pub type RecordView = (RecordRow, Vec<Entry>, Vec<HistoryRow>);
+/// A department's daily digest counts (see [`LedgerStore::digest_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DigestRow {
+    pub department: String,
+    /// Waiting for the department to claim (or reply, or confirm attendance).
+    pub to_claim: i64,
+    /// Claimed since the start of the day.
+    pub claimed_today: i64,
+    /// Pushed this month and still not claimed.
+    pub unclaimed_this_month: i64,
+    /// Open and past the deadline of the obligation open now.
+    pub overdue: i64,
+    /// 告知承诺 verifications not done yet.
+    pub open_verifications: i64,
+    /// Inquiries not answered yet.
+    pub open_inquiries: i64,
+}
 /// An outbox alert: (alert id, record id, CloudEvent payload).
 pub type OutboxRow = (String, String, Vec<u8>);
 
@@ -62,6 +79,22 @@ pub trait LedgerStore: Send + Sync + 'static {
         &self,
         before: DateTime<FixedOffset>,
     ) -> Result<Vec<Entry>, LedgerError>;
+    /// Open entries (not closed, returned or forwarded) of a flow rule — `claim_rule` or
+    /// `feedback_rule` equal to `rule` — for one department or all, soonest deadline of that
+    /// rule first, with their records.
+    async fn obligations(
+        &self,
+        rule: &str,
+        department: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow)>, LedgerError>;
+    /// Per department with anything open or claimed today: the daily digest's counts at `now`.
+    async fn digest_counts(
+        &self,
+        day_start: DateTime<FixedOffset>,
+        month_start: DateTime<FixedOffset>,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Vec<DigestRow>, LedgerError>;
     /// Every entry pushed in `[from, to)`.
     async fn entries_pushed_between(
         &self,

@@ -6,25 +6,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, Datelike, FixedOffset};
 use tokio::sync::watch;
 
 use super::projector::Shared;
+use super::store::DigestRow;
 use super::store::{LedgerError, LedgerStore};
-use super::{alert_id, Alert, AlertLevel, Entry};
+use super::{alert_id, rfc3339, rules, Alert, AlertLevel, Entry};
 use crate::bus::{Bus, Message};
 use crate::deadline::{Calendar, Policy};
 use crate::schema::RecordKind;
 use crate::telemetry::{events, METRICS};
 
-/// The alert level an unclaimed entry has reached at `now`.
+/// The alert level an entry's open obligation (claim, reply, confirmation, sign-off,
+/// verification, disposition) has reached at `now`.
 pub fn level_at(
     entry: &Entry,
     policy: &Policy,
     calendar: &Calendar,
     now: DateTime<FixedOffset>,
 ) -> AlertLevel {
-    let Some(due) = entry.claim_due_at else {
+    let Some((_, due)) = entry.obligation() else {
         return AlertLevel::None;
     };
     if now > due {
@@ -63,7 +65,18 @@ pub async fn raise_due(
         if level <= entry.alert_level {
             continue;
         }
-        let rule = entry.claim_rule.clone().unwrap_or_default();
+        let Some((rule, due)) = entry.obligation() else {
+            continue;
+        };
+        let rule = rule.to_string();
+        let what = match rule.as_str() {
+            rules::REPLY_INQUIRY => "reply to this inquiry",
+            rules::CONFIRM_INSPECTION => "confirm who attends this site inspection",
+            rules::INSPECTION_SIGNOFF => "sign off this site inspection",
+            rules::VERIFY_COMMITMENT => "verify this 告知承诺 commitment",
+            rules::DISPOSITION_FEEDBACK => "feed back its disposition of this request",
+            _ => "claim this record",
+        };
         let alert = Alert {
             id: alert_id(
                 &entry.record_id,
@@ -78,22 +91,24 @@ pub async fn raise_due(
             rule: rule.clone(),
             policy: entry.policy.clone(),
             event_at: Some(entry.pushed_at),
-            due_at: entry.claim_due_at,
+            due_at: Some(due),
             calendar_version: entry.calendar_version.clone(),
             at: now,
             message: match level {
-                AlertLevel::DueSoon => format!(
-                    "{} must claim this {} record soon",
-                    entry.department,
-                    entry.kind.as_str()
-                ),
+                AlertLevel::DueSoon => {
+                    format!(
+                        "{} must {what} ({}) soon",
+                        entry.department,
+                        entry.kind.as_str()
+                    )
+                }
                 AlertLevel::Overdue => format!(
-                    "{} has not claimed this {} record by its deadline",
+                    "{} did not {what} ({}) by its deadline",
                     entry.department,
                     entry.kind.as_str()
                 ),
                 _ => format!(
-                    "{} is still not claiming this {} record; escalated",
+                    "{} still did not {what} ({}); escalated",
                     entry.department,
                     entry.kind.as_str()
                 ),
@@ -107,6 +122,138 @@ pub async fn raise_due(
         }
     }
     Ok(raised)
+}
+
+/// 逾期不回复的视为同意: for every inquiry whose reply deadline passed before `now` under a profile
+/// that deems silence agreement, the `deemed_agreed` feedback event (feedback.v1) the gateway
+/// records on the receiver's behalf. The event id is fixed per inquiry and receiver, so
+/// publishing it again changes nothing; the projector closes the entry and tells both sides.
+pub async fn deemed_agreed(
+    ledger: &dyn LedgerStore,
+    shared: &Shared,
+    now: DateTime<FixedOffset>,
+) -> Result<Vec<Message>, LedgerError> {
+    let mut out = Vec::new();
+    for (entry, _) in ledger
+        .obligations(rules::REPLY_INQUIRY, None, 10_000)
+        .await?
+    {
+        let Some((rules::REPLY_INQUIRY, due)) = entry.obligation() else {
+            continue;
+        };
+        let deems = shared
+            .policies
+            .get(&entry.policy)
+            .and_then(|p| p.rule(rules::REPLY_INQUIRY))
+            .is_some_and(|r| r.deemed_agreed_when_late);
+        if !deems || now <= due {
+            continue;
+        }
+        let id = alert_id(
+            &entry.record_id,
+            Some(&entry.department),
+            rules::REPLY_INQUIRY,
+            "deemed_agreed_feedback",
+        );
+        let data = serde_json::json!({
+            "record_id": entry.record_id,
+            "department": entry.department,
+            "feedback_type": "deemed_agreed",
+            "agreed": true,
+            "due_at": rfc3339(due),
+            "actor": "shenguan",
+            "content": "逾期不回复的视为同意: no reply by the deadline",
+            "at": rfc3339(due),
+        });
+        let event = crate::pipeline::envelope(
+            RecordKind::Feedback,
+            &id,
+            "/shenguan/tracker",
+            &entry.record_id,
+            now,
+            data,
+        );
+        out.push(Message {
+            topic: shared.topics.name(RecordKind::Feedback),
+            key: entry.record_id.clone(),
+            payload: serde_json::to_vec(&event).expect("JSON"),
+        });
+    }
+    Ok(out)
+}
+
+/// The daily digest for each catalog department at `now` (alert.v1, level `digest`), or nothing
+/// when the day is not a working day. Every catalog department gets one, with zeros when it has
+/// nothing open, so a missing digest means a problem, not a quiet day.
+pub async fn digests(
+    ledger: &dyn LedgerStore,
+    shared: &Shared,
+    now: DateTime<FixedOffset>,
+) -> Result<Vec<Message>, LedgerError> {
+    let local = now.with_timezone(&crate::adapter::convert::shanghai());
+    let today = local.date_naive();
+    if !shared.calendar.is_working_day(today).unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let start = |d: chrono::NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .and_then(|t| {
+                t.and_local_timezone(crate::adapter::convert::shanghai())
+                    .single()
+            })
+            .unwrap_or(now)
+    };
+    let month = today.with_day0(0).unwrap_or(today);
+    let counts = ledger
+        .digest_counts(start(today), start(month), now)
+        .await?;
+    let mut out = Vec::new();
+    for d in &shared.catalog.departments {
+        let row = counts
+            .iter()
+            .find(|r| r.department == d.code)
+            .cloned()
+            .unwrap_or(DigestRow {
+                department: d.code.clone(),
+                ..DigestRow::default()
+            });
+        let subject = format!("digest/{}/{today}", d.code);
+        let id = alert_id(&subject, Some(&d.code), "daily_digest", "digest");
+        let data = serde_json::json!({
+            "record_id": subject,
+            "department": d.code,
+            "level": "digest",
+            "rule": "daily_digest",
+            "at": rfc3339(now),
+            "message": format!(
+                "{} 每日汇总 {today}: 待认领 {}, 今日已认领 {}, 本月未认领 {}, 已超期 {}",
+                d.name, row.to_claim, row.claimed_today, row.unclaimed_this_month, row.overdue
+            ),
+            "digest": {
+                "date": today.to_string(),
+                "to_claim": row.to_claim,
+                "claimed_today": row.claimed_today,
+                "unclaimed_this_month": row.unclaimed_this_month,
+                "overdue": row.overdue,
+                "open_verifications": row.open_verifications,
+                "open_inquiries": row.open_inquiries,
+            },
+        });
+        let event = crate::pipeline::envelope(
+            RecordKind::Alert,
+            &id,
+            "/shenguan/tracker",
+            &subject,
+            now,
+            data,
+        );
+        out.push(Message {
+            topic: shared.topics.name(RecordKind::Alert),
+            key: subject,
+            payload: serde_json::to_vec(&event).expect("JSON"),
+        });
+    }
+    Ok(out)
 }
 
 /// Refreshes the unclaimed/overdue/oldest gauges and the unrouted gauge from the ledger. Every
@@ -232,6 +379,48 @@ impl Clock for SystemClock {
     }
 }
 
+/// When the daily digest goes out, and where the day it last went out is kept.
+pub struct DigestSchedule {
+    /// Local time (Asia/Shanghai) from which the day's digest is sent, on working days.
+    pub at: chrono::NaiveTime,
+    pub state: Arc<dyn crate::state::StateStore>,
+}
+
+const DIGEST_CHECKPOINT: &str = "tracker:daily-digest";
+
+/// Sends the day's digests once, on a working day at or after the scheduled time.
+async fn send_digests(
+    ledger: &dyn LedgerStore,
+    bus: &dyn Bus,
+    shared: &Shared,
+    schedule: &DigestSchedule,
+    now: DateTime<FixedOffset>,
+) -> anyhow::Result<usize> {
+    let local = now.with_timezone(&crate::adapter::convert::shanghai());
+    let today = local.date_naive().to_string();
+    if local.time() < schedule.at
+        || schedule
+            .state
+            .checkpoint(DIGEST_CHECKPOINT)
+            .await?
+            .as_deref()
+            == Some(today.as_str())
+    {
+        return Ok(0);
+    }
+    let messages = digests(ledger, shared, now).await?;
+    let n = messages.len();
+    if n > 0 {
+        bus.publish(messages).await?;
+        events::published(&shared.topics.name(RecordKind::Alert), n);
+    }
+    schedule
+        .state
+        .save_checkpoint(DIGEST_CHECKPOINT, today)
+        .await?;
+    Ok(n)
+}
+
 /// Runs the tracker every `interval` until `stop`.
 pub async fn run(
     ledger: Arc<dyn LedgerStore>,
@@ -239,6 +428,7 @@ pub async fn run(
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
     interval: Duration,
+    digest: Option<DigestSchedule>,
     mut stop: watch::Receiver<bool>,
 ) {
     let owner = format!("tracker-{}", uuid::Uuid::new_v4());
@@ -246,6 +436,24 @@ pub async fn run(
         let now = clock.now();
         if let Err(e) = raise_due(ledger.as_ref(), &shared, now).await {
             tracing::error!(error = %e, "tracker could not raise alerts");
+        }
+        match deemed_agreed(ledger.as_ref(), &shared, now).await {
+            Ok(messages) if !messages.is_empty() => {
+                let n = messages.len();
+                match bus.publish(messages).await {
+                    Ok(()) => events::published(&shared.topics.name(RecordKind::Feedback), n),
+                    Err(e) => events::bus_error("publish", &e),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "tracker could not look for lapsed inquiries"),
+        }
+        if let Some(schedule) = &digest {
+            if let Err(e) =
+                send_digests(ledger.as_ref(), bus.as_ref(), &shared, schedule, now).await
+            {
+                tracing::error!(error = %e, "tracker could not send the daily digest");
+            }
         }
         if let Err(e) = refresh_gauges(ledger.as_ref(), &shared, now).await {
             tracing::error!(error = %e, "tracker could not refresh gauges");
