@@ -12,9 +12,19 @@ use shenguan::ledger::store::LedgerStore;
 
 const JSON: &str = "application/json";
 
-/// A gateway with its own configuration file (fast tracker and delivery).
+/// A gateway with its own configuration file (fast tracker and delivery, no daily digest).
 async fn gateway(dir: &std::path::Path, catalog: Option<&str>, env: &[(&str, &str)]) -> Gateway {
-    let mut config = String::from("[tracker]\ninterval_seconds = 1\n[delivery]\ninterval_ms = 50\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\nmax_attempts = 3\ntimeout_ms = 2000\n");
+    gateway_with_digest(dir, catalog, env, "").await
+}
+
+/// A gateway whose daily digest goes out from `digest_at` (empty: never).
+async fn gateway_with_digest(
+    dir: &std::path::Path,
+    catalog: Option<&str>,
+    env: &[(&str, &str)],
+    digest_at: &str,
+) -> Gateway {
+    let mut config = format!("[tracker]\ninterval_seconds = 1\ndigest_at = \"{digest_at}\"\n[delivery]\ninterval_ms = 50\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\nmax_attempts = 3\ntimeout_ms = 2000\n");
     if let Some(c) = catalog {
         let path = dir.join("routing.yaml");
         std::fs::write(&path, c).unwrap();
@@ -42,6 +52,7 @@ async fn call(
 ) -> (u16, Value) {
     let mut r = match method {
         "GET" => gw.client.get(gw.url(path)),
+        "PUT" => gw.client.put(gw.url(path)),
         _ => gw.client.post(gw.url(path)),
     }
     .bearer_auth(token);
@@ -378,11 +389,11 @@ async fn the_monthly_report_is_served_as_json_and_excel_safe_csv() {
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let text = csv.text().await.unwrap();
     assert!(
-        text.starts_with("\u{FEFF}month,department,kind,pushed"),
+        text.starts_with("\u{FEFF}month,department,kind,flow,pushed"),
         "{text}"
     );
     assert!(
-        text.contains(&format!("{month},szs-scjg,approval,1,1,1,0,0,0,1,")),
+        text.contains(&format!("{month},szs-scjg,approval,claim,1,1,1,0,0,0,1,")),
         "{text}"
     );
     let (status, _) = call(
@@ -412,7 +423,7 @@ async fn the_monthly_report_is_served_as_json_and_excel_safe_csv() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains(&format!("{month},szs-scjg,approval,1,1,1,0,0,0,1,")));
+        .contains(&format!("{month},szs-scjg,approval,claim,1,1,1,0,0,0,1,")));
     let out = shenguan(&["report", "--month", &month, "--data-dir", &data]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("szs-scjg"));
 }
@@ -833,4 +844,558 @@ async fn each_token_is_rate_limited_on_its_own() {
         200,
         "another token is not affected"
     );
+}
+
+#[tokio::test]
+async fn inquiries_are_sent_answered_and_listed_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), None, &[]).await;
+    let bureau = gw.token("department", "szs-xzsp");
+    let scjg = gw.token("department", "szs-scjg");
+    let wjw = gw.token("department", "szs-wjw");
+    let zjj = gw.token("department", "szs-zjj");
+    let letter = json!({
+        "to": ["szs-scjg", "szs-wjw"], "title": "关于食品经营许可现场核查标准的函询",
+        "subject_type": "行政许可事项办理标准", "question": "现场核查是否按2026版标准执行？",
+        "reply_within_working_days": 3, "document_no": "石审服函〔2026〕8号",
+    });
+    let (status, body) = call(&gw, "POST", "/v1/inquiries", &bureau, Some(letter.clone())).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(body["data"]["notice_type"], "业务函询");
+    assert_eq!(body["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(body["entries"][0]["claim_rule"], "reply_inquiry");
+    assert!(body["entries"][0]["claim_due_at"].is_string());
+    // The same letter number again is the same inquiry.
+    let (status, again) = call(&gw, "POST", "/v1/inquiries", &bureau, Some(letter)).await;
+    assert_eq!((status, again["id"].as_str()), (200, Some(id.as_str())));
+    // Unknown receivers and adapters are refused.
+    let (status, _) = call(
+        &gw,
+        "POST",
+        "/v1/inquiries",
+        &bureau,
+        Some(json!({"to": ["nobody"], "title": "x", "subject_type": "政策", "question": "?"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = call(
+        &gw,
+        "POST",
+        "/v1/inquiries",
+        &gw.token("adapter", "nx-zwfw-approval"),
+        Some(json!({"to": ["szs-scjg"], "title": "x", "subject_type": "政策", "question": "?"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let (_, open) = call(&gw, "GET", "/v1/inquiries", &scjg, None).await;
+    assert_eq!(open["count"], 1, "{open}");
+    assert_eq!(open["inquiries"][0]["open"]["rule"], "reply_inquiry");
+    // Only a receiver answers; the gateway alone records a lapse.
+    let reply = json!({"feedback_type": "reply", "content": "按2026版标准执行", "agreed": true});
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &format!("/v1/records/{id}/feedback"),
+        &zjj,
+        Some(reply.clone()),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &format!("/v1/records/{id}/feedback"),
+        &wjw,
+        Some(json!({"feedback_type": "deemed_agreed"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, body) = call(
+        &gw,
+        "POST",
+        &format!("/v1/records/{id}/feedback"),
+        &scjg,
+        Some(reply.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entry"]["state"], "closed");
+    assert_eq!(body["entry"]["outcome"], "replied");
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &format!("/v1/records/{id}/feedback"),
+        &scjg,
+        Some(reply),
+    )
+    .await;
+    assert_eq!(status, 409, "answered once");
+    let (_, open) = call(&gw, "GET", "/v1/inquiries", &scjg, None).await;
+    assert_eq!(open["count"], 0);
+    // The sender follows every receiver.
+    let (_, view) = call(&gw, "GET", &format!("/v1/records/{id}"), &bureau, None).await;
+    let states: Vec<&str> = view["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["closed", "pushed"]);
+}
+
+#[tokio::test]
+async fn joint_inspections_are_announced_by_the_bureau_confirmed_and_signed_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), None, &[]).await;
+    let admin = gw.token("admin", "");
+    let scjg = gw.token("department", "szs-scjg");
+    let wjw = gw.token("department", "szs-wjw");
+    let notice = json!({
+        "to": ["szs-scjg", "szs-wjw"], "title": "食品生产许可联合现场核查通知", "mode": "联合踏勘评审",
+        "scheduled_at": "2026-12-15T09:00:00+08:00", "location": "石嘴山市大武口区工业园区8号",
+        "matter": "宁夏某食品有限公司 食品生产许可 现场核查",
+    });
+    let (status, _) = call(&gw, "POST", "/v1/inspections", &scjg, Some(notice.clone())).await;
+    assert_eq!(status, 403, "only the bureau announces inspections");
+    let (status, body) = call(&gw, "POST", "/v1/inspections", &admin, Some(notice)).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(body["push_rule"], "inspection_notice");
+    assert_eq!(body["push_late"], false);
+    assert_eq!(
+        body["entries"][0]["claim_due_at"],
+        "2026-12-15T09:00:00+08:00"
+    );
+    assert_eq!(
+        body["entries"][0]["feedback_due_at"],
+        "2026-12-18T23:59:59+08:00"
+    );
+
+    let feedback = |kind: &str| format!("/v1/records/{id}/feedback").replace("{kind}", kind);
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &feedback(""),
+        &scjg,
+        Some(json!({"feedback_type": "inspection_result", "content": "符合"})),
+    )
+    .await;
+    assert_eq!(status, 409, "confirm attendance first");
+    let (status, body) = call(
+        &gw,
+        "POST",
+        &feedback(""),
+        &scjg,
+        Some(
+            json!({"feedback_type": "inspection_attendance", "attendees": ["李某 食品生产监管科"]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["entry"]["state"].as_str(),
+            body["entry"]["outcome"].as_str()
+        ),
+        (Some("claimed"), Some("attending"))
+    );
+    let (_, open) = call(&gw, "GET", "/v1/inspections", &scjg, None).await;
+    assert_eq!(open["inspections"][0]["open"]["rule"], "inspection_signoff");
+    let (status, body) = call(&gw, "POST", &feedback(""), &scjg, Some(json!({"feedback_type": "inspection_result", "content": "现场核查符合要求，已签字确认"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entry"]["outcome"], "signed_off");
+    // The department that has not confirmed still sees it open, with its deadline.
+    let (_, open) = call(&gw, "GET", "/v1/inspections", &wjw, None).await;
+    assert_eq!(
+        (
+            open["count"].as_u64(),
+            open["inspections"][0]["open"]["rule"].as_str()
+        ),
+        (Some(1), Some("confirm_inspection"))
+    );
+    let (_, all) = call(&gw, "GET", "/v1/inspections", &admin, None).await;
+    assert_eq!(all["count"], 1);
+}
+
+#[tokio::test]
+async fn a_department_forwards_a_record_to_its_upper_level_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), None, &[]).await;
+    let ingest = gw.token("adapter", "nx-zwfw-approval");
+    let scjg = gw.token("department", "szs-scjg");
+    let nx = gw.token("department", "nx-scjg");
+    let (_, body) = gw
+        .ingest(
+            "nx-zwfw-approval",
+            &ingest,
+            JSON,
+            fixture("01-company.json"),
+        )
+        .await;
+    let id = body["accepted"][0]["id"].as_str().unwrap().to_string();
+    wait_for(&gw, "/v1/inbox", &scjg, |b| b["count"] == 1).await;
+    let path = format!("/v1/records/{id}/forward");
+    let (status, _) = call(&gw, "POST", &path, &scjg, Some(json!({}))).await;
+    assert_eq!(status, 400, "a reason is required");
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &path,
+        &scjg,
+        Some(json!({"to": "szs-scjg", "reason": "x"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &path,
+        &nx,
+        Some(json!({"to": "szs-wjw", "reason": "x"})),
+    )
+    .await;
+    assert_eq!(status, 403, "not routed to nx-scjg yet");
+    let (status, _) = call(&gw, "POST", &path, &nx, Some(json!({"reason": "x"}))).await;
+    assert_eq!(status, 400, "nx-scjg has no upper level in the catalog");
+    // No `to`: the upper-level department from the catalog.
+    let (status, body) = call(
+        &gw,
+        "POST",
+        &path,
+        &scjg,
+        Some(json!({"reason": "涉及跨市经营，属自治区监管事项", "actor": "张三"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entry"]["state"], "forwarded");
+    let inbox = wait_for(&gw, "/v1/inbox?status=unclaimed", &nx, |b| b["count"] == 1).await;
+    assert_eq!(inbox["records"][0]["id"], id.as_str());
+    let (status, _) = call(&gw, "POST", &format!("/v1/records/{id}/claim"), &scjg, None).await;
+    assert_eq!(status, 409, "the forwarder cannot claim it any more");
+    let (status, _) = call(&gw, "POST", &format!("/v1/records/{id}/claim"), &nx, None).await;
+    assert_eq!(status, 200);
+    let (_, view) = call(
+        &gw,
+        "GET",
+        &format!("/v1/records/{id}"),
+        &gw.token("admin", ""),
+        None,
+    )
+    .await;
+    let actions: Vec<&str> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions
+            .windows(2)
+            .any(|w| w == ["forwarded", "forwarded_in"]),
+        "{actions:?}"
+    );
+}
+
+/// An approval decided on 2026-11-02 and pushed by letter that afternoon: the shipped fixture's
+/// canonical record without the fields the gateway sets.
+fn offline_approval(commitment: Value) -> Value {
+    let expected: Value = serde_json::from_slice(&fixture("01-company.expected.json")).unwrap();
+    let mut record = expected[0]["accepted"].clone();
+    for k in ["record_id", "kind", "source"] {
+        record.as_object_mut().unwrap().remove(k);
+    }
+    record["decided_at"] = json!("2026-11-02T09:00:00+08:00");
+    record["commitment"] = commitment;
+    json!({
+        "kind": "approval", "channel": "书面公函", "document_ref": "石审管函〔2026〕15号",
+        "pushed_at": "2026-11-02T15:00:00+08:00", "recorded_by": "审管联动科 王五",
+        "record": record,
+    })
+}
+
+#[tokio::test]
+async fn offline_pushes_and_claims_are_entered_by_an_admin_with_their_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), None, &[]).await;
+    let admin = gw.token("admin", "");
+    let scjg = gw.token("department", "szs-scjg");
+    let push = offline_approval(json!({"is_commitment": false}));
+    let (status, _) = call(&gw, "POST", "/v1/offline-pushes", &scjg, Some(push.clone())).await;
+    assert_eq!(status, 403);
+    let (status, body) = call(&gw, "POST", "/v1/offline-pushes", &admin, Some(push)).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(body["data"]["offline_push"]["channel"], "书面公函");
+    let entry = &body["entries"][0];
+    assert_eq!(
+        (entry["department"].as_str(), entry["via"].as_str()),
+        (Some("szs-scjg"), Some("书面公函"))
+    );
+    assert_eq!(entry["pushed_at"], "2026-11-02T15:00:00+08:00");
+    // An invalid record is refused with the schema's reason.
+    let (status, body) = call(&gw, "POST", "/v1/offline-pushes", &admin, Some(json!({"kind": "approval", "channel": "电话", "document_ref": "x", "pushed_at": "2026-11-02T15:00:00+08:00", "record": {}}))).await;
+    assert_eq!(status, 400, "{body}");
+
+    let claim = format!("/v1/records/{id}/claim");
+    let (status, _) = call(
+        &gw,
+        "POST",
+        &claim,
+        &admin,
+        Some(json!({"department": "szs-scjg"})),
+    )
+    .await;
+    assert_eq!(status, 400, "an offline claim names its acknowledgement");
+    let (status, body) = call(&gw, "POST", &claim, &admin, Some(json!({"department": "szs-scjg", "document_ref": "石市监回执〔2026〕3号", "at": "2026-11-03T11:00:00+08:00"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entry"]["claimed_at"], "2026-11-03T11:00:00+08:00");
+    let (_, view) = call(&gw, "GET", &format!("/v1/records/{id}"), &scjg, None).await;
+    let c = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["action"] == "claim")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (c["channel"].as_str(), c["detail"]["document_ref"].as_str()),
+        (Some("offline"), Some("石市监回执〔2026〕3号"))
+    );
+    // The report counts it.
+    let (_, report) = call(
+        &gw,
+        "GET",
+        "/v1/reports/monthly?month=2026-11",
+        &admin,
+        None,
+    )
+    .await;
+    let line = report["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["department"] == "szs-scjg")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (line["offline"].as_u64(), line["claimed_on_time"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn open_commitment_verifications_are_listed_per_department_until_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), None, &[]).await;
+    let admin = gw.token("admin", "");
+    let scjg = gw.token("department", "szs-scjg");
+    let wjw = gw.token("department", "szs-wjw");
+    let push = offline_approval(
+        json!({"is_commitment": true, "items": ["30日内补交健康证明"], "period_end": "2026-12-02"}),
+    );
+    let (status, body) = call(&gw, "POST", "/v1/offline-pushes", &admin, Some(push)).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let (_, list) = call(&gw, "GET", "/v1/commitments", &scjg, None).await;
+    assert_eq!(list["count"], 1, "{list}");
+    // 10 working days after 2026-12-02: 12-03 … 12-16.
+    assert_eq!(
+        list["commitments"][0]["entry"]["feedback_due_at"],
+        "2026-12-16T23:59:59+08:00"
+    );
+    let (_, other) = call(&gw, "GET", "/v1/commitments", &wjw, None).await;
+    assert_eq!(other["count"], 0, "a department sees only its own");
+    let (_, all) = call(
+        &gw,
+        "GET",
+        "/v1/commitments?department=szs-scjg",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(all["count"], 1);
+    let fb = format!("/v1/records/{id}/feedback");
+    let verified = json!({"feedback_type": "commitment_verified", "verification": "fulfilled", "content": "已补交"});
+    let (status, _) = call(&gw, "POST", &fb, &scjg, Some(verified.clone())).await;
+    assert_eq!(status, 409, "claim first");
+    call(&gw, "POST", &format!("/v1/records/{id}/claim"), &scjg, None).await;
+    let (status, body) = call(&gw, "POST", &fb, &scjg, Some(verified)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entry"]["outcome"], "commitment_fulfilled");
+    let (_, list) = call(&gw, "GET", "/v1/commitments", &scjg, None).await;
+    assert_eq!(list["count"], 0);
+}
+
+#[tokio::test]
+async fn the_liaison_registry_is_kept_by_admins_audited_and_masked_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), None, &[]).await;
+    let admin = gw.token("admin", "");
+    let scjg = gw.token("department", "szs-scjg");
+    let wjw = gw.token("department", "szs-wjw");
+    let liaison = json!({"officer": "马丽", "phone": "13995027788", "leader": "副局长 周某"});
+    let path = "/v1/departments/szs-scjg/liaison";
+    let (status, _) = call(&gw, "PUT", path, &scjg, Some(liaison.clone())).await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &gw,
+        "PUT",
+        path,
+        &admin,
+        Some(json!({"officer": "马丽", "phone": "call me"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = call(
+        &gw,
+        "PUT",
+        "/v1/departments/nobody/liaison",
+        &admin,
+        Some(liaison.clone()),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, body) = call(&gw, "PUT", path, &admin, Some(liaison)).await;
+    assert_eq!(status, 200, "{body}");
+    let find = |b: &Value| {
+        b["departments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["code"] == "szs-scjg")
+            .unwrap()
+            .clone()
+    };
+    let (_, own) = call(&gw, "GET", "/v1/departments", &scjg, None).await;
+    assert_eq!(find(&own)["liaison"]["phone"], "13995027788");
+    assert_eq!(find(&own)["parent"], "nx-scjg");
+    let (_, other) = call(&gw, "GET", "/v1/departments", &wjw, None).await;
+    assert_eq!(find(&other)["liaison"]["officer"], "马丽");
+    assert_ne!(
+        find(&other)["liaison"]["phone"],
+        "13995027788",
+        "masked for other departments"
+    );
+    let (_, audit) = call(&gw, "GET", "/v1/admin/audit", &admin, None).await;
+    let entry = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "liaison.set")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["target"], "szs-scjg");
+    assert!(
+        unmasked_personal_numbers(&entry.to_string()).is_empty(),
+        "{entry}"
+    );
+    // The CLI writes the same registry.
+    let data = gw.data_dir.display().to_string();
+    let out = shenguan(&[
+        "--data-dir",
+        &data,
+        "liaison",
+        "set",
+        "szs-wjw",
+        "--officer",
+        "杨帆",
+        "--phone",
+        "0952-2011234",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = shenguan(&["--data-dir", &data, "liaison", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("杨帆") && text.contains("马丽"), "{text}");
+    let out = shenguan(&[
+        "--data-dir",
+        &data,
+        "liaison",
+        "set",
+        "szs-wjw",
+        "--officer",
+        "杨帆",
+        "--phone",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(unmasked_personal_numbers(&gw.logs()).is_empty());
+}
+
+#[tokio::test]
+async fn the_daily_digest_reaches_department_webhooks_on_working_days_once() {
+    let (url, seen) = receiver(200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = gateway_with_digest(
+        dir.path(),
+        Some(&catalog_with_webhook(&url, "TEST_HOOK_SECRET_DIGEST")),
+        &[("TEST_HOOK_SECRET_DIGEST", "s3cret-digest")],
+        "00:00",
+    )
+    .await;
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .date_naive();
+    let working = shenguan::deadline::Calendar::builtin()
+        .is_working_day(today)
+        .unwrap();
+    let digests = || -> Vec<Value> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| serde_json::from_slice::<Value>(b).unwrap())
+            .filter(|v| v["data"]["level"] == "digest")
+            .collect()
+    };
+    for _ in 0..100 {
+        if !digests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if working {
+        let d = digests();
+        assert_eq!(d.len(), 1, "one digest for the webhook department: {d:?}");
+        assert_eq!(d[0]["data"]["department"], "szs-scjg");
+        assert_eq!(d[0]["data"]["digest"]["date"], today.to_string());
+        let (sig, body) = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, b)| String::from_utf8_lossy(b).contains("\"digest\""))
+            .cloned()
+            .unwrap();
+        assert!(shenguan::deliver::verify(b"s3cret-digest", &sig, &body));
+        let topic = embedded_topic(&gw.data_dir, "shenguan.alert.v1").await;
+        let n = shenguan::route::Catalog::load(&repo().join("catalog/routing.yaml"))
+            .unwrap()
+            .departments
+            .len();
+        assert_eq!(
+            topic
+                .iter()
+                .filter(|e| e["data"]["level"] == "digest")
+                .count(),
+            n,
+            "every department gets one"
+        );
+        // A restart the same day sends nothing again.
+        gw.restart().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(digests().len(), 1);
+        assert_eq!(
+            embedded_topic(&gw.data_dir, "shenguan.alert.v1")
+                .await
+                .len(),
+            n
+        );
+    } else {
+        assert!(digests().is_empty(), "no digest on a day off");
+    }
 }

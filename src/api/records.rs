@@ -287,6 +287,17 @@ pub async fn claim(
                 format!("{department} returned record {id}; it cannot be claimed any more"),
             ))
         }
+        EntryState::Forwarded => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "forwarded",
+                "Record was forwarded",
+                format!(
+                    "{department} forwarded record {id}: {}",
+                    entry.note.as_deref().unwrap_or("")
+                ),
+            ))
+        }
         _ => {}
     }
     let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": rfc3339(state.clock.now()), "channel": "rest"});
@@ -326,7 +337,10 @@ pub async fn give_back(
     if entry.state == EntryState::Returned {
         return answer(&state, &id, &department, true).await;
     }
-    if matches!(entry.state, EntryState::Feedback | EntryState::Closed) {
+    if matches!(
+        entry.state,
+        EntryState::Feedback | EntryState::Closed | EntryState::Forwarded
+    ) {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "already-handled",
