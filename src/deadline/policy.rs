@@ -538,6 +538,8 @@ mod tests {
                 (FORWARD_NOTICE, 1),           // 第二十二条（二）、第二十三条（二）
                 (DISPOSITION_FEEDBACK, 20),    // profile default
                 (REPLY_INQUIRY, 5),            // profile default
+                (INSPECTION_SIGNOFF, 3),       // profile default
+                (VERIFY_COMMITMENT, 10),       // 第二十四条第三款
             ]
         );
         assert_eq!(yuanqu.rules[INSPECTION_NOTICE].direction, Direction::Before);
@@ -565,6 +567,8 @@ mod tests {
                 (CLAIM_SUPERVISION, 3),     // 第二十一条（二）
                 (DISPOSITION_FEEDBACK, 20), // profile default
                 (REPLY_INQUIRY, 5),         // profile default
+                (INSPECTION_SIGNOFF, 3),    // profile default
+                (VERIFY_COMMITMENT, 10),    // profile default
             ]
         );
         assert!(!jining.rules[REPLY_INQUIRY].deemed_agreed_when_late);
