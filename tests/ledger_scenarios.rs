@@ -642,6 +642,34 @@ scenario!(a_rebuilt_ledger_equals_the_live_one, |backend| {
         .await;
     f.claim("c", "szs-zjj", "deliver", "2026-03-03T15:01:00+08:00")
         .await;
+    // The other flows: a forward, an inquiry deemed agreed, an inspection confirmed.
+    f.forward("a", "szs-scjg", "nx-scjg", "2026-03-03T09:00:00+08:00")
+        .await;
+    f.notice(
+        "q",
+        "szs-xzsp",
+        &["szs-wjw"],
+        inquiry(Some(1)),
+        "2026-03-02T11:00:00+08:00",
+    )
+    .await;
+    assert_eq!(f.deem_lapsed("2026-03-04T09:00:00+08:00").await, 1);
+    f.notice(
+        "i",
+        "szs-xzsp",
+        &["szs-scjg"],
+        joint_inspection("2026-03-06T09:00:00+08:00"),
+        "2026-03-02T11:00:00+08:00",
+    )
+    .await;
+    f.feedback(
+        "i",
+        "szs-scjg",
+        "inspection_attendance",
+        "2026-03-03T10:00:00+08:00",
+        json!({"attendees": ["王某"]}),
+    )
+    .await;
     let live = f.ledger.snapshot().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -1124,6 +1152,8 @@ scenario!(
                 "source": {"system": "test", "adapter": "nx-zwfw-approval", "business_key": "c1", "received_at": "2026-09-01T10:00:00+08:00"},
                 "item": {"code": FOOD, "name": "食品经营许可"},
                 "decided_at": "2026-09-01T09:00:00+08:00",
+                "counterpart": {"uscc": "91640200MA76C3K57X"},
+                "license": {"license_no": "JY26402000000099"},
                 "commitment": {"is_commitment": true, "items": ["3个月内取得排污登记"], "period_end": "2026-09-30"},
             }
         });
@@ -1176,6 +1206,47 @@ scenario!(
             .await
             .unwrap()
             .is_empty());
+        // The failure goes back to the bureau, linked to the approval, within 10 working days
+        // after the period (垣曲 第二十四条第三款) ...
+        let failure = json!({
+            "specversion": "1.0", "id": "ev-cf1", "source": "/test", "type": "cn.shenguan.supervision.v1", "subject": "cf1",
+            "time": "2026-10-21T09:00:00+08:00", "datacontenttype": "application/json",
+            "data": {"record_id": "cf1", "kind": "supervision", "action": "告知承诺未履行",
+                     "source": {"adapter": "nx-scjg-supervision"},
+                     "affected_license": {"license_no": "JY26402000000099"},
+                     "commitment_check": {"approval_record_id": "c1", "period_end": "2026-09-30", "unmet_items": ["3个月内取得排污登记"]}}
+        });
+        f.send(RecordKind::Supervision, failure).await;
+        let (cf, cf_entries, _) = f.ledger.record("cf1").await.unwrap().unwrap();
+        assert_eq!(cf.linked_record_id.as_deref(), Some("c1"));
+        assert_eq!(cf.push_rule.as_deref(), Some("push_commitment_failure"));
+        assert_eq!(
+            cf.push_due_at.unwrap().to_rfc3339(),
+            "2026-10-20T23:59:59+08:00"
+        );
+        assert!(cf.push_late, "pushed the day after its deadline");
+        assert_eq!(cf_entries[0].department, "szs-xzsp");
+        assert_eq!(
+            cf_entries[0].feedback_rule.as_deref(),
+            Some("disposition_feedback")
+        );
+        // ... and the bureau's disposition flows back, visible to the department that sent it.
+        f.claim("cf1", "szs-xzsp", "claim", "2026-10-21T10:00:00+08:00")
+            .await;
+        f.feedback(
+            "cf1",
+            "szs-xzsp",
+            "disposition",
+            "2026-10-23T10:00:00+08:00",
+            json!({"disposition": "整改", "content": "责令3个月内整改"}),
+        )
+        .await;
+        let e = f.entry("cf1", "szs-xzsp").await;
+        assert_eq!(e.state, EntryState::Closed);
+        let (_, _, history) = f.ledger.record("cf1").await.unwrap().unwrap();
+        assert!(history
+            .iter()
+            .any(|h| h.action == "feedback" && h.detail["disposition"] == "整改"));
         let entries = f
             .ledger
             .entries_pushed_between(
