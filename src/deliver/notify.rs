@@ -64,7 +64,7 @@ impl Notifier {
         let mut subscription = loop {
             match self
                 .bus
-                .subscribe("shenguan-notify", &[topic.clone()])
+                .subscribe("shenguan-notify", std::slice::from_ref(&topic))
                 .await
             {
                 Ok(s) => break s,
