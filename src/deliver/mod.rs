@@ -99,6 +99,17 @@ pub(crate) fn webhook_targets(shared: &Shared) -> anyhow::Result<HashMap<String,
     Ok(targets)
 }
 
+/// The wait after `attempts` failures: doubled each time from the initial backoff, capped.
+pub(crate) fn backoff(settings: &DeliverySettings, attempts: u32) -> Duration {
+    let factor = 2u64.saturating_pow(attempts.saturating_sub(1).min(30));
+    Duration::from_millis(
+        settings
+            .initial_backoff_ms
+            .saturating_mul(factor)
+            .min(settings.max_backoff_ms),
+    )
+}
+
 /// POSTs a signed CloudEvent to a department's webhook; the reason when it was not a delivery.
 pub(crate) async fn post_signed(
     client: &reqwest::Client,
@@ -190,13 +201,7 @@ impl Deliverer {
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 2u64.saturating_pow(attempts.saturating_sub(1).min(30));
-        Duration::from_millis(
-            self.settings
-                .initial_backoff_ms
-                .saturating_mul(factor)
-                .min(self.settings.max_backoff_ms),
-        )
+        backoff(&self.settings, attempts)
     }
 
     async fn attempt(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::{post_signed, webhook_targets, Target};
+use super::{backoff, post_signed, webhook_targets, Target};
 use crate::bus::{Bus, Delivery};
 use crate::config::DeliverySettings;
 use crate::ingest::Ingestor;
@@ -150,7 +150,7 @@ impl Notifier {
                     last = reason;
                     if attempt < max {
                         events::delivery_attempt(department, "failed", subject, &last);
-                        tokio::time::sleep(self.backoff(attempt)).await;
+                        tokio::time::sleep(backoff(&self.settings, attempt)).await;
                     }
                 }
             }
@@ -187,15 +187,5 @@ impl Notifier {
             &dlq_id,
         );
         Ok(())
-    }
-
-    fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 2u64.saturating_pow(attempts.saturating_sub(1).min(30));
-        Duration::from_millis(
-            self.settings
-                .initial_backoff_ms
-                .saturating_mul(factor)
-                .min(self.settings.max_backoff_ms),
-        )
     }
 }
