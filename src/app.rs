@@ -228,6 +228,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         clock.clone(),
         Duration::from_secs(settings.tracker.interval_seconds.max(1)),
         digest,
+        settings.retention.clone(),
         stopped.clone(),
     ));
     let deliverer = Deliverer::new(

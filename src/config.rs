@@ -39,6 +39,7 @@ pub struct Settings {
     pub sources: Vec<crate::source::SourceConfig>,
     pub server: ServerSettings,
     pub tracker: TrackerSettings,
+    pub retention: RetentionSettings,
     pub delivery: DeliverySettings,
     pub bus: BusSettings,
     pub ledger: LedgerSettings,
@@ -60,6 +61,7 @@ impl Default for Settings {
             sources: Vec::new(),
             server: ServerSettings::default(),
             tracker: TrackerSettings::default(),
+            retention: RetentionSettings::default(),
             delivery: DeliverySettings::default(),
             bus: BusSettings::default(),
             ledger: LedgerSettings::default(),
@@ -130,6 +132,21 @@ impl TrackerSettings {
                 )
             })
     }
+}
+
+/// `[retention]`: how long personal data is kept (个人信息保护法 第十九条: no longer than the
+/// purpose needs). 0 keeps everything; the deletion runs hourly.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Days a finished record stays in the ledger after its last activity: routed, every entry
+    /// claimed, returned, forwarded or closed, no follow-up open. Its entries, history and
+    /// deliveries go with it. Topics keep their own retention (`ledger rebuild` restores what they
+    /// still hold). Default 0: keep.
+    pub ledger_days: u32,
+    /// Days a DLQ entry (with the original bytes) is kept: the embedded bus deletes older
+    /// ones, a Kafka DLQ topic gets `retention.ms`. Default 0: keep.
+    pub dlq_days: u32,
 }
 
 /// `[delivery]`: signed webhooks to department systems.

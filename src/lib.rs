@@ -26,6 +26,7 @@ pub mod mask;
 pub mod pipeline;
 pub mod route;
 pub mod schema;
+pub mod soak;
 pub mod source;
 pub mod state;
 pub mod telemetry;

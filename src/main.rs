@@ -85,6 +85,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         latency_seconds: u64,
     },
+    /// A bounded soak run of a gateway process at a steady rate with claims, returns, bad records
+    /// and duplicates; fails on any loss, duplicate or steady growth of memory or open files.
+    Soak {
+        /// Minutes to run.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Records per second.
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+    },
     /// Check and test adapters.
     Adapters {
         #[command(subcommand)]
@@ -333,6 +343,9 @@ fn main() -> ExitCode {
             Command::Bench { records, ledger_items, postgres, kafka, latency_seconds } => {
                 let options = shenguan::bench::BenchOptions { records, ledger_items, postgres, kafka, latency_seconds };
                 shenguan::bench::run(settings, options).await.map(|_| true)
+            }
+            Command::Soak { minutes, rate } => {
+                shenguan::soak::run(settings, shenguan::soak::SoakOptions { minutes, rate }).await
             }
             Command::Report { month, format } => {
                 print!("{}", app::report(&settings, &month, &format).await?);

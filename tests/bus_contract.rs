@@ -180,3 +180,32 @@ async fn embedded_bus_groups_concurrent_publishes_and_keeps_them_all() {
         "offsets are dense and ordered"
     );
 }
+
+#[tokio::test]
+async fn embedded_retention_deletes_only_what_is_older_than_the_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus: Arc<dyn Bus> =
+        Arc::new(shenguan::bus::embedded::EmbeddedBus::open(&dir.path().join("bus.db")).unwrap());
+    let topic = "shenguan.dlq.v1".to_string();
+    bus.publish(messages(&topic, &["a"], 5, "old"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bus.publish(messages(&topic, &["a"], 3, "new"))
+        .await
+        .unwrap();
+    let deleted = bus
+        .retain(&topic, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 5);
+    let left = bus.read_all(&topic).await.unwrap();
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|d| d.payload.starts_with(b"new")));
+    // Offsets go on after the deleted ones.
+    bus.publish(messages(&topic, &["a"], 1, "next"))
+        .await
+        .unwrap();
+    let all = bus.read_all(&topic).await.unwrap();
+    assert_eq!(all.last().unwrap().offset, 8);
+}

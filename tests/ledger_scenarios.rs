@@ -1476,3 +1476,61 @@ scenario!(
         assert_eq!(quiet["data"]["digest"]["to_claim"], 0);
     }
 );
+
+scenario!(
+    retention_deletes_finished_records_and_keeps_open_ones,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        for id in ["done", "open", "returned"] {
+            f.approval(
+                id,
+                FOOD,
+                "2026-03-02T09:00:00+08:00",
+                "2026-03-02T10:00:00+08:00",
+            )
+            .await;
+        }
+        f.claim("done", "szs-scjg", "claim", "2026-03-02T15:00:00+08:00")
+            .await;
+        // Returned by its only department: back in the unrouted queue, still waiting.
+        f.claim(
+            "returned",
+            "szs-scjg",
+            "return",
+            "2026-03-02T15:00:00+08:00",
+        )
+        .await;
+        f.notice(
+            "q",
+            "szs-xzsp",
+            &["szs-wjw"],
+            inquiry(Some(1)),
+            "2026-03-02T11:00:00+08:00",
+        )
+        .await;
+        assert_eq!(f.deem_lapsed("2026-03-04T09:00:00+08:00").await, 1);
+        // Nothing is old enough yet.
+        assert_eq!(
+            f.ledger
+                .purge_finished(t("2026-03-02T00:00:00+08:00"))
+                .await
+                .unwrap(),
+            0
+        );
+        let purged = f
+            .ledger
+            .purge_finished(t("2026-04-01T00:00:00+08:00"))
+            .await
+            .unwrap();
+        assert_eq!(
+            purged, 2,
+            "the claimed record and the inquiry deemed agreed"
+        );
+        assert!(f.ledger.record("done").await.unwrap().is_none());
+        assert!(f.ledger.record("q").await.unwrap().is_none());
+        assert!(f.ledger.record("open").await.unwrap().is_some());
+        assert!(f.ledger.record("returned").await.unwrap().is_some());
+        let snapshot = f.ledger.snapshot().await.unwrap().join("\n");
+        assert!(!snapshot.contains("\"done\"") && !snapshot.contains("done|"));
+    }
+);

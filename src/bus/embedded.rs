@@ -217,6 +217,21 @@ impl Bus for EmbeddedBus {
             .map_err(|_| BusError::Unavailable("bus writer stopped".into()))?
     }
 
+    async fn retain(&self, topic: &str, max_age: Duration) -> Result<u64, BusError> {
+        let topic = topic.to_string();
+        let cutoff = chrono::Utc::now().timestamp_millis()
+            - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        self.blocking(move |conn| {
+            conn.execute(
+                "DELETE FROM bus_messages WHERE topic = ?1 AND ts < ?2",
+                params![topic, cutoff],
+            )
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn read_all(&self, topic: &str) -> Result<Vec<Delivery>, BusError> {
         let topic = topic.to_string();
         self.blocking(move |conn| read(conn, &topic, 0, i64::MAX))

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
@@ -140,6 +142,26 @@ impl Bus for KafkaBus {
             }
         }
         Ok(())
+    }
+
+    async fn retain(&self, topic: &str, max_age: Duration) -> Result<u64, BusError> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(|e| BusError::Fatal(format!("cannot create the Kafka admin client: {e}")))?;
+        let ms = max_age.as_millis().to_string();
+        let config = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("retention.ms", &ms);
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for r in admin
+            .alter_configs([&config], &opts)
+            .await
+            .map_err(unavailable)?
+        {
+            r.map_err(|(_, code)| {
+                BusError::Unavailable(format!("cannot set retention.ms of {topic}: {code}"))
+            })?;
+        }
+        Ok(0)
     }
 
     async fn publish(&self, batch: Vec<Message>) -> Result<(), BusError> {

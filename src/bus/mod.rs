@@ -85,6 +85,9 @@ pub trait Bus: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), BusError>;
     /// Waits until everything published has been acknowledged (used at shutdown).
     async fn flush(&self, timeout: Duration) -> Result<(), BusError>;
+    /// Keeps a topic's messages for `max_age` only: the embedded bus deletes older ones now
+    /// (returning how many), Kafka gets the topic's `retention.ms` set and deletes on its own.
+    async fn retain(&self, topic: &str, max_age: Duration) -> Result<u64, BusError>;
 }
 
 /// A consumer group's view of some topics.

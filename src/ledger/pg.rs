@@ -717,6 +717,33 @@ impl LedgerStore for PgLedger {
             .collect())
     }
 
+    async fn purge_finished(&self, before: DateTime<FixedOffset>) -> Result<u64, LedgerError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(|e| self.err(e))?;
+        let ids: Vec<String> = tx
+            .query("SELECT r.record_id FROM ledger_records r  WHERE r.unrouted IS NULL    AND EXISTS (SELECT 1 FROM ledger_entries e WHERE e.record_id = r.record_id)    AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.record_id = r.record_id          AND (e.state IN ('pushed', 'delivered')               OR (e.state IN ('claimed', 'feedback') AND e.feedback_due_at IS NOT NULL)))    AND NOT EXISTS (SELECT 1 FROM ledger_history h WHERE h.record_id = r.record_id AND h.at >= $1)", &[&before])
+            .await
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for table in [
+            "ledger_history",
+            "ledger_entries",
+            "deliveries",
+            "ledger_records",
+        ] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE record_id = ANY($1)"),
+                &[&ids],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(ids.len() as u64)
+    }
+
     async fn entries_pushed_between(
         &self,
         from: DateTime<FixedOffset>,

@@ -602,6 +602,28 @@ impl LedgerStore for SqliteLedger {
         .await
     }
 
+    async fn purge_finished(&self, before: DateTime<FixedOffset>) -> Result<u64, LedgerError> {
+        let before = ts(before);
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("CREATE TEMP TABLE IF NOT EXISTS purge_ids (record_id TEXT PRIMARY KEY)", [])?;
+            tx.execute("DELETE FROM purge_ids", [])?;
+            let n = tx.execute(
+                "INSERT INTO purge_ids SELECT r.record_id FROM ledger_records r  WHERE r.unrouted IS NULL    AND EXISTS (SELECT 1 FROM ledger_entries e WHERE e.record_id = r.record_id)    AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.record_id = r.record_id          AND (e.state IN ('pushed', 'delivered')               OR (e.state IN ('claimed', 'feedback') AND e.feedback_due_at IS NOT NULL)))    AND NOT EXISTS (SELECT 1 FROM ledger_history h WHERE h.record_id = r.record_id AND h.at >= ?1)",
+                [&before],
+            )?;
+            for table in ["ledger_history", "ledger_entries", "deliveries", "ledger_records"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE record_id IN (SELECT record_id FROM purge_ids)"),
+                    [],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     /// Every entry pushed in `[from, to)` (for the monthly report).
     async fn entries_pushed_between(
         &self,

@@ -95,6 +95,10 @@ pub trait LedgerStore: Send + Sync + 'static {
         month_start: DateTime<FixedOffset>,
         now: DateTime<FixedOffset>,
     ) -> Result<Vec<DigestRow>, LedgerError>;
+    /// Retention: deletes records with nothing left to do — routed, every entry finished (no
+    /// claim or follow-up open) — and no activity since `before`, with their entries, history
+    /// and deliveries. Returns how many records went.
+    async fn purge_finished(&self, before: DateTime<FixedOffset>) -> Result<u64, LedgerError>;
     /// Every entry pushed in `[from, to)`.
     async fn entries_pushed_between(
         &self,

@@ -421,6 +421,37 @@ async fn send_digests(
     Ok(n)
 }
 
+/// Applies the retention settings: finished ledger records and old DLQ entries are deleted.
+pub async fn apply_retention(
+    ledger: &dyn LedgerStore,
+    bus: &dyn Bus,
+    shared: &Shared,
+    retention: &crate::config::RetentionSettings,
+    now: DateTime<FixedOffset>,
+) -> anyhow::Result<(u64, u64)> {
+    let day = chrono::Duration::days(1);
+    let mut purged = (0, 0);
+    if retention.ledger_days > 0 {
+        purged.0 = ledger
+            .purge_finished(now - day * retention.ledger_days as i32)
+            .await?;
+    }
+    if retention.dlq_days > 0 {
+        let age = Duration::from_secs(86_400 * u64::from(retention.dlq_days));
+        purged.1 = bus
+            .retain(&shared.topics.name(RecordKind::Dlq), age)
+            .await?;
+    }
+    if purged != (0, 0) {
+        tracing::info!(
+            ledger_records = purged.0,
+            dlq_entries = purged.1,
+            "retention: deleted what is past its retention period"
+        );
+    }
+    Ok(purged)
+}
+
 /// Runs the tracker every `interval` until `stop`.
 pub async fn run(
     ledger: Arc<dyn LedgerStore>,
@@ -429,11 +460,21 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     interval: Duration,
     digest: Option<DigestSchedule>,
+    retention: crate::config::RetentionSettings,
     mut stop: watch::Receiver<bool>,
 ) {
     let owner = format!("tracker-{}", uuid::Uuid::new_v4());
+    let mut retained_at: Option<std::time::Instant> = None;
     loop {
         let now = clock.now();
+        if retained_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            retained_at = Some(std::time::Instant::now());
+            if let Err(e) =
+                apply_retention(ledger.as_ref(), bus.as_ref(), &shared, &retention, now).await
+            {
+                tracing::error!(error = %e, "retention could not delete expired data");
+            }
+        }
         if let Err(e) = raise_due(ledger.as_ref(), &shared, now).await {
             tracing::error!(error = %e, "tracker could not raise alerts");
         }
