@@ -226,9 +226,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         bus.clone(),
         shared.clone(),
         clock.clone(),
-        Duration::from_secs(settings.tracker.interval_seconds.max(1)),
-        digest,
-        settings.retention.clone(),
+        tracker::TrackerOptions {
+            interval: Duration::from_secs(settings.tracker.interval_seconds.max(1)),
+            digest,
+            retention: settings.retention.clone(),
+        },
         stopped.clone(),
     ));
     let deliverer = Deliverer::new(

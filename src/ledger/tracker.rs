@@ -452,17 +452,29 @@ pub async fn apply_retention(
     Ok(purged)
 }
 
-/// Runs the tracker every `interval` until `stop`.
+/// How the tracker runs.
+pub struct TrackerOptions {
+    /// Time between two ticks.
+    pub interval: Duration,
+    /// The daily digest, if sent.
+    pub digest: Option<DigestSchedule>,
+    pub retention: crate::config::RetentionSettings,
+}
+
+/// Runs the tracker every `options.interval` until `stop`.
 pub async fn run(
     ledger: Arc<dyn LedgerStore>,
     bus: Arc<dyn Bus>,
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
-    interval: Duration,
-    digest: Option<DigestSchedule>,
-    retention: crate::config::RetentionSettings,
+    options: TrackerOptions,
     mut stop: watch::Receiver<bool>,
 ) {
+    let TrackerOptions {
+        interval,
+        digest,
+        retention,
+    } = options;
     let owner = format!("tracker-{}", uuid::Uuid::new_v4());
     let mut retained_at: Option<std::time::Instant> = None;
     loop {
