@@ -3,6 +3,8 @@
 //! answer — accepted records, or rejections that carry a reason. A bounded run here; raise
 //! PROPTEST_CASES for a longer one (e.g. `PROPTEST_CASES=20000 cargo test --test fuzz`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -144,4 +146,121 @@ proptest! {
         let huge = format!(r#"{{"PROJID": "x", "TRANSACT_TIME": {}}}"#, "9".repeat(digits));
         answer(a, &c.schemas, huge.as_bytes(), Some(Format::Json), None);
     }
+}
+
+/// The ingest endpoint itself, on a running gateway: mutated fixtures with right, wrong and
+/// mislabelled media types and charsets. Every request gets a problem or a 202; every rejection
+/// names its DLQ entry and is in the DLQ; the gateway stays healthy. `SHENGUAN_FUZZ_REQUESTS`
+/// (default 150) sets how many requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ingest_endpoint_answers_every_hostile_request_and_loses_no_rejection() {
+    let cases: usize = std::env::var("SHENGUAN_FUZZ_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    let c = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = common::Gateway::start(&dir.path().join("data"), &[]).await;
+    let mut tokens = std::collections::HashMap::new();
+    let types = [
+        "application/json",
+        "application/json; charset=gb18030",
+        "application/xml",
+        "text/xml; charset=utf-8",
+        "text/csv",
+        "text/csv; charset=gb18030",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "text/plain",
+        "application/json; charset=no-such-charset",
+    ];
+    let mut rng = 0x5eed_u64;
+    let mut next = |n: usize| {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((rng >> 33) as usize) % n.max(1)
+    };
+    let mut dlq_ids = Vec::new();
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..cases {
+        let (adapter, name, original) = &c.inputs[next(c.inputs.len())];
+        let adapter = &c.adapters[*adapter].name;
+        let token = tokens
+            .entry(adapter.clone())
+            .or_insert_with(|| gw.token("adapter", adapter))
+            .clone();
+        let mut body = original.clone();
+        for _ in 0..next(12) {
+            if !body.is_empty() {
+                let i = next(body.len());
+                body[i] = next(256) as u8;
+            }
+        }
+        if next(4) == 0 {
+            let keep = next(body.len() + 1);
+            body.truncate(keep);
+        }
+        // Mostly the fixture's own media type, sometimes a wrong or mislabelled one.
+        let own = Format::from_extension(name)
+            .map(|f| f.media_type())
+            .unwrap_or("application/octet-stream");
+        let content_type = if next(3) == 0 {
+            types[next(types.len())]
+        } else {
+            own
+        };
+        let (status, answer) = gw.ingest(adapter, &token, content_type, body).await;
+        *statuses.entry(status).or_insert(0) += 1;
+        match status {
+            202 => {
+                let n = |k: &str| answer[k].as_array().map_or(0, Vec::len);
+                assert!(
+                    answer["received"].as_u64().is_some(),
+                    "a 202 says what it received: {answer}"
+                );
+                assert!(
+                    n("accepted") + n("duplicates") + n("rejected") > 0 || answer["received"] == 0,
+                    "{answer}"
+                );
+                for r in answer["rejected"].as_array().into_iter().flatten() {
+                    let id = r["dlq_id"]
+                        .as_str()
+                        .expect("every rejection names its DLQ entry");
+                    assert!(
+                        r["reason"].is_string() && !r["errors"].as_array().unwrap().is_empty(),
+                        "{r}"
+                    );
+                    dlq_ids.push(id.to_string());
+                }
+            }
+            400 | 413 | 415 | 422 => {
+                assert!(
+                    answer["type"].is_string() && answer["detail"].is_string(),
+                    "problem details: {answer}"
+                );
+                let id = answer["dlq_id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a refused body is dead-lettered too: {answer}"));
+                dlq_ids.push(id.to_string());
+            }
+            other => panic!(
+                "status {other} for a hostile request: {answer}\n{}",
+                gw.logs()
+            ),
+        }
+    }
+    let health = gw.client.get(gw.url("/healthz")).send().await.unwrap();
+    assert!(health.status().is_success());
+    let dlq = common::embedded_topic(&gw.data_dir, "shenguan.dlq.v1").await;
+    let in_dlq: std::collections::HashSet<String> = dlq
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    let missing: Vec<_> = dlq_ids.iter().filter(|id| !in_dlq.contains(*id)).collect();
+    assert!(missing.is_empty(), "rejections not in the DLQ: {missing:?}");
+    assert!(common::unmasked_personal_numbers(&gw.logs()).is_empty());
+    eprintln!(
+        "{cases} requests: {statuses:?}; {} rejections, all in the DLQ",
+        dlq_ids.len()
+    );
 }

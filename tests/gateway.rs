@@ -272,6 +272,10 @@ async fn malformed_requests_get_problem_details() {
         answer.contains("application/problem+json") && answer.contains("body-too-large"),
         "{answer}"
     );
+    assert!(
+        answer.contains("\"dlq_id\""),
+        "the refusal is in the DLQ: {answer}"
+    );
     // A chunked body over the limit is refused as soon as the limit is passed.
     let mut chunked = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use futures::StreamExt;
 
 use crate::adapter::format::Format;
 use crate::adapter::AdapterSet;
@@ -191,7 +192,14 @@ async fn ingest_inner(
                 format!("no adapter named '{adapter_name}' is loaded"),
             )
         })?;
-    let (format, charset) = body_format(headers, &adapter)?;
+    let (format, charset) = match body_format(headers, &adapter) {
+        Ok(f) => f,
+        Err(p) => {
+            return Err(
+                dead_letter_refused(state, adapter_name, body, "unsupported_media_type", p).await,
+            )
+        }
+    };
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -209,18 +217,39 @@ async fn ingest_inner(
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > state.max_body_bytes {
-            return Err(too_large());
+            // Refused before it is read: the DLQ entry records the refusal and the size.
+            let problem = too_large().with("content_length", len);
+            return Err(
+                dead_letter(state, adapter_name, Vec::new(), "body_too_large", problem).await,
+            );
         }
     }
-    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
-        .await
-        .map_err(|_| too_large())?;
+    // Read up to the limit; a body that turns out larger is refused (its start is kept).
+    let mut bytes = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "body-unreadable",
+                "Request body unreadable",
+                e.to_string(),
+            )
+        })?;
+        if bytes.len() + chunk.len() > state.max_body_bytes {
+            bytes.truncate(REFUSED_KEEP);
+            return Err(
+                dead_letter(state, adapter_name, bytes, "body_too_large", too_large()).await,
+            );
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     match state
         .ingestor
         .ingest(
             adapter,
             Payload {
-                body: bytes.to_vec(),
+                body: bytes,
                 format: Some(format),
                 charset,
                 unit: Unit::Body,
@@ -259,6 +288,76 @@ async fn ingest_inner(
             format!("{e}; nothing was accepted, send the request again"),
             5,
         )),
+    }
+}
+
+/// Bytes of a refused body kept in the DLQ: enough to see what was sent and by whom.
+const REFUSED_KEEP: usize = 64 * 1024;
+
+/// Dead-letters a request refused before decoding (a media type the adapter does not read, a
+/// body over the limit) with the first [`REFUSED_KEEP`] bytes of it, so that an operator sees
+/// every refused input; the problem then names the DLQ entry.
+async fn dead_letter_refused(
+    state: &AppState,
+    adapter: &str,
+    body: Body,
+    reason: &'static str,
+    problem: Problem,
+) -> Problem {
+    let mut kept = Vec::new();
+    let mut stream = body.into_data_stream();
+    while kept.len() < REFUSED_KEEP {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                let take = (REFUSED_KEEP - kept.len()).min(chunk.len());
+                kept.extend_from_slice(&chunk[..take]);
+            }
+            _ => break,
+        }
+    }
+    dead_letter(state, adapter, kept, reason, problem).await
+}
+
+async fn dead_letter(
+    state: &AppState,
+    adapter: &str,
+    kept: Vec<u8>,
+    reason: &'static str,
+    problem: Problem,
+) -> Problem {
+    let rejection = crate::pipeline::Rejection {
+        index: None,
+        stage: crate::pipeline::Stage::Decode,
+        reason,
+        errors: vec![crate::pipeline::RecordError {
+            index: None,
+            path: "/".into(),
+            reason: problem.detail.clone(),
+        }],
+        original: kept,
+        charset: "utf-8".into(),
+        content_type: "application/octet-stream",
+        unit: Unit::Body,
+        business_key: None,
+    };
+    let now = crate::adapter::convert::now_shanghai();
+    let (dlq_id, message) = state.ingestor.dlq_message(adapter, &rejection, now, None);
+    match state.ingestor.bus.publish(vec![message]).await {
+        Ok(()) => {
+            crate::telemetry::events::record_rejected(
+                adapter,
+                "decode",
+                reason,
+                None,
+                &problem.detail,
+                &dlq_id,
+            );
+            problem.with("dlq_id", dlq_id)
+        }
+        Err(e) => {
+            crate::telemetry::events::bus_error("publish", &e);
+            problem
+        }
     }
 }
 
