@@ -808,11 +808,14 @@ async fn a_postgres_restart_under_load_loses_nothing() {
     );
 }
 
+/// Deliveries a webhook receiver accepted: (signature header, body).
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A department system behind a webhook whose behaviour the test switches: `ok`, `error` (500),
 /// `slow` (answers after 1.5 s), or down (nothing listening). Records the event ids it accepted.
 struct Hook {
     mode: Arc<Mutex<&'static str>>,
-    received: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    received: Seen,
     port: u16,
     server: Option<tokio::task::JoinHandle<()>>,
 }
