@@ -76,7 +76,7 @@ fn send_batches(
                 acked.clone(),
             );
             tasks.push(tokio::spawn(async move {
-                let deadline = Instant::now() + Duration::from_secs(120);
+                let deadline = Instant::now() + Duration::from_secs(140);
                 loop {
                     let Some(batch) = queue.lock().unwrap().pop() else {
                         return;
@@ -85,7 +85,7 @@ fn send_batches(
                     loop {
                         assert!(
                             Instant::now() < deadline,
-                            "a batch was not accepted within 120 s"
+                            "a batch was not accepted within 140 s"
                         );
                         let r = client
                             .post(&url)
@@ -1136,10 +1136,18 @@ async fn a_kafka_broker_killed_mid_stream_loses_nothing_and_duplicates_nothing()
     tokio::time::sleep(Duration::from_secs(3)).await;
     let while_down = acked.load(Ordering::SeqCst) - at_kill;
     broker.restart();
-    tokio::time::timeout(Duration::from_secs(150), sender)
-        .await
-        .expect("clients done")
-        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(150), sender).await;
+    if !matches!(done, Ok(Ok(()))) {
+        let logs = gw.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+        panic!(
+            "the clients did not finish after the broker came back ({:?}); gateway log, newest \
+             first:\n{}\nbroker log:\n{}",
+            tally.lock().unwrap().failures,
+            tail.join("\n"),
+            broker.logs()
+        );
+    }
     let tally = std::mem::take(&mut *tally.lock().unwrap());
     let acknowledged = tally.acknowledged();
     assert_eq!(acknowledged.len(), 300);

@@ -562,7 +562,11 @@ impl DurableBroker {
     fn spawn(&mut self) {
         let bin = durable_tansu_binary();
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let engine = format!("sqlite://{}", self.storage.display());
+        // tansu reads `sqlite://PATH` relative to its working directory (a leading `/` is lost):
+        // run it in the storage's directory and name the file only.
+        let dir = self.storage.parent().expect("storage directory");
+        let file = self.storage.file_name().expect("storage file name");
+        let engine = format!("sqlite://{}", file.to_string_lossy());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -578,6 +582,7 @@ impl DurableBroker {
                 "--storage-engine",
                 &engine,
             ])
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
