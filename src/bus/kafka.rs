@@ -6,6 +6,11 @@
 //! to the producer, the consumers and the admin client, so SASL/TLS needs no code here.
 //! Subscriptions follow rust-rdkafka's `at_least_once` example: automatic offset storing is off
 //! and a position is committed only after the caller handled the message.
+//!
+//! A publish that fails (the broker gone longer than `publish_timeout_ms`) replaces the producer
+//! with a new one, which asks the broker for a new producer id when it comes back: a broker that
+//! restarted may not know the old id's sequence state any more (tansu's SQLite engine then
+//! refuses every batch of it), and the caller resends the failed batch anyway.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,7 +35,8 @@ const READ_ALL_QUIET: Duration = Duration::from_millis(1500);
 pub struct KafkaBus {
     servers: String,
     settings: KafkaSettings,
-    producer: FutureProducer,
+    /// The producer and its generation (bumped each time a failed publish replaces it).
+    producer: std::sync::RwLock<(u64, FutureProducer)>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -39,28 +45,35 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 
 impl KafkaBus {
     pub fn new(servers: &str, settings: &KafkaSettings) -> Result<KafkaBus, BusError> {
-        let mut config = base_config(servers, settings);
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", settings.linger_ms.to_string())
-            .set("compression.type", &settings.compression)
-            .set(
-                "message.timeout.ms",
-                settings.publish_timeout_ms.to_string(),
-            );
-        // Site properties win, so an operator can tune anything librdkafka knows.
-        for (k, v) in &settings.properties {
-            config.set(k, v);
-        }
-        let producer: FutureProducer = config
-            .create()
-            .map_err(|e| BusError::Fatal(format!("cannot create the Kafka producer: {e}")))?;
+        let producer = new_producer(servers, settings)?;
         Ok(KafkaBus {
             servers: servers.to_string(),
             settings: settings.clone(),
-            producer,
+            producer: std::sync::RwLock::new((0, producer)),
         })
+    }
+
+    fn producer(&self) -> (u64, FutureProducer) {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// Replaces the producer of `generation` after it failed to publish (once, however many
+    /// publishes of that generation failed).
+    fn replace_producer(&self, generation: u64) {
+        let mut current = self.producer.write().expect("producer lock");
+        if current.0 != generation {
+            return;
+        }
+        match new_producer(&self.servers, &self.settings) {
+            Ok(p) => {
+                *current = (generation + 1, p);
+                tracing::warn!(
+                    generation = generation + 1,
+                    "Kafka producer replaced after a failed publish"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "cannot replace the Kafka producer"),
+        }
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -81,6 +94,27 @@ impl KafkaBus {
             .create()
             .map_err(|e| BusError::Fatal(format!("cannot create a Kafka consumer: {e}")))
     }
+}
+
+/// The idempotent `acks=all` producer.
+fn new_producer(servers: &str, settings: &KafkaSettings) -> Result<FutureProducer, BusError> {
+    let mut config = base_config(servers, settings);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", settings.linger_ms.to_string())
+        .set("compression.type", &settings.compression)
+        .set(
+            "message.timeout.ms",
+            settings.publish_timeout_ms.to_string(),
+        );
+    // Site properties win, so an operator can tune anything librdkafka knows.
+    for (k, v) in &settings.properties {
+        config.set(k, v);
+    }
+    config
+        .create()
+        .map_err(|e| BusError::Fatal(format!("cannot create the Kafka producer: {e}")))
 }
 
 fn base_config(servers: &str, settings: &KafkaSettings) -> ClientConfig {
@@ -166,8 +200,9 @@ impl Bus for KafkaBus {
 
     async fn publish(&self, batch: Vec<Message>) -> Result<(), BusError> {
         let timeout = Duration::from_millis(self.settings.publish_timeout_ms);
+        let (generation, producer) = self.producer();
         let sends = batch.iter().map(|m| {
-            self.producer.send(
+            producer.send(
                 FutureRecord::to(&m.topic).key(&m.key).payload(&m.payload),
                 timeout,
             )
@@ -179,7 +214,10 @@ impl Bus for KafkaBus {
                     KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
                         BusError::Fatal(format!("message too large for the broker: {e}"))
                     }
-                    other => BusError::Unavailable(other.to_string()),
+                    other => {
+                        self.replace_producer(generation);
+                        BusError::Unavailable(other.to_string())
+                    }
                 });
             }
         }
@@ -342,7 +380,7 @@ impl Bus for KafkaBus {
     }
 
     async fn ready(&self) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let (_, producer) = self.producer();
         tokio::task::spawn_blocking(move || {
             producer
                 .client()
@@ -355,7 +393,7 @@ impl Bus for KafkaBus {
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let (_, producer) = self.producer();
         tokio::task::spawn_blocking(move || producer.flush(timeout).map_err(unavailable))
             .await
             .map_err(|e| BusError::Fatal(e.to_string()))?

@@ -334,3 +334,304 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+impl Gateway {
+    /// SIGKILL: the process dies at once — no shutdown, no flush, files left as they are.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL shenguan");
+            child.wait().expect("reap shenguan");
+        }
+    }
+
+    /// The process id of the running gateway.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// A 政务服务网 approval (the 01-company fixture) with its own 办件编号, document number and
+/// change time `updated` (RFC 3339), routed to 石嘴山市市场监督管理局 (szs-scjg).
+pub fn approval_record(n: u32, updated: &str) -> serde_json::Value {
+    let mut r: serde_json::Value = serde_json::from_slice(&fixture("01-company.json")).unwrap();
+    r["PROJID"] = serde_json::json!(format!("64020020260190{n:04}"));
+    r["DOCUMENT_CODE"] = serde_json::json!(format!("石审服食经许字〔2026〕第{n}号"));
+    r["UPDATE_TIME"] = serde_json::json!(updated);
+    r
+}
+
+/// The PostgreSQL bin directory of Debian's package (the newest installed version).
+pub fn postgres_bin() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.retain(|d| d.join("pg_ctl").is_file());
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server binaries under /usr/lib/postgresql: run the tests with \
+             `bash scripts/test.sh`, which installs them (apt-get install postgresql)"
+        )
+    })
+}
+
+/// A throw-away PostgreSQL cluster of the test's own on a loopback port, which the test may
+/// stop and start (as user `postgres` when running as root); stopped and removed on drop.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PgCluster {
+    fn pg_command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        // As root the server runs as `postgres`: it refuses to run as root.
+        let mut c = if running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .pg_command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        );
+    }
+
+    pub fn start() -> PgCluster {
+        let bin = postgres_bin();
+        let dir = tempfile::tempdir().unwrap();
+        if running_as_root() {
+            let status = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(
+                status.success(),
+                "cannot hand the cluster directory to postgres"
+            );
+        }
+        let c = PgCluster {
+            dir,
+            bin,
+            port: free_port(),
+        };
+        let data = c.data_dir();
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        c.start_again();
+        c
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the (stopped) server again on the same port and data.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log,
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server the way a crash does (`-m immediate`: no checkpoint, WAL replay on start).
+    pub fn stop_immediate(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_command("pg_ctl")
+            .args(["-D", &self.data_dir(), "-m", "immediate", "stop"])
+            .status();
+    }
+}
+
+/// Whether the tests run as root (the owner of `/proc/self` is the effective user).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The durable tansu broker (built from source with SQLite storage): `SHENGUAN_TANSU_DURABLE`,
+/// else the one `scripts/servers.sh` installs. A missing one is a failure with instructions.
+pub fn durable_tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SHENGUAN_TANSU_DURABLE") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "SHENGUAN_TANSU_DURABLE={} is not a file",
+            p.display()
+        );
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    for p in [
+        format!("{home}/.cache/shenguan-tools/tansu-0.6.0/bin/tansu"),
+        "/tmp/tansu-durable/bin/tansu".to_string(),
+    ] {
+        if Path::new(&p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!(
+        "no durable Kafka-protocol broker: run the tests with `bash scripts/test.sh`, which builds \
+         one (cargo install tansu --version 0.6.0 --features libsql,dynostore), or set \
+         SHENGUAN_TANSU_DURABLE to a tansu binary built with SQLite storage"
+    )
+}
+
+/// A tansu broker storing its topics in a SQLite file, which survives a kill; killed on drop.
+pub struct DurableBroker {
+    child: Option<Child>,
+    pub port: u16,
+    pub storage: PathBuf,
+    log: PathBuf,
+}
+
+impl DurableBroker {
+    pub fn start(storage: &Path) -> DurableBroker {
+        let mut b = DurableBroker {
+            child: None,
+            port: free_port(),
+            storage: storage.to_path_buf(),
+            log: storage.with_extension("log"),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let bin = durable_tansu_binary();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        // tansu reads `sqlite://PATH` relative to its working directory (a leading `/` is lost):
+        // run it in the storage's directory and name the file only.
+        let dir = self.storage.parent().expect("storage directory");
+        let file = self.storage.file_name().expect("storage file name");
+        let engine = format!("sqlite://{}", file.to_string_lossy());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &engine,
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tansu exited with {status}: {}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu broker did not listen on {}: {}",
+                self.port,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL tansu");
+            c.wait().expect("reap tansu");
+        }
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!("kafka://127.0.0.1:{}", self.port)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DurableBroker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
