@@ -733,10 +733,48 @@ pub async fn dlq_replay(
     }
     let (mut accepted, mut duplicates, mut rejected, mut left) = (0, 0, 0, 0);
     let mut marks = Vec::new();
+    let mut ledger = None;
     for e in selected {
         if e.stage == "deliver" {
-            println!("{}: a webhook delivery failure; deliveries are not replayed through an adapter (route the record again)", e.id);
-            left += 1;
+            // The original is the CloudEvent the webhook refused: send it again.
+            let subject = serde_json::from_slice::<serde_json::Value>(&e.original)
+                .ok()
+                .and_then(|v| v["subject"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            let outcome = if e.adapter == "notification" {
+                // A notification goes back on the alert topic; the notifier sends it again.
+                bus.publish(vec![crate::bus::Message {
+                    topic: ingestor.topics.name(crate::schema::RecordKind::Alert),
+                    key: subject.clone(),
+                    payload: e.original.clone(),
+                }])
+                .await?;
+                "accepted"
+            } else {
+                if ledger.is_none() {
+                    ledger = Some(crate::ledger::store::open(&settings.ledger_url()).await?);
+                }
+                let store = ledger.as_ref().expect("opened");
+                let n = store
+                    .delivery_reset(subject.clone(), crate::adapter::convert::now_shanghai())
+                    .await?;
+                if n > 0 {
+                    "accepted"
+                } else {
+                    "duplicate"
+                }
+            };
+            if outcome == "accepted" {
+                accepted += 1;
+                println!("{}: delivery of {subject} scheduled again", e.id);
+            } else {
+                duplicates += 1;
+                println!(
+                    "{}: no dead delivery of {subject} left (already delivered or rescheduled)",
+                    e.id
+                );
+            }
+            marks.push((e.id.clone(), outcome.to_string()));
             continue;
         }
         let Some(a) = adapters.get(&e.adapter) else {

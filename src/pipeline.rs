@@ -620,8 +620,15 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_vec(&borrowed).unwrap(),
-            serde_json::to_vec(&envelope(kind, "e", "/shenguan/adapters/x", "r", time, data.clone()))
-                .unwrap()
+            serde_json::to_vec(&envelope(
+                kind,
+                "e",
+                "/shenguan/adapters/x",
+                "r",
+                time,
+                data.clone()
+            ))
+            .unwrap()
         );
     }
 }

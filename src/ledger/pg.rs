@@ -944,6 +944,21 @@ impl LedgerStore for PgLedger {
         Ok(())
     }
 
+    async fn delivery_reset(
+        &self,
+        record_id: String,
+        now: DateTime<FixedOffset>,
+    ) -> Result<u64, LedgerError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE deliveries SET status = 'retry', attempts = 0, next_attempt_at = $2, last_error = NULL
+             WHERE record_id = $1 AND status = 'dead'",
+            &[&record_id, &now],
+        )
+        .await
+        .map_err(|e| self.err(e))
+    }
+
     async fn delivery_done(
         &self,
         record_id: String,

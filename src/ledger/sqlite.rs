@@ -843,6 +843,23 @@ impl LedgerStore for SqliteLedger {
     }
 
     /// Records the end of deliveries for an entry: `ok` or `dead` (sent to the DLQ).
+    async fn delivery_reset(
+        &self,
+        record_id: String,
+        now: DateTime<FixedOffset>,
+    ) -> Result<u64, LedgerError> {
+        let now = ts(now);
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET status = 'retry', attempts = 0, next_attempt_at = ?2, last_error = NULL
+                 WHERE record_id = ?1 AND status = 'dead'",
+                params![record_id, now],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn delivery_done(
         &self,
         record_id: String,

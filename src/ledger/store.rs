@@ -145,6 +145,13 @@ pub trait LedgerStore: Send + Sync + 'static {
         next: DateTime<FixedOffset>,
         error: String,
     ) -> Result<(), LedgerError>;
+    /// Puts a record's dead-lettered deliveries back to be tried from `now` (a DLQ replay);
+    /// returns how many.
+    async fn delivery_reset(
+        &self,
+        record_id: String,
+        now: DateTime<FixedOffset>,
+    ) -> Result<u64, LedgerError>;
     /// Records the end of deliveries for an entry: `ok`, or `dead` (sent to the DLQ).
     async fn delivery_done(
         &self,
