@@ -348,13 +348,12 @@ pub async fn report(settings: &Settings, month: &str, format: &str) -> anyhow::R
     let calendar = load_calendar(settings)?;
     let (from, to) = crate::ledger::report::month_bounds(month).map_err(|e| anyhow::anyhow!(e))?;
     let ledger = crate::ledger::store::open(&settings.ledger_url()).await?;
-    let entries = ledger.entries_pushed_between(from, to).await?;
-    let r = crate::ledger::report::monthly(
+    let builder = crate::ledger::report::Monthly::new(
         month,
-        &entries,
-        &calendar,
+        Arc::new(calendar),
         crate::adapter::convert::now_shanghai(),
     );
+    let r = ledger.report_month(from, to, builder).await?.finish();
     Ok(match format {
         "csv" => crate::ledger::report::to_csv(&r),
         "json" => serde_json::to_string_pretty(&r)? + "\n",

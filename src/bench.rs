@@ -280,13 +280,12 @@ async fn ledger_run(settings: &Settings, store: &str, n: usize) -> anyhow::Resul
     reset_peak();
     let t = Instant::now();
     let (from, to) = crate::ledger::report::month_bounds(&month).map_err(|e| anyhow::anyhow!(e))?;
-    let entries = ledger.entries_pushed_between(from, to).await?;
-    let report = crate::ledger::report::monthly(&month, &entries, &calendar, now);
+    let builder = crate::ledger::report::Monthly::new(&month, Arc::new(calendar.clone()), now);
+    let builder = ledger.report_month(from, to, builder).await?;
+    let entries = builder.entries;
+    let report = builder.finish();
     lines.push(Line {
-        workload: format!(
-            "monthly report over {} entries of the month ({label})",
-            entries.len()
-        ),
+        workload: format!("monthly report over {entries} entries of the month ({label})"),
         figure: format!(
             "{:.3} s ({} lines)",
             t.elapsed().as_secs_f64(),

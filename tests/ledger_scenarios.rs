@@ -584,6 +584,22 @@ scenario!(
             &f.shared.calendar,
             t("2026-04-05T12:00:00+08:00"),
         );
+        // The store streams the same report.
+        let streamed = f
+            .ledger
+            .report_month(
+                from,
+                to,
+                report::Monthly::new(
+                    "2026-03",
+                    f.shared.calendar.clone(),
+                    t("2026-04-05T12:00:00+08:00"),
+                ),
+            )
+            .await
+            .unwrap()
+            .finish();
+        assert_eq!(streamed, r);
         assert_eq!(r.lines.len(), 1);
         let l = &r.lines[0];
         assert_eq!(

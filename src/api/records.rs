@@ -618,17 +618,13 @@ pub async fn monthly(
     require_admin(&authenticate(&state, &headers).await?)?;
     let (from, to) = report::month_bounds(&q.month)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "bad-month", "Bad month", e))?;
-    let entries = state
+    let builder = report::Monthly::new(&q.month, state.shared.calendar.clone(), state.clock.now());
+    let r = state
         .ledger
-        .entries_pushed_between(from, to)
+        .report_month(from, to, builder)
         .await
-        .map_err(ledger_unavailable)?;
-    let r = report::monthly(
-        &q.month,
-        &entries,
-        &state.shared.calendar,
-        state.clock.now(),
-    );
+        .map_err(ledger_unavailable)?
+        .finish();
     let wants_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -744,6 +744,29 @@ impl LedgerStore for PgLedger {
         Ok(ids.len() as u64)
     }
 
+    async fn report_month(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        mut report: super::report::Monthly,
+    ) -> Result<super::report::Monthly, LedgerError> {
+        use futures::TryStreamExt;
+        let c = self.client().await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&from, &to];
+        let rows = c
+            .query_raw(
+                &format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE pushed_at >= $1 AND pushed_at < $2"),
+                params,
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        futures::pin_mut!(rows);
+        while let Some(row) = rows.try_next().await.map_err(|e| self.err(e))? {
+            report.add(&entry_from(&row, 0));
+        }
+        Ok(report)
+    }
+
     async fn entries_pushed_between(
         &self,
         from: DateTime<FixedOffset>,

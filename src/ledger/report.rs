@@ -8,6 +8,7 @@
 //! and the report time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
 use serde::Serialize;
@@ -114,114 +115,148 @@ pub fn monthly(
     calendar: &Calendar,
     now: DateTime<FixedOffset>,
 ) -> Report {
-    let mut groups: BTreeMap<(String, String, &str), Vec<&Entry>> = BTreeMap::new();
+    let mut m = Monthly::new(month, Arc::new(calendar.clone()), now);
     for e in entries {
-        groups
-            .entry((
-                e.department.clone(),
-                e.kind.as_str().to_string(),
-                flow_of(e),
-            ))
-            .or_default()
-            .push(e);
+        m.add(e);
     }
-    let lines = groups
-        .into_iter()
-        .map(|((department, kind, flow), list)| {
-            let mut line = Line {
-                department,
-                kind,
-                flow: flow.to_string(),
-                pushed: list.len() as u64,
-                claimed: 0,
-                claimed_on_time: 0,
-                overdue: 0,
-                still_open: 0,
-                returned: 0,
-                on_time_rate: None,
-                median_claim_hours: None,
-                p90_claim_hours: None,
-                forwarded: 0,
-                offline: 0,
-                replied: 0,
-                deemed_agreed: 0,
-                signed_off: 0,
-                verified: 0,
-                unfulfilled: 0,
-                follow_up_overdue: 0,
-            };
-            let mut hours = Vec::new();
-            // Forwarded before claiming: the receiver's line counts the record.
-            let mut passed_on = 0;
-            for e in list {
-                line.offline += u64::from(e.via.is_some());
-                line.forwarded += u64::from(e.state == EntryState::Forwarded);
-                match e.outcome.as_deref() {
-                    Some("replied") => line.replied += 1,
-                    Some("deemed_agreed") => line.deemed_agreed += 1,
-                    Some("signed_off") => line.signed_off += 1,
-                    Some("commitment_fulfilled") => line.verified += 1,
-                    Some("commitment_unfulfilled") => {
-                        line.verified += 1;
-                        line.unfulfilled += 1;
-                    }
-                    _ => {}
+    m.finish()
+}
+
+/// What one line has gathered so far.
+#[derive(Default)]
+struct Acc {
+    line: Option<Line>,
+    /// Working hours from push to claim, one per claimed entry.
+    hours: Vec<f64>,
+    /// Forwarded before claiming: the receiver's line counts the record.
+    passed_on: u64,
+}
+
+/// The report built one entry at a time, so a month of millions of entries is read as a stream:
+/// what it keeps is the counts per line and one number per claimed entry.
+pub struct Monthly {
+    month: String,
+    calendar: Arc<Calendar>,
+    now: DateTime<FixedOffset>,
+    groups: BTreeMap<(String, String, &'static str), Acc>,
+    /// Entries added.
+    pub entries: u64,
+}
+
+impl Monthly {
+    pub fn new(month: &str, calendar: Arc<Calendar>, now: DateTime<FixedOffset>) -> Monthly {
+        Monthly {
+            month: month.to_string(),
+            calendar,
+            now,
+            groups: BTreeMap::new(),
+            entries: 0,
+        }
+    }
+
+    /// Counts one entry pushed in the month.
+    pub fn add(&mut self, e: &Entry) {
+        self.entries += 1;
+        let flow = flow_of(e);
+        let acc = self
+            .groups
+            .entry((e.department.clone(), e.kind.as_str().to_string(), flow))
+            .or_default();
+        let line = acc.line.get_or_insert_with(|| Line {
+            department: e.department.clone(),
+            kind: e.kind.as_str().to_string(),
+            flow: flow.to_string(),
+            pushed: 0,
+            claimed: 0,
+            claimed_on_time: 0,
+            overdue: 0,
+            still_open: 0,
+            returned: 0,
+            on_time_rate: None,
+            median_claim_hours: None,
+            p90_claim_hours: None,
+            forwarded: 0,
+            offline: 0,
+            replied: 0,
+            deemed_agreed: 0,
+            signed_off: 0,
+            verified: 0,
+            unfulfilled: 0,
+            follow_up_overdue: 0,
+        });
+        let now = self.now;
+        line.pushed += 1;
+        line.offline += u64::from(e.via.is_some());
+        line.forwarded += u64::from(e.state == EntryState::Forwarded);
+        match e.outcome.as_deref() {
+            Some("replied") => line.replied += 1,
+            Some("deemed_agreed") => line.deemed_agreed += 1,
+            Some("signed_off") => line.signed_off += 1,
+            Some("commitment_fulfilled") => line.verified += 1,
+            Some("commitment_unfulfilled") => {
+                line.verified += 1;
+                line.unfulfilled += 1;
+            }
+            _ => {}
+        }
+        if let Some(due) = e.feedback_due_at.filter(|_| e.claimed_at.is_some()) {
+            let done = matches!(e.state, EntryState::Closed)
+                .then_some(e.closed_at)
+                .flatten();
+            // For an inquiry the reply is the follow-up as well as the answer; counted once.
+            if flow != "inquiry" && done.map_or(now > due, |at| at > due) {
+                line.follow_up_overdue += 1;
+            }
+        }
+        match (e.claimed_at, e.claim_due_at) {
+            (Some(claimed), due) => {
+                line.claimed += 1;
+                if due.is_none_or(|d| claimed <= d) {
+                    line.claimed_on_time += 1;
+                } else {
+                    line.overdue += 1;
                 }
-                if let Some(due) = e.feedback_due_at.filter(|_| e.claimed_at.is_some()) {
-                    let done = matches!(e.state, EntryState::Closed)
-                        .then_some(e.closed_at)
-                        .flatten();
-                    if done.map_or(now > due, |at| at > due) {
-                        line.follow_up_overdue += 1;
-                    }
-                }
-                match (e.claimed_at, e.claim_due_at) {
-                    (Some(claimed), due) => {
-                        line.claimed += 1;
-                        if due.is_none_or(|d| claimed <= d) {
-                            line.claimed_on_time += 1;
-                        } else {
-                            line.overdue += 1;
-                        }
-                        if let Ok(s) = calendar.working_seconds_between(e.pushed_at, claimed) {
-                            hours.push(s as f64 / 3600.0);
-                        }
-                    }
-                    (None, due) => {
-                        if e.state == EntryState::Returned {
-                            line.returned += 1;
-                        } else if e.state == EntryState::Forwarded {
-                            passed_on += 1;
-                        } else if e.state == EntryState::Closed {
-                            // Closed unanswered: an inquiry deemed agreed after its deadline.
-                            line.overdue += 1;
-                        } else {
-                            line.still_open += 1;
-                            if due.is_some_and(|d| now > d) {
-                                line.overdue += 1;
-                            }
-                        }
-                    }
+                if let Ok(s) = self.calendar.working_seconds_between(e.pushed_at, claimed) {
+                    acc.hours.push(s as f64 / 3600.0);
                 }
             }
-            if flow == "inquiry" {
-                // The reply is the follow-up as well as the answer; count it once.
-                line.follow_up_overdue = 0;
-            }
-            let counted = line.pushed - line.returned - passed_on;
-            line.on_time_rate = (counted > 0)
-                .then(|| round2(line.claimed_on_time as f64 / counted as f64 * 100.0) / 100.0);
-            hours.sort_by(f64::total_cmp);
-            line.median_claim_hours = median(&hours).map(round2);
-            line.p90_claim_hours = percentile(&hours, 0.9).map(round2);
-            line
-        })
-        .collect();
-    Report {
-        month: month.to_string(),
-        generated_at: super::rfc3339(now),
-        calendar_version: calendar.version().to_string(),
-        lines,
+            (None, due) => match e.state {
+                EntryState::Returned => line.returned += 1,
+                EntryState::Forwarded => acc.passed_on += 1,
+                // Closed unanswered: an inquiry deemed agreed after its deadline.
+                EntryState::Closed => line.overdue += 1,
+                _ => {
+                    line.still_open += 1;
+                    if due.is_some_and(|d| now > d) {
+                        line.overdue += 1;
+                    }
+                }
+            },
+        }
+    }
+
+    /// The report: rates and claim-time percentiles per line.
+    pub fn finish(self) -> Report {
+        let lines = self
+            .groups
+            .into_values()
+            .filter_map(|mut acc| {
+                let mut line = acc.line.take()?;
+                let counted = line.pushed - line.returned - acc.passed_on;
+                line.on_time_rate = (counted > 0)
+                    .then(|| round2(line.claimed_on_time as f64 / counted as f64 * 100.0) / 100.0);
+                acc.hours.sort_by(f64::total_cmp);
+                line.median_claim_hours = median(&acc.hours).map(round2);
+                line.p90_claim_hours = percentile(&acc.hours, 0.9).map(round2);
+                Some(line)
+            })
+            .collect();
+        Report {
+            month: self.month,
+            generated_at: super::rfc3339(self.now),
+            calendar_version: self.calendar.version().to_string(),
+            lines,
+        }
     }
 }
 

@@ -624,6 +624,26 @@ impl LedgerStore for SqliteLedger {
         .await
     }
 
+    async fn report_month(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        mut report: super::report::Monthly,
+    ) -> Result<super::report::Monthly, LedgerError> {
+        let (from, to) = (ts(from), ts(to));
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE pushed_at >= ?1 AND pushed_at < ?2"
+            ))?;
+            let mut rows = stmt.query(params![from, to])?;
+            while let Some(row) = rows.next()? {
+                report.add(&entry_from(row)?);
+            }
+            Ok(report)
+        })
+        .await
+    }
+
     /// Every entry pushed in `[from, to)` (for the monthly report).
     async fn entries_pushed_between(
         &self,

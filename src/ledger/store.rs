@@ -99,6 +99,13 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// claim or follow-up open) — and no activity since `before`, with their entries, history
     /// and deliveries. Returns how many records went.
     async fn purge_finished(&self, before: DateTime<FixedOffset>) -> Result<u64, LedgerError>;
+    /// The monthly report over the entries pushed in `[from, to)`, read as a stream.
+    async fn report_month(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        report: super::report::Monthly,
+    ) -> Result<super::report::Monthly, LedgerError>;
     /// Every entry pushed in `[from, to)`.
     async fn entries_pushed_between(
         &self,
