@@ -284,6 +284,44 @@ pub async fn simulate(base: &str, tokens: &Tokens, rounds: Option<u64>) -> anyho
     }
 }
 
+/// The bureau sends an inquiry and announces a joint site inspection, as it would on a working
+/// day, so the other flows have something to show.
+async fn seed_flows(client: &reqwest::Client, base: &str, admin: &str) -> anyhow::Result<()> {
+    let inspection_at = (now_shanghai() + chrono::Duration::days(7))
+        .date_naive()
+        .and_hms_opt(9, 0, 0)
+        .and_then(|t| t.and_local_timezone(shanghai()).single())
+        .unwrap_or_else(now_shanghai);
+    for (path, body) in [
+        (
+            "/v1/inquiries",
+            json!({"to": ["szs-scjg", "szs-wjw"], "title": "关于食品经营许可现场核查标准的函询",
+                   "subject_type": "行政许可事项办理标准", "question": "现场核查是否按2026版标准执行？",
+                   "document_no": "石审服函〔2026〕8号"}),
+        ),
+        (
+            "/v1/inspections",
+            json!({"to": ["szs-scjg"], "title": "食品生产许可联合现场核查", "mode": "联合踏勘评审",
+                   "scheduled_at": crate::ledger::rfc3339(inspection_at),
+                   "location": "石嘴山市大武口区工业园区8号", "matter": "宁夏某食品有限公司 食品生产许可",
+                   "document_no": "石审服勘〔2026〕3号"}),
+        ),
+    ] {
+        let r = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(admin)
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "demo: {path} answered {}",
+            r.status()
+        );
+    }
+    Ok(())
+}
+
 /// `shenguan demo` without `--target`: gateway, history and live traffic in one process.
 pub async fn run_embedded(mut settings: Settings) -> anyhow::Result<()> {
     // A demo directory of its own, fresh every time; it never touches the real data directory.
@@ -324,6 +362,7 @@ pub async fn run_embedded(mut settings: Settings) -> anyhow::Result<()> {
         departments,
     };
     let admin = crate::app::token_issue(&settings, "admin", "").await?;
+    seed_flows(&client, &base, &admin).await?;
     let month = now_shanghai().format("%Y-%m");
     let dir = settings.data_dir.display();
     println!(
@@ -333,6 +372,8 @@ pub async fn run_embedded(mut settings: Settings) -> anyhow::Result<()> {
          \x20 curl -s {base}/metrics | grep -E '^shenguan_(overdue|unclaimed|deadline_breaches|records_ingested)'\n\
          \x20 curl -s -H 'Authorization: Bearer {scjg}' '{base}/v1/inbox?status=overdue'\n\
          \x20 curl -s -H 'Authorization: Bearer {admin}' {base}/v1/unrouted\n\
+         \x20 curl -s -H 'Authorization: Bearer {scjg}' {base}/v1/inquiries      # a 业务函询 to answer\n\
+         \x20 curl -s -H 'Authorization: Bearer {scjg}' {base}/v1/inspections    # a joint inspection to confirm\n\
          \x20 curl -s -H 'Authorization: Bearer {admin}' '{base}/v1/reports/monthly?month={month}'\n\
          \x20 shenguan report --month {month} --data-dir {dir}\n\
          \x20 shenguan dlq list --data-dir {dir}\n\n\
