@@ -100,8 +100,28 @@ const FORMATS: [Option<Format>; 5] = [
 ];
 const CHARSETS: [Option<&str>; 4] = [None, Some("utf-8"), Some("gb18030"), Some("latin1")];
 
+/// Cases per property: 256, or `PROPTEST_CASES` for a longer run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+#[test]
+fn the_log_scanner_finds_personal_numbers_but_not_digits_inside_ids() {
+    assert_eq!(
+        common::unmasked_personal_numbers("联系电话13995021234，身份证11010519491231002X。"),
+        ["13995021234", "11010519491231002X"]
+    );
+    assert!(common::unmasked_personal_numbers(
+        "dlq_id=\"ca672ec1-bee9-4a6c-b502-181858067884\" masked 139****1234"
+    )
+    .is_empty());
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn arbitrary_bytes_get_an_answer_from_every_adapter(
@@ -258,7 +278,17 @@ async fn the_ingest_endpoint_answers_every_hostile_request_and_loses_no_rejectio
         .collect();
     let missing: Vec<_> = dlq_ids.iter().filter(|id| !in_dlq.contains(*id)).collect();
     assert!(missing.is_empty(), "rejections not in the DLQ: {missing:?}");
-    assert!(common::unmasked_personal_numbers(&gw.logs()).is_empty());
+    let logs = gw.logs();
+    let unmasked = common::unmasked_personal_numbers(&logs);
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| unmasked.iter().any(|n| l.contains(n.as_str())))
+        .take(5)
+        .collect();
+    assert!(
+        unmasked.is_empty(),
+        "unmasked in the logs: {unmasked:?}\n{lines:#?}"
+    );
     eprintln!(
         "{cases} requests: {statuses:?}; {} rejections, all in the DLQ",
         dlq_ids.len()

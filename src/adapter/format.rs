@@ -419,6 +419,15 @@ fn cell_text(cell: &calamine::Data) -> Result<Option<String>, String> {
 /// Splits an `.xlsx` workbook's sheet into records, one object per row after the header row.
 /// Each record's original bytes are its header and row written as CSV.
 pub fn xlsx_records(bytes: &[u8], options: &XlsxOptions) -> Result<Vec<Split>, String> {
+    // The xlsx reader can panic on a damaged workbook (an arithmetic overflow on an absurd cell
+    // reference, found by fuzzing); that is a malformed file, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_xlsx_records(bytes, options)
+    }))
+    .unwrap_or_else(|_| Err("the workbook is damaged: the .xlsx reader could not read it".into()))
+}
+
+fn read_xlsx_records(bytes: &[u8], options: &XlsxOptions) -> Result<Vec<Split>, String> {
     use calamine::Reader as _;
     let mut workbook: calamine::Xlsx<_> =
         calamine::open_workbook_from_rs(std::io::Cursor::new(bytes))

@@ -295,8 +295,12 @@ pub async fn embedded_topic(data_dir: &Path, topic: &str) -> Vec<serde_json::Val
 
 /// Every 18-digit ID-number-shaped or mobile-number-shaped run in `text` that is not masked.
 pub fn unmasked_personal_numbers(text: &str) -> Vec<String> {
-    let re = regex::Regex::new(r"[0-9]{17}[0-9Xx]|1[3-9][0-9]{9}").unwrap();
-    re.find_iter(text).map(|m| m.as_str().to_string()).collect()
+    // A number standing on its own (Chinese text around it counts), not digits inside a longer
+    // token such as a UUID or a hash.
+    let re =
+        regex::Regex::new(r"(?:^|[^0-9A-Za-z])([0-9]{17}[0-9Xx]|1[3-9][0-9]{9})(?:$|[^0-9A-Za-z])")
+            .unwrap();
+    re.captures_iter(text).map(|c| c[1].to_string()).collect()
 }
 
 /// A fresh, empty database on the PostgreSQL server `scripts/test.sh` starts for the test run
