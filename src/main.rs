@@ -82,8 +82,11 @@ enum Command {
         #[arg(long)]
         kafka: Option<String>,
         /// Seconds of the steady 1,000 records/s latency run (0 skips it).
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 30)]
         latency_seconds: u64,
+        /// Only these workloads, comma-separated: pipeline, bus, ledger, latency, kafka.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// A bounded soak run of a gateway process at a steady rate with claims, returns, bad records
     /// and duplicates; fails on any loss, duplicate or steady growth of memory or open files.
@@ -340,8 +343,8 @@ fn main() -> ExitCode {
                     .await
                     .map(|_| true)
             }
-            Command::Bench { records, ledger_items, postgres, kafka, latency_seconds } => {
-                let options = shenguan::bench::BenchOptions { records, ledger_items, postgres, kafka, latency_seconds };
+            Command::Bench { records, ledger_items, postgres, kafka, latency_seconds, only } => {
+                let options = shenguan::bench::BenchOptions { records, ledger_items, postgres, kafka, latency_seconds, only };
                 shenguan::bench::run(settings, options).await.map(|_| true)
             }
             Command::Soak { minutes, rate } => {

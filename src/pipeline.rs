@@ -361,7 +361,7 @@ fn split(
                 )
             };
             if unit == Unit::Record {
-                let value: Value = serde_json::from_str(text).map_err(malformed)?;
+                let value = adapter.parse_record(text).map_err(malformed)?;
                 return Ok(vec![(
                     text.as_bytes().to_vec(),
                     Ok(value),
@@ -374,7 +374,7 @@ fn split(
                 let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(malformed)?;
                 let mut out = Vec::with_capacity(raws.len());
                 for raw in raws {
-                    let value: Value = serde_json::from_str(raw.get()).map_err(malformed)?;
+                    let value = adapter.parse_record(raw.get()).map_err(malformed)?;
                     out.push((raw.get().as_bytes().to_vec(), Ok(value), "application/json"));
                 }
                 return Ok(out);

@@ -1550,3 +1550,88 @@ scenario!(
         assert!(!snapshot.contains("\"done\"") && !snapshot.contains("done|"));
     }
 );
+
+/// The tracker's scan at `now` with its parameter written out, for `EXPLAIN`.
+fn due_scan_at(before: &str) -> String {
+    shenguan::ledger::DUE_SCAN.replace("$1", &format!("'{before}'"))
+}
+
+const BULK_NOW: &str = "2026-11-23T12:00:00+08:00";
+
+/// What the tracker asks for over a bulk-loaded ledger: the 1 in 100 entries loaded past their
+/// claim deadline, none of the rest (due in 30 days or more).
+async fn assert_due_of_bulk(ledger: &dyn LedgerStore, n: usize) {
+    let now = t(BULK_NOW);
+    let due = ledger
+        .entries_due_before(now + tracker::DUE_SOON_HORIZON)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), n / 100);
+    assert!(due.iter().all(|e| e.due_at < now
+        && e.rule == "claim_approval"
+        && e.policy == "yuanqu-2022"
+        && e.alert_level == AlertLevel::None));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trackers_scan_reads_only_its_covering_indexes_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = SqliteLedger::open(&path).unwrap();
+    shenguan::ledger::sqlite::bulk_load(&path, 20_000, t(BULK_NOW)).unwrap();
+    assert_due_of_bulk(&ledger, 20_000).await;
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let sql = format!(
+        "EXPLAIN QUERY PLAN {}",
+        due_scan_at("2026-12-14T12:00:00+08:00")
+    );
+    let mut stmt = conn.prepare(&sql).unwrap();
+    let plan: Vec<String> = stmt
+        .query_map([], |r| r.get(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let plan = plan.join("\n");
+    for index in ["entries_claim_due", "entries_feedback_due"] {
+        assert!(
+            plan.contains(&format!("USING COVERING INDEX {index}")),
+            "{index} not read as a covering index:\n{plan}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trackers_scan_reads_only_its_covering_indexes_in_postgres() {
+    let url = common::postgres_database().await;
+    let ledger = shenguan::ledger::pg::PgLedger::connect(&url).await.unwrap();
+    ledger.bulk_load(20_000, t(BULK_NOW)).await.unwrap();
+    assert_due_of_bulk(&ledger, 20_000).await;
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            &format!(
+                "EXPLAIN (ANALYZE, COSTS OFF) {}",
+                due_scan_at("2026-12-14T12:00:00+08:00")
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let plan = plan.join("\n");
+    for index in ["entries_claim_due", "entries_feedback_due"] {
+        assert!(
+            plan.contains(&format!("Index Only Scan using {index}")),
+            "{index} not read by an index-only scan:\n{plan}"
+        );
+    }
+    assert!(
+        plan.matches("Heap Fetches: 0").count() == 2,
+        "the scan visited the table:\n{plan}"
+    );
+}

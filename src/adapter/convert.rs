@@ -72,16 +72,21 @@ pub enum Unit {
 /// space, and runs of white space collapse; leading and trailing space is trimmed. Full-width
 /// punctuation (：（）；) is left alone: it is correct in Chinese text.
 pub fn normalize_text(s: &str) -> String {
-    normalize(s, false)
+    normalize(s, false).into_owned()
+}
+
+/// Whether a text is empty once normalised, without building the normalised text.
+pub fn is_blank(s: &str) -> bool {
+    normalize(s, false).is_empty()
 }
 
 /// Like [`normalize_text`], and also full-width punctuation (－／：．，) becomes ASCII: for
 /// dates and numbers, never for prose.
 pub fn normalize_all(s: &str) -> String {
-    normalize(s, true)
+    normalize(s, true).into_owned()
 }
 
-fn normalize(s: &str, punctuation: bool) -> String {
+fn normalize(s: &str, punctuation: bool) -> std::borrow::Cow<'_, str> {
     // Most values need no change: no ASCII white space, and none of the UTF-8 lead bytes of
     // Unicode white space (0xC2 U+0085/U+00A0, 0xE1 U+1680, 0xE2 U+2000..U+205F, 0xE3 U+3000)
     // or of the full-width forms (0xEF U+FF01..U+FF5E).
@@ -89,7 +94,7 @@ fn normalize(s: &str, punctuation: bool) -> String {
         .bytes()
         .all(|b| b > b' ' && !matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3 | 0xEF));
     if plain {
-        return s.to_string();
+        return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
@@ -114,7 +119,7 @@ fn normalize(s: &str, punctuation: bool) -> String {
         }
         out.push(c);
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// The text of a scalar JSON value, normalised; `None` for null, empty text, arrays and objects.
@@ -134,9 +139,9 @@ pub fn apply(convert: Convert, unit: Unit, v: &Value) -> Result<Value, String> {
     if convert == Convert::String {
         return Ok(Value::String(text));
     }
-    let text = normalize_all(&text);
+    let text = normalize(&text, true);
     match convert {
-        Convert::String => Ok(Value::String(text)),
+        Convert::String => Ok(Value::String(text.into_owned())),
         Convert::Date => parse_date(&text).map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
         Convert::Datetime => parse_datetime(&text)
             .map(|d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))),

@@ -127,6 +127,9 @@ pub struct Adapter {
     key: Vec<(String, SourcePath)>,
     fields: Vec<Field>,
     reject_when: Vec<(Subject, Test, String)>,
+    /// Every record member a path of this adapter reads, sorted; `None` when some path may
+    /// read anything. A record is parsed with only these members (see [`Adapter::parse_record`]).
+    members: Option<Vec<String>>,
 }
 
 impl fmt::Debug for Adapter {
@@ -146,6 +149,23 @@ impl Adapter {
             (Some(path), _) => path.all(payload),
             (None, Value::Array(items)) => items.iter().collect(),
             (None, other) => vec![other],
+        }
+    }
+
+    /// Parses one JSON record for [`Adapter::map`]. An object keeps only the members the
+    /// adapter's paths read: the others are checked for syntax and skipped without building
+    /// them, which is most of the parsing cost of a wide export row. The mapping is the same as
+    /// from the full record.
+    pub fn parse_record(&self, text: &str) -> Result<Value, serde_json::Error> {
+        match &self.members {
+            Some(members) if text.trim_start().starts_with('{') => {
+                use serde::de::DeserializeSeed as _;
+                let mut de = serde_json::Deserializer::from_str(text);
+                let value = Projection(members).deserialize(&mut de)?;
+                de.end()?;
+                Ok(value)
+            }
+            _ => serde_json::from_str(text),
         }
     }
 
@@ -388,10 +408,98 @@ impl Field {
     }
 }
 
+/// The record members read by the key, the `reject_when` rules and the fields (their sources
+/// and `when` conditions), sorted and without repeats; `None` if any path may read anything.
+fn record_members(
+    key: &[(String, SourcePath)],
+    fields: &[Field],
+    reject_when: &[(Subject, Test, String)],
+) -> Option<Vec<String>> {
+    let mut paths: Vec<&SourcePath> = key.iter().map(|(_, p)| p).collect();
+    for (subject, _, _) in reject_when {
+        if let Subject::Source(p) = subject {
+            paths.push(p);
+        }
+    }
+    for f in fields {
+        match &f.source {
+            Source::Path(_, p) => paths.push(p),
+            Source::Concat(pieces) => paths.extend(pieces.iter().filter_map(|piece| match piece {
+                Piece::Path(p) => Some(p),
+                Piece::Text(_) => None,
+            })),
+            Source::Value(_) => {}
+        }
+        if let Some((Subject::Source(p), _)) = &f.when {
+            paths.push(p);
+        }
+    }
+    let mut members = paths
+        .into_iter()
+        .map(|p| p.root_member().map(str::to_string))
+        .collect::<Option<Vec<String>>>()?;
+    members.sort();
+    members.dedup();
+    Some(members)
+}
+
+/// Deserialises a JSON object keeping only the named members (sorted); anything else as a whole.
+struct Projection<'a>(&'a [String]);
+
+/// A member name, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Projection<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Projection<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::with_capacity(self.0.len());
+        while let Some(Key(name)) = map.next_key::<Key<'de>>()? {
+            if self.0.binary_search_by(|m| m.as_str().cmp(&name)).is_ok() {
+                out.insert(name.into_owned(), map.next_value::<Value>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
-        Value::String(s) => convert::normalize_text(s).is_empty(),
+        Value::String(s) => convert::is_blank(s),
         _ => false,
     }
 }
@@ -739,6 +847,7 @@ impl Linter<'_> {
                 reject_when.push((subject, test, r.reason.clone()));
             }
         }
+        let members = record_members(&key, &fields, &reject_when);
         Some(Adapter {
             name: spec.adapter,
             system: spec.system,
@@ -753,6 +862,7 @@ impl Linter<'_> {
             key,
             fields,
             reject_when,
+            members,
         })
     }
 

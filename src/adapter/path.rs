@@ -10,8 +10,9 @@ use serde_json_path::JsonPath;
 pub enum SourcePath {
     /// `$` followed by member names only.
     Members(Vec<String>),
-    /// Anything else: wildcards, filters, indexes, descendants.
-    General(JsonPath),
+    /// Anything else: wildcards, filters, indexes, descendants; with the record member it
+    /// starts from (`ATTRS` of `$.ATTRS[?@.ISTAKE == '0']`), if it starts from one.
+    General(JsonPath, Option<String>),
 }
 
 impl SourcePath {
@@ -21,15 +22,24 @@ impl SourcePath {
         let general = JsonPath::parse(text).map_err(|e| e.to_string())?;
         Ok(match members(text) {
             Some(names) => SourcePath::Members(names),
-            None => SourcePath::General(general),
+            None => SourcePath::General(general, first_member(text)),
         })
+    }
+
+    /// The member of the record this path reads under, or `None` when it may read anything
+    /// (`$`, `$.*`, `$..x`): what a record parser must keep for the path to select the same.
+    pub fn root_member(&self) -> Option<&str> {
+        match self {
+            SourcePath::Members(names) => names.first().map(String::as_str),
+            SourcePath::General(_, member) => member.as_deref(),
+        }
     }
 
     /// Every value the path selects.
     pub fn all<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
         match self {
             SourcePath::Members(_) => self.first(value).into_iter().collect(),
-            SourcePath::General(p) => p.query(value).all(),
+            SourcePath::General(p, _) => p.query(value).all(),
         }
     }
 
@@ -39,9 +49,25 @@ impl SourcePath {
             SourcePath::Members(names) => names
                 .iter()
                 .try_fold(value, |v, name| v.as_object()?.get(name)),
-            SourcePath::General(p) => p.query(value).all().into_iter().next(),
+            SourcePath::General(p, _) => p.query(value).all().into_iter().next(),
         }
     }
+}
+
+/// The first member name of a path that starts with one (`$.a[*]`, `$['a'][0]`).
+fn first_member(text: &str) -> Option<String> {
+    let rest = text.strip_prefix('$')?;
+    if let Some(r) = rest.strip_prefix("['") {
+        let name = &r[..r.find("']")?];
+        return (!name.contains(['\\', '\''])).then(|| name.to_string());
+    }
+    let r = rest.strip_prefix('.')?;
+    let name = &r[..r.find(['.', '[']).unwrap_or(r.len())];
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || !c.is_ascii());
+    plain.then(|| name.to_string())
 }
 
 /// The member names of a plain chain (`$.a.b`, `$['a']['b']`), or `None` for anything else.
@@ -101,5 +127,21 @@ mod tests {
             assert_eq!(p.all(&doc), general, "{text}");
         }
         assert!(SourcePath::parse("$.[broken").is_err());
+        for (text, root) in [
+            ("$.a.b", Some("a")),
+            ("$['中文'][0]", Some("中文")),
+            ("$.rows[?@.n == 2]", Some("rows")),
+            ("$.rows[*].n", Some("rows")),
+            ("$", None),
+            ("$..n", None),
+            ("$.*", None),
+            ("$[0]", None),
+        ] {
+            assert_eq!(
+                SourcePath::parse(text).unwrap().root_member(),
+                root,
+                "{text}"
+            );
+        }
     }
 }

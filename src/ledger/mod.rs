@@ -208,6 +208,58 @@ impl Entry {
     }
 }
 
+/// What the deadline tracker reads of an entry whose obligation is open: enough to compute its
+/// alert level and word the alert. Both stores answer it from a covering partial index, without
+/// touching the entries themselves, so a tick over millions of open items reads only the index
+/// range of what is near or past its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueEntry {
+    pub record_id: String,
+    pub department: String,
+    pub kind: RecordKind,
+    pub policy: String,
+    /// The open obligation's rule (`claim_rule` while unclaimed, `feedback_rule` after).
+    pub rule: String,
+    pub due_at: DateTime<FixedOffset>,
+    pub pushed_at: DateTime<FixedOffset>,
+    pub calendar_version: String,
+    pub alert_level: AlertLevel,
+}
+
+/// The tracker's scan, in both stores' SQL: open claims, then open follow-ups (reply,
+/// confirmation, sign-off, verification, disposition), due before the first parameter and not
+/// yet escalated. Each half reads only the columns of its covering index
+/// (`entries_claim_due`, `entries_feedback_due`).
+pub const DUE_SCAN: &str = "
+    SELECT record_id, department, kind, policy, claim_rule, claim_due_at, pushed_at, calendar_version, alert_level
+    FROM ledger_entries
+    WHERE state IN ('pushed', 'delivered') AND alert_level < 3 AND claim_due_at < $1 AND claim_rule IS NOT NULL
+    UNION ALL
+    SELECT record_id, department, kind, policy, feedback_rule, feedback_due_at, pushed_at, calendar_version, alert_level
+    FROM ledger_entries
+    WHERE state IN ('claimed', 'feedback') AND alert_level < 3 AND feedback_due_at < $1 AND feedback_rule IS NOT NULL";
+
+/// The covering partial indexes [`DUE_SCAN`] reads, as `(name, key, included columns,
+/// predicate)`; SQLite, which has no `INCLUDE`, appends the included columns to the key.
+pub(crate) const DUE_INDEXES: [(&str, &str, &str, &str); 2] = [
+    (
+        "entries_claim_due",
+        "claim_due_at",
+        "record_id, department, kind, policy, claim_rule, pushed_at, calendar_version, alert_level, state",
+        "state IN ('pushed', 'delivered') AND alert_level < 3",
+    ),
+    (
+        "entries_feedback_due",
+        "feedback_due_at",
+        "record_id, department, kind, policy, feedback_rule, pushed_at, calendar_version, alert_level, state",
+        "state IN ('claimed', 'feedback') AND alert_level < 3",
+    ),
+];
+
+/// The narrower partial indexes [`DUE_INDEXES`] replace; a store drops them when it opens.
+pub(crate) const SUPERSEDED_INDEXES: [&str; 2] =
+    ["entries_awaiting_alert", "entries_awaiting_follow_up"];
+
 /// What kind of flow an entry belongs to, for listings and the report.
 pub fn flow_of(entry: &Entry) -> &'static str {
     match (entry.claim_rule.as_deref(), entry.feedback_rule.as_deref()) {
@@ -337,6 +389,19 @@ pub enum Event {
 }
 
 impl Event {
+    /// The licence keys a supervision record names (to link it to its approval); `None` for
+    /// anything else.
+    pub fn affected(&self) -> Option<(Option<String>, Option<String>, Option<String>)> {
+        match self {
+            Event::Record {
+                kind: RecordKind::Supervision,
+                data,
+                ..
+            } => Some(affected_keys(data)),
+            _ => None,
+        }
+    }
+
     pub fn record_id(&self) -> &str {
         match self {
             Event::Record { record_id, .. } => record_id,

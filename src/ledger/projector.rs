@@ -1,5 +1,6 @@
 //! The projector: consumes the record, claim and feedback topics from the positions stored in
-//! the ledger and applies each message in one transaction with its new position. In live mode it
+//! the ledger and applies each message with its new position; the messages already waiting when
+//! one arrives (up to [`MAX_BATCH`]) go into the same transaction, so a burst costs one commit. In live mode it
 //! also updates the claim-latency histogram and the breach counter; a rebuild does not, so
 //! replaying history never double-counts.
 
@@ -15,6 +16,9 @@ use crate::deadline::{Calendar, Policies};
 use crate::route::Catalog;
 use crate::schema::RecordKind;
 use crate::telemetry::events;
+
+/// Most messages applied in one ledger transaction.
+pub const MAX_BATCH: usize = 500;
 
 /// What the projector and the tracker share: routing, calendar, policies, topics.
 pub struct Shared {
@@ -102,16 +106,33 @@ impl Projector {
                     continue;
                 }
             };
-            let Some(kind) = self.shared.topics.kind_of(&delivery.topic) else {
+            // Whatever else is already waiting goes into the same transaction: one commit for
+            // a burst instead of one per record.
+            let mut batch = Vec::new();
+            let mut next = Some(delivery);
+            while let Some(d) = next.take() {
+                if let Some(kind) = self.shared.topics.kind_of(&d.topic) {
+                    batch.push((d, kind));
+                }
+                if batch.len() < MAX_BATCH {
+                    next = sub.next(Duration::ZERO).await.ok().flatten();
+                }
+            }
+            if batch.is_empty() {
                 continue;
-            };
-            let event_id = serde_json::from_slice::<serde_json::Value>(&delivery.payload)
-                .ok()
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string));
-            let changes = loop {
+            }
+            let event_ids: Vec<Option<String>> = batch
+                .iter()
+                .map(|(d, _)| {
+                    serde_json::from_slice::<serde_json::Value>(&d.payload)
+                        .ok()
+                        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                })
+                .collect();
+            let all = loop {
                 match self
                     .ledger
-                    .apply(delivery.clone(), kind, self.shared.clone())
+                    .apply_batch(batch.clone(), self.shared.clone())
                     .await
                 {
                     Ok(c) => break c,
@@ -124,12 +145,14 @@ impl Projector {
                     }
                 }
             };
-            applied += 1;
-            if live {
-                observe(&changes);
-            }
-            if let Some(id) = event_id {
-                let _ = self.applied.send(id);
+            for (changes, id) in all.iter().zip(event_ids) {
+                applied += 1;
+                if live {
+                    observe(changes);
+                }
+                if let Some(id) = id {
+                    let _ = self.applied.send(id);
+                }
             }
         }
     }

@@ -12,7 +12,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
 use super::store::{DigestRow, GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
-use super::{AlertLevel, Changes, Entry, EntryState, HistoryRow, Loaded, RecordRow};
+use super::{
+    AlertLevel, Changes, DueEntry, Entry, EntryState, HistoryRow, Loaded, RecordRow, DUE_INDEXES,
+    DUE_SCAN, SUPERSEDED_INDEXES,
+};
 use crate::adapter::convert::shanghai;
 use crate::bus::{Delivery, Positions};
 use crate::schema::RecordKind;
@@ -20,7 +23,12 @@ use async_trait::async_trait;
 
 pub struct SqliteLedger {
     path: PathBuf,
+    /// The connection every write goes through.
     conn: Arc<Mutex<Connection>>,
+    /// A second, read-only connection for the queries (inbox, record views, the tracker's
+    /// scans, reports): in WAL mode it reads the last commit while a write is in progress, so a
+    /// department's inbox does not wait for the projector's next batch.
+    reader: Arc<Mutex<Connection>>,
 }
 
 const SCHEMA: &str = "
@@ -42,8 +50,6 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     PRIMARY KEY (record_id, department)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, state);
 CREATE INDEX IF NOT EXISTS entries_open ON ledger_entries (state, claim_due_at);
-CREATE INDEX IF NOT EXISTS entries_awaiting_alert ON ledger_entries (claim_due_at)
-    WHERE state IN ('pushed', 'delivered') AND alert_level < 3;
 CREATE INDEX IF NOT EXISTS entries_pushed ON ledger_entries (pushed_at);
 CREATE TABLE IF NOT EXISTS ledger_history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL, department TEXT, action TEXT NOT NULL,
@@ -183,6 +189,49 @@ fn find_approval(tx: &Transaction, keys: &LinkKeys) -> rusqlite::Result<Option<S
         }
     }
     Ok(None)
+}
+
+/// One bus message inside a transaction: skipped when the position says it was applied, else
+/// decoded, run through the state machine and written, and the position moved past it.
+fn apply_one(
+    tx: &rusqlite::Transaction,
+    delivery: &Delivery,
+    kind: RecordKind,
+    context: &super::Context<'_>,
+) -> rusqlite::Result<Changes> {
+    let position: Option<i64> = tx
+        .prepare_cached(
+            "SELECT next_offset FROM ledger_positions WHERE topic = ?1 AND partition = ?2",
+        )?
+        .query_row(params![delivery.topic, delivery.partition], |r| r.get(0))
+        .optional()?;
+    if position.is_some_and(|p| delivery.offset < p) {
+        // Another instance (or an earlier run) already applied it.
+        return Ok(Changes::default());
+    }
+    let changes = match super::decode(kind, &delivery.payload) {
+        Ok(event) => {
+            let affected = event.affected();
+            let loaded = load(tx, event.record_id(), event.event_id(), affected.as_ref())?;
+            let changes = super::apply(&loaded, &event, context);
+            write(tx, &changes)?;
+            changes
+        }
+        Err(e) => {
+            tracing::error!(topic = %delivery.topic, offset = delivery.offset, error = %e, "undecodable ledger event skipped");
+            Changes::default()
+        }
+    };
+    tx.prepare_cached(
+        "INSERT INTO ledger_positions (topic, partition, next_offset) VALUES (?1, ?2, ?3)
+         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+    )?
+    .execute(params![
+        delivery.topic,
+        delivery.partition,
+        delivery.offset + 1
+    ])?;
+    Ok(changes)
 }
 
 fn load(
@@ -341,10 +390,16 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             ))?;
         }
     }
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS entries_awaiting_follow_up ON ledger_entries (feedback_due_at)
-         WHERE state IN ('claimed', 'feedback') AND alert_level < 3;",
-    )
+    // The tracker's covering indexes replace the narrower ones of earlier versions.
+    for name in SUPERSEDED_INDEXES {
+        conn.execute_batch(&format!("DROP INDEX IF EXISTS {name}"))?;
+    }
+    for (name, key, include, predicate) in DUE_INDEXES {
+        conn.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON ledger_entries ({key}, {include}) WHERE {predicate}"
+        ))?;
+    }
+    Ok(())
 }
 
 impl SqliteLedger {
@@ -356,18 +411,42 @@ impl SqliteLedger {
         let conn = crate::state::sqlite_connect(path).map_err(|e| err(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(&e))?;
         migrate(&conn).map_err(|e| err(&e))?;
+        // Refreshes the planner's statistics where they are stale (bounded work), so the
+        // tracker's scan reads its covering index once the ledger has grown.
+        conn.execute_batch("PRAGMA optimize=0x10002")
+            .map_err(|e| err(&e))?;
+        let reader = crate::state::sqlite_connect(path).map_err(|e| err(&e))?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(|e| err(&e))?;
         Ok(SqliteLedger {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
         })
+    }
+
+    /// Runs a query on the read-only connection.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        Self::on(self.reader.clone(), &self.path, f).await
     }
 
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        let conn = self.conn.clone();
-        let path = self.path.display().to_string();
+        Self::on(self.conn.clone(), &self.path, f).await
+    }
+
+    async fn on<T: Send + 'static>(
+        conn: Arc<Mutex<Connection>>,
+        path: &Path,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let path = path.display().to_string();
         tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("ledger connection")))
             .await
             .map_err(|e| LedgerError {
@@ -411,39 +490,25 @@ impl LedgerStore for SqliteLedger {
         kind: RecordKind,
         ctx: Arc<super::projector::Shared>,
     ) -> Result<Changes, LedgerError> {
+        let mut changes = self.apply_batch(vec![(delivery, kind)], ctx).await?;
+        Ok(changes.pop().unwrap_or_default())
+    }
+
+    /// Applies bus messages in order in one transaction (one commit, one fsync for all).
+    async fn apply_batch(
+        &self,
+        batch: Vec<(Delivery, RecordKind)>,
+        ctx: Arc<super::projector::Shared>,
+    ) -> Result<Vec<Changes>, LedgerError> {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let position: Option<i64> = tx
-                .prepare_cached("SELECT next_offset FROM ledger_positions WHERE topic = ?1 AND partition = ?2")?
-                .query_row(params![delivery.topic, delivery.partition], |r| r.get(0))
-                .optional()?;
-            if position.is_some_and(|p| delivery.offset < p) {
-                // Another instance (or an earlier run) already applied it.
-                return Ok(Changes::default());
+            let context = ctx.context();
+            let mut all = Vec::with_capacity(batch.len());
+            for (delivery, kind) in &batch {
+                all.push(apply_one(&tx, delivery, *kind, &context)?);
             }
-            let changes = match super::decode(kind, &delivery.payload) {
-                Ok(event) => {
-                    let affected = match &event {
-                        super::Event::Record { kind: RecordKind::Supervision, data, .. } => Some(super::affected_keys(data)),
-                        _ => None,
-                    };
-                    let loaded = load(&tx, event.record_id(), event.event_id(), affected.as_ref())?;
-                    let changes = super::apply(&loaded, &event, &ctx.context());
-                    write(&tx, &changes)?;
-                    changes
-                }
-                Err(e) => {
-                    tracing::error!(topic = %delivery.topic, offset = delivery.offset, error = %e, "undecodable ledger event skipped");
-                    Changes::default()
-                }
-            };
-            tx.prepare_cached(
-                "INSERT INTO ledger_positions (topic, partition, next_offset) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            )?
-            .execute(params![delivery.topic, delivery.partition, delivery.offset + 1])?;
             tx.commit()?;
-            Ok(changes)
+            Ok(all)
         })
         .await
     }
@@ -451,7 +516,7 @@ impl LedgerStore for SqliteLedger {
     /// A record with its entries and history.
     async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError> {
         let id = record_id.to_string();
-        self.with(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction()?;
             let Some(record) = tx
                 .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM ledger_records WHERE record_id = ?1"))?
@@ -505,7 +570,7 @@ impl LedgerStore for SqliteLedger {
             "SELECT {cols}, {rcols} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
              WHERE e.department = ?1 {filter} ORDER BY e.pushed_at DESC LIMIT {limit}"
         );
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let map = |r: &Row| -> rusqlite::Result<(Entry, RecordRow)> {
                 Ok((entry_from(r)?, record_at(r, ENTRY_WIDTH)?))
@@ -522,7 +587,7 @@ impl LedgerStore for SqliteLedger {
 
     /// Records waiting in the unrouted queue.
     async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {RECORD_COLUMNS} FROM ledger_records WHERE unrouted IS NOT NULL ORDER BY published_at"
             ))?;
@@ -535,17 +600,24 @@ impl LedgerStore for SqliteLedger {
     async fn entries_due_before(
         &self,
         before: DateTime<FixedOffset>,
-    ) -> Result<Vec<Entry>, LedgerError> {
+    ) -> Result<Vec<DueEntry>, LedgerError> {
         let before = ts(before);
-        self.with(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM ledger_entries
-                 WHERE state IN ('pushed', 'delivered') AND claim_due_at < ?1 AND alert_level < 3
-                 UNION ALL
-                 SELECT {ENTRY_COLUMNS} FROM ledger_entries
-                 WHERE state IN ('claimed', 'feedback') AND feedback_due_at < ?1 AND alert_level < 3"
-            ))?;
-            let rows = stmt.query_map([before], entry_from)?;
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(DUE_SCAN)?;
+            let rows = stmt.query_map([before], |r| {
+                let kind: String = r.get(2)?;
+                Ok(DueEntry {
+                    record_id: r.get(0)?,
+                    department: r.get(1)?,
+                    kind: kind.parse().unwrap_or(RecordKind::Approval),
+                    policy: r.get(3)?,
+                    rule: r.get(4)?,
+                    due_at: parse_ts(r.get(5)?).unwrap_or_default(),
+                    pushed_at: parse_ts(r.get(6)?).unwrap_or_default(),
+                    calendar_version: r.get(7)?,
+                    alert_level: level_of(r.get(8)?),
+                })
+            })?;
             rows.collect()
         })
         .await
@@ -567,7 +639,7 @@ impl LedgerStore for SqliteLedger {
             prefixed(ENTRY_COLUMNS, "e"),
             prefixed(RECORD_COLUMNS, "r"),
         );
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![rule, department], |r| {
                 Ok((entry_from(r)?, record_at(r, ENTRY_WIDTH)?))
@@ -584,7 +656,7 @@ impl LedgerStore for SqliteLedger {
         now: DateTime<FixedOffset>,
     ) -> Result<Vec<DigestRow>, LedgerError> {
         let (day, month, now) = (ts(day_start), ts(month_start), ts(now));
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(DIGEST_SQL)?;
             let rows = stmt.query_map(params![day, month, now], |r| {
                 Ok(DigestRow {
@@ -631,7 +703,7 @@ impl LedgerStore for SqliteLedger {
         mut report: super::report::Monthly,
     ) -> Result<super::report::Monthly, LedgerError> {
         let (from, to) = (ts(from), ts(to));
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE pushed_at >= ?1 AND pushed_at < ?2"
             ))?;
@@ -651,7 +723,7 @@ impl LedgerStore for SqliteLedger {
         to: DateTime<FixedOffset>,
     ) -> Result<Vec<Entry>, LedgerError> {
         let (from, to) = (ts(from), ts(to));
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE pushed_at >= ?1 AND pushed_at < ?2 ORDER BY department, kind"
             ))?;
@@ -740,7 +812,7 @@ impl LedgerStore for SqliteLedger {
 
     /// The whole ledger as comparable text (records, entries, history), for the rebuild check.
     async fn snapshot(&self) -> Result<Vec<String>, LedgerError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut out = Vec::new();
             for sql in [
                 format!("SELECT {RECORD_COLUMNS} FROM ledger_records ORDER BY record_id"),
@@ -780,7 +852,7 @@ impl LedgerStore for SqliteLedger {
     /// Counts of open entries for the gauges: (department, kind) → (unclaimed, overdue, oldest push).
     async fn gauges(&self, now: DateTime<FixedOffset>) -> Result<Vec<GaugeRow>, LedgerError> {
         let now = ts(now);
-        self.with(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT department, kind, COUNT(*), SUM(CASE WHEN claim_due_at < ?1 THEN 1 ELSE 0 END), MIN(pushed_at)
                  FROM ledger_entries WHERE state IN ('pushed', 'delivered') GROUP BY department, kind",
@@ -793,7 +865,7 @@ impl LedgerStore for SqliteLedger {
 
     /// How many records wait unrouted, by kind.
     async fn unrouted_counts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT kind, COUNT(*) FROM ledger_records WHERE unrouted IS NOT NULL GROUP BY kind")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
 
 use super::projector::Shared;
-use super::{Alert, AlertLevel, Changes, Entry, HistoryRow, RecordRow};
+use super::{Alert, AlertLevel, Changes, DueEntry, Entry, HistoryRow, RecordRow};
 use crate::bus::{Delivery, Positions};
 use crate::schema::RecordKind;
 
@@ -60,6 +60,19 @@ pub trait LedgerStore: Send + Sync + 'static {
         kind: RecordKind,
         shared: Arc<Shared>,
     ) -> Result<Changes, LedgerError>;
+    /// Applies several bus messages in order; the changes of each, in the same order. All or
+    /// none are applied. The default applies them one transaction each.
+    async fn apply_batch(
+        &self,
+        batch: Vec<(Delivery, RecordKind)>,
+        shared: Arc<Shared>,
+    ) -> Result<Vec<Changes>, LedgerError> {
+        let mut all = Vec::with_capacity(batch.len());
+        for (delivery, kind) in batch {
+            all.push(self.apply(delivery, kind, shared.clone()).await?);
+        }
+        Ok(all)
+    }
     /// A record with its entries and history.
     async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError>;
     /// A department's entries with their records, newest first, filtered by status
@@ -73,12 +86,12 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<Vec<(Entry, RecordRow)>, LedgerError>;
     /// Records waiting in the unrouted queue.
     async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError>;
-    /// Entries still waiting to be claimed whose claim deadline is before `before` and whose
-    /// alerts are not all raised yet — the only ones the tracker can have news about.
+    /// Entries whose open obligation (claim, or the follow-up after it) is due before `before`
+    /// and whose alerts are not all raised yet — the only ones the tracker can have news about.
     async fn entries_due_before(
         &self,
         before: DateTime<FixedOffset>,
-    ) -> Result<Vec<Entry>, LedgerError>;
+    ) -> Result<Vec<DueEntry>, LedgerError>;
     /// Open entries (not closed, returned or forwarded) of a flow rule — `claim_rule` or
     /// `feedback_rule` equal to `rule` — for one department or all, soonest deadline of that
     /// rule first, with their records.

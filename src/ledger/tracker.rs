@@ -26,9 +26,19 @@ pub fn level_at(
     calendar: &Calendar,
     now: DateTime<FixedOffset>,
 ) -> AlertLevel {
-    let Some((_, due)) = entry.obligation() else {
-        return AlertLevel::None;
-    };
+    match entry.obligation() {
+        Some((_, due)) => level_due(due, policy, calendar, now),
+        None => AlertLevel::None,
+    }
+}
+
+/// The alert level at `now` of an obligation due at `due`.
+pub fn level_due(
+    due: DateTime<FixedOffset>,
+    policy: &Policy,
+    calendar: &Calendar,
+    now: DateTime<FixedOffset>,
+) -> AlertLevel {
     if now > due {
         let escalate_at = calendar
             .deadline_after(due, policy.escalate_after_working_days)
@@ -61,15 +71,11 @@ pub async fn raise_due(
         let Some(policy) = shared.policies.get(&entry.policy) else {
             continue;
         };
-        let level = level_at(&entry, policy, &shared.calendar, now);
+        let level = level_due(entry.due_at, policy, &shared.calendar, now);
         if level <= entry.alert_level {
             continue;
         }
-        let Some((rule, due)) = entry.obligation() else {
-            continue;
-        };
-        let rule = rule.to_string();
-        let what = match rule.as_str() {
+        let what = match entry.rule.as_str() {
             rules::REPLY_INQUIRY => "reply to this inquiry",
             rules::CONFIRM_INSPECTION => "confirm who attends this site inspection",
             rules::INSPECTION_SIGNOFF => "sign off this site inspection",
@@ -81,17 +87,17 @@ pub async fn raise_due(
             id: alert_id(
                 &entry.record_id,
                 Some(&entry.department),
-                &rule,
+                &entry.rule,
                 level.as_str(),
             ),
             record_id: entry.record_id.clone(),
             department: Some(entry.department.clone()),
             kind: entry.kind,
             level: level.as_str().into(),
-            rule: rule.clone(),
+            rule: entry.rule.clone(),
             policy: entry.policy.clone(),
             event_at: Some(entry.pushed_at),
-            due_at: Some(due),
+            due_at: Some(entry.due_at),
             calendar_version: entry.calendar_version.clone(),
             at: now,
             message: match level {
@@ -116,7 +122,7 @@ pub async fn raise_due(
         };
         if ledger.raise_alert(alert.clone(), level).await? {
             if level >= AlertLevel::Overdue && entry.alert_level < AlertLevel::Overdue {
-                events::deadline_breach(&entry.department, entry.kind.as_str(), &rule);
+                events::deadline_breach(&entry.department, entry.kind.as_str(), &entry.rule);
             }
             raised.push(alert);
         }
