@@ -33,6 +33,7 @@ pub struct EmbeddedBus {
     writer: Mutex<Option<mpsc::Sender<Pending>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     notify: Arc<Notify>,
+    _checkpointer: crate::state::Checkpointer,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -47,6 +48,9 @@ fn connect(path: &Path) -> Result<Connection, BusError> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(unavailable)?;
+    // The bus's `Checkpointer` checkpoints; commits do not.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(unavailable)?;
     Ok(conn)
 }
@@ -80,6 +84,8 @@ impl EmbeddedBus {
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             notify,
+            _checkpointer: crate::state::Checkpointer::start(path)
+                .map_err(|e| BusError::Fatal(format!("{}: {e}", path.display())))?,
         })
     }
 

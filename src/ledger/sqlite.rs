@@ -29,6 +29,7 @@ pub struct SqliteLedger {
     /// scans, reports): in WAL mode it reads the last commit while a write is in progress, so a
     /// department's inbox does not wait for the projector's next batch.
     reader: Arc<Mutex<Connection>>,
+    _checkpointer: crate::state::Checkpointer,
 }
 
 const SCHEMA: &str = "
@@ -423,6 +424,7 @@ impl SqliteLedger {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
+            _checkpointer: crate::state::Checkpointer::start(path).map_err(|e| err(&e))?,
         })
     }
 
