@@ -13,10 +13,11 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Opens a SQLite database the way every store of the gateway does: parent directory created,
-/// WAL journal, `synchronous=FULL` (a committed transaction survives power loss), a busy
-/// timeout so the CLI and the gateway can share the file, a 64 MiB page cache and memory-mapped
-/// reads (the ledger's indexes are keyed by random record ids: with SQLite's 2 MiB default
-/// nearly every insert read its pages back from the kernel).
+/// WAL journal, `synchronous=FULL` (a committed transaction survives power loss; the ledger,
+/// which the bus can restore, relaxes it), a busy timeout so the CLI and the gateway can share
+/// the file, a 64 MiB page cache and memory-mapped reads (the ledger's indexes are keyed by
+/// random record ids: with SQLite's 2 MiB default nearly every insert read its pages back from
+/// the kernel), and no automatic checkpoint (see [`Checkpointer`]).
 pub fn sqlite_connect(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
