@@ -1,11 +1,13 @@
 //! `shenguan bench`: the whole-system benchmarks, one command, one table.
 //!
 //! Workloads: the in-process pipeline (parse + map + validate + route) on realistic 政务服务网
-//! records, on one core and on two threads; the embedded bus (durable, group-committed); the ledger and tracker with many open
-//! items (find what is due, refresh the gauges, build a monthly report) on SQLite and, given a
-//! URL, PostgreSQL; end-to-end latency from ingest to claimable at a steady rate; and, given a
-//! broker, ingest over HTTP into Kafka against a plain rdkafka producer sending the same bytes,
-//! with 1 and with 6 partitions per topic. `--only` picks workloads. Each line reports throughput or latency percentiles and the process's peak resident memory.
+//! records, on one core and on two threads; the embedded bus (durable, group-committed); the
+//! ledger and tracker with many open items (find what is due, refresh the gauges, build a
+//! monthly report) on SQLite and, given a URL, PostgreSQL; end-to-end latency from ingest to
+//! claimable at a steady rate; and, given a broker, ingest over HTTP into Kafka against a plain
+//! rdkafka producer sending the same bytes, with 1 and with 6 partitions per topic. `--only`
+//! picks workloads. Each line reports throughput or latency percentiles and the process's peak
+//! resident memory.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,8 +83,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// A 政务服务网 办件 as the platform exports it: the fields the adapter maps plus the rest of the
-/// 前置库 row (PRE_APASINFO, PRE_APASINFO_EXT, PRE_ACCEPT, PRE_TRANSACT and three PRE_ATTR
-/// materials) that it carries along and the adapter ignores; about 1.5 KB of JSON, mostly Chinese.
+/// 前置库 row (PRE_APASINFO, PRE_APASINFO_EXT, PRE_ACCEPT, PRE_TRANSACT and two PRE_ATTR
+/// materials) that it carries along and the adapter ignores; about 1.7 KB of JSON, mostly Chinese.
 pub fn bench_record(
     n: u64,
     decided: chrono::DateTime<chrono::FixedOffset>,
@@ -207,8 +209,9 @@ fn pipeline_thread(
     Ok(tally)
 }
 
-/// The pipeline on `threads` threads, each with its share of the batches: records/s of the
-/// whole (wall clock), per-record latency of the batches.
+/// The pipeline on `threads` threads, each with its share of the batches: records/s per busy
+/// second times the threads (what the cores sustain), records/s by the wall clock, and the
+/// per-record time of the batches.
 async fn pipeline_run(settings: &Settings, records: usize, threads: usize) -> anyhow::Result<Line> {
     let defs = crate::app::load_all(settings)?;
     let batches = bodies(records, 500);
@@ -691,6 +694,9 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
             "unknown workload '{w}'; the workloads are {}",
             WORKLOADS.join(", ")
         );
+    }
+    if options.kafka.is_none() && options.only.iter().any(|w| w == "kafka") {
+        anyhow::bail!("the kafka workload needs a broker: --kafka HOST:PORT");
     }
     let mut lines = Vec::new();
     let mut add = |l: Line| {

@@ -48,7 +48,7 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub fn start(path: &Path) -> rusqlite::Result<Checkpointer> {
+    pub fn start(path: &Path) -> Result<Checkpointer, Box<dyn std::error::Error + Send + Sync>> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -69,8 +69,7 @@ impl Checkpointer {
                         Err(_) => {}
                     }
                 }
-            })
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            })?;
         Ok(Checkpointer {
             stop: Some(stop),
             thread: Some(thread),

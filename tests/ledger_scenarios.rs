@@ -1635,3 +1635,91 @@ async fn the_trackers_scan_reads_only_its_covering_indexes_in_postgres() {
         "the scan visited the table:\n{plan}"
     );
 }
+
+/// An approval event for [`two_instances_on_one_postgres_apply_overlapping_bursts_once_each`].
+fn burst_delivery(i: i64) -> Delivery {
+    let id = format!("b{i}");
+    let event = json!({
+        "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.approval.v1",
+        "subject": id, "time": "2026-03-02T11:00:00+08:00", "datacontenttype": "application/json",
+        "data": {"record_id": id, "kind": "approval", "item": {"code": FOOD, "name": "x"},
+                 "source": {"adapter": "nx-zwfw-approval"}, "decided_at": "2026-03-02T10:00:00+08:00"}
+    });
+    Delivery {
+        topic: "shenguan.approval.v1".into(),
+        partition: (i % 2) as i32,
+        offset: i / 2,
+        key: None,
+        payload: serde_json::to_vec(&event).unwrap(),
+        timestamp_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_on_one_postgres_apply_overlapping_bursts_once_each() {
+    let url = common::postgres_database().await;
+    let a = shenguan::ledger::store::open(&url).await.unwrap();
+    let b = shenguan::ledger::store::open(&url).await.unwrap();
+    let shared = shared("yuanqu-2022");
+    // 80 messages on two partitions. Instance a receives its bursts partition 0 first, b
+    // partition 1 first, as two consumers of the same topic may: neither may deadlock, and
+    // every message is applied by exactly one of them.
+    let bursts = |first: i32| -> Vec<shenguan::ledger::store::Batch> {
+        (0..8)
+            .map(|burst| {
+                let mut batch: Vec<(Delivery, RecordKind)> = (burst * 10..burst * 10 + 10)
+                    .map(|i| (burst_delivery(i), RecordKind::Approval))
+                    .collect();
+                batch.sort_by_key(|(d, _)| (d.partition != first, d.offset));
+                batch.into()
+            })
+            .collect()
+    };
+    let run = |ledger: Arc<dyn LedgerStore>, bursts: Vec<shenguan::ledger::store::Batch>| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut applied = 0;
+            for batch in bursts {
+                let changes = ledger.apply_batch(batch, shared.clone()).await.unwrap();
+                applied += changes.iter().filter(|c| !c.entries.is_empty()).count();
+            }
+            applied
+        })
+    };
+    let (x, y) = tokio::join!(run(a.clone(), bursts(0)), run(b.clone(), bursts(1)));
+    assert_eq!(x.unwrap() + y.unwrap(), 80, "each message applied once");
+    let positions = a.positions().await.unwrap();
+    for partition in [0, 1] {
+        assert_eq!(
+            positions.get(&("shenguan.approval.v1".to_string(), partition)),
+            Some(&40)
+        );
+    }
+    for i in [0, 41, 79] {
+        let (_, entries, _) = b.record(&format!("b{i}")).await.unwrap().expect("record");
+        assert_eq!(entries.len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_ledger_checkpoints_its_write_ahead_log_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = SqliteLedger::open(&path).unwrap();
+    let shared = shared("yuanqu-2022");
+    let batch: Vec<(Delivery, RecordKind)> = (0..100)
+        .map(|i| (burst_delivery(i), RecordKind::Approval))
+        .collect();
+    ledger.apply_batch(batch.into(), shared).await.unwrap();
+    // Commits do not checkpoint; within a second the checkpointer has copied them into the
+    // database file itself, which a copy without its -wal file shows.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    let records: i64 = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM ledger_records", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(records, 100);
+    drop(ledger);
+}

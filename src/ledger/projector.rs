@@ -17,6 +17,12 @@ use crate::route::Catalog;
 use crate::schema::RecordKind;
 use crate::telemetry::events;
 
+/// The `id` of a CloudEvent; its other members are skipped unread.
+#[derive(serde::Deserialize)]
+struct EventId {
+    id: String,
+}
+
 /// Most messages applied in one ledger transaction.
 pub const MAX_BATCH: usize = 500;
 
@@ -121,14 +127,17 @@ impl Projector {
             if batch.is_empty() {
                 continue;
             }
+            // The event ids, for the API requests waiting to see their event applied: read
+            // without building the rest of the event.
             let event_ids: Vec<Option<String>> = batch
                 .iter()
                 .map(|(d, _)| {
-                    serde_json::from_slice::<serde_json::Value>(&d.payload)
+                    serde_json::from_slice::<EventId>(&d.payload)
                         .ok()
-                        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                        .map(|e| e.id)
                 })
                 .collect();
+            let batch: super::store::Batch = batch.into();
             let all = loop {
                 match self
                     .ledger

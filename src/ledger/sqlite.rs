@@ -11,7 +11,7 @@ use chrono::{DateTime, FixedOffset};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
-use super::store::{DigestRow, GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
+use super::store::{Batch, DigestRow, GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
 use super::{
     AlertLevel, Changes, DueEntry, Entry, EntryState, HistoryRow, Loaded, RecordRow, DUE_INDEXES,
     DUE_SCAN, SUPERSEDED_INDEXES,
@@ -490,29 +490,17 @@ impl LedgerStore for SqliteLedger {
         .await
     }
 
-    /// Applies one bus message: decode, state machine, changes and position in one transaction.
-    /// Returns the changes (empty when the message was applied before).
-    async fn apply(
-        &self,
-        delivery: Delivery,
-        kind: RecordKind,
-        ctx: Arc<super::projector::Shared>,
-    ) -> Result<Changes, LedgerError> {
-        let mut changes = self.apply_batch(vec![(delivery, kind)], ctx).await?;
-        Ok(changes.pop().unwrap_or_default())
-    }
-
     /// Applies bus messages in order in one transaction (one commit, one fsync for all).
     async fn apply_batch(
         &self,
-        batch: Vec<(Delivery, RecordKind)>,
+        batch: Batch,
         ctx: Arc<super::projector::Shared>,
     ) -> Result<Vec<Changes>, LedgerError> {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let context = ctx.context();
             let mut all = Vec::with_capacity(batch.len());
-            for (delivery, kind) in &batch {
+            for (delivery, kind) in batch.iter() {
                 all.push(apply_one(&tx, delivery, *kind, &context)?);
             }
             tx.commit()?;

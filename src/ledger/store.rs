@@ -45,33 +45,36 @@ pub struct DigestRow {
 /// An outbox alert: (alert id, record id, CloudEvent payload).
 pub type OutboxRow = (String, String, Vec<u8>);
 
+/// Bus messages to apply together, with the kind of record each topic carries; shared, so a
+/// retry after a failed transaction copies nothing.
+pub type Batch = Arc<[(Delivery, RecordKind)]>;
+
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {
     /// For logs: `sqlite (./data/ledger.db)`, `postgres (host/db)`.
     fn describe(&self) -> String;
     /// The consumer positions stored with the ledger.
     async fn positions(&self) -> Result<Positions, LedgerError>;
-    /// Applies one bus message — decode, state machine, changes, alerts to the outbox, new
-    /// position — in one transaction. A message at or before the stored position (another
+    /// Applies bus messages in order — decode, state machine, changes, alerts to the outbox, new
+    /// positions — in one transaction, and returns the changes of each in the same order; all or
+    /// none are applied. A message at or before the stored position of its partition (another
     /// instance or an earlier run applied it) changes nothing.
+    async fn apply_batch(
+        &self,
+        batch: Batch,
+        shared: Arc<Shared>,
+    ) -> Result<Vec<Changes>, LedgerError>;
+    /// [`LedgerStore::apply_batch`] of one message.
     async fn apply(
         &self,
         delivery: Delivery,
         kind: RecordKind,
         shared: Arc<Shared>,
-    ) -> Result<Changes, LedgerError>;
-    /// Applies several bus messages in order; the changes of each, in the same order. All or
-    /// none are applied. The default applies them one transaction each.
-    async fn apply_batch(
-        &self,
-        batch: Vec<(Delivery, RecordKind)>,
-        shared: Arc<Shared>,
-    ) -> Result<Vec<Changes>, LedgerError> {
-        let mut all = Vec::with_capacity(batch.len());
-        for (delivery, kind) in batch {
-            all.push(self.apply(delivery, kind, shared.clone()).await?);
-        }
-        Ok(all)
+    ) -> Result<Changes, LedgerError> {
+        let mut changes = self
+            .apply_batch(Arc::from(vec![(delivery, kind)]), shared)
+            .await?;
+        Ok(changes.pop().unwrap_or_default())
     }
     /// A record with its entries and history.
     async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError>;
