@@ -716,21 +716,7 @@ async fn two_instances_on_one_postgres_raise_and_publish_every_alert_exactly_onc
     // 40 approvals pushed on Monday 2026-03-02, fed to both instances as two gateways would
     // consume them: each message is applied once.
     for i in 0..40 {
-        let id = format!("m{i}");
-        let event = json!({
-            "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.approval.v1",
-            "subject": id, "time": "2026-03-02T11:00:00+08:00", "datacontenttype": "application/json",
-            "data": {"record_id": id, "kind": "approval", "item": {"code": FOOD, "name": "x"},
-                     "source": {"adapter": "nx-zwfw-approval"}, "decided_at": "2026-03-02T10:00:00+08:00"}
-        });
-        let d = Delivery {
-            topic: "shenguan.approval.v1".into(),
-            partition: 0,
-            offset: i,
-            key: None,
-            payload: serde_json::to_vec(&event).unwrap(),
-            timestamp_ms: 0,
-        };
+        let d = approval_delivery(&format!("m{i}"), 0, i);
         let (ra, rb) = tokio::join!(
             a.apply(d.clone(), RecordKind::Approval, shared.clone()),
             b.apply(d, RecordKind::Approval, shared.clone())
@@ -1636,9 +1622,8 @@ async fn the_trackers_scan_reads_only_its_covering_indexes_in_postgres() {
     );
 }
 
-/// An approval event for [`two_instances_on_one_postgres_apply_overlapping_bursts_once_each`].
-fn burst_delivery(i: i64) -> Delivery {
-    let id = format!("b{i}");
+/// An approval of 食品经营许可 pushed Monday 2026-03-02, as the bus delivers it.
+fn approval_delivery(id: &str, partition: i32, offset: i64) -> Delivery {
     let event = json!({
         "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.approval.v1",
         "subject": id, "time": "2026-03-02T11:00:00+08:00", "datacontenttype": "application/json",
@@ -1647,12 +1632,17 @@ fn burst_delivery(i: i64) -> Delivery {
     });
     Delivery {
         topic: "shenguan.approval.v1".into(),
-        partition: (i % 2) as i32,
-        offset: i / 2,
+        partition,
+        offset,
         key: None,
         payload: serde_json::to_vec(&event).unwrap(),
         timestamp_ms: 0,
     }
+}
+
+/// Message `i` of a burst spread over two partitions.
+fn burst_delivery(i: i64) -> Delivery {
+    approval_delivery(&format!("b{i}"), (i % 2) as i32, i / 2)
 }
 
 #[tokio::test(flavor = "multi_thread")]
