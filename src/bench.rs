@@ -456,8 +456,8 @@ async fn gateway(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let adapter = crate::app::token_issue(&s, "adapter", "nx-zwfw-approval").await?;
-    let admin = crate::app::token_issue(&s, "admin", "").await?;
+    let adapter = crate::cmd::token::token_issue(&s, "adapter", "nx-zwfw-approval").await?;
+    let admin = crate::cmd::token::token_issue(&s, "admin", "").await?;
     Ok((base, adapter, admin, handle))
 }
 

@@ -354,14 +354,14 @@ pub async fn run_embedded(mut settings: Settings) -> anyhow::Result<()> {
     for (code, _, _) in BEHAVIOUR {
         departments.push((
             code.to_string(),
-            crate::app::token_issue(&settings, "department", code).await?,
+            crate::cmd::token::token_issue(&settings, "department", code).await?,
         ));
     }
     let tokens = Tokens {
-        adapter: crate::app::token_issue(&settings, "adapter", ADAPTER).await?,
+        adapter: crate::cmd::token::token_issue(&settings, "adapter", ADAPTER).await?,
         departments,
     };
-    let admin = crate::app::token_issue(&settings, "admin", "").await?;
+    let admin = crate::cmd::token::token_issue(&settings, "admin", "").await?;
     seed_flows(&client, &base, &admin).await?;
     let month = now_shanghai().format("%Y-%m");
     let dir = settings.data_dir.display();

@@ -8,24 +8,21 @@
 //! at start-up), `ingest` (de-duplicate and publish), `bus` and `state` (I/O seams), `api`
 //! (HTTP), `dlq`, `telemetry`, and `app`, the composition root.
 
-pub mod adapter;
+pub use shenguan_core::{adapter, deadline, golden, mask, pipeline, route, schema};
+
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod bus;
+pub mod cmd;
 pub mod config;
-pub mod deadline;
+pub mod db;
 pub mod deliver;
 pub mod demo;
 pub mod dlq;
-pub mod golden;
 pub mod ingest;
 pub mod ledger;
-pub mod mask;
-pub mod pipeline;
-pub mod route;
-pub mod schema;
 pub mod soak;
 pub mod source;
 pub mod state;

@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use shenguan::app;
 use shenguan::config::{Overrides, Settings};
+use shenguan::{app, cmd};
 
 #[derive(Parser)]
 #[command(
@@ -283,29 +283,29 @@ fn main() -> ExitCode {
             Command::Adapters {
                 command: AdaptersCommand::New { name, system, kind, format },
             } => {
-                let path = app::adapters_new(&settings, &name, &system, &kind, &format)?;
+                let path = cmd::adapters::adapters_new(&settings, &name, &system, &kind, &format)?;
                 println!("{}", path.display());
                 eprintln!("Fill in the `from:` paths, put raw examples into the fixture folder, then run `shenguan adapters test`.");
                 Ok(true)
             }
             Command::Adapters {
                 command: AdaptersCommand::Lint { paths },
-            } => app::adapters_lint(&settings, &paths),
+            } => cmd::adapters::adapters_lint(&settings, &paths),
             Command::Adapters {
                 command: AdaptersCommand::Test { paths, update },
-            } => app::adapters_test(&settings, &paths, update),
+            } => cmd::adapters::adapters_test(&settings, &paths, update),
             Command::Dlq {
                 command: DlqCommand::List { adapter, format },
-            } => app::dlq_list(&settings, adapter.as_deref(), format == "json")
+            } => cmd::dlq::dlq_list(&settings, adapter.as_deref(), format == "json")
                 .await
                 .map(|_| true),
             Command::Dlq {
                 command: DlqCommand::Replay { ids, adapter, all },
-            } => app::dlq_replay(&settings, &ids, adapter.as_deref(), all).await,
+            } => cmd::dlq::dlq_replay(&settings, &ids, adapter.as_deref(), all).await,
             Command::Token {
                 command: TokenCommand::Issue { role, subject },
             } => {
-                let token = app::token_issue(&settings, &role, &subject).await?;
+                let token = cmd::token::token_issue(&settings, &role, &subject).await?;
                 println!("{token}");
                 eprintln!("Store this token now: it is shown once; only its hash is kept.");
                 Ok(true)
@@ -351,19 +351,19 @@ fn main() -> ExitCode {
                 shenguan::soak::run(settings, shenguan::soak::SoakOptions { minutes, rate }).await
             }
             Command::Report { month, format } => {
-                print!("{}", app::report(&settings, &month, &format).await?);
+                print!("{}", cmd::report::report(&settings, &month, &format).await?);
                 Ok(true)
             }
             Command::Calendar {
                 command: CalendarCommand::Add { date, n },
             } => {
-                println!("{}", app::calendar_add(&settings, &date, n)?);
+                println!("{}", cmd::calendar::calendar_add(&settings, &date, n)?);
                 Ok(true)
             }
             Command::Ledger {
                 command: LedgerCommand::Rebuild,
             } => {
-                let n = app::ledger_rebuild(&settings).await?;
+                let n = cmd::ledger::ledger_rebuild(&settings).await?;
                 eprintln!("ledger rebuilt from {n} messages");
                 Ok(true)
             }
@@ -379,14 +379,14 @@ fn main() -> ExitCode {
             } => {
                 let body =
                     shenguan::api::flows::LiaisonBody::new(officer, phone, leader, email);
-                app::liaison_set(&settings, &department, body).await?;
+                cmd::liaison::liaison_set(&settings, &department, body).await?;
                 eprintln!("liaison officer of {department} set");
                 Ok(true)
             }
             Command::Liaison {
                 command: LiaisonCommand::List,
             } => {
-                print!("{}", app::liaison_list(&settings).await?);
+                print!("{}", cmd::liaison::liaison_list(&settings).await?);
                 Ok(true)
             }
             Command::Token { command: TokenCommand::List } => {

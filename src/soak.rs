@@ -99,13 +99,13 @@ pub async fn run(settings: Settings, options: SoakOptions) -> anyhow::Result<boo
     s.bus.url = "embedded".into();
     s.ledger.url = None;
     let catalog = crate::app::load_all(&s)?.catalog;
-    let adapter = crate::app::token_issue(&s, "adapter", "nx-zwfw-approval").await?;
-    let admin = crate::app::token_issue(&s, "admin", "").await?;
+    let adapter = crate::cmd::token::token_issue(&s, "adapter", "nx-zwfw-approval").await?;
+    let admin = crate::cmd::token::token_issue(&s, "admin", "").await?;
     let mut departments = HashMap::new();
     for d in &catalog.departments {
         departments.insert(
             d.code.clone(),
-            crate::app::token_issue(&s, "department", &d.code).await?,
+            crate::cmd::token::token_issue(&s, "department", &d.code).await?,
         );
     }
     let mut gw = start(&data_dir)?;

@@ -33,7 +33,7 @@ pub struct EmbeddedBus {
     writer: Mutex<Option<mpsc::Sender<Pending>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     notify: Arc<Notify>,
-    _checkpointer: crate::state::Checkpointer,
+    _checkpointer: crate::db::Checkpointer,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -84,7 +84,7 @@ impl EmbeddedBus {
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             notify,
-            _checkpointer: crate::state::Checkpointer::start(path)
+            _checkpointer: crate::db::Checkpointer::start(path)
                 .map_err(|e| BusError::Fatal(format!("{}: {e}", path.display())))?,
         })
     }

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use serde_json::Value;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::projector::Shared;
 use super::store::{Batch, DigestRow, GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
@@ -24,8 +24,8 @@ use super::{
 };
 use crate::adapter::convert::shanghai;
 use crate::bus::Positions;
+use crate::db::{chain, pg_pool, redact};
 use crate::schema::RecordKind;
-use crate::state::{AuditEntry, Seen, StateError, StateStore, TokenInfo, TokenRow};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_records (
@@ -61,52 +61,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE TABLE IF NOT EXISTS alert_outbox (
     id TEXT PRIMARY KEY, record_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
     claimed_by TEXT, claimed_until TIMESTAMPTZ);
-CREATE TABLE IF NOT EXISTS ingest_seen (
-    adapter TEXT NOT NULL, business_key TEXT NOT NULL, content_hash TEXT NOT NULL, record_id TEXT NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (adapter, business_key));
-CREATE TABLE IF NOT EXISTS auth_tokens (
-    id TEXT PRIMARY KEY, role TEXT NOT NULL, subject TEXT NOT NULL, sha256 BYTEA NOT NULL UNIQUE,
-    created_at TIMESTAMPTZ NOT NULL, revoked_at TIMESTAMPTZ);
-CREATE TABLE IF NOT EXISTS dlq_replays (dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS source_checkpoints (source TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS liaisons (department TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    target TEXT NOT NULL, detail JSONB NOT NULL);
 ";
-
-/// Opens a connection pool and creates the tables (under an advisory lock, so instances
-/// starting together do not race).
-async fn pool(url: &str) -> Result<Pool, String> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| format!("bad PostgreSQL URL: {e}"))?;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(8)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| format!("cannot connect: {}", chain(&e)))?;
-    let tx = client.transaction().await.map_err(|e| chain(&e))?;
-    tx.execute("SELECT pg_advisory_xact_lock(7368656775)", &[])
-        .await
-        .map_err(|e| chain(&e))?;
-    tx.batch_execute(SCHEMA).await.map_err(|e| chain(&e))?;
-    tx.batch_execute(&due_indexes())
-        .await
-        .map_err(|e| chain(&e))?;
-    tx.commit().await.map_err(|e| chain(&e))?;
-    Ok(pool)
-}
 
 /// The tracker's covering indexes, replacing the narrower ones of earlier versions (building
 /// them over an existing ledger takes about 25 s per 10 million open entries, once).
@@ -121,31 +76,6 @@ fn due_indexes() -> String {
         );
     }
     sql
-}
-
-fn redact(url: &str) -> String {
-    // postgres://user:password@host/db → postgres://user@host/db
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// An error with its causes: tokio-postgres says only "db error" and keeps the server's message
-/// in the source.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }
 
 fn local(t: DateTime<Utc>) -> DateTime<FixedOffset> {
@@ -264,10 +194,12 @@ impl PgLedger {
     }
 
     pub async fn connect(url: &str) -> Result<PgLedger, LedgerError> {
-        let pool = pool(url).await.map_err(|message| LedgerError {
-            path: redact(url),
-            message,
-        })?;
+        let pool = pg_pool(url, &format!("{SCHEMA}{}", due_indexes()))
+            .await
+            .map_err(|message| LedgerError {
+                path: redact(url),
+                message,
+            })?;
         Ok(PgLedger {
             url: redact(url),
             pool,
@@ -1039,257 +971,6 @@ impl LedgerStore for PgLedger {
             "INSERT INTO deliveries (record_id, department, attempts, status) VALUES ($1, $2, $3, $4)
              ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status, next_attempt_at = NULL",
             &[&record_id, &department, &attempts, &status],
-        )
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-}
-
-/// The gateway state (de-duplication, tokens, DLQ replays) in PostgreSQL.
-pub struct PgState {
-    url: String,
-    pool: Pool,
-}
-
-impl PgState {
-    pub async fn connect(url: &str) -> Result<PgState, StateError> {
-        let pool = pool(url).await.map_err(|message| StateError {
-            path: redact(url),
-            message,
-        })?;
-        Ok(PgState {
-            url: redact(url),
-            pool,
-        })
-    }
-
-    fn err<E: std::error::Error>(&self, e: E) -> StateError {
-        StateError {
-            path: self.url.clone(),
-            message: chain(&e),
-        }
-    }
-
-    async fn client(&self) -> Result<deadpool_postgres::Object, StateError> {
-        self.pool.get().await.map_err(|e| self.err(e))
-    }
-}
-
-#[async_trait]
-impl StateStore for PgState {
-    async fn last_hashes(
-        &self,
-        adapter: &str,
-        keys: Vec<String>,
-    ) -> Result<Vec<Option<String>>, StateError> {
-        let c = self.client().await?;
-        let rows = c
-            .query("SELECT business_key, content_hash FROM ingest_seen WHERE adapter = $1 AND business_key = ANY($2)", &[&adapter, &keys])
-            .await
-            .map_err(|e| self.err(e))?;
-        let found: std::collections::HashMap<String, String> =
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
-    }
-
-    async fn remember(&self, seen: Vec<Seen>) -> Result<(), StateError> {
-        if seen.is_empty() {
-            return Ok(());
-        }
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.err(e))?;
-        let now = Utc::now();
-        for s in &seen {
-            tx.execute(
-                "INSERT INTO ingest_seen (adapter, business_key, content_hash, record_id, updated_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (adapter, business_key) DO UPDATE SET content_hash = excluded.content_hash, updated_at = excluded.updated_at",
-                &[&s.adapter, &s.business_key, &s.content_hash, &s.record_id, &now],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))
-    }
-
-    async fn tokens(&self) -> Result<Vec<TokenRow>, StateError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT id, role, subject, sha256 FROM auth_tokens WHERE revoked_at IS NULL",
-                &[],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let hash: Vec<u8> = r.get(3);
-                let mut sha256 = [0u8; 32];
-                if hash.len() == 32 {
-                    sha256.copy_from_slice(&hash);
-                }
-                TokenRow {
-                    id: r.get(0),
-                    role: r.get(1),
-                    subject: r.get(2),
-                    sha256,
-                }
-            })
-            .collect())
-    }
-
-    async fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        target: &str,
-        detail: Value,
-    ) -> Result<(), StateError> {
-        let c = self.client().await?;
-        c.execute(
-            "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (now(), $1, $2, $3, $4)",
-            &[&actor, &action, &target, &detail],
-        )
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StateError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(&format!("SELECT at, actor, action, target, detail FROM audit_log ORDER BY seq DESC LIMIT {limit}"), &[])
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                at: r.get::<_, DateTime<Utc>>(0).to_rfc3339(),
-                actor: r.get(1),
-                action: r.get(2),
-                target: r.get(3),
-                detail: r.get(4),
-            })
-            .collect())
-    }
-
-    async fn token_list(&self) -> Result<Vec<TokenInfo>, StateError> {
-        let c = self.client().await?;
-        let rows = c
-            .query("SELECT id, role, subject, created_at, revoked_at FROM auth_tokens ORDER BY created_at", &[])
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(rows
-            .iter()
-            .map(|r| TokenInfo {
-                id: r.get(0),
-                role: r.get(1),
-                subject: r.get(2),
-                created_at: r.get::<_, DateTime<Utc>>(3).to_rfc3339(),
-                revoked_at: r.get::<_, Option<DateTime<Utc>>>(4).map(|t| t.to_rfc3339()),
-            })
-            .collect())
-    }
-
-    async fn revoke_token(&self, id: &str) -> Result<bool, StateError> {
-        let c = self.client().await?;
-        let n = c
-            .execute(
-                "UPDATE auth_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-                &[&id],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(n == 1)
-    }
-
-    async fn add_token(&self, row: TokenRow) -> Result<(), StateError> {
-        let c = self.client().await?;
-        c.execute(
-            "INSERT INTO auth_tokens (id, role, subject, sha256, created_at) VALUES ($1, $2, $3, $4, now())",
-            &[&row.id, &row.role, &row.subject, &row.sha256.to_vec()],
-        )
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError> {
-        let c = self.client().await?;
-        let rows = c
-            .query("SELECT dlq_id FROM dlq_replays", &[])
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    async fn mark_replayed(&self, entries: Vec<(String, String)>) -> Result<(), StateError> {
-        let c = self.client().await?;
-        for (id, outcome) in entries {
-            c.execute(
-                "INSERT INTO dlq_replays (dlq_id, outcome, replayed_at) VALUES ($1, $2, now())
-                 ON CONFLICT (dlq_id) DO UPDATE SET outcome = excluded.outcome, replayed_at = excluded.replayed_at",
-                &[&id, &outcome],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        }
-        Ok(())
-    }
-
-    async fn checkpoint(&self, source: &str) -> Result<Option<String>, StateError> {
-        let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT value FROM source_checkpoints WHERE source = $1",
-                &[&source],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
-    async fn save_checkpoint(&self, source: &str, value: String) -> Result<(), StateError> {
-        let c = self.client().await?;
-        c.execute(
-            "INSERT INTO source_checkpoints (source, value, updated_at) VALUES ($1, $2, now())
-             ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            &[&source, &value],
-        )
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    async fn liaisons(&self) -> Result<Vec<(String, serde_json::Value)>, StateError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT department, value FROM liaisons ORDER BY department",
-                &[],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let value: String = r.get(1);
-                (r.get(0), serde_json::from_str(&value).unwrap_or_default())
-            })
-            .collect())
-    }
-
-    async fn set_liaison(
-        &self,
-        department: &str,
-        value: serde_json::Value,
-    ) -> Result<(), StateError> {
-        let c = self.client().await?;
-        c.execute(
-            "INSERT INTO liaisons (department, value, updated_at) VALUES ($1, $2, now())
-             ON CONFLICT (department) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            &[&department, &value.to_string()],
         )
         .await
         .map_err(|e| self.err(e))?;

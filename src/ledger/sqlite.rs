@@ -29,7 +29,7 @@ pub struct SqliteLedger {
     /// scans, reports): in WAL mode it reads the last commit while a write is in progress, so a
     /// department's inbox does not wait for the projector's next batch.
     reader: Arc<Mutex<Connection>>,
-    _checkpointer: crate::state::Checkpointer,
+    _checkpointer: crate::db::Checkpointer,
 }
 
 const SCHEMA: &str = "
@@ -409,7 +409,7 @@ impl SqliteLedger {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let conn = crate::state::sqlite_connect(path).map_err(|e| err(&e))?;
+        let conn = crate::db::sqlite_connect(path).map_err(|e| err(&e))?;
         // The ledger is a projection of the bus: its read positions commit in the same
         // transaction as what they applied. A commit that power loss takes back takes its
         // positions with it, and the projector applies those messages again; so a commit does
@@ -422,7 +422,7 @@ impl SqliteLedger {
         // tracker's scan reads its covering index once the ledger has grown.
         conn.execute_batch("PRAGMA optimize=0x10002")
             .map_err(|e| err(&e))?;
-        let reader = crate::state::sqlite_connect(path).map_err(|e| err(&e))?;
+        let reader = crate::db::sqlite_connect(path).map_err(|e| err(&e))?;
         reader
             .pragma_update(None, "query_only", true)
             .map_err(|e| err(&e))?;
@@ -430,7 +430,7 @@ impl SqliteLedger {
             path: path.to_path_buf(),
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
-            _checkpointer: crate::state::Checkpointer::start(path).map_err(|e| err(&e))?,
+            _checkpointer: crate::db::Checkpointer::start(path).map_err(|e| err(&e))?,
         })
     }
 

@@ -99,37 +99,40 @@ const COMMON: &str = "common.v1";
 const BUILTIN: &[(&str, &str)] = &[
     (
         "common.v1",
-        include_str!("../../schemas/common.v1.schema.json"),
+        include_str!("../../../../schemas/common.v1.schema.json"),
     ),
     (
         "cloudevent.v1",
-        include_str!("../../schemas/cloudevent.v1.schema.json"),
+        include_str!("../../../../schemas/cloudevent.v1.schema.json"),
     ),
     (
         "approval.v1",
-        include_str!("../../schemas/approval.v1.schema.json"),
+        include_str!("../../../../schemas/approval.v1.schema.json"),
     ),
     (
         "supervision.v1",
-        include_str!("../../schemas/supervision.v1.schema.json"),
+        include_str!("../../../../schemas/supervision.v1.schema.json"),
     ),
     (
         "notice.v1",
-        include_str!("../../schemas/notice.v1.schema.json"),
+        include_str!("../../../../schemas/notice.v1.schema.json"),
     ),
     (
         "claim.v1",
-        include_str!("../../schemas/claim.v1.schema.json"),
+        include_str!("../../../../schemas/claim.v1.schema.json"),
     ),
     (
         "feedback.v1",
-        include_str!("../../schemas/feedback.v1.schema.json"),
+        include_str!("../../../../schemas/feedback.v1.schema.json"),
     ),
     (
         "alert.v1",
-        include_str!("../../schemas/alert.v1.schema.json"),
+        include_str!("../../../../schemas/alert.v1.schema.json"),
     ),
-    ("dlq.v1", include_str!("../../schemas/dlq.v1.schema.json")),
+    (
+        "dlq.v1",
+        include_str!("../../../../schemas/dlq.v1.schema.json"),
+    ),
 ];
 
 /// A problem with a schema file, reported at start-up.

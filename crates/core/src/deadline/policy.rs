@@ -24,11 +24,11 @@ use super::calendar::{line_of, Calendar, MissingYear};
 const BUILTIN: &[(&str, &str)] = &[
     (
         "policies/yuanqu-2022.toml",
-        include_str!("../../policies/yuanqu-2022.toml"),
+        include_str!("../../../../policies/yuanqu-2022.toml"),
     ),
     (
         "policies/jining-2022.toml",
-        include_str!("../../policies/jining-2022.toml"),
+        include_str!("../../../../policies/jining-2022.toml"),
     ),
 ];
 
@@ -663,7 +663,7 @@ citation = "三（二）2"
         let file = dir.write("zichuan-2019.toml", SITE_PROFILE);
         dir.write(
             "jining-2022.toml",
-            &include_str!("../../policies/jining-2022.toml")
+            &include_str!("../../../../policies/jining-2022.toml")
                 .replace("within_working_days = 3", "within_working_days = 2"),
         );
         dir.write("notes.md", "ignored");

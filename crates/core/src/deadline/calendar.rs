@@ -25,51 +25,51 @@ use crate::adapter::convert::shanghai;
 const BUILTIN: &[(&str, &str)] = &[
     (
         "calendar/2015.toml",
-        include_str!("../../calendar/2015.toml"),
+        include_str!("../../../../calendar/2015.toml"),
     ),
     (
         "calendar/2016.toml",
-        include_str!("../../calendar/2016.toml"),
+        include_str!("../../../../calendar/2016.toml"),
     ),
     (
         "calendar/2017.toml",
-        include_str!("../../calendar/2017.toml"),
+        include_str!("../../../../calendar/2017.toml"),
     ),
     (
         "calendar/2018.toml",
-        include_str!("../../calendar/2018.toml"),
+        include_str!("../../../../calendar/2018.toml"),
     ),
     (
         "calendar/2019.toml",
-        include_str!("../../calendar/2019.toml"),
+        include_str!("../../../../calendar/2019.toml"),
     ),
     (
         "calendar/2020.toml",
-        include_str!("../../calendar/2020.toml"),
+        include_str!("../../../../calendar/2020.toml"),
     ),
     (
         "calendar/2021.toml",
-        include_str!("../../calendar/2021.toml"),
+        include_str!("../../../../calendar/2021.toml"),
     ),
     (
         "calendar/2022.toml",
-        include_str!("../../calendar/2022.toml"),
+        include_str!("../../../../calendar/2022.toml"),
     ),
     (
         "calendar/2023.toml",
-        include_str!("../../calendar/2023.toml"),
+        include_str!("../../../../calendar/2023.toml"),
     ),
     (
         "calendar/2024.toml",
-        include_str!("../../calendar/2024.toml"),
+        include_str!("../../../../calendar/2024.toml"),
     ),
     (
         "calendar/2025.toml",
-        include_str!("../../calendar/2025.toml"),
+        include_str!("../../../../calendar/2025.toml"),
     ),
     (
         "calendar/2026.toml",
-        include_str!("../../calendar/2026.toml"),
+        include_str!("../../../../calendar/2026.toml"),
     ),
 ];
 
@@ -1218,7 +1218,7 @@ work = [
     /// `calendar/source/`), row for row.
     #[test]
     fn embedded_data_equals_the_source_table() {
-        let text = include_str!("../../calendar/source/cn-holidays.tsv");
+        let text = include_str!("../../../../calendar/source/cn-holidays.tsv");
         let calendar = Calendar::builtin();
         let mut expected: BTreeMap<NaiveDate, Listed> = BTreeMap::new();
         for line in text
