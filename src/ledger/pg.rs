@@ -17,7 +17,10 @@ use serde_json::Value;
 use tokio_postgres::Row;
 
 use super::projector::Shared;
-use super::store::{Batch, DigestRow, GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
+use super::store::{
+    decode_cursor, encode_cursor, Batch, DigestRow, GaugeRow, InboxOrder, InboxPage, InboxQuery,
+    InboxStatus, LedgerError, LedgerStore, OutboxRow, RecordView,
+};
 use super::{
     Alert, AlertLevel, Changes, DueEntry, Entry, EntryState, HistoryRow, Loaded, RecordRow,
     DUE_INDEXES, DUE_SCAN, SUPERSEDED_INDEXES,
@@ -62,6 +65,15 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
     id TEXT PRIMARY KEY, record_id TEXT NOT NULL, payload TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL,
     claimed_by TEXT, claimed_until TIMESTAMPTZ);
 ";
+
+/// `table.column, …` for a column list.
+fn prefix(columns: &str, table: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The tracker's covering indexes, replacing the narrower ones of earlier versions (building
 /// them over an existing ledger takes about 25 s per 10 million open entries, once).
@@ -584,6 +596,111 @@ impl LedgerStore for PgLedger {
             .iter()
             .map(|r| (entry_from(r, 0), record_from(r, ENTRY_WIDTH)))
             .collect())
+    }
+
+    async fn inbox_page(
+        &self,
+        department: &str,
+        query: &InboxQuery,
+        now: DateTime<FixedOffset>,
+    ) -> Result<InboxPage, LedgerError> {
+        use tokio_postgres::types::ToSql;
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(department.to_string())];
+        let mut filter = String::new();
+        match query.status {
+            Some(InboxStatus::Unclaimed) => filter += " AND e.state IN ('pushed', 'delivered')",
+            Some(InboxStatus::Claimed) => {
+                filter += " AND e.state IN ('claimed', 'feedback', 'closed')"
+            }
+            Some(InboxStatus::Returned) => filter += " AND e.state = 'returned'",
+            Some(InboxStatus::Overdue) => {
+                params.push(Box::new(now));
+                filter += &format!(
+                    " AND e.state IN ('pushed', 'delivered') AND e.claim_due_at < ${}",
+                    params.len()
+                );
+            }
+            None => {}
+        }
+        if let Some(term) = query.search.as_deref().filter(|t| !t.trim().is_empty()) {
+            params.push(Box::new(super::sqlite::like_pattern(term.trim())));
+            let n = params.len();
+            filter += &format!(
+                " AND (e.record_id ILIKE ${n} OR r.data->>'case_no' ILIKE ${n} OR r.data->'item'->>'name' ILIKE ${n}
+                   OR r.data->'counterpart'->>'name' ILIKE ${n} OR r.data->>'title' ILIKE ${n})"
+            );
+        }
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id WHERE e.department = $1{filter}"
+        );
+        let (key, dir, cmp) = match query.order {
+            InboxOrder::Newest => ("e.pushed_at".to_string(), "DESC", "<"),
+            InboxOrder::Urgency => (
+                "COALESCE(CASE WHEN e.state IN ('pushed', 'delivered') THEN e.claim_due_at WHEN e.state IN ('claimed', 'feedback') THEN e.feedback_due_at END, '9999-12-31T00:00:00Z'::timestamptz)".to_string(),
+                "ASC",
+                ">",
+            ),
+        };
+        let c = self.client().await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let total: i64 = c
+            .query_one(&count_sql, &refs)
+            .await
+            .map_err(|e| self.err(e))?
+            .try_get(0)
+            .map_err(|e| self.err(e))?;
+        let mut page_filter = filter;
+        if let Some(cursor) = &query.cursor {
+            let bad = |message: String| LedgerError {
+                path: self.url.clone(),
+                message,
+            };
+            let (k, id) = decode_cursor(cursor).map_err(bad)?;
+            let k = DateTime::parse_from_rfc3339(&k)
+                .map_err(|_| bad(format!("cursor '{cursor}' is damaged")))?;
+            params.push(Box::new(k));
+            params.push(Box::new(id));
+            let (a, b) = (params.len() - 1, params.len());
+            page_filter +=
+                &format!(" AND ({key} {cmp} ${a} OR ({key} = ${a} AND e.record_id {cmp} ${b}))");
+        }
+        let limit = query.limit.max(1);
+        let sql = format!(
+            "SELECT {}, {}, {key} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
+             WHERE e.department = $1{page_filter} ORDER BY {key} {dir}, e.record_id {dir} LIMIT {}",
+            prefix(ENTRY_COLUMNS, "e"),
+            prefix(RECORD_COLUMNS, "r"),
+            limit + 1
+        );
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let found = c.query(&sql, &refs).await.map_err(|e| self.err(e))?;
+        let mut rows = Vec::new();
+        let mut keys = Vec::new();
+        for r in &found {
+            rows.push((entry_from(r, 0), record_from(r, ENTRY_WIDTH)));
+            let k: DateTime<Utc> = r.try_get(ENTRY_WIDTH + 13).map_err(|e| self.err(e))?;
+            keys.push(k);
+        }
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            Some(encode_cursor(
+                &local(keys[limit - 1]).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                &rows[limit - 1].0.record_id,
+            ))
+        } else {
+            None
+        };
+        Ok(InboxPage {
+            rows,
+            total: total as u64,
+            next,
+        })
     }
 
     async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError> {

@@ -11,7 +11,10 @@ use chrono::{DateTime, FixedOffset};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
-use super::store::{Batch, DigestRow, GaugeRow, LedgerError, LedgerStore, OutboxRow, RecordView};
+use super::store::{
+    decode_cursor, encode_cursor, Batch, DigestRow, GaugeRow, InboxOrder, InboxPage, InboxQuery,
+    InboxStatus, LedgerError, LedgerStore, OutboxRow, RecordView,
+};
 use super::{
     AlertLevel, Changes, DueEntry, Entry, EntryState, HistoryRow, Loaded, RecordRow, DUE_INDEXES,
     DUE_SCAN, SUPERSEDED_INDEXES,
@@ -355,6 +358,19 @@ fn queue_alert(tx: &Transaction, a: &super::Alert) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A `LIKE` pattern matching `term` anywhere, with `%`, `_` and `\` in it taken literally.
+pub fn like_pattern(term: &str) -> String {
+    let mut p = String::from("%");
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 /// `table.column, …` for a column list.
 fn prefixed(columns: &str, table: &str) -> String {
     columns
@@ -577,6 +593,99 @@ impl LedgerStore for SqliteLedger {
                 stmt.query_map(params![department], map)?
             };
             rows.collect()
+        })
+        .await
+    }
+
+    async fn inbox_page(
+        &self,
+        department: &str,
+        query: &InboxQuery,
+        now: DateTime<FixedOffset>,
+    ) -> Result<InboxPage, LedgerError> {
+        let mut params: Vec<String> = vec![department.to_string()];
+        let mut filter = String::new();
+        match query.status {
+            Some(InboxStatus::Unclaimed) => filter += " AND e.state IN ('pushed', 'delivered')",
+            Some(InboxStatus::Claimed) => {
+                filter += " AND e.state IN ('claimed', 'feedback', 'closed')"
+            }
+            Some(InboxStatus::Returned) => filter += " AND e.state = 'returned'",
+            Some(InboxStatus::Overdue) => {
+                params.push(ts(now));
+                filter += &format!(
+                    " AND e.state IN ('pushed', 'delivered') AND e.claim_due_at < ?{}",
+                    params.len()
+                );
+            }
+            None => {}
+        }
+        if let Some(term) = query.search.as_deref().filter(|t| !t.trim().is_empty()) {
+            params.push(like_pattern(term.trim()));
+            let n = params.len();
+            filter += &format!(
+                " AND (e.record_id LIKE ?{n} ESCAPE '\\' OR json_extract(r.data, '$.case_no') LIKE ?{n} ESCAPE '\\'
+                   OR json_extract(r.data, '$.item.name') LIKE ?{n} ESCAPE '\\'
+                   OR json_extract(r.data, '$.counterpart.name') LIKE ?{n} ESCAPE '\\'
+                   OR json_extract(r.data, '$.title') LIKE ?{n} ESCAPE '\\')"
+            );
+        }
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id WHERE e.department = ?1{filter}"
+        );
+        let (key, dir, cmp) = match query.order {
+            InboxOrder::Newest => ("e.pushed_at".to_string(), "DESC", "<"),
+            InboxOrder::Urgency => (
+                "COALESCE(CASE WHEN e.state IN ('pushed', 'delivered') THEN e.claim_due_at WHEN e.state IN ('claimed', 'feedback') THEN e.feedback_due_at END, '9999')".to_string(),
+                "ASC",
+                ">",
+            ),
+        };
+        let mut page_filter = filter.clone();
+        let mut page_params = params.clone();
+        if let Some(cursor) = &query.cursor {
+            let (k, id) = decode_cursor(cursor).map_err(|message| LedgerError {
+                path: self.path.display().to_string(),
+                message,
+            })?;
+            page_params.push(k);
+            page_params.push(id);
+            let (a, b) = (page_params.len() - 1, page_params.len());
+            page_filter +=
+                &format!(" AND ({key} {cmp} ?{a} OR ({key} = ?{a} AND e.record_id {cmp} ?{b}))");
+        }
+        let limit = query.limit.max(1);
+        let sql = format!(
+            "SELECT {}, {}, {key} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
+             WHERE e.department = ?1{page_filter} ORDER BY {key} {dir}, e.record_id {dir} LIMIT {}",
+            prefixed(ENTRY_COLUMNS, "e"),
+            prefixed(RECORD_COLUMNS, "r"),
+            limit + 1
+        );
+        self.read(move |conn| {
+            let total: i64 = conn
+                .prepare_cached(&count_sql)?
+                .query_row(rusqlite::params_from_iter(params.iter()), |r| r.get(0))?;
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = Vec::new();
+            let mut keys = Vec::new();
+            let mut q = stmt.query(rusqlite::params_from_iter(page_params.iter()))?;
+            while let Some(r) = q.next()? {
+                rows.push((entry_from(r)?, record_at(r, ENTRY_WIDTH)?));
+                keys.push(r.get::<_, String>(ENTRY_WIDTH + 13)?);
+            }
+            let next = if rows.len() > limit {
+                rows.truncate(limit);
+                let last = &rows[limit - 1].0;
+                Some(encode_cursor(&keys[limit - 1], &last.record_id))
+            } else {
+                None
+            };
+            Ok(InboxPage {
+                rows,
+                total: total as u64,
+                next,
+            })
         })
         .await
     }

@@ -42,6 +42,71 @@ pub struct DigestRow {
     /// Inquiries not answered yet.
     pub open_inquiries: i64,
 }
+/// Which of a department's entries an inbox page lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxStatus {
+    /// Waiting for the department to claim (待认领).
+    Unclaimed,
+    /// Claimed, with or without feedback since, or closed (已认领).
+    Claimed,
+    /// Unclaimed and past the claim deadline at `now` (已逾期).
+    Overdue,
+    /// Given back as 非本部门 (已退回).
+    Returned,
+}
+
+/// The order of an inbox page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxOrder {
+    /// Most recently pushed first.
+    #[default]
+    Newest,
+    /// Soonest deadline of the open obligation first (a claim while unclaimed, the follow-up
+    /// after); entries with nothing due come last.
+    Urgency,
+}
+
+/// One page of a department's inbox.
+#[derive(Debug, Clone, Default)]
+pub struct InboxQuery {
+    pub status: Option<InboxStatus>,
+    /// A part of the record id, the 办件编号 (`case_no`), the 事项名称 or the 相对人 name.
+    pub search: Option<String>,
+    pub order: InboxOrder,
+    /// The `next` of the previous page; `None` for the first.
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+/// A page of the inbox: the rows, how many rows the whole filter matches, and the cursor of the
+/// next page (`None` on the last).
+#[derive(Debug, Clone, Default)]
+pub struct InboxPage {
+    pub rows: Vec<(Entry, RecordRow)>,
+    pub total: u64,
+    pub next: Option<String>,
+}
+
+/// An inbox cursor: the sort key and record id of the last row of a page, opaque to clients.
+pub fn encode_cursor(key: &str, record_id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{key}\n{record_id}"))
+}
+
+/// The (sort key, record id) of a cursor, or why it is not one.
+pub fn decode_cursor(cursor: &str) -> Result<(String, String), String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| format!("cursor '{cursor}' is not one this gateway gave out"))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("cursor '{cursor}' is damaged"))?;
+    text.split_once('\n')
+        .map(|(k, r)| (k.to_string(), r.to_string()))
+        .ok_or_else(|| format!("cursor '{cursor}' is damaged"))
+}
+
 /// An outbox alert: (alert id, record id, CloudEvent payload).
 pub type OutboxRow = (String, String, Vec<u8>);
 
@@ -87,6 +152,14 @@ pub trait LedgerStore: Send + Sync + 'static {
         now: DateTime<FixedOffset>,
         limit: usize,
     ) -> Result<Vec<(Entry, RecordRow)>, LedgerError>;
+    /// One page of a department's entries with their records, filtered, searched and ordered as
+    /// `query` says, with the total the filter matches. A bad cursor is an error naming it.
+    async fn inbox_page(
+        &self,
+        department: &str,
+        query: &InboxQuery,
+        now: DateTime<FixedOffset>,
+    ) -> Result<InboxPage, LedgerError>;
     /// Records waiting in the unrouted queue.
     async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError>;
     /// Entries whose open obligation (claim, or the follow-up after it) is due before `before`
