@@ -108,12 +108,21 @@ pub async fn inbox(
     }
     let now = state.clock.now();
     let limit = q.limit.unwrap_or(500).min(5000);
-    let rows = state
+    let query = crate::ledger::store::InboxQuery {
+        status: q
+            .status
+            .as_deref()
+            .and_then(|s| serde_json::from_value(json!(s)).ok()),
+        limit,
+        ..Default::default()
+    };
+    let page = state
         .ledger
-        .inbox(department, q.status.as_deref(), now, limit)
+        .inbox_page(department, &query, now)
         .await
         .map_err(ledger_unavailable)?;
-    let records: Vec<Value> = rows
+    let records: Vec<Value> = page
+        .rows
         .iter()
         .map(|(e, r)| {
             let mut v = record_json(r);
