@@ -309,7 +309,7 @@ pub async fn claim(
         }
         _ => {}
     }
-    let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": rfc3339(state.clock.now()), "channel": "rest"});
+    let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
         data["actor"] = json!(a);
     }
@@ -357,7 +357,7 @@ pub async fn give_back(
             format!("record {id} is {}", entry.state.as_str()),
         ));
     }
-    let mut data = json!({"record_id": id, "department": department, "action": "return", "reason": reason, "at": rfc3339(state.clock.now()), "channel": "rest"});
+    let mut data = json!({"record_id": id, "department": department, "action": "return", "reason": reason, "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
         data["actor"] = json!(a);
     }
@@ -435,7 +435,7 @@ pub async fn feedback(
         "record_id": id,
         "department": department,
         "feedback_type": b.feedback_type.unwrap_or_default(),
-        "at": rfc3339(state.clock.now()),
+        "at": crate::ledger::event_time(state.clock.now()),
     });
     for (k, v) in [
         ("content", b.content),
@@ -587,7 +587,7 @@ pub async fn route(
     }
     let mut all_applied = true;
     for d in &b.departments {
-        let mut data = json!({"record_id": id, "department": d, "action": "route", "at": rfc3339(state.clock.now()), "channel": "rest"});
+        let mut data = json!({"record_id": id, "department": d, "action": "route", "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
         if let Some(a) = &b.actor {
             data["actor"] = json!(a);
         }

@@ -592,6 +592,7 @@ fn stored_event_from(row: &Row) -> Result<StoredEvent, DbError> {
         ord: EventOrd {
             at_ms: row.int("at_ms")?,
             rank: u8::try_from(rank).map_err(|_| row.bad("rank", format!("{rank}")))?,
+            pos: row.int("pos")?,
             event_id: row.text("event_id")?,
         },
         kind: row.parse("kind")?,
@@ -765,7 +766,7 @@ impl LedgerPort for SqlPort<'_> {
             .ex
             .query(
                 &format!(
-                    "SELECT record_id, event_id, at_ms, rank, kind FROM ledger_events WHERE record_id {}",
+                    "SELECT record_id, event_id, at_ms, rank, pos, kind FROM ledger_events WHERE record_id {}",
                     d.in_list("$1")
                 ),
                 vec![json_list(&record_ids)],
@@ -777,6 +778,7 @@ impl LedgerPort for SqlPort<'_> {
             let ord = EventOrd {
                 at_ms: row.int("at_ms")?,
                 rank: u8::try_from(rank).map_err(|_| row.bad("rank", format!("{rank}")))?,
+                pos: row.int("pos")?,
                 event_id: row.text("event_id")?,
             };
             let kind: RecordKind = row.parse("kind")?;
@@ -801,7 +803,7 @@ impl LedgerPort for SqlPort<'_> {
             .ex
             .query(
                 &format!(
-                    "SELECT {} FROM ledger_events WHERE record_id = $1 ORDER BY at_ms, rank, event_id",
+                    "SELECT {} FROM ledger_events WHERE record_id = $1 ORDER BY at_ms, rank, pos, event_id",
                     EVENTS.column_list()
                 ),
                 vec![record_id.into()],
@@ -1030,10 +1032,11 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
     // Links are looked up now, not kept: whichever of an approval and the supervision about
     // it arrived first, they meet here.
     let keys = record.link_keys();
+    let mut links = Vec::new();
     match record.kind {
         RecordKind::Supervision => {
             if let Some(approval) = linked_approval(ex, &keys).await? {
-                history.push(HistoryRow {
+                links.push(HistoryRow {
                     record_id: record.record_id.clone(),
                     department: None,
                     action: "linked".into(),
@@ -1062,7 +1065,7 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
                     row.opt_text("link_uscc")?,
                 );
                 if linked_approval(ex, &theirs).await?.as_deref() == Some(&id) {
-                    history.push(HistoryRow {
+                    links.push(HistoryRow {
                         record_id: id.clone(),
                         department: None,
                         action: "supervision".into(),
@@ -1077,7 +1080,14 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
         }
         _ => {}
     }
-    history.sort_by_key(|h| h.at);
+    // Each link line goes where its time falls; the stored lines keep their order.
+    for line in links {
+        let at = history
+            .iter()
+            .position(|h| h.at > line.at)
+            .unwrap_or(history.len());
+        history.insert(at, line);
+    }
     Ok(Some((record, entries, history)))
 }
 

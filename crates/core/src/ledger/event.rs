@@ -12,14 +12,15 @@ use serde_json::{Map, Value};
 
 use crate::schema::RecordKind;
 
-/// RFC 3339 with seconds (`2026-11-23T09:00:00+08:00`), as every event on the bus writes times;
-/// any RFC 3339 time is read.
+/// RFC 3339 with milliseconds (`2026-11-23T09:00:00.123+08:00`), as events write the time
+/// they happened (to the millisecond, so events of one record sort as they happened); any RFC
+/// 3339 time is read.
 pub mod rfc3339 {
     use chrono::{DateTime, FixedOffset};
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &DateTime<FixedOffset>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::super::rfc3339(*t))
+        s.serialize_str(&super::super::event_time(*t))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<FixedOffset>, D::Error> {
@@ -264,13 +265,17 @@ pub enum Event {
 }
 
 /// Where a ledger event sorts among the events of its record: business time, then the topic's
-/// rank (a record before a claim before feedback before an alert at the same instant), then the
-/// event id. A total order, so every interleaving of the topics folds the same way.
+/// rank (a record before a claim before feedback before an alert at the same instant), then its
+/// offset in its topic (a record's events of one topic share a partition: the bus's own order),
+/// then the event id. A total order that depends only on the events and where the bus keeps
+/// them, so every interleaving of the topics folds the same way.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventOrd {
     /// Milliseconds since the epoch.
     pub at_ms: i64,
     pub rank: u8,
+    /// The offset of the message in its topic partition.
+    pub pos: i64,
     pub event_id: String,
 }
 
@@ -312,7 +317,8 @@ impl Event {
         }
     }
 
-    pub fn ord(&self) -> EventOrd {
+    /// Its place among its record's events, given its offset on the bus.
+    pub fn ord(&self, pos: i64) -> EventOrd {
         let rank = match self {
             Event::Record(_) => 0,
             Event::Claim(c) if c.action == ClaimAction::Purge => 9,
@@ -323,6 +329,7 @@ impl Event {
         EventOrd {
             at_ms: self.at().timestamp_millis(),
             rank,
+            pos,
             event_id: self.event_id().to_string(),
         }
     }
@@ -488,7 +495,11 @@ mod tests {
             time: at,
             data: Value::Null,
         });
-        assert!(record.ord() < claim.ord());
-        assert!(claim.ord() < purge.ord());
+        assert!(record.ord(5) < claim.ord(0));
+        assert!(claim.ord(0) < purge.ord(0));
+        assert!(
+            claim.ord(0) < claim.ord(1),
+            "the bus's order within a topic"
+        );
     }
 }

@@ -23,9 +23,10 @@ pub struct Logged {
 }
 
 impl Logged {
-    pub fn new(event: Event) -> Logged {
+    /// An event and its offset on the bus.
+    pub fn new(event: Event, pos: i64) -> Logged {
         Logged {
-            ord: event.ord(),
+            ord: event.ord(pos),
             event,
         }
     }

@@ -411,8 +411,15 @@ pub fn alert_id(record_id: &str, department: Option<&str>, rule: &str, level: &s
     .to_string()
 }
 
+/// A time as people read it: RFC 3339 to the second.
 pub fn rfc3339(t: DateTime<FixedOffset>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+/// The time an event happened, as events carry it: RFC 3339 to the millisecond, so the events
+/// of one record sort as they happened (see [`event::EventOrd`]).
+pub fn event_time(t: DateTime<FixedOffset>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
 }
 
 /// What applying an event changes.

@@ -302,7 +302,7 @@ pub async fn apply_batch<P: LedgerPort>(
                 ..Stored::default()
             })
         });
-        let ord = event.ord();
+        let ord = event.ord(input.offset);
         if w.folded.purged || w.ords.iter().any(|o| o.event_id == ord.event_id) {
             outcomes.push(Outcome::Duplicate);
             continue;
@@ -323,8 +323,13 @@ pub async fn apply_batch<P: LedgerPort>(
         let outcome = if in_order {
             let before = w.folded.history.len();
             let step = w.folded.step(Logged { ord, event }, ctx);
-            w.new_history
-                .extend(w.folded.history.drain(before..).collect::<Vec<_>>());
+            // A purge empties the history; otherwise the step appended to it.
+            let added: Vec<HistoryRow> = w
+                .folded
+                .history
+                .drain(before.min(w.folded.history.len())..)
+                .collect();
+            w.new_history.extend(added);
             match step {
                 Step::Applied(changes) => {
                     if w.folded.purged {
@@ -431,7 +436,7 @@ async fn refold<P: LedgerPort>(
     for e in w.events.iter().flatten().chain(w.new_events.iter()) {
         // What was logged decoded once; it decodes again.
         if let Ok(Decoded::Event(ev)) = decode(e.kind, &e.payload) {
-            all.push(Logged::new(*ev));
+            all.push(Logged::new(*ev, e.offset));
         }
     }
     let had_record = w.folded.state.record.is_some();
@@ -447,11 +452,11 @@ async fn refold<P: LedgerPort>(
     } else {
         let mut changes = Changes::default();
         let mut replay = Folded::default();
-        let target = event.ord();
+        let target = event.event_id();
         let mut sorted = all;
         sorted.sort_by(|a, b| a.ord.cmp(&b.ord));
         for l in sorted {
-            let new = l.ord == target;
+            let new = l.ord.event_id == target;
             let was_waiting = !had_record;
             if let Step::Applied(c) = replay.step(l, ctx) {
                 if new || was_waiting {
