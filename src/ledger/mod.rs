@@ -5,9 +5,11 @@
 
 pub use shenguan_core::ledger::*;
 
+pub mod error;
 pub mod exec;
 pub mod pg;
 pub mod projector;
+pub mod shared;
 pub mod sql;
 pub mod sqlite;
 pub mod store;

@@ -11,8 +11,8 @@ use deadpool_postgres::{GenericClient, Pool};
 use futures::future::BoxFuture;
 use tokio_postgres::types::{ToSql, Type};
 
+use super::error::LedgerError;
 use super::exec::{Cell, DbError, Dialect, Exec, Param, Rows, Table, Ty};
-use super::store::LedgerError;
 use crate::db::{chain, pg_pool, redact};
 
 fn db(e: tokio_postgres::Error) -> DbError {
@@ -224,7 +224,7 @@ impl PgDb {
             Box::pin(async move {
                 ex.execute("SELECT pg_advisory_xact_lock(7368656775)", vec![])
                     .await?;
-                super::store::migrate(ex).await
+                super::sql::migrate(ex).await
             })
         })
         .await

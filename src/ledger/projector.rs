@@ -15,11 +15,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use super::port::Outcome;
+pub use super::shared::{Shared, LEDGER_KINDS};
 use super::store::{LedgerError, LedgerStore};
-use super::{Changes, Context};
-use crate::bus::{Bus, BusError, Delivery, Message, Topics};
-use crate::deadline::{Calendar, Policies};
-use crate::route::Catalog;
+use super::Changes;
+use crate::bus::{Bus, BusError, Delivery, Message};
 use crate::schema::RecordKind;
 use crate::telemetry::events;
 
@@ -32,45 +31,9 @@ struct EventId {
 /// Most messages applied in one ledger transaction.
 pub const MAX_BATCH: usize = 500;
 
-/// The topics the ledger is a projection of.
-pub const LEDGER_KINDS: [RecordKind; 6] = [
-    RecordKind::Approval,
-    RecordKind::Supervision,
-    RecordKind::Notice,
-    RecordKind::Claim,
-    RecordKind::Feedback,
-    RecordKind::Alert,
-];
-
 /// How long the projector may receive nothing before it checks that the topics did not grow
 /// past its positions meanwhile.
 const STALL_CHECK: Duration = Duration::from_secs(10);
-
-/// What the projector and the tracker share: routing, calendar, policies, topics.
-pub struct Shared {
-    pub catalog: Arc<Catalog>,
-    pub calendar: Arc<Calendar>,
-    pub policies: Arc<Policies>,
-    /// The policy profile in force.
-    pub policy: String,
-    pub topics: Topics,
-}
-
-impl Shared {
-    pub fn context(&self) -> Context<'_> {
-        Context {
-            catalog: &self.catalog,
-            calendar: &self.calendar,
-            policies: &self.policies,
-            policy: &self.policy,
-        }
-    }
-
-    /// The topics the ledger is built from.
-    pub fn ledger_topics(&self) -> Vec<String> {
-        LEDGER_KINDS.iter().map(|k| self.topics.name(*k)).collect()
-    }
-}
 
 /// Why projecting stopped.
 #[derive(Debug, thiserror::Error)]

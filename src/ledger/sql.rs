@@ -1,7 +1,7 @@
 //! The ledger's tables and the conditions on them, once for both dialects. The state predicates
 //! are built from the core's state sets ([`EntryState::UNCLAIMED`] …), never written out twice.
 
-use super::exec::{Dialect, Table, Ty};
+use super::exec::{DbError, Dialect, Exec, Param, Table, Ty};
 use crate::ledger::EntryState;
 
 /// The ledger schema this version writes. A ledger of an earlier schema is rebuilt from the bus
@@ -242,3 +242,79 @@ pub const OLD_PROJECTION: [&str; 4] = [
     "ledger_history",
     "ledger_positions",
 ];
+
+/// Creates the schema, or brings an earlier one up to date. A ledger of the first schema (times
+/// as text or `timestamptz`, no event log) is replaced: its projection tables are dropped and its
+/// positions with them, so the projector replays the topics from their beginning and the ledger
+/// is rebuilt from the bus, which holds everything it was built from. Webhook delivery state and
+/// queued alerts are carried over.
+pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
+    let dialect = ex.dialect();
+    let exists = |table: &str| {
+        match dialect {
+        Dialect::Sqlite => (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = $1".to_string(),
+            vec![Param::from(table)],
+        ),
+        Dialect::Postgres => (
+            "SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1".to_string(),
+            vec![Param::from(table)],
+        ),
+    }
+    };
+    let (q, p) = exists("ledger_meta");
+    let has_meta = !ex.query(&q, p).await?.is_empty();
+    let (q, p) = exists("ledger_records");
+    let has_records = !ex.query(&q, p).await?.is_empty();
+    let old = has_records && !has_meta;
+    if old {
+        tracing::warn!(
+            "the ledger has the schema of an earlier version: it is rebuilt from the bus topics"
+        );
+        for table in OLD_PROJECTION {
+            ex.script(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        }
+        for table in ["deliveries", "alert_outbox"] {
+            let (q, p) = exists(table);
+            if !ex.query(&q, p).await?.is_empty() {
+                ex.script(&format!("ALTER TABLE {table} RENAME TO {table}_v1"))
+                    .await?;
+            }
+        }
+    }
+    ex.script(&ddl(dialect)).await?;
+    if old {
+        let ms = |column: &str| match dialect {
+            Dialect::Sqlite => format!("CAST(strftime('%s', {column}) AS INTEGER) * 1000"),
+            Dialect::Postgres => format!("CAST(EXTRACT(EPOCH FROM {column}) * 1000 AS BIGINT)"),
+        };
+        for (table, copy) in [
+            (
+                "deliveries",
+                format!(
+                    "INSERT INTO deliveries SELECT record_id, department, attempts, status, {}, last_error FROM deliveries_v1",
+                    ms("next_attempt_at")
+                ),
+            ),
+            (
+                "alert_outbox",
+                format!(
+                    "INSERT INTO alert_outbox SELECT id, record_id, payload, {}, NULL, NULL FROM alert_outbox_v1",
+                    ms("created_at")
+                ),
+            ),
+        ] {
+            let (q, p) = exists(&format!("{table}_v1"));
+            if !ex.query(&q, p).await?.is_empty() {
+                ex.script(&copy).await?;
+                ex.script(&format!("DROP TABLE {table}_v1")).await?;
+            }
+        }
+    }
+    ex.execute(
+        "INSERT INTO ledger_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        vec![Param::from(SCHEMA_VERSION)],
+    )
+    .await?;
+    Ok(())
+}

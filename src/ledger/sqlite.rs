@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
+use super::error::LedgerError;
 use super::exec::{sqlite_placeholders, Cell, DbError, Dialect, Exec, Param, Rows, Table};
-use super::store::LedgerError;
 
 impl rusqlite::ToSql for Param {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -199,7 +199,7 @@ impl SqliteDb {
     /// The schema: created, or migrated from an earlier version (see `store::migrate`). Runs on
     /// the write connection, outside a transaction for the DDL that needs it.
     pub async fn prepare(&self) -> Result<(), LedgerError> {
-        self.write(|ex| Box::pin(super::store::migrate(ex))).await?;
+        self.write(|ex| Box::pin(super::sql::migrate(ex))).await?;
         // Keep the planner's statistics fresh for the partial indexes.
         self.on(self.writer.clone(), false, |ex| {
             Box::pin(async move { ex.script("PRAGMA optimize=0x10002").await })

@@ -602,58 +602,9 @@ fn apply_feedback(state: &RecordState, f: &FeedbackEvent, ctx: &Context) -> Chan
         changes.history.push(h);
         return changes;
     };
-    let open = matches!(
-        e.state,
-        EntryState::Pushed | EntryState::Delivered | EntryState::Claimed | EntryState::Feedback
-    );
-    let follow_up = matches!(e.state, EntryState::Claimed | EntryState::Feedback);
-    let flow = flow_of(&e);
     let kind = f.feedback_type.as_str();
     // What the feedback does to the entry: (new state, outcome), or why it is ignored.
-    let step: Result<(EntryState, Option<String>), String> = match kind {
-        "reply" | "deemed_agreed" if flow != "inquiry" => {
-            Err(format!("{kind} answers an inquiry; this record is not one"))
-        }
-        "reply" | "deemed_agreed" if open => Ok((
-            EntryState::Closed,
-            Some(
-                if kind == "reply" {
-                    "replied"
-                } else {
-                    "deemed_agreed"
-                }
-                .into(),
-            ),
-        )),
-        "inspection_attendance" if flow != "inspection" => Err(
-            "attendance is confirmed for a joint site inspection; this record is not one".into(),
-        ),
-        "inspection_attendance" if e.state.is_unclaimed() => {
-            Ok((EntryState::Claimed, Some("attending".into())))
-        }
-        "inspection_result" if flow != "inspection" => {
-            Err("a sign-off is for a joint site inspection; this record is not one".into())
-        }
-        "inspection_result" if follow_up => Ok((EntryState::Closed, Some("signed_off".into()))),
-        "inspection_result" if e.state.is_unclaimed() => {
-            Err("confirm who attends (inspection_attendance) before signing off".into())
-        }
-        "commitment_verified" if flow != "commitment" => {
-            Err("this record carries no 告知承诺 commitment to verify".into())
-        }
-        "commitment_verified" if follow_up => {
-            let result = match f.verification {
-                Some(super::event::Verification::Unfulfilled) => "unfulfilled",
-                _ => "fulfilled",
-            };
-            Ok((EntryState::Closed, Some(format!("commitment_{result}"))))
-        }
-        "disposition" if follow_up && record.kind == RecordKind::Supervision => {
-            Ok((EntryState::Closed, None))
-        }
-        _ if follow_up => Ok((EntryState::Feedback, None)),
-        _ => Err(format!("entry is {}; claim it first", e.state.as_str())),
-    };
+    let step = feedback_step(&e, record.kind, f.feedback_type, f.verification);
     match step {
         Err(why) => {
             h.action = "ignored".into();
@@ -804,4 +755,63 @@ fn apply_level(state: &RecordState, a: &Alert) -> Changes {
     changes.history.push(h);
     changes.entries.push(e);
     changes
+}
+
+/// What feedback of `feedback_type` does to an entry: its new state and outcome, or why it does
+/// not apply (the record is not the kind of flow the feedback answers, or the entry is not at
+/// the step the feedback is for). The API asks the same before it publishes.
+pub fn feedback_step(
+    e: &Entry,
+    record_kind: RecordKind,
+    feedback_type: super::event::FeedbackType,
+    verification: Option<super::event::Verification>,
+) -> Result<(EntryState, Option<String>), String> {
+    let open = e.state.is_unclaimed() || EntryState::CLAIMED.contains(&e.state);
+    let follow_up = EntryState::CLAIMED.contains(&e.state);
+    let flow = flow_of(e);
+    let kind = feedback_type.as_str();
+    match kind {
+        "reply" | "deemed_agreed" if flow != "inquiry" => {
+            Err(format!("{kind} answers an inquiry; this record is not one"))
+        }
+        "reply" | "deemed_agreed" if open => Ok((
+            EntryState::Closed,
+            Some(
+                if kind == "reply" {
+                    "replied"
+                } else {
+                    "deemed_agreed"
+                }
+                .into(),
+            ),
+        )),
+        "inspection_attendance" if flow != "inspection" => Err(
+            "attendance is confirmed for a joint site inspection; this record is not one".into(),
+        ),
+        "inspection_attendance" if e.state.is_unclaimed() => {
+            Ok((EntryState::Claimed, Some("attending".into())))
+        }
+        "inspection_result" if flow != "inspection" => {
+            Err("a sign-off is for a joint site inspection; this record is not one".into())
+        }
+        "inspection_result" if follow_up => Ok((EntryState::Closed, Some("signed_off".into()))),
+        "inspection_result" if e.state.is_unclaimed() => {
+            Err("confirm who attends (inspection_attendance) before signing off".into())
+        }
+        "commitment_verified" if flow != "commitment" => {
+            Err("this record carries no 告知承诺 commitment to verify".into())
+        }
+        "commitment_verified" if follow_up => {
+            let result = match verification {
+                Some(super::event::Verification::Unfulfilled) => "unfulfilled",
+                _ => "fulfilled",
+            };
+            Ok((EntryState::Closed, Some(format!("commitment_{result}"))))
+        }
+        "disposition" if follow_up && record_kind == RecordKind::Supervision => {
+            Ok((EntryState::Closed, None))
+        }
+        _ if follow_up => Ok((EntryState::Feedback, None)),
+        _ => Err(format!("entry is {}; claim it first", e.state.as_str())),
+    }
 }

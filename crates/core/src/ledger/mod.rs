@@ -12,6 +12,7 @@
 //! port with the one generic [`port::apply_batch`] the SQLite and PostgreSQL stores run inside
 //! a transaction that also advances the consumer positions.
 
+pub mod checks;
 pub mod event;
 pub mod fold;
 pub mod levels;
