@@ -164,9 +164,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         policy = %defs.policy,
         "definitions loaded"
     );
-    for a in defs.adapters.iter() {
-        METRICS.register_adapter(&a.name);
-    }
     let today = crate::adapter::convert::now_shanghai().date_naive();
     METRICS
         .calendar_days_remaining
@@ -190,6 +187,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         policy: defs.policy.clone(),
         topics: topics.clone(),
     });
+    METRICS.register_known(&known_labels(&defs, &shared));
     let auth = Arc::new(Authenticator::new(&settings.auth.tokens, state.clone()).await?);
     let ingestor = Arc::new(Ingestor::new(
         defs.schemas.clone(),
@@ -315,6 +313,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The metric label values the definitions give, for the series exported from start-up.
+fn known_labels(defs: &Definitions, shared: &Shared) -> telemetry::Known {
+    telemetry::Known {
+        adapters: defs
+            .adapters
+            .iter()
+            .map(|a| (a.name.clone(), a.kind.as_str().to_string()))
+            .collect(),
+        topics: shared.topics.all(),
+        ledger_topics: shared.ledger_topics(),
+        departments: (defs.catalog.departments.iter())
+            .map(|d| (d.code.clone(), d.webhook.is_some()))
+            .collect(),
+        rules: (defs.policies.get(&defs.policy))
+            .map(|p| p.rules.keys().cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
 /// What the adapter directory holds now: every file with its size and modification time.
 fn adapters_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
@@ -374,7 +391,7 @@ async fn watch_adapters(
         match AdapterSet::load(&dir, &schemas) {
             Ok(set) => {
                 for a in set.iter() {
-                    METRICS.register_adapter(&a.name);
+                    METRICS.register_adapter(&a.name, a.kind.as_str());
                 }
                 let n = set.len();
                 *adapters.write().expect("adapter set lock") = Arc::new(set);
