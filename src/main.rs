@@ -219,6 +219,18 @@ enum DlqCommand {
         /// Output format.
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
+        /// Which entries: open (not replayed yet), replayed, superseded (replayed and failed
+        /// again: the new entry replaces it) or all.
+        #[arg(long, default_value = "open")]
+        status: shenguan::cmd::dlq::StatusFilter,
+    },
+    /// One entry in full (personal data masked); --original prints its original bytes (audited).
+    Show {
+        /// The entry's id.
+        id: String,
+        /// Write the original bytes, unmasked, to stdout; recorded in the audit log.
+        #[arg(long)]
+        original: bool,
     },
     /// Run rejected inputs again through the current adapters and schemas.
     Replay {
@@ -228,7 +240,7 @@ enum DlqCommand {
         /// Replay this adapter's entries.
         #[arg(long)]
         adapter: Option<String>,
-        /// Replay every entry not yet replayed.
+        /// Replay every open entry (not yet replayed, not superseded).
         #[arg(long)]
         all: bool,
     },
@@ -295,10 +307,13 @@ fn main() -> ExitCode {
                 command: AdaptersCommand::Test { paths, update },
             } => cmd::adapters::adapters_test(&settings, &paths, update),
             Command::Dlq {
-                command: DlqCommand::List { adapter, format },
-            } => cmd::dlq::dlq_list(&settings, adapter.as_deref(), format == "json")
+                command: DlqCommand::List { adapter, format, status },
+            } => cmd::dlq::dlq_list(&settings, adapter.as_deref(), status, format == "json")
                 .await
                 .map(|_| true),
+            Command::Dlq {
+                command: DlqCommand::Show { id, original },
+            } => cmd::dlq::dlq_show(&settings, &id, original).await.map(|_| true),
             Command::Dlq {
                 command: DlqCommand::Replay { ids, adapter, all },
             } => cmd::dlq::dlq_replay(&settings, &ids, adapter.as_deref(), all).await,
