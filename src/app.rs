@@ -64,6 +64,9 @@ pub fn load_calendar(settings: &Settings) -> anyhow::Result<Calendar> {
 /// Loads every definition — schemas, adapters, routing catalog, calendar, policies — and reports
 /// every error of all of them at once.
 pub fn load_all(settings: &Settings) -> anyhow::Result<Definitions> {
+    if let Some(missing) = settings.missing_definitions() {
+        anyhow::bail!("{missing}");
+    }
     let mut problems = Vec::new();
     let core = load_definitions(settings)
         .map_err(|e| problems.push(e.to_string()))
@@ -100,7 +103,8 @@ pub fn load_all(settings: &Settings) -> anyhow::Result<Definitions> {
         .clone()
         .or_else(|| catalog.as_ref().map(|c| c.policy.clone()))
         .unwrap_or_default();
-    if let Some(p) = &policies {
+    // Without a catalog there is no profile to check (its own error says why).
+    if let (Some(p), true) = (&policies, catalog.is_some() || settings.policy.is_some()) {
         if p.get(&policy).is_none() {
             problems.push(format!(
                 "policy profile '{policy}' is not defined (known: {})",

@@ -48,14 +48,14 @@ struct Common {
 enum Command {
     /// Run the gateway.
     Run {
-        /// Address for the HTTP API (default 127.0.0.1:8080).
-        #[arg(long, env = "SHENGUAN_LISTEN")]
+        /// Address for the HTTP API, HOST:PORT (default 127.0.0.1:8080; a host name is resolved).
+        #[arg(long, env = "SHENGUAN_LISTEN", value_parser = shenguan::config::parse_listen)]
         listen: Option<SocketAddr>,
     },
     /// A gateway with simulated legacy systems and departments, for a first look.
     Demo {
         /// Address for the demo gateway's HTTP API (default 127.0.0.1:8080).
-        #[arg(long, env = "SHENGUAN_LISTEN")]
+        #[arg(long, env = "SHENGUAN_LISTEN", value_parser = shenguan::config::parse_listen)]
         listen: Option<SocketAddr>,
         /// Only simulate traffic against a running gateway at this URL (e.g. http://shenguan:8080).
         #[arg(long, env = "SHENGUAN_DEMO_TARGET")]
@@ -405,11 +405,7 @@ fn main() -> ExitCode {
                 Ok(true)
             }
             Command::Token { command: TokenCommand::List } => {
-                let state = app::open_state(&settings).await?;
-                println!("{:<38} {:<11} {:<24} {:<34} REVOKED", "ID", "ROLE", "SUBJECT", "ISSUED");
-                for t in state.token_list().await? {
-                    println!("{:<38} {:<11} {:<24} {:<34} {}", t.id, t.role, t.subject, t.created_at, t.revoked_at.unwrap_or_default());
-                }
+                print!("{}", cmd::token::token_list(&settings).await?);
                 Ok(true)
             }
             Command::Token { command: TokenCommand::Revoke { id } } => {
