@@ -50,6 +50,24 @@ if ! python3 -c "import helm_python" 2>/dev/null; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages helm-python-sdk
 fi
 
+# What tests/operations.rs runs of docs/operations.md: the sqlite3 shell (the online backup),
+# nginx (the TLS example) and openssl (its test certificate), from Debian.
+if ! command -v sqlite3 >/dev/null || ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then
+  echo "installing sqlite3, nginx-light and openssl (apt-get install)…"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    sqlite3 nginx-light openssl >/dev/null
+fi
+command -v sqlite3 >/dev/null && command -v nginx >/dev/null && command -v openssl >/dev/null \
+  || { echo "sqlite3/nginx/openssl missing" >&2; exit 1; }
+
+# A department's consumer for tests/cloudevents.rs: the CloudEvents SDK's Kafka binding with a
+# plain Kafka client (lz4: the gateway's default producer compression).
+if ! python3 -c "import cloudevents.core.bindings.kafka, kafka, lz4" 2>/dev/null; then
+  echo "installing cloudevents, kafka-python and lz4…"
+  python3 -m pip install --quiet --disable-pip-version-check cloudevents==2.2.0 kafka-python==2.3.3 lz4==4.4.4 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages cloudevents==2.2.0 kafka-python==2.3.3 lz4==4.4.4
+fi
+
 # PostgreSQL: Debian's package, a throw-away cluster on a loopback port for this run.
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(pg_bin)" ]; then

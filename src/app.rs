@@ -64,6 +64,9 @@ pub fn load_calendar(settings: &Settings) -> anyhow::Result<Calendar> {
 /// Loads every definition — schemas, adapters, routing catalog, calendar, policies — and reports
 /// every error of all of them at once.
 pub fn load_all(settings: &Settings) -> anyhow::Result<Definitions> {
+    if let Some(missing) = settings.missing_definitions() {
+        anyhow::bail!("{missing}");
+    }
     let mut problems = Vec::new();
     let core = load_definitions(settings)
         .map_err(|e| problems.push(e.to_string()))
@@ -100,7 +103,8 @@ pub fn load_all(settings: &Settings) -> anyhow::Result<Definitions> {
         .clone()
         .or_else(|| catalog.as_ref().map(|c| c.policy.clone()))
         .unwrap_or_default();
-    if let Some(p) = &policies {
+    // Without a catalog there is no profile to check (its own error says why).
+    if let (Some(p), true) = (&policies, catalog.is_some() || settings.policy.is_some()) {
         if p.get(&policy).is_none() {
             problems.push(format!(
                 "policy profile '{policy}' is not defined (known: {})",
@@ -165,9 +169,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         policy = %defs.policy,
         "definitions loaded"
     );
-    for a in defs.adapters.iter() {
-        METRICS.register_adapter(&a.name);
-    }
     let today = crate::adapter::convert::now_shanghai().date_naive();
     METRICS
         .calendar_days_remaining
@@ -191,6 +192,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         policy: defs.policy.clone(),
         topics: topics.clone(),
     });
+    METRICS.register_known(&known_labels(&defs, &shared));
     let auth = Arc::new(Authenticator::new(&settings.auth.tokens, state.clone()).await?);
     let ingestor = Arc::new(Ingestor::new(
         defs.schemas.clone(),
@@ -316,6 +318,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The metric label values the definitions give, for the series exported from start-up.
+fn known_labels(defs: &Definitions, shared: &Shared) -> telemetry::Known {
+    telemetry::Known {
+        adapters: defs
+            .adapters
+            .iter()
+            .map(|a| (a.name.clone(), a.kind.as_str().to_string()))
+            .collect(),
+        topics: shared.topics.all(),
+        ledger_topics: shared.ledger_topics(),
+        departments: (defs.catalog.departments.iter())
+            .map(|d| (d.code.clone(), d.webhook.is_some()))
+            .collect(),
+        rules: (defs.policies.get(&defs.policy))
+            .map(|p| p.rules.keys().cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
 /// What the adapter directory holds now: every file with its size and modification time.
 fn adapters_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     let mut out = Vec::new();
@@ -375,7 +396,7 @@ async fn watch_adapters(
         match AdapterSet::load(&dir, &schemas) {
             Ok(set) => {
                 for a in set.iter() {
-                    METRICS.register_adapter(&a.name);
+                    METRICS.register_adapter(&a.name, a.kind.as_str());
                 }
                 let n = set.len();
                 *adapters.write().expect("adapter set lock") = Arc::new(set);

@@ -50,6 +50,18 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A stored token time (RFC 3339, any offset, any precision) as the CLI shows times: Asia/Shanghai
+/// (+08:00), whole seconds. `None` for a value that is not RFC 3339.
+pub fn local_time(stored: &str) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(stored).ok()?;
+    let shanghai = chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00");
+    Some(
+        t.with_timezone(&shanghai)
+            .format("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string(),
+    )
+}
+
 /// Issues a token: stores its hash, writes the audit log, returns (id, token) — the token is
 /// shown this once.
 pub async fn issue(

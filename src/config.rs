@@ -15,19 +15,21 @@ use serde::Deserialize;
 pub struct Settings {
     /// Directory for the embedded bus and the SQLite state. Default `./data`.
     pub data_dir: PathBuf,
-    /// Directory of adapter files (`<system>/<name>.yaml`). Default `./adapters`.
+    /// Directory of adapter files (`<system>/<name>.yaml`). Default `./adapters`;
+    /// `SHENGUAN_ADAPTERS_DIR` overrides.
     pub adapters_dir: PathBuf,
     /// Directory of the canonical schemas. Default `./schemas`; when it does not exist, the
-    /// schemas built into the binary are used.
+    /// schemas built into the binary are used. `SHENGUAN_SCHEMAS_DIR` overrides.
     pub schemas_dir: PathBuf,
-    /// The routing catalog (划转事项清单). Default `./catalog/routing.yaml`.
+    /// The routing catalog (划转事项清单). Default `./catalog/routing.yaml`;
+    /// `SHENGUAN_CATALOG_FILE` overrides.
     pub catalog_file: PathBuf,
     /// Directory with yearly holiday files (`<year>.toml`) that add to or replace the built-in
     /// calendar, e.g. next year's State Council arrangement. Default `./calendar`; ignored when
-    /// it does not exist.
+    /// it does not exist. `SHENGUAN_CALENDAR_DIR` overrides.
     pub calendar_dir: PathBuf,
     /// Directory with a site's own policy profiles (`<name>.toml`). Default `./policies`;
-    /// ignored when it does not exist.
+    /// ignored when it does not exist. `SHENGUAN_POLICIES_DIR` overrides.
     pub policies_dir: PathBuf,
     /// The deadline policy profile (`yuanqu-2022`, `jining-2022` …); default: the catalog's.
     pub policy: Option<String>,
@@ -75,7 +77,9 @@ impl Default for Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
-    /// Address to listen on. Default `127.0.0.1:8080`.
+    /// Address to listen on: `HOST:PORT`, an IP address or a host name (`localhost:8080`
+    /// listens on the first address the name resolves to, IPv4 first). Default `127.0.0.1:8080`.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes. Default 16 MiB (a 双公示 bulk export of some
     /// ten thousand rows); larger bodies get 413.
@@ -95,6 +99,31 @@ impl Default for ServerSettings {
             shutdown_grace_seconds: 30,
         }
     }
+}
+
+/// Reads an address to listen on: `IP:PORT` as it is, or `HOST:PORT` resolved (an IPv4 address
+/// first, so that `localhost` listens where clients on this machine connect by default).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let hint = "give HOST:PORT, e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080";
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("cannot listen on '{text}': {e}; {hint}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| {
+            format!("cannot listen on '{text}': the name resolves to no address; {hint}")
+        })
+}
+
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_listen(&text).map_err(serde::de::Error::custom)
 }
 
 /// `[tracker]`: the deadline tracker.
@@ -340,6 +369,18 @@ impl Settings {
                     .insert(prop.to_ascii_lowercase().replace('_', "."), value);
             }
         }
+        // Where the definitions are, e.g. for a container that mounts them elsewhere.
+        for (var, path) in [
+            ("SHENGUAN_ADAPTERS_DIR", &mut settings.adapters_dir),
+            ("SHENGUAN_SCHEMAS_DIR", &mut settings.schemas_dir),
+            ("SHENGUAN_CATALOG_FILE", &mut settings.catalog_file),
+            ("SHENGUAN_CALENDAR_DIR", &mut settings.calendar_dir),
+            ("SHENGUAN_POLICIES_DIR", &mut settings.policies_dir),
+        ] {
+            if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+                *path = PathBuf::from(v);
+            }
+        }
         if let Some(v) = overrides.listen {
             settings.server.listen = v;
         }
@@ -353,6 +394,57 @@ impl Settings {
             settings.ledger.url = Some(v.clone());
         }
         Ok(settings)
+    }
+
+    /// Why the definitions cannot be found where the settings look for them — the adapter
+    /// directory and the routing catalog must exist; the schema, calendar and policy
+    /// directories fall back to those built into the binary — with how to point at them.
+    /// `None` when the required ones are there.
+    pub fn missing_definitions(&self) -> Option<String> {
+        let here = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|_| "the working directory".into());
+        let mut missing = Vec::new();
+        if !self.adapters_dir.is_dir() {
+            missing.push(format!(
+                "the adapter directory {} does not exist (adapters_dir, SHENGUAN_ADAPTERS_DIR)",
+                self.adapters_dir.display()
+            ));
+        }
+        if !self.catalog_file.is_file() {
+            missing.push(format!(
+                "the routing catalog {} does not exist (catalog_file, SHENGUAN_CATALOG_FILE)",
+                self.catalog_file.display()
+            ));
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        let mut fallbacks = Vec::new();
+        for (dir, what) in [
+            (&self.schemas_dir, "schemas_dir, SHENGUAN_SCHEMAS_DIR"),
+            (&self.calendar_dir, "calendar_dir, SHENGUAN_CALENDAR_DIR"),
+            (&self.policies_dir, "policies_dir, SHENGUAN_POLICIES_DIR"),
+        ] {
+            if !dir.is_dir() {
+                fallbacks.push(format!("{} ({what})", dir.display()));
+            }
+        }
+        let mut text = missing.join("\n");
+        if !fallbacks.is_empty() {
+            text.push_str(&format!(
+                "\nnot found either, so the built-in ones would be used: {}",
+                fallbacks.join(", ")
+            ));
+        }
+        text.push_str(&format!(
+            "\nRelative paths are read from the working directory ({here}). Start shenguan in the \
+             directory that holds adapters/, catalog/, schemas/, calendar/ and policies/ (the \
+             repository or release root), or point at them: in the configuration file named by \
+             --config FILE (or SHENGUAN_CONFIG) with the keys above, or with the SHENGUAN_* \
+             variables above."
+        ));
+        Some(text)
     }
 
     fn from_file(path: &Path) -> anyhow::Result<Settings> {

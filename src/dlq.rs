@@ -1,34 +1,130 @@
 //! The dead-letter queue: every rejected input is a CloudEvent on `shenguan.dlq.v1` holding the
 //! original bytes, the adapter, the stage, a reason code and the errors. `shenguan dlq list`
 //! shows them with personal data masked; `shenguan dlq replay` runs them again through the
-//! current adapters and schemas, after a fix.
+//! current adapters and schemas, after a fix; `shenguan dlq show ID --original` and
+//! `GET /v1/dlq/{id}/original` give an admin the original bytes, audited.
+//!
+//! Each entry has a status, derived from the replays the state store remembers and the entries
+//! on the bus: `open` until it is replayed; `replayed` when a replay was accepted (or found the
+//! records already published); `superseded` when a replay failed — the failure is a new entry
+//! naming it in `replay_of`, which is the open one now. So an input that keeps failing has one
+//! open entry, however often it is replayed.
+//!
+//! The `charset` of an entry is the one its request declared (or the XML declaration, or UTF-8
+//! for a single record the gateway already decoded); an entry without one was sent without a
+//! charset, and a replay decodes it with its adapter's charset as it is at the time of the
+//! replay — the fix for a GB18030 export sent undeclared is `charset: gb18030` in the adapter.
+
+use std::collections::HashMap;
 
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::adapter::Adapter;
 use crate::bus::{Bus, BusError, Topics};
-use crate::mask::mask;
+use crate::mask::{mask, mask_with};
+use crate::pipeline::{Rejection, Unit};
 use crate::schema::RecordKind;
 
 /// Characters of the original input a preview shows.
 const PREVIEW_CHARS: usize = 240;
 
-/// A masked, shortened text preview of original bytes.
-pub fn preview(original: &[u8], charset: &str) -> String {
+/// A masked, shortened text preview of original bytes; `personal` are values the input is
+/// known to hold that must be masked too (see [`record_preview`]).
+pub fn preview(original: &[u8], charset: &str, personal: &[String]) -> String {
     let encoding =
         encoding_rs::Encoding::for_label(charset.as_bytes()).unwrap_or(encoding_rs::UTF_8);
     let (text, _, _) = encoding.decode(original);
-    let flat: String = text
-        .chars()
+    shorten(&mask_with(&flatten(&text), personal))
+}
+
+/// Control characters (line breaks, tabs) as spaces: a preview is one line.
+fn flatten(text: &str) -> String {
+    text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(PREVIEW_CHARS)
-        .collect();
-    let mut out = mask(&flat);
-    if text.chars().count() > PREVIEW_CHARS {
+        .collect()
+}
+
+/// The first [`PREVIEW_CHARS`] characters; masked before it is cut, so that no number is cut in
+/// half and left readable.
+fn shorten(masked: &str) -> String {
+    let mut out: String = masked.chars().take(PREVIEW_CHARS).collect();
+    if masked.chars().count() > PREVIEW_CHARS {
         out.push('…');
     }
     out
+}
+
+/// The preview of a rejected record, masked with what its adapter's mapping says is personal
+/// ([`personal_values`]). A CSV or spreadsheet row (kept as its header and row) is shown as
+/// `column=value` pairs of its non-empty cells, so that the preview shows the row's values
+/// rather than only its long header, and each value stands next to its column name.
+pub fn record_preview(adapter: &Adapter, r: &Rejection) -> String {
+    let parsed = parse_rejected(adapter, r);
+    let personal = personal_values(adapter, parsed.as_ref());
+    match &parsed {
+        Some(Value::Object(row)) if r.unit == Unit::Record && r.content_type == "text/csv" => {
+            let pairs: Vec<String> = row
+                .iter()
+                .filter_map(|(k, v)| {
+                    let v = v.as_str().map(str::trim).unwrap_or_default();
+                    (!v.is_empty()).then(|| format!("{k}={v}"))
+                })
+                .collect();
+            shorten(&mask_with(&flatten(&pairs.join(" | ")), &personal))
+        }
+        _ => preview(&r.original, &r.charset, &personal),
+    }
+}
+
+/// A rejected record as its adapter reads it: one JSON record (an XML element is kept as
+/// JSON), or the row of a kept CSV header and row. `None` for a whole body, or bytes that
+/// cannot be read.
+fn parse_rejected(adapter: &Adapter, r: &Rejection) -> Option<Value> {
+    if r.unit != Unit::Record {
+        return None;
+    }
+    let text = std::str::from_utf8(&r.original).ok()?;
+    if r.content_type == "text/csv" {
+        let rows = crate::adapter::format::csv_records(text, &adapter.csv).ok()?;
+        rows.into_iter().next()?.1.ok()
+    } else {
+        adapter.parse_record(text).ok()
+    }
+}
+
+/// The personal data a rejected record holds, by the adapter's mapping of it: the name of a
+/// counterpart who is a 自然人, identity numbers whatever their check digit, contact phones
+/// ([`crate::mask::personal_values`]). Empty for a record the adapter cannot map — the text
+/// masking of [`mask`] still applies to it.
+fn personal_values(adapter: &Adapter, record: Option<&Value>) -> Vec<String> {
+    match record.map(|v| adapter.map(v)) {
+        Some(Ok(mapped)) => crate::mask::personal_values(&Value::Object(mapped.data)),
+        _ => Vec::new(),
+    }
+}
+
+/// Where an entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Not replayed yet: the operator's to fix and replay.
+    Open,
+    /// A replay was accepted, or found its records already published.
+    Replayed,
+    /// A replay failed again; the new entry (naming this one in `replay_of`) replaces it.
+    Superseded,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Replayed => "replayed",
+            Status::Superseded => "superseded",
+        }
+    }
 }
 
 /// One DLQ entry as read back from the bus.
@@ -43,10 +139,14 @@ pub struct Entry {
     pub record_index: Option<u64>,
     pub preview: String,
     pub replay_of: Option<String>,
+    /// Where the entry stands (see [`with_status`]).
+    pub status: Status,
+    /// The entries that replace this one: the failures of its replays.
+    pub replaced_by: Vec<String>,
     #[serde(skip)]
     pub original: Vec<u8>,
-    #[serde(skip)]
-    pub charset: String,
+    /// The charset the request declared; `None` when it declared none (the adapter's applies).
+    pub charset: Option<String>,
     pub content_type: String,
     /// `body` or `record`.
     pub unit: String,
@@ -58,7 +158,7 @@ impl Entry {
         crate::ingest::Payload {
             body: self.original.clone(),
             format: crate::adapter::format::Format::from_media_type(&self.content_type),
-            charset: (self.charset != "binary").then(|| self.charset.clone()),
+            charset: self.charset.clone().filter(|c| c != "binary"),
             unit: if self.unit == "record" {
                 crate::pipeline::Unit::Record
             } else {
@@ -92,11 +192,12 @@ impl Entry {
                 .get("replay_of")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            status: Status::Open,
+            replaced_by: Vec::new(),
             charset: data
                 .get("charset")
                 .and_then(Value::as_str)
-                .unwrap_or("utf-8")
-                .to_string(),
+                .map(str::to_string),
             original,
             content_type: text(data.get("content_type")),
             unit: data
@@ -118,9 +219,79 @@ pub async fn entries(bus: &dyn Bus, topics: &Topics) -> Result<Vec<Entry>, BusEr
         .collect())
 }
 
+/// Sets each entry's status and successors from the outcome of each replayed entry's last
+/// replay (`accepted`, `duplicate`, `rejected`, as the state store keeps them) and the
+/// `replay_of` links on the bus.
+pub fn with_status(mut entries: Vec<Entry>, outcomes: &HashMap<String, String>) -> Vec<Entry> {
+    let mut successors: HashMap<String, Vec<String>> = HashMap::new();
+    for e in &entries {
+        if let Some(of) = &e.replay_of {
+            successors.entry(of.clone()).or_default().push(e.id.clone());
+        }
+    }
+    for e in &mut entries {
+        e.replaced_by = successors.remove(&e.id).unwrap_or_default();
+        e.status = match outcomes.get(&e.id).map(String::as_str) {
+            Some("accepted" | "duplicate") => Status::Replayed,
+            Some(_) => Status::Superseded,
+            None if !e.replaced_by.is_empty() => Status::Superseded,
+            None => Status::Open,
+        };
+    }
+    entries
+}
+
+/// Every DLQ entry with its status, oldest first.
+pub async fn entries_with_status(
+    bus: &dyn Bus,
+    topics: &Topics,
+    state: &dyn crate::state::StateStore,
+) -> anyhow::Result<Vec<Entry>> {
+    let entries = entries(bus, topics).await?;
+    let outcomes = state.replay_outcomes().await?;
+    Ok(with_status(entries, &outcomes))
+}
+
+/// One entry for a person: every field but the original bytes, personal data masked.
+pub fn details(e: &Entry) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: &str| out.push_str(&format!("{k:<13} {v}\n"));
+    line("id", &e.id);
+    line("time", &e.time);
+    line("status", e.status.as_str());
+    if let Some(of) = &e.replay_of {
+        line("replay of", of);
+    }
+    if !e.replaced_by.is_empty() {
+        line("replaced by", &e.replaced_by.join(", "));
+    }
+    line("adapter", &e.adapter);
+    line("stage", &e.stage);
+    line("reason", &e.reason);
+    if let Some(i) = e.record_index {
+        line("record index", &i.to_string());
+    }
+    line("unit", &e.unit);
+    line("content type", &e.content_type);
+    line(
+        "charset",
+        e.charset
+            .as_deref()
+            .unwrap_or("(none declared: the adapter's charset applies)"),
+    );
+    line("bytes", &e.original.len().to_string());
+    for err in &e.errors {
+        let path = err.get("path").and_then(Value::as_str).unwrap_or("");
+        let reason = err.get("reason").and_then(Value::as_str).unwrap_or("");
+        line("error", &mask(&format!("{path} {reason}")));
+    }
+    line("preview", &e.preview);
+    out
+}
+
 /// Renders entries as a table for people.
 pub fn table(entries: &[Entry]) -> String {
-    let mut out = String::from("ID                                    TIME                           ADAPTER              STAGE     REASON               ERROR\n");
+    let mut out = String::from("ID                                    TIME                           STATUS     ADAPTER              STAGE     REASON               ERROR\n");
     for e in entries {
         let first = e
             .errors
@@ -137,9 +308,10 @@ pub fn table(entries: &[Entry]) -> String {
             String::new()
         };
         out.push_str(&format!(
-            "{:<37} {:<30} {:<20} {:<9} {:<20} {}{}\n    {}\n",
+            "{:<37} {:<30} {:<10} {:<20} {:<9} {:<20} {}{}\n    {}\n",
             e.id,
             e.time,
+            e.status.as_str(),
             e.adapter,
             e.stage,
             e.reason,
@@ -152,7 +324,85 @@ pub fn table(entries: &[Entry]) -> String {
     out
 }
 
-/// The ids of entries that were already replayed (a later entry or a replay record names them).
-pub fn replayed_ids(entries: &[Entry]) -> std::collections::HashSet<String> {
-    entries.iter().filter_map(|e| e.replay_of.clone()).collect()
+/// Writes to the audit log that `actor` read the original bytes of an entry.
+pub async fn audit_original_read(
+    state: &dyn crate::state::StateStore,
+    actor: &str,
+    entry: &Entry,
+) -> Result<(), crate::state::StateError> {
+    state
+        .audit(
+            actor,
+            "dlq_original_read",
+            &entry.id,
+            serde_json::json!({"adapter": entry.adapter, "bytes": entry.original.len()}),
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, replay_of: Option<&str>) -> Entry {
+        Entry {
+            id: id.into(),
+            time: String::new(),
+            adapter: "a".into(),
+            stage: "map".into(),
+            reason: "mapping_failed".into(),
+            errors: Vec::new(),
+            record_index: Some(0),
+            preview: String::new(),
+            replay_of: replay_of.map(str::to_string),
+            status: Status::Open,
+            replaced_by: Vec::new(),
+            original: Vec::new(),
+            charset: None,
+            content_type: "application/json".into(),
+            unit: "record".into(),
+        }
+    }
+
+    #[test]
+    fn a_chain_of_failed_replays_leaves_one_open_entry() {
+        let entries = vec![
+            entry("a", None),
+            entry("b", Some("a")),
+            entry("c", Some("b")),
+            entry("d", None),
+            entry("e", None),
+        ];
+        let outcomes: HashMap<String, String> = [
+            ("a", "rejected"),
+            ("b", "rejected"),
+            ("d", "accepted"),
+            ("e", "duplicate"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let got: Vec<(String, Status, Vec<String>)> = with_status(entries, &outcomes)
+            .into_iter()
+            .map(|e| (e.id, e.status, e.replaced_by))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a".into(), Status::Superseded, vec!["b".to_string()]),
+                ("b".into(), Status::Superseded, vec!["c".to_string()]),
+                ("c".into(), Status::Open, vec![]),
+                ("d".into(), Status::Replayed, vec![]),
+                ("e".into(), Status::Replayed, vec![]),
+            ]
+        );
+        // A failure on the bus whose outcome was not recorded (the command stopped in between)
+        // still supersedes the entry it replayed.
+        let got = with_status(
+            vec![entry("x", None), entry("y", Some("x"))],
+            &HashMap::new(),
+        );
+        assert_eq!(got[0].status, Status::Superseded);
+        assert_eq!(got[1].status, Status::Open);
+    }
 }

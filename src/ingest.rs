@@ -163,6 +163,9 @@ impl Ingestor {
         } = payload;
         let started = Instant::now();
         let received_at = now_shanghai();
+        // A DLQ entry of a body keeps the charset only when the request named one, so that a
+        // replay decodes an undeclared body with the adapter's charset of its own time.
+        let charset_declared = charset.is_some();
         let schemas = self.schemas.clone();
         let max = self.max_records;
         let a = adapter.clone();
@@ -185,11 +188,13 @@ impl Ingestor {
         let outcomes = match processed {
             (Ok(outcomes), _) => outcomes,
             (Err(body_rejection), _) => {
-                let (dlq_id, message) = self.dlq_message(
+                let (dlq_id, message) = self.dlq_event(
                     &adapter.name,
                     &body_rejection.rejection,
                     received_at,
                     replay_of.as_deref(),
+                    charset_declared,
+                    None,
                 );
                 self.publish(vec![message]).await?;
                 let r = &body_rejection.rejection;
@@ -215,8 +220,15 @@ impl Ingestor {
             match outcome {
                 Outcome::Accepted(c) => candidates.push(c),
                 Outcome::Rejected(r) => {
-                    let (dlq_id, message) =
-                        self.dlq_message(&adapter.name, &r, received_at, replay_of.as_deref());
+                    let preview = crate::dlq::record_preview(&adapter, &r);
+                    let (dlq_id, message) = self.dlq_event(
+                        &adapter.name,
+                        &r,
+                        received_at,
+                        replay_of.as_deref(),
+                        true,
+                        Some(preview),
+                    );
                     messages.push(message);
                     report.rejected.push(RejectedRecord {
                         index: r.index,
@@ -500,6 +512,21 @@ impl Ingestor {
         received_at: chrono::DateTime<chrono::FixedOffset>,
         replay_of: Option<&str>,
     ) -> (String, Message) {
+        self.dlq_event(adapter, r, received_at, replay_of, true, None)
+    }
+
+    /// The DLQ CloudEvent for a rejection: `charset_declared` false leaves the charset out (the
+    /// request named none); `preview` is the record's own (masked with what its adapter knows),
+    /// else one is made from the bytes.
+    fn dlq_event(
+        &self,
+        adapter: &str,
+        r: &Rejection,
+        received_at: chrono::DateTime<chrono::FixedOffset>,
+        replay_of: Option<&str>,
+        charset_declared: bool,
+        preview: Option<String>,
+    ) -> (String, Message) {
         let id = uuid::Uuid::new_v4().to_string();
         let mut data = json!({
             "adapter": adapter,
@@ -510,12 +537,14 @@ impl Ingestor {
             "original_base64": base64::engine::general_purpose::STANDARD.encode(&r.original),
             "content_type": r.content_type,
             "unit": r.unit,
-            "charset": r.charset,
-            "preview": crate::dlq::preview(&r.original, &r.charset),
+            "preview": preview.unwrap_or_else(|| crate::dlq::preview(&r.original, &r.charset, &[])),
             "received_at": received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
         });
         if let Some(k) = &r.business_key {
             data["business_key"] = json!(k);
+        }
+        if charset_declared {
+            data["charset"] = json!(r.charset);
         }
         if let Some(original) = replay_of {
             data["replay_of"] = json!(original);

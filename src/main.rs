@@ -48,14 +48,14 @@ struct Common {
 enum Command {
     /// Run the gateway.
     Run {
-        /// Address for the HTTP API (default 127.0.0.1:8080).
-        #[arg(long, env = "SHENGUAN_LISTEN")]
+        /// Address for the HTTP API, HOST:PORT (default 127.0.0.1:8080; a host name is resolved).
+        #[arg(long, env = "SHENGUAN_LISTEN", value_parser = shenguan::config::parse_listen)]
         listen: Option<SocketAddr>,
     },
     /// A gateway with simulated legacy systems and departments, for a first look.
     Demo {
         /// Address for the demo gateway's HTTP API (default 127.0.0.1:8080).
-        #[arg(long, env = "SHENGUAN_LISTEN")]
+        #[arg(long, env = "SHENGUAN_LISTEN", value_parser = shenguan::config::parse_listen)]
         listen: Option<SocketAddr>,
         /// Only simulate traffic against a running gateway at this URL (e.g. http://shenguan:8080).
         #[arg(long, env = "SHENGUAN_DEMO_TARGET")]
@@ -219,6 +219,18 @@ enum DlqCommand {
         /// Output format.
         #[arg(long, default_value = "table", value_parser = ["table", "json"])]
         format: String,
+        /// Which entries: open (not replayed yet), replayed, superseded (replayed and failed
+        /// again: the new entry replaces it) or all.
+        #[arg(long, default_value = "open")]
+        status: shenguan::cmd::dlq::StatusFilter,
+    },
+    /// One entry in full (personal data masked); --original prints its original bytes (audited).
+    Show {
+        /// The entry's id.
+        id: String,
+        /// Write the original bytes, unmasked, to stdout; recorded in the audit log.
+        #[arg(long)]
+        original: bool,
     },
     /// Run rejected inputs again through the current adapters and schemas.
     Replay {
@@ -228,7 +240,7 @@ enum DlqCommand {
         /// Replay this adapter's entries.
         #[arg(long)]
         adapter: Option<String>,
-        /// Replay every entry not yet replayed.
+        /// Replay every open entry (not yet replayed, not superseded).
         #[arg(long)]
         all: bool,
     },
@@ -313,10 +325,13 @@ fn main() -> ExitCode {
                 command: AdaptersCommand::Test { paths, update },
             } => cmd::adapters::adapters_test(&settings, &paths, update),
             Command::Dlq {
-                command: DlqCommand::List { adapter, format },
-            } => cmd::dlq::dlq_list(&settings, adapter.as_deref(), format == "json")
+                command: DlqCommand::List { adapter, format, status },
+            } => cmd::dlq::dlq_list(&settings, adapter.as_deref(), status, format == "json")
                 .await
                 .map(|_| true),
+            Command::Dlq {
+                command: DlqCommand::Show { id, original },
+            } => cmd::dlq::dlq_show(&settings, &id, original).await.map(|_| true),
             Command::Dlq {
                 command: DlqCommand::Replay { ids, adapter, all },
             } => cmd::dlq::dlq_replay(&settings, &ids, adapter.as_deref(), all).await,
@@ -408,11 +423,7 @@ fn main() -> ExitCode {
                 Ok(true)
             }
             Command::Token { command: TokenCommand::List } => {
-                let state = app::open_state(&settings).await?;
-                println!("{:<38} {:<11} {:<24} {:<34} REVOKED", "ID", "ROLE", "SUBJECT", "ISSUED");
-                for t in state.token_list().await? {
-                    println!("{:<38} {:<11} {:<24} {:<34} {}", t.id, t.role, t.subject, t.created_at, t.revoked_at.unwrap_or_default());
-                }
+                print!("{}", cmd::token::token_list(&settings).await?);
                 Ok(true)
             }
             Command::Token { command: TokenCommand::Revoke { id } } => {

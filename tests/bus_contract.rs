@@ -6,7 +6,26 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shenguan::bus::{Bus, Message};
+use shenguan::bus::{Bus, Delivery, Message};
+
+/// The CloudEvents Kafka protocol binding's structured-mode header, on every message read back.
+fn assert_structured_cloudevent(d: &Delivery) {
+    assert_eq!(
+        d.header("content-type"),
+        Some("application/cloudevents+json; charset=UTF-8"),
+        "message {}:{}:{} headers {:?}",
+        d.topic,
+        d.partition,
+        d.offset,
+        d.headers
+    );
+    assert_eq!(
+        d.headers.len(),
+        1,
+        "only the content-type header: {:?}",
+        d.headers
+    );
+}
 
 fn messages(topic: &str, keys: &[&str], n: usize, tag: &str) -> Vec<Message> {
     (0..n)
@@ -39,6 +58,7 @@ async fn contract(open: impl Fn() -> Arc<dyn Bus>) {
         .unwrap();
     let all = bus.read_all(&topic).await.unwrap();
     assert_eq!(all.len(), 90);
+    all.iter().for_each(assert_structured_cloudevent);
     let mut per_key: HashMap<String, Vec<String>> = HashMap::new();
     for d in &all {
         per_key
@@ -65,6 +85,7 @@ async fn contract(open: impl Fn() -> Arc<dyn Bus>) {
             .await
             .unwrap()
             .expect("message within 20 s");
+        assert_structured_cloudevent(&d);
         sub.commit(&d).await.unwrap();
         seen += 1;
     }
@@ -95,6 +116,7 @@ async fn contract(open: impl Fn() -> Arc<dyn Bus>) {
             .await
             .unwrap()
             .expect("new message within 20 s");
+        assert_structured_cloudevent(&d);
         got.push(String::from_utf8(d.payload.clone()).unwrap());
         sub.commit(&d).await.unwrap();
     }
@@ -208,4 +230,38 @@ async fn embedded_retention_deletes_only_what_is_older_than_the_period() {
         .unwrap();
     let all = bus.read_all(&topic).await.unwrap();
     assert_eq!(all.last().unwrap().offset, 8);
+}
+
+#[tokio::test]
+async fn an_embedded_bus_file_from_before_headers_opens_and_keeps_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.db");
+    // The layout of a bus file written before messages kept headers, with one message in it.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE bus_topics (topic TEXT PRIMARY KEY, next_offset INTEGER NOT NULL);
+             CREATE TABLE bus_messages (
+                 topic TEXT NOT NULL, offset INTEGER NOT NULL, key TEXT, payload BLOB NOT NULL,
+                 ts INTEGER NOT NULL, PRIMARY KEY (topic, offset)) WITHOUT ROWID;
+             CREATE TABLE bus_group_offsets (
+                 group_id TEXT NOT NULL, topic TEXT NOT NULL, next_offset INTEGER NOT NULL,
+                 PRIMARY KEY (group_id, topic)) WITHOUT ROWID;
+             INSERT INTO bus_messages VALUES ('t', 0, 'k', CAST('old-0' AS BLOB), 1);
+             INSERT INTO bus_topics VALUES ('t', 1);",
+        )
+        .unwrap();
+    }
+    let bus: Arc<dyn Bus> = Arc::new(shenguan::bus::embedded::EmbeddedBus::open(&path).unwrap());
+    bus.publish(messages("t", &["k"], 1, "new")).await.unwrap();
+    let all = bus.read_all("t").await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].payload, b"old-0");
+    assert!(all[0].headers.is_empty(), "{:?}", all[0].headers);
+    assert_eq!(all[1].offset, 1);
+    assert_structured_cloudevent(&all[1]);
+    drop(bus);
+    // Opening it again (the column is there now) changes nothing.
+    let bus = shenguan::bus::embedded::EmbeddedBus::open(&path).unwrap();
+    assert_eq!(bus.read_all("t").await.unwrap().len(), 2);
 }

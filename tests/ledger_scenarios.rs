@@ -98,6 +98,7 @@ impl Feed {
             key: None,
             payload: serde_json::to_vec(&event).unwrap(),
             timestamp_ms: 0,
+            headers: Vec::new(),
         };
         *offset += 1;
         self.log.push((d.clone(), kind));
@@ -1736,6 +1737,7 @@ fn approval_delivery(id: &str, partition: i32, offset: i64) -> Delivery {
         key: None,
         payload: serde_json::to_vec(&event).unwrap(),
         timestamp_ms: 0,
+        headers: Vec::new(),
     }
 }
 

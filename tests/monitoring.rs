@@ -818,13 +818,8 @@ async fn settled_scrape(gw: &Gateway) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_live_scrape_passes_promtool_and_exports_every_metric_the_rules_and_dashboard_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = busy_gateway(dir.path()).await;
-    let scrape = settled_scrape(&gw).await;
-
-    // --- promtool check metrics on the live exposition.
+/// `promtool check metrics` on an exposition: only the accepted lints may be reported.
+fn assert_promtool_accepts(scrape: &str) {
     let out = run("promtool", &["check", "metrics"], Some(scrape.as_bytes()));
     let report = text(&out);
     if !out.status.success() {
@@ -836,13 +831,17 @@ async fn a_live_scrape_passes_promtool_and_exports_every_metric_the_rules_and_da
             .collect();
         assert!(
             out.status.code() == Some(3) && unexpected.is_empty(),
-            "promtool check metrics failed ({}) on the live scrape:\n{report}\nscrape:\n{scrape}",
+            "promtool check metrics failed ({}) on the scrape:\n{report}\nscrape:\n{scrape}",
             out.status
         );
     }
+}
 
-    // --- every metric the rules and the dashboard read is exported.
-    let exported = families(&scrape);
+/// Every metric an alert, a recording rule or a dashboard query reads is a family of the scrape
+/// (with its `# TYPE` line); names with a `:` must be recording rules instead. Returns the
+/// exported families that were read, so callers can see the check was not vacuous.
+fn assert_exports_what_rules_and_dashboard_read(scrape: &str) -> BTreeSet<String> {
+    let exported = families(scrape);
     let records: BTreeSet<String> = rules().into_iter().filter_map(|r| r.record).collect();
     let (dashboard_exprs, variable_metrics) = dashboard_queries();
     let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -926,5 +925,189 @@ async fn a_live_scrape_passes_promtool_and_exports_every_metric_the_rules_and_da
             checked.contains(must),
             "no rule or panel reads {must}: {checked:?}"
         );
+    }
+    checked
+}
+
+#[tokio::test]
+async fn a_live_scrape_passes_promtool_and_exports_every_metric_the_rules_and_dashboard_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = busy_gateway(dir.path()).await;
+    let scrape = settled_scrape(&gw).await;
+    assert_promtool_accepts(&scrape);
+    assert_exports_what_rules_and_dashboard_read(&scrape);
+}
+
+/// The metric table of the public contract (DESIGN.md §4) with each metric's type.
+const CONTRACT_METRICS: [(&str, &str); 13] = [
+    ("shenguan_records_ingested_total", "counter"),
+    ("shenguan_records_published_total", "counter"),
+    ("shenguan_dlq_records_total", "counter"),
+    ("shenguan_pipeline_latency_seconds", "histogram"),
+    ("shenguan_push_latency_seconds", "histogram"),
+    ("shenguan_claim_latency_seconds", "histogram"),
+    ("shenguan_unclaimed_records", "gauge"),
+    ("shenguan_overdue_records", "gauge"),
+    ("shenguan_oldest_unclaimed_age_seconds", "gauge"),
+    ("shenguan_deadline_breaches_total", "counter"),
+    ("shenguan_unrouted_records", "gauge"),
+    ("shenguan_delivery_attempts_total", "counter"),
+    ("shenguan_calendar_days_remaining", "gauge"),
+];
+
+/// The label sets of one metric in a scrape, each as a map.
+fn label_sets(scrape: &str, metric: &str) -> Vec<BTreeMap<String, String>> {
+    let pair = regex::Regex::new(r#"(\w+)="((?:[^"\\]|\\.)*)""#).unwrap();
+    samples(scrape, metric)
+        .into_iter()
+        .map(|(labels, _)| {
+            pair.captures_iter(labels)
+                .map(|c| (c[1].to_string(), c[2].to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether some series of `metric` has all of `labels`.
+fn has_series(scrape: &str, metric: &str, labels: &[(&str, &str)]) -> bool {
+    label_sets(scrape, metric).iter().any(|set| {
+        labels
+            .iter()
+            .all(|(k, v)| set.get(*k).map(String::as_str) == Some(*v))
+    })
+}
+
+#[tokio::test]
+async fn a_fresh_gateway_exports_every_contract_metric_before_any_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fresh gateway: no token issued, no request sent; scraped the moment it answers.
+    let gw = Gateway::start(dir.path(), &[]).await;
+    let scrape = scrape(&gw).await;
+    assert_promtool_accepts(&scrape);
+    let exported = families(&scrape);
+    for (metric, kind) in CONTRACT_METRICS {
+        assert_eq!(
+            exported.get(metric).map(String::as_str),
+            Some(kind),
+            "{metric} has no `# TYPE {metric} {kind}` line on a fresh gateway:\n{scrape}"
+        );
+    }
+    assert_exports_what_rules_and_dashboard_read(&scrape);
+
+    // Every label value known at start has its series, at zero.
+    let catalog = yaml("catalog/routing.yaml");
+    let departments: Vec<String> = catalog["departments"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap().to_string())
+        .collect();
+    let mut missing = Vec::new();
+    let mut expect = |metric: &str, labels: &[(&str, &str)]| {
+        if !has_series(&scrape, metric, labels) {
+            missing.push(format!("{metric}{labels:?}"));
+        }
+    };
+    for topic in [
+        "approval",
+        "supervision",
+        "notice",
+        "claim",
+        "feedback",
+        "alert",
+        "dlq",
+    ] {
+        expect(
+            "shenguan_records_published_total",
+            &[("topic", &format!("shenguan.{topic}.v1"))],
+        );
+    }
+    for adapter in [
+        "nx-zwfw-approval",
+        "nx-scjg-supervision",
+        "selfbuilt-export",
+    ] {
+        for outcome in ["accepted", "rejected", "duplicate"] {
+            expect(
+                "shenguan_records_ingested_total",
+                &[("adapter", adapter), ("outcome", outcome)],
+            );
+        }
+        expect(
+            "shenguan_pipeline_latency_seconds_count",
+            &[("adapter", adapter)],
+        );
+        for (stage, reason) in [
+            ("decode", "invalid_encoding"),
+            ("parse", "malformed_json"),
+            ("map", "mapping_failed"),
+            ("validate", "invalid_identifier"),
+            ("validate", "schema_violation"),
+        ] {
+            expect(
+                "shenguan_dlq_records_total",
+                &[("adapter", adapter), ("stage", stage), ("reason", reason)],
+            );
+        }
+    }
+    expect(
+        "shenguan_push_latency_seconds_count",
+        &[("adapter", "nx-zwfw-approval"), ("kind", "approval")],
+    );
+    expect(
+        "shenguan_push_latency_seconds_count",
+        &[("adapter", "nx-scjg-supervision"), ("kind", "supervision")],
+    );
+    for department in &departments {
+        for outcome in ["ok", "failed", "dead_lettered"] {
+            expect(
+                "shenguan_delivery_attempts_total",
+                &[("department", department), ("outcome", outcome)],
+            );
+        }
+        for kind in ["approval", "supervision", "notice"] {
+            let labels = [("department", department.as_str()), ("kind", kind)];
+            expect("shenguan_claim_latency_seconds_count", &labels);
+            expect("shenguan_unclaimed_records", &labels);
+            expect("shenguan_overdue_records", &labels);
+            expect("shenguan_oldest_unclaimed_age_seconds", &labels);
+            // The shipped catalog's profile (yuanqu-2022) defines these rules.
+            for rule in ["claim_approval", "claim_supervision", "reply_inquiry"] {
+                expect(
+                    "shenguan_deadline_breaches_total",
+                    &[("department", department), ("kind", kind), ("rule", rule)],
+                );
+            }
+        }
+    }
+    for kind in ["approval", "supervision", "notice"] {
+        expect("shenguan_unrouted_records", &[("kind", kind)]);
+    }
+    for topic in ["approval", "supervision", "notice", "claim", "feedback"] {
+        expect(
+            "shenguan_consumer_lag_messages",
+            &[
+                ("consumer", "ledger"),
+                ("topic", &format!("shenguan.{topic}.v1")),
+            ],
+        );
+    }
+    assert!(
+        missing.is_empty(),
+        "series missing from a fresh gateway's scrape:\n{}\n\nscrape:\n{scrape}",
+        missing.join("\n")
+    );
+    // Labels stay bounded: no series names a record.
+    let uuid = regex::Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-").unwrap();
+    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+        assert!(!uuid.is_match(line), "a record id in a label: {line}");
+    }
+    // Nothing happened yet: every counter of the contract is 0.
+    for (metric, kind) in CONTRACT_METRICS {
+        if kind == "counter" {
+            for (labels, value) in samples(&scrape, metric) {
+                assert_eq!(value, 0.0, "{metric}{labels} on a fresh gateway");
+            }
+        }
     }
 }

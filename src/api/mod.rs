@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod dlq;
 pub mod flows;
 pub mod problem;
 pub mod records;
@@ -73,6 +74,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/admin/tokens/{id}/rotate", post(admin::rotate))
         .route("/v1/admin/audit", get(admin::audit))
+        .route("/v1/dlq/{id}/original", get(dlq::original))
         .route("/v1/reports/monthly", get(records::monthly))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -6,6 +6,10 @@
 //! assigned inside the write transaction from the table itself, so another process (the `dlq
 //! replay` command) can publish to the same file safely. Readers use their own connections and
 //! are woken by the writer; they also poll, which picks up other processes' writes.
+//!
+//! Each message row keeps its headers as a JSON array of `[name, value]` pairs. A bus file from
+//! before headers were kept gets the column when it is opened (its old rows read back with no
+//! headers), so an existing data directory opens as it is.
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -66,12 +70,18 @@ impl EmbeddedBus {
             "CREATE TABLE IF NOT EXISTS bus_topics (topic TEXT PRIMARY KEY, next_offset INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS bus_messages (
                  topic TEXT NOT NULL, offset INTEGER NOT NULL, key TEXT, payload BLOB NOT NULL,
-                 ts INTEGER NOT NULL, PRIMARY KEY (topic, offset)) WITHOUT ROWID;
+                 ts INTEGER NOT NULL, headers TEXT, PRIMARY KEY (topic, offset)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS bus_group_offsets (
                  group_id TEXT NOT NULL, topic TEXT NOT NULL, next_offset INTEGER NOT NULL,
                  PRIMARY KEY (group_id, topic)) WITHOUT ROWID;",
         )
         .map_err(|e| BusError::Fatal(format!("{}: {e}", path.display())))?;
+        add_headers_column(&conn).map_err(|e| {
+            BusError::Fatal(format!(
+                "{}: adding the headers column: {e}",
+                path.display()
+            ))
+        })?;
         let (tx, rx) = mpsc::channel::<Pending>();
         let notify = Arc::new(Notify::new());
         let wake = notify.clone();
@@ -110,6 +120,42 @@ impl Drop for EmbeddedBus {
     }
 }
 
+/// Migrates a bus file written before messages kept their headers. The check and the change run
+/// in one write transaction, so two processes opening the same old file do not both add it.
+fn add_headers_column(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let has: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('bus_messages') WHERE name = 'headers'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has {
+            conn.execute_batch("ALTER TABLE bus_messages ADD COLUMN headers TEXT")?;
+        }
+        Ok(())
+    })();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
+}
+
+fn encode_headers(headers: &super::Headers) -> String {
+    serde_json::to_string(headers).expect("headers serialise")
+}
+
+fn decode_headers(text: Option<String>) -> rusqlite::Result<super::Headers> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => serde_json::from_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                5,
+                rusqlite::types::Type::Text,
+                format!("unreadable message headers {t:?}: {e}").into(),
+            )
+        }),
+    }
+}
+
 fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Pending>, notify: Arc<Notify>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -136,7 +182,7 @@ fn write_group(conn: &mut Connection, group: &[Pending]) -> rusqlite::Result<()>
                              (SELECT MAX(offset) + 1 FROM bus_messages WHERE topic = ?1), 0)",
         )?;
         let mut insert =
-            tx.prepare_cached("INSERT INTO bus_messages (topic, offset, key, payload, ts) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            tx.prepare_cached("INSERT INTO bus_messages (topic, offset, key, payload, ts, headers) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         let mut next: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
         for (batch, _) in group {
             for m in batch {
@@ -147,7 +193,14 @@ fn write_group(conn: &mut Connection, group: &[Pending]) -> rusqlite::Result<()>
                         next.entry(m.topic.as_str()).or_insert(start)
                     }
                 };
-                insert.execute(params![m.topic, *offset, m.key, m.payload, now])?;
+                insert.execute(params![
+                    m.topic,
+                    *offset,
+                    m.key,
+                    m.payload,
+                    now,
+                    encode_headers(&m.headers())
+                ])?;
                 *offset += 1;
             }
         }
@@ -165,7 +218,7 @@ fn write_group(conn: &mut Connection, group: &[Pending]) -> rusqlite::Result<()>
 fn read(conn: &Connection, topic: &str, from: i64, limit: i64) -> Result<Vec<Delivery>, BusError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT offset, key, payload, ts FROM bus_messages WHERE topic = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3",
+            "SELECT offset, key, payload, ts, headers FROM bus_messages WHERE topic = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3",
         )
         .map_err(unavailable)?;
     let rows = stmt
@@ -177,6 +230,7 @@ fn read(conn: &Connection, topic: &str, from: i64, limit: i64) -> Result<Vec<Del
                 key: r.get(1)?,
                 payload: r.get(2)?,
                 timestamp_ms: r.get(3)?,
+                headers: decode_headers(r.get(4)?)?,
             })
         })
         .map_err(unavailable)?;

@@ -23,6 +23,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -202,8 +203,20 @@ impl Bus for KafkaBus {
         let timeout = Duration::from_millis(self.settings.publish_timeout_ms);
         let (generation, producer) = self.producer();
         let sends = batch.iter().map(|m| {
+            let headers = m
+                .headers()
+                .iter()
+                .fold(OwnedHeaders::new(), |h, (name, value)| {
+                    h.insert(Header {
+                        key: name,
+                        value: Some(value),
+                    })
+                });
             producer.send(
-                FutureRecord::to(&m.topic).key(&m.key).payload(&m.payload),
+                FutureRecord::to(&m.topic)
+                    .key(&m.key)
+                    .payload(&m.payload)
+                    .headers(headers),
                 timeout,
             )
         });
@@ -408,6 +421,19 @@ fn delivery<M: rdkafka::message::Message>(m: &M) -> Delivery {
         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
         payload: m.payload().unwrap_or_default().to_vec(),
         timestamp_ms: m.timestamp().to_millis().unwrap_or_default(),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

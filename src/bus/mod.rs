@@ -6,6 +6,12 @@
 //! stored (Kafka: `acks=all` on an idempotent producer; embedded: a committed, fsynced SQLite
 //! transaction), messages with one key stay in order, and a subscription resumes after the last
 //! position it committed.
+//!
+//! Every message is a CloudEvent in structured JSON mode, so every message carries the Kafka
+//! header the CloudEvents Kafka protocol binding requires for that mode
+//! (`content-type: application/cloudevents+json; charset=UTF-8`): the buses attach
+//! [`Message::headers`] when they publish, so no publisher can forget it, and both return the
+//! headers they stored with each [`Delivery`].
 
 pub mod embedded;
 pub mod kafka;
@@ -17,6 +23,17 @@ use async_trait::async_trait;
 
 use crate::schema::RecordKind;
 
+/// The Kafka header that names a message's content type (CloudEvents Kafka protocol binding,
+/// section 3.1).
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+/// The content type of a CloudEvent in structured JSON mode (binding section 3.2): a consumer's
+/// CloudEvents SDK reads the whole event from the message value when it sees this header.
+pub const STRUCTURED_CLOUDEVENT: &str = "application/cloudevents+json; charset=UTF-8";
+
+/// Message headers as (name, value) pairs, in order. Values are text: the gateway writes only
+/// text headers, and a non-UTF-8 value read from Kafka is decoded lossily.
+pub type Headers = Vec<(String, String)>;
+
 /// A message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -24,6 +41,18 @@ pub struct Message {
     /// The record id: messages about one record land on one partition, in order.
     pub key: String,
     pub payload: Vec<u8>,
+}
+
+impl Message {
+    /// The headers the bus publishes this message with. Every payload on the gateway's topics —
+    /// records, API events, alerts, DLQ entries, notifications — is a structured-mode JSON
+    /// CloudEvent, so this is the one place that says so.
+    pub fn headers(&self) -> Headers {
+        vec![(
+            CONTENT_TYPE_HEADER.to_string(),
+            STRUCTURED_CLOUDEVENT.to_string(),
+        )]
+    }
 }
 
 /// Next offset to read, by topic and partition.
@@ -39,6 +68,18 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     /// Milliseconds since the epoch at which the bus stored the message.
     pub timestamp_ms: i64,
+    /// The headers stored with the message (empty for messages stored before the bus kept them).
+    pub headers: Headers,
+}
+
+impl Delivery {
+    /// The value of the first header with this name (compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Bus failures. `Unavailable` is retriable (the ingest API answers 503); `Fatal` is a bug or a

@@ -1,28 +1,92 @@
-//! `shenguan dlq list|replay`: the dead-letter queue for the operator.
+//! `shenguan dlq list|show|replay`: the dead-letter queue for the operator.
+
+use std::io::Write as _;
 
 use crate::app::*;
 use crate::bus::{self, Topics};
 use crate::config::Settings;
-use crate::dlq;
+use crate::dlq::{self, Status};
 use crate::ingest::{IngestError, Ingestor};
 
-/// `shenguan dlq list`.
+/// Which entries `dlq list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Only(Status),
+    All,
+}
+
+impl std::str::FromStr for StatusFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(StatusFilter::Only(Status::Open)),
+            "replayed" => Ok(StatusFilter::Only(Status::Replayed)),
+            "superseded" => Ok(StatusFilter::Only(Status::Superseded)),
+            "all" => Ok(StatusFilter::All),
+            other => Err(format!(
+                "unknown status '{other}': use open, replayed, superseded or all"
+            )),
+        }
+    }
+}
+
+/// `shenguan dlq list`: the open entries by default.
 pub async fn dlq_list(
     settings: &Settings,
     adapter: Option<&str>,
+    status: StatusFilter,
     json: bool,
 ) -> anyhow::Result<()> {
+    let state = open_state(settings).await?;
     let bus = bus::open(&settings.bus.url, &settings.data_dir, &settings.bus.kafka)?;
     let topics = Topics::new(settings.bus.topic_prefix.clone());
-    let mut entries = dlq::entries(bus.as_ref(), &topics).await?;
+    let mut entries = dlq::entries_with_status(bus.as_ref(), &topics, state.as_ref()).await?;
+    let counts = |status: Status, entries: &[dlq::Entry]| {
+        entries.iter().filter(|e| e.status == status).count()
+    };
+    let (open, replayed, superseded) = (
+        counts(Status::Open, &entries),
+        counts(Status::Replayed, &entries),
+        counts(Status::Superseded, &entries),
+    );
     if let Some(a) = adapter {
         entries.retain(|e| e.adapter == a);
+    }
+    if let StatusFilter::Only(s) = status {
+        entries.retain(|e| e.status == s);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
         print!("{}", dlq::table(&entries));
+        eprintln!(
+            "in the DLQ: {open} open, {replayed} replayed, {superseded} superseded \
+             (--status open|replayed|superseded|all)"
+        );
     }
+    Ok(())
+}
+
+/// `shenguan dlq show ID [--original]`: one entry, masked; with `--original` its original
+/// bytes, unmasked, to stdout — for an operator of the gateway only, and written to the audit
+/// log with the actor.
+pub async fn dlq_show(settings: &Settings, id: &str, original: bool) -> anyhow::Result<()> {
+    let state = open_state(settings).await?;
+    let bus = bus::open(&settings.bus.url, &settings.data_dir, &settings.bus.kafka)?;
+    let topics = Topics::new(settings.bus.topic_prefix.clone());
+    let entries = dlq::entries_with_status(bus.as_ref(), &topics, state.as_ref()).await?;
+    let entry = entries.iter().find(|e| e.id == id).ok_or_else(|| {
+        anyhow::anyhow!("no DLQ entry with id {id} (see `shenguan dlq list --status all`)")
+    })?;
+    if !original {
+        print!("{}", dlq::details(entry));
+        return Ok(());
+    }
+    // Audited before the bytes leave: a read that is not in the log does not happen.
+    dlq::audit_original_read(state.as_ref(), "cli", entry).await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&entry.original)?;
+    out.flush()?;
     Ok(())
 }
 
@@ -39,20 +103,28 @@ pub async fn dlq_replay(
     );
     let (schemas, adapters) = load_definitions(settings)?;
     let (state, bus, topics) = open_io(settings).await?;
-    let entries = dlq::entries(bus.as_ref(), &topics).await?;
-    let done = state.replayed().await?;
+    let entries = dlq::entries_with_status(bus.as_ref(), &topics, state.as_ref()).await?;
     let ingestor = Ingestor::new(schemas, bus.clone(), state.clone(), topics, usize::MAX);
+    for id in ids {
+        let Some(e) = entries.iter().find(|e| &e.id == id) else {
+            anyhow::bail!("no DLQ entry with id {id}");
+        };
+        match e.status {
+            Status::Open => {}
+            Status::Replayed => println!("{id}: already replayed; nothing to do"),
+            Status::Superseded => println!(
+                "{id}: superseded by {} (its replay failed again); replay that one",
+                e.replaced_by.join(", ")
+            ),
+        }
+    }
+    // Only open entries: a replayed one is done, a superseded one lives on in its successor.
     let selected: Vec<&dlq::Entry> = entries
         .iter()
-        .filter(|e| !done.contains(&e.id))
+        .filter(|e| e.status == Status::Open)
         .filter(|e| ids.is_empty() || ids.contains(&e.id))
         .filter(|e| adapter.is_none_or(|a| e.adapter == a))
         .collect();
-    for id in ids {
-        if !entries.iter().any(|e| &e.id == id) {
-            anyhow::bail!("no DLQ entry with id {id}");
-        }
-    }
     let (mut accepted, mut duplicates, mut rejected, mut left) = (0, 0, 0, 0);
     let mut marks = Vec::new();
     let mut ledger = None;
@@ -111,13 +183,18 @@ pub async fn dlq_replay(
             Ok(r) if !r.rejected.is_empty() => {
                 rejected += 1;
                 format!(
-                    "rejected again: {}",
+                    "rejected again: {} (now DLQ entry {})",
                     r.rejected[0]
                         .errors
                         .iter()
                         .map(|x| format!("{} {}", x.path, x.reason))
                         .collect::<Vec<_>>()
-                        .join("; ")
+                        .join("; "),
+                    r.rejected
+                        .iter()
+                        .map(|x| x.dlq_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
             Ok(r) if !r.duplicates.is_empty() && r.accepted.is_empty() => {
@@ -135,9 +212,12 @@ pub async fn dlq_replay(
                         .join(", ")
                 )
             }
-            Err(IngestError::Body(b, _)) => {
+            Err(IngestError::Body(b, dlq_id)) => {
                 rejected += 1;
-                format!("rejected again: {}", b.rejection.errors[0].reason)
+                format!(
+                    "rejected again: {} (now DLQ entry {dlq_id})",
+                    b.rejection.errors[0].reason
+                )
             }
             Err(e) => return Err(e.into()),
         };

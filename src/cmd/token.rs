@@ -1,4 +1,4 @@
-//! `shenguan token issue`: bearer tokens for systems (list, revoke and hash are in `auth`).
+//! `shenguan token issue|list`: bearer tokens for systems (revoke and hash are in `auth`).
 
 use crate::app::*;
 use crate::auth;
@@ -47,4 +47,30 @@ pub async fn token_issue(settings: &Settings, role: &str, subject: &str) -> anyh
     let state = open_state(settings).await?;
     let (_, token) = auth::issue(state.as_ref(), role, subject, "cli").await?;
     Ok(token)
+}
+
+/// `shenguan token list`: every token ever issued (never the token itself), times in +08:00.
+pub async fn token_list(settings: &Settings) -> anyhow::Result<String> {
+    let state = open_state(settings).await?;
+    let time = |id: &str, what: &str, stored: &str| {
+        auth::local_time(stored).ok_or_else(|| {
+            anyhow::anyhow!("token {id}: the stored {what} time '{stored}' is not RFC 3339")
+        })
+    };
+    let mut out = format!(
+        "{:<38} {:<11} {:<24} {:<26} REVOKED\n",
+        "ID", "ROLE", "SUBJECT", "ISSUED"
+    );
+    for t in state.token_list().await? {
+        let issued = time(&t.id, "issue", &t.created_at)?;
+        let revoked = match &t.revoked_at {
+            Some(r) => time(&t.id, "revocation", r)?,
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "{:<38} {:<11} {:<24} {:<26} {}\n",
+            t.id, t.role, t.subject, issued, revoked
+        ));
+    }
+    Ok(out)
 }

@@ -88,8 +88,12 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<(), StateError>;
     /// The newest audit entries first.
     async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StateError>;
-    /// The DLQ entries already replayed.
-    async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError>;
+    /// The outcome of the last replay of every replayed DLQ entry, by entry id: `accepted`,
+    /// `duplicate` (its records were already published) or `rejected` (it failed again, and the
+    /// failure is a new entry). An entry's status follows from it (`crate::dlq::with_status`).
+    async fn replay_outcomes(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StateError>;
     /// Records that DLQ entries were replayed, with the outcome (`accepted`, `duplicate`, `rejected`).
     async fn mark_replayed(&self, entries: Vec<(String, String)>) -> Result<(), StateError>;
     /// A source's durable checkpoint (its own JSON), if it has one.

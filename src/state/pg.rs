@@ -193,13 +193,15 @@ impl StateStore for PgState {
         Ok(())
     }
 
-    async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError> {
+    async fn replay_outcomes(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StateError> {
         let c = self.client().await?;
         let rows = c
-            .query("SELECT dlq_id FROM dlq_replays", &[])
+            .query("SELECT dlq_id, outcome FROM dlq_replays", &[])
             .await
             .map_err(|e| self.err(e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn mark_replayed(&self, entries: Vec<(String, String)>) -> Result<(), StateError> {

@@ -208,10 +208,12 @@ impl StateStore for SqliteState {
         .await
     }
 
-    async fn replayed(&self) -> Result<std::collections::HashSet<String>, StateError> {
+    async fn replay_outcomes(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StateError> {
         self.with(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT dlq_id FROM dlq_replays")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
+            let mut stmt = conn.prepare_cached("SELECT dlq_id, outcome FROM dlq_replays")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
         .await

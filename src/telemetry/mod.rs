@@ -42,6 +42,52 @@ const BUSINESS_BUCKETS: [f64; 14] = [
     432000.0, 604800.0, 1209600.0,
 ];
 
+/// The record kinds that are routed to departments (the `kind` label).
+pub const KINDS: [&str; 3] = ["approval", "supervision", "notice"];
+/// Outcomes of a source record (`shenguan_records_ingested_total`).
+pub const INGEST_OUTCOMES: [&str; 3] = ["accepted", "rejected", "duplicate"];
+/// Outcomes of a webhook delivery (`shenguan_delivery_attempts_total`).
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["ok", "failed", "dead_lettered"];
+/// Bus operations that can fail (`shenguan_bus_errors_total`).
+pub const BUS_OPERATIONS: [&str; 4] = ["publish", "consume", "subscribe", "commit"];
+/// Every (stage, reason) a request to an adapter can be dead-lettered with: the reason codes of
+/// the pipeline (`crate::pipeline`: decode, parse, map, validate) and of the ingest endpoint's
+/// refusals before decoding (`unsupported_media_type`, `body_too_large`). A code missing here
+/// still counts, from its first event on.
+pub const INGEST_REJECTIONS: [(&str, &str); 16] = [
+    ("decode", "unsupported_format"),
+    ("decode", "unknown_charset"),
+    ("decode", "invalid_encoding"),
+    ("decode", "unsupported_media_type"),
+    ("decode", "body_too_large"),
+    ("parse", "malformed_json"),
+    ("parse", "malformed_xml"),
+    ("parse", "malformed_csv"),
+    ("parse", "malformed_xlsx"),
+    ("parse", "malformed_row"),
+    ("parse", "too_many_records"),
+    ("map", "not_a_record"),
+    ("map", "refused_by_adapter"),
+    ("map", "mapping_failed"),
+    ("validate", "invalid_identifier"),
+    ("validate", "schema_violation"),
+];
+
+/// The label values a gateway knows when it starts, from its definitions.
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    /// Every loaded adapter with the kind it maps to (`approval` …).
+    pub adapters: Vec<(String, String)>,
+    /// Every topic the gateway publishes to.
+    pub topics: Vec<String>,
+    /// The topics the ledger consumes (the `topic` label of the ledger's lag).
+    pub ledger_topics: Vec<String>,
+    /// Every catalog department, with whether it takes webhooks.
+    pub departments: Vec<(String, bool)>,
+    /// The deadline rules of the policy profile in force.
+    pub rules: Vec<String>,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub push_latency: HistogramVec,
@@ -239,7 +285,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         // Series that exist from the start, so rate() and increase() see their first event.
-        for operation in ["publish", "consume"] {
+        for operation in BUS_OPERATIONS {
             bus_errors.with_label_values(&[operation]);
         }
         Metrics {
@@ -269,12 +315,12 @@ impl Metrics {
     /// the open-record gauges, so dashboards show 0, not "no data", and alerts see first events.
     pub fn register_department(&self, department: &str, webhook: bool) {
         if webhook {
-            for outcome in ["ok", "failed", "dead_lettered"] {
+            for outcome in DELIVERY_OUTCOMES {
                 self.delivery_attempts
                     .with_label_values(&[department, outcome]);
             }
         }
-        for kind in ["approval", "supervision", "notice"] {
+        for kind in KINDS {
             self.unclaimed.with_label_values(&[department, kind]).set(0);
             self.overdue.with_label_values(&[department, kind]).set(0);
             self.oldest_unclaimed
@@ -284,12 +330,69 @@ impl Metrics {
     }
 
     /// Creates the series of a known adapter at zero, so dashboards and `rate()` see it before
-    /// its first record.
-    pub fn register_adapter(&self, adapter: &str) {
-        for outcome in ["accepted", "rejected", "duplicate"] {
+    /// its first record: its outcomes, its pipeline and push latency (for the kind it maps to)
+    /// and every DLQ stage and reason a request for it can end in.
+    pub fn register_adapter(&self, adapter: &str, kind: &str) {
+        for outcome in INGEST_OUTCOMES {
             self.ingested.with_label_values(&[adapter, outcome]);
         }
         self.pipeline_latency.with_label_values(&[adapter]);
+        self.push_latency.with_label_values(&[adapter, kind]);
+        for (stage, reason) in INGEST_REJECTIONS {
+            self.dlq.with_label_values(&[adapter, stage, reason]);
+        }
+    }
+
+    /// Exports every series whose label values are known at start-up, at zero — as the
+    /// Prometheus instrumentation guidelines advise — so that a fresh gateway's scrape has every
+    /// family with its `# TYPE` line, dashboards show 0 rather than "no data", and `increase()`
+    /// sees the first event. The prometheus crate leaves a labelled family out of the exposition
+    /// until one of its series exists; a family whose values are not known yet (a new adapter
+    /// hot-loaded later) gains its series on its first event.
+    pub fn register_known(&self, known: &Known) {
+        for (adapter, kind) in &known.adapters {
+            self.register_adapter(adapter, kind);
+        }
+        for topic in &known.topics {
+            self.published.with_label_values(&[topic]);
+        }
+        for (department, webhook) in &known.departments {
+            self.register_department(department, *webhook);
+            // Every department, with a webhook or not, so the family exists on every site; a
+            // department without one stays at 0 attempts, which is the truth.
+            for outcome in DELIVERY_OUTCOMES {
+                self.delivery_attempts
+                    .with_label_values(&[department, outcome]);
+            }
+            for kind in KINDS {
+                self.claim_latency.with_label_values(&[department, kind]);
+                for rule in &known.rules {
+                    self.breaches.with_label_values(&[department, kind, rule]);
+                }
+            }
+        }
+        if known.departments.iter().any(|(_, webhook)| *webhook) {
+            // A delivery that never succeeds is dead-lettered under the record's adapter, under
+            // `delivery` for records the API created, and under `notification` for digests.
+            let senders = known
+                .adapters
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .chain(["delivery", "notification"]);
+            for adapter in senders {
+                self.dlq
+                    .with_label_values(&[adapter, "deliver", "webhook_failed"]);
+            }
+        }
+        for kind in KINDS {
+            self.unrouted.with_label_values(&[kind]).set(0);
+        }
+        for topic in &known.ledger_topics {
+            self.consumer_lag.with_label_values(&["ledger", topic]);
+        }
+        for operation in BUS_OPERATIONS {
+            self.bus_errors.with_label_values(&[operation]);
+        }
     }
 
     /// The text exposition format.

@@ -200,6 +200,19 @@ def production_values() -> dict:
     return values
 
 
+# An Ingress terminating TLS for two host names with ingress-nginx and cert-manager.
+INGRESS = {"ingress": {
+    "enabled": True,
+    "className": "nginx",
+    "annotations": {"cert-manager.io/cluster-issuer": "gov-ca",
+                    "nginx.ingress.kubernetes.io/proxy-body-size": "16m",
+                    "nginx.ingress.kubernetes.io/proxy-read-timeout": "60"},
+    "hosts": [{"host": "shenguan.szs.gov.cn", "paths": [{"path": "/", "pathType": "Prefix"}]},
+              {"host": "sgld.szs.gov.cn", "paths": [{"path": "/v1", "pathType": "Prefix"}]}],
+    "tls": [{"secretName": "shenguan-tls", "hosts": ["shenguan.szs.gov.cn", "sgld.szs.gov.cn"]}],
+    "allowPlainHttp": False,
+}}
+
 AUTOSCALED = json.loads(json.dumps(PRODUCTION))
 AUTOSCALED["autoscaling"] = {"enabled": True, "minReplicas": 3, "maxReplicas": 9,
                              "targetCPUUtilizationPercentage": 70}
@@ -619,6 +632,9 @@ def check_chart() -> None:
     dep = one(auto, "Deployment", "autoscaled")
     check("replicas" not in dep.get("spec", {}), "autoscaled: the Deployment leaves replicas to the HPA")
 
+    # ------------------------------------------------------------------ ingress
+    check_ingress()
+
     # ------------------------------------------------------------------ refused
     section("render refuses what cannot work")
     render_fails({"replicaCount": 3}, "replicaCount 3.*kafka.*postgres",
@@ -636,6 +652,78 @@ def check_chart() -> None:
                  "a termination grace period shorter than preStop + shutdown grace")
     render_fails({"secretEnv": {"SHENGUAN_LEDGER": "postgres://u:p@h/db"}}, "ledger",
                  "the ledger URL smuggled in through secretEnv")
+
+
+def check_ingress() -> None:
+    section("render: Ingress with TLS")
+    check(not by_kind(render(None, "default") or [], "Ingress"), "default: no Ingress")
+    manifests = render(INGRESS, "ingress") or []
+    ingress = one(manifests, "Ingress", "ingress")
+    svc = one(manifests, "Service", "ingress")
+    if not ingress or not svc:
+        return
+    spec = ingress["spec"]
+    check(ingress["apiVersion"] == "networking.k8s.io/v1", "Ingress is networking.k8s.io/v1")
+    check(spec.get("ingressClassName") == "nginx", "Ingress class from values")
+    check(ingress["metadata"].get("annotations", {}).get("cert-manager.io/cluster-issuer") == "gov-ca"
+          and ingress["metadata"]["annotations"].get("nginx.ingress.kubernetes.io/proxy-body-size") == "16m",
+          "Ingress annotations from values")
+    tls_hosts = {h for t in spec.get("tls", []) for h in t.get("hosts", [])}
+    rule_hosts = [r.get("host") for r in spec.get("rules", [])]
+    check(rule_hosts == ["shenguan.szs.gov.cn", "sgld.szs.gov.cn"], "Ingress rules for every host", str(rule_hosts))
+    check(set(rule_hosts) <= tls_hosts, "every Ingress host is served over TLS", f"{rule_hosts} vs {tls_hosts}")
+    check([t.get("secretName") for t in spec.get("tls", [])] == ["shenguan-tls"], "TLS Secret from values")
+    svc_ports = {p["name"] for p in svc["spec"]["ports"]}
+    backends = [p["backend"]["service"] for r in spec.get("rules", []) for p in r["http"]["paths"]]
+    check(bool(backends) and all(b["name"] == svc["metadata"]["name"] and b["port"].get("name") in svc_ports
+                                 for b in backends),
+          "every Ingress path goes to the Service's http port", str(backends))
+    paths = [(p["path"], p["pathType"]) for r in spec["rules"] for p in r["http"]["paths"]]
+    check(paths == [("/", "Prefix"), ("/v1", "Prefix")], "Ingress paths from values", str(paths))
+    notes = render_notes(INGRESS)
+    check("https://shenguan.szs.gov.cn" in notes, "NOTES.txt names the HTTPS address", notes)
+    with helm.Chart.load(CHART) as chart:
+        try:
+            chart.validate_schema(INGRESS)
+            check(True, "Ingress values validate against values.schema.json")
+        except helm.HelmError as exc:
+            check(False, "Ingress values validate against values.schema.json", str(exc))
+    report = helm.lint(CHART, INGRESS, strict=True)
+    serious = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+    check(not report.get("errors") and not serious, "helm lint --strict passes with the Ingress",
+          json.dumps(report, ensure_ascii=False))
+    # TLS may end before the cluster, when the operator says so.
+    plain = json.loads(json.dumps(INGRESS))
+    plain["ingress"]["tls"] = []
+    plain["ingress"]["allowPlainHttp"] = True
+    lone = one(render(plain, "ingress without TLS, allowed") or [], "Ingress", "ingress without TLS, allowed")
+    check(bool(lone) and "tls" not in lone.get("spec", {}), "allowPlainHttp: an Ingress without TLS renders")
+
+    section("render refuses an Ingress that would carry tokens in clear")
+    no_tls = json.loads(json.dumps(INGRESS))
+    no_tls["ingress"]["tls"] = []
+    render_fails(no_tls, "shenguan.szs.gov.cn has no TLS", "an Ingress without TLS")
+    partial = json.loads(json.dumps(INGRESS))
+    partial["ingress"]["tls"][0]["hosts"] = ["shenguan.szs.gov.cn"]
+    render_fails(partial, "sgld.szs.gov.cn has no TLS", "an Ingress host not covered by its TLS")
+    for values, expect, what in (
+        ({"ingress": {"enabled": True, "hosts": [{"host": "x.gov.cn", "paths": [{"path": "v1", "pathType": "Prefix"}]}]}},
+         "path", "an Ingress path that does not start with /"),
+        ({"ingress": {"enabled": True, "hosts": [{"host": "x.gov.cn", "paths": [{"path": "/", "pathType": "Regex"}]}]}},
+         "pathType", "an unknown Ingress pathType"),
+        ({"ingress": {"enabled": True, "hosts": [{"host": "https://x.gov.cn", "paths": [{"path": "/", "pathType": "Prefix"}]}]}},
+         "host", "an Ingress host that is a URL"),
+        ({"ingress": {"enabled": True, "tls": [{"secretName": "", "hosts": ["x.gov.cn"]}]}},
+         "secretName", "a TLS entry without a Secret"),
+        ({"ingress": {"enabeld": True}}, "additional propert", "a misspelt Ingress key"),
+    ):
+        render_fails(values, expect, f"values.schema.json refuses {what}")
+
+
+def render_notes(values: dict) -> str:
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values, name="sg", namespace="gov")
+    return next((text for name, text in out.items() if name.endswith("NOTES.txt")), "")
 
 
 def check_service_and_pdb(what: str, manifests: list[dict]) -> None:
