@@ -455,6 +455,7 @@ fn approval_deliveries(
                         key: None,
                         payload: c.event.to_vec(),
                         timestamp_ms: 0,
+                        headers: Vec::new(),
                     },
                     RecordKind::Approval,
                 ));

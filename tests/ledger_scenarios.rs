@@ -836,6 +836,7 @@ async fn two_instances_on_one_postgres_elect_one_tracker_and_publish_every_alert
                 key: Some(m.key),
                 payload: m.payload,
                 timestamp_ms: 0,
+                headers: Vec::new(),
             };
             offset += 1;
             let (_, _) = tokio::join!(
@@ -875,6 +876,7 @@ async fn two_instances_on_one_postgres_elect_one_tracker_and_publish_every_alert
             }))
             .unwrap(),
             timestamp_ms: 0,
+            headers: Vec::new(),
         };
         a.apply_batch(
             Arc::from(vec![(d, RecordKind::Claim)]),
