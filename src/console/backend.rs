@@ -198,7 +198,7 @@ pub async fn claim(
         EntryState::Pushed | EntryState::Delivered => {}
     }
     let data = json!({"record_id": id, "department": department, "action": "claim",
-                      "at": rfc3339(now(state)), "channel": "console", "actor": actor});
+                      "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
     publish(state, RecordKind::Claim, id, data).await
 }
 
@@ -210,11 +210,11 @@ pub async fn give_back(
     reason: &str,
     actor: &str,
 ) -> Result<bool, Failure> {
+    let entry = own_entry(state, department, id).await?;
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(Failure::bad("退回须说明理由"));
     }
-    let entry = own_entry(state, department, id).await?;
     if entry.state == EntryState::Returned {
         return Ok(true);
     }
@@ -228,7 +228,7 @@ pub async fn give_back(
         )));
     }
     let data = json!({"record_id": id, "department": department, "action": "return",
-                      "reason": reason, "at": rfc3339(now(state)), "channel": "console", "actor": actor});
+                      "reason": reason, "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
     publish(state, RecordKind::Claim, id, data).await
 }
 
@@ -310,6 +310,7 @@ pub async fn forward(
     reason: &str,
     actor: &str,
 ) -> Result<bool, Failure> {
+    let entry = own_entry(state, department, id).await?;
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(Failure::bad("转交须说明理由"));
@@ -322,7 +323,6 @@ pub async fn forward(
             .ok_or_else(|| Failure::bad("本部门在路由目录中没有上级部门，请选择接收部门"))?,
     };
     crate::api::flows::receivers(state, department, std::slice::from_ref(&to))?;
-    let entry = own_entry(state, department, id).await?;
     if entry.state == EntryState::Forwarded {
         return Ok(true);
     }
@@ -341,7 +341,7 @@ pub async fn forward(
         return Err(Failure::conflict("该记录已推送给接收部门"));
     }
     let data = json!({"record_id": id, "department": department, "action": "forward", "to": to,
-                      "reason": reason, "at": rfc3339(now(state)), "channel": "console", "actor": actor});
+                      "reason": reason, "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
     publish(state, RecordKind::Claim, id, data).await
 }
 
@@ -383,7 +383,7 @@ pub async fn route(
     let mut all = true;
     for d in departments {
         let data = json!({"record_id": id, "department": d, "action": "route",
-                          "at": rfc3339(now(state)), "channel": "console", "actor": actor});
+                          "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
         all &= publish(state, RecordKind::Claim, id, data).await?;
     }
     Ok(all)

@@ -26,7 +26,8 @@ pub const PAGE_SIZE: usize = 25;
 pub struct Tab {
     pub key: &'static str,
     pub name: &'static str,
-    pub total: u64,
+    /// How many records the tab holds (not counted while searching).
+    pub total: Option<u64>,
     pub active: bool,
     pub href: String,
 }
@@ -149,10 +150,13 @@ pub async fn inbox(
         Ok(page) => page,
         Err(f) => return ErrorPage::failure(&clerk.0, &state, f),
     };
+    // The other tabs' counts cost a query each; while searching, the tabs show none.
     let mut tabs = Vec::new();
     for (key, name, s) in STATUSES {
         let total = if s == which {
-            page.total
+            Some(page.total)
+        } else if query.search.is_some() {
+            None
         } else {
             let count = InboxQuery {
                 status: Some(s),
@@ -162,7 +166,7 @@ pub async fn inbox(
                 limit: 1,
             };
             match backend::inbox_page(&state, &department, &count).await {
-                Ok(p) => p.total,
+                Ok(p) => Some(p.total),
                 Err(f) => return ErrorPage::failure(&clerk.0, &state, f),
             }
         };
