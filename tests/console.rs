@@ -7,5 +7,7 @@ mod common;
 mod browser;
 #[path = "console/http.rs"]
 mod http;
+#[path = "console/store.rs"]
+mod store;
 #[path = "console/support.rs"]
 mod support;

@@ -221,8 +221,14 @@ async fn an_operator_replays_the_dlq_after_a_code_table_fix_routes_a_record_and_
     let (_, body) = gw
         .ingest("nx-zwfw-approval", &ingest, JSON, fixture("02-batch.json"))
         .await;
+    let routed = body["accepted"][0]["id"].as_str().unwrap().to_string();
     let lost = body["accepted"][1]["id"].as_str().unwrap().to_string();
     wait_for_record(&gw, &lost, &admin).await;
+    // 卫健委 claims its record in time, so the report has a rate to draw.
+    let wjw = gw.token("department", "szs-wjw");
+    wait_for_record(&gw, &routed, &wjw).await;
+    let (status, _) = api(&gw, "POST", &format!("/v1/records/{routed}/claim"), &wjw).await;
+    assert_eq!(status, 200);
     let (login, once) = add_user(&gw, &["--admin", "--name", "王五"]);
     let driver = Driver::start();
     let c = driver
@@ -297,6 +303,13 @@ async fn an_operator_replays_the_dlq_after_a_code_table_fix_routes_a_record_and_
         .await
         .unwrap();
     assert!(bars.len() >= 2, "a bar per department");
+    let mut drawn = 0;
+    for bar in &bars {
+        if bar.attr("width").await.unwrap().is_some_and(|w| w != "0") {
+            drawn += 1;
+        }
+    }
+    assert_eq!(drawn, 1, "卫健委's on-time rate is drawn");
     let (_, _, w, h) = c
         .find(Locator::Css("svg#report-chart"))
         .await

@@ -329,6 +329,12 @@ impl Driver {
                 ],
             }),
         );
+        if width < 500 {
+            // Headless windows are at least 500 px wide: a phone's viewport is emulated.
+            caps.get_mut("goog:chromeOptions").unwrap()["mobileEmulation"] = serde_json::json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 3.0, "touch": true},
+            });
+        }
         let client = fantoccini::ClientBuilder::new(
             hyper_util::client::legacy::connect::HttpConnector::new(),
         )
