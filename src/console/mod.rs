@@ -18,7 +18,7 @@ pub mod session;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -207,11 +207,7 @@ impl ErrorPage {
 }
 
 /// `GET /ui`: a clerk's inbox, an operator's overview, or the login page.
-async fn home(
-    State(_state): State<Arc<AppState>>,
-    person: Person,
-    uri: axum::http::Uri,
-) -> Response {
+async fn home(person: Person, uri: axum::http::Uri) -> Response {
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     if person.user.must_change {
         return Redirect::to("/ui/password").into_response();

@@ -292,13 +292,8 @@ pub async fn csrf_guard(req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
-    let refused = |why: &str| {
-        tracing::warn!(path = %req.uri().path(), why, "console form refused");
-        ErrorPage::plain(
-            StatusCode::FORBIDDEN,
-            "表单已失效或来源不明（CSRF 校验未通过）。请刷新页面后重新提交。",
-        )
-    };
+    let path = req.uri().path().to_string();
+    let refused = |why: &str| refuse(&path, why);
     let headers = req.headers();
     if headers
         .get("sec-fetch-site")
@@ -337,15 +332,14 @@ pub async fn csrf_guard(req: Request, next: Next) -> Response {
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
     if !accounts::csrf_matches(&secret, token) {
-        let req = Request::from_parts(parts, Body::empty());
-        return refused_with(req, "CSRF token missing or wrong");
+        return refuse(&path, "CSRF token missing or wrong");
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
 
-fn refused_with(req: Request, why: &str) -> Response {
-    tracing::warn!(path = %req.uri().path(), why, "console form refused");
+fn refuse(path: &str, why: &str) -> Response {
+    tracing::warn!(path, why, "console form refused");
     ErrorPage::plain(
         StatusCode::FORBIDDEN,
         "表单已失效或来源不明（CSRF 校验未通过）。请刷新页面后重新提交。",
@@ -409,7 +403,8 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let store = &state.ingestor.state;
-    let login = form.login.trim().to_lowercase();
+    // Whatever was typed goes into the audit log: a login is at most 64 characters.
+    let login: String = form.login.trim().to_lowercase().chars().take(64).collect();
     let unavailable = |e: crate::state::StateError| {
         ErrorPage::plain(
             StatusCode::SERVICE_UNAVAILABLE,
