@@ -43,6 +43,15 @@ if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
 fi
 command -v promtool >/dev/null && command -v amtool >/dev/null || { echo "promtool/amtool missing" >&2; exit 1; }
 
+# A browser for the console's end-to-end tests: Debian's chromium and chromedriver, and CJK fonts
+# so that screenshots show the Chinese pages as people see them.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! fc-list 2>/dev/null | grep -i "noto sans cjk" >/dev/null; then
+  echo "installing chromium, chromium-driver and fonts-noto-cjk (apt-get install)…"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    chromium chromium-driver fonts-noto-cjk fontconfig >/dev/null
+fi
+test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { echo "chromium/chromedriver missing" >&2; exit 1; }
+
 # Helm's engine (Helm v4 embedded) to lint and render the chart offline.
 if ! python3 -c "import helm_python" 2>/dev/null; then
   echo "installing helm-python-sdk…"

@@ -406,3 +406,131 @@ mod tests {
         assert_eq!(got[1].status, Status::Open);
     }
 }
+
+/// What replaying one DLQ entry did, with the line an operator reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    Accepted(String),
+    Duplicate(String),
+    Rejected(String),
+    /// Not replayed: its adapter is not loaded. The entry stays in the DLQ, unmarked.
+    Left(String),
+}
+
+impl Replayed {
+    /// `accepted`, `duplicate`, `rejected` or `left`: what is stored with the entry.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Replayed::Accepted(_) => "accepted",
+            Replayed::Duplicate(_) => "duplicate",
+            Replayed::Rejected(_) => "rejected",
+            Replayed::Left(_) => "left",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Replayed::Accepted(m)
+            | Replayed::Duplicate(m)
+            | Replayed::Rejected(m)
+            | Replayed::Left(m) => m,
+        }
+    }
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::store::LedgerError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error("DLQ entry {0} is a dead webhook delivery: replaying it needs the ledger")]
+    NoLedger(String),
+}
+
+/// Replays one DLQ entry through the current adapters and schemas (`shenguan dlq replay` and the
+/// console): a dead webhook delivery is scheduled again (a notification goes back on the alert
+/// topic), anything else is ingested again with `replay_of` naming the entry. Marking the entry
+/// replayed and auditing it is the caller's.
+pub async fn replay_entry(
+    ingestor: &crate::ingest::Ingestor,
+    adapters: &crate::adapter::AdapterSet,
+    ledger: Option<&dyn crate::ledger::store::LedgerStore>,
+    e: &Entry,
+) -> Result<Replayed, ReplayError> {
+    if e.stage == "deliver" {
+        // The original is the CloudEvent the webhook refused: send it again.
+        let subject = serde_json::from_slice::<Value>(&e.original)
+            .ok()
+            .and_then(|v| v["subject"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let accepted = if e.adapter == "notification" {
+            // A notification goes back on the alert topic; the notifier sends it again.
+            ingestor
+                .bus
+                .publish(vec![crate::bus::Message {
+                    topic: ingestor.topics.name(RecordKind::Alert),
+                    key: subject.clone(),
+                    payload: e.original.clone(),
+                }])
+                .await?;
+            true
+        } else {
+            let store = ledger.ok_or_else(|| ReplayError::NoLedger(e.id.clone()))?;
+            store
+                .delivery_reset(subject.clone(), crate::adapter::convert::now_shanghai())
+                .await?
+                > 0
+        };
+        return Ok(if accepted {
+            Replayed::Accepted(format!("delivery of {subject} scheduled again"))
+        } else {
+            Replayed::Duplicate(format!(
+                "no dead delivery of {subject} left (already delivered or rescheduled)"
+            ))
+        });
+    }
+    let Some(a) = adapters.get(&e.adapter) else {
+        return Ok(Replayed::Left(format!(
+            "adapter '{}' is not loaded; left in the DLQ",
+            e.adapter
+        )));
+    };
+    Ok(
+        match ingestor.ingest(a, e.payload(), Some(e.id.clone())).await {
+            Ok(r) if !r.rejected.is_empty() => Replayed::Rejected(format!(
+                "rejected again: {} (now DLQ entry {})",
+                r.rejected[0]
+                    .errors
+                    .iter()
+                    .map(|x| format!("{} {}", x.path, x.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                r.rejected
+                    .iter()
+                    .map(|x| x.dlq_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Ok(r) if !r.duplicates.is_empty() && r.accepted.is_empty() => {
+                Replayed::Duplicate("duplicate (already published)".to_string())
+            }
+            Ok(r) => Replayed::Accepted(format!(
+                "accepted as {}",
+                r.accepted
+                    .iter()
+                    .map(|x| x.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Err(crate::ingest::IngestError::Body(b, dlq_id)) => Replayed::Rejected(format!(
+                "rejected again: {} (now DLQ entry {dlq_id})",
+                b.rejection.errors[0].reason
+            )),
+            Err(e) => return Err(e.into()),
+        },
+    )
+}

@@ -132,11 +132,39 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Accounts for people, who log in to the console at /ui.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// The liaison registry: each department's liaison officer (联络员) and contact.
     Liaison {
         #[command(subcommand)]
         command: LiaisonCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; prints its login and a one-time password, to be changed at first login.
+    Add {
+        /// The person's name (shown in the console, the audit log and the ledger history).
+        #[arg(long)]
+        name: String,
+        /// The department (code from the routing catalog) the clerk works for.
+        #[arg(long)]
+        department: Option<String>,
+        /// An operator account (DLQ, unrouted queue, accounts, report) instead of a clerk.
+        #[arg(long)]
+        admin: bool,
+        /// The login name (default: the department code, or `admin`, and a number).
+        #[arg(long)]
+        login: Option<String>,
+    },
+    /// List accounts (never a password).
+    List,
+    /// Disable an account; its sessions end at once.
+    Disable { login: String },
 }
 
 #[derive(Subcommand)]
@@ -414,6 +442,26 @@ fn main() -> ExitCode {
                     shenguan::api::flows::LiaisonBody::new(officer, phone, leader, email);
                 cmd::liaison::liaison_set(&settings, &department, body).await?;
                 eprintln!("liaison officer of {department} set");
+                Ok(true)
+            }
+            Command::User {
+                command: UserCommand::Add { name, department, admin, login },
+            } => {
+                let added = cmd::user::user_add(&settings, &name, department.as_deref(), admin, login.as_deref()).await?;
+                println!("login: {}\npassword: {}", added.login, added.password);
+                eprintln!("The password works once: {} sets their own at the first login at /ui.", added.login);
+                Ok(true)
+            }
+            Command::User { command: UserCommand::List } => {
+                print!("{}", cmd::user::user_list(&settings).await?);
+                Ok(true)
+            }
+            Command::User { command: UserCommand::Disable { login } } => {
+                if cmd::user::user_disable(&settings, &login).await? {
+                    eprintln!("account {login} disabled");
+                } else {
+                    eprintln!("account {login} was already disabled");
+                }
                 Ok(true)
             }
             Command::Liaison {

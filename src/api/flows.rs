@@ -47,7 +47,7 @@ fn sender(state: &AppState, p: &Principal) -> Result<String, Problem> {
 }
 
 /// Checks that every receiver is a catalog department other than the sender.
-fn receivers(state: &AppState, from: &str, to: &[String]) -> Result<(), Problem> {
+pub(crate) fn receivers(state: &AppState, from: &str, to: &[String]) -> Result<(), Problem> {
     if to.is_empty() {
         return Err(bad_request(
             "receiver-required",

@@ -45,6 +45,7 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let console = crate::console::router(state.clone());
     Router::new()
         .route("/v1/ingest/{adapter}", post(ingest))
         .route("/v1/inbox", get(records::inbox))
@@ -81,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
+        .merge(console)
 }
 
 pub(crate) async fn authenticate(

@@ -134,7 +134,7 @@ pub async fn inbox(
 }
 
 /// The record and the caller's entry, or the problem: 404 unknown, 403 not routed to the caller.
-pub(super) async fn routed_entry(
+pub(crate) async fn routed_entry(
     state: &AppState,
     id: &str,
     department: &str,
@@ -157,7 +157,7 @@ pub(super) async fn routed_entry(
 }
 
 /// Publishes an event and waits until the ledger applied it.
-pub(super) async fn publish_and_wait(
+pub(crate) async fn publish_and_wait(
     state: &AppState,
     kind: RecordKind,
     record_id: &str,

@@ -6,7 +6,7 @@ use crate::app::*;
 use crate::bus::{self, Topics};
 use crate::config::Settings;
 use crate::dlq::{self, Status};
-use crate::ingest::{IngestError, Ingestor};
+use crate::ingest::Ingestor;
 
 /// Which entries `dlq list` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,107 +129,20 @@ pub async fn dlq_replay(
     let mut marks = Vec::new();
     let mut ledger = None;
     for e in selected {
-        if e.stage == "deliver" {
-            // The original is the CloudEvent the webhook refused: send it again.
-            let subject = serde_json::from_slice::<serde_json::Value>(&e.original)
-                .ok()
-                .and_then(|v| v["subject"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            let outcome = if e.adapter == "notification" {
-                // A notification goes back on the alert topic; the notifier sends it again.
-                bus.publish(vec![crate::bus::Message {
-                    topic: ingestor.topics.name(crate::schema::RecordKind::Alert),
-                    key: subject.clone(),
-                    payload: e.original.clone(),
-                }])
-                .await?;
-                "accepted"
-            } else {
-                if ledger.is_none() {
-                    ledger = Some(crate::ledger::store::open(&settings.ledger_url()).await?);
-                }
-                let store = ledger.as_ref().expect("opened");
-                let n = store
-                    .delivery_reset(subject.clone(), crate::adapter::convert::now_shanghai())
-                    .await?;
-                if n > 0 {
-                    "accepted"
-                } else {
-                    "duplicate"
-                }
-            };
-            if outcome == "accepted" {
-                accepted += 1;
-                println!("{}: delivery of {subject} scheduled again", e.id);
-            } else {
-                duplicates += 1;
-                println!(
-                    "{}: no dead delivery of {subject} left (already delivered or rescheduled)",
-                    e.id
-                );
-            }
-            marks.push((e.id.clone(), outcome.to_string()));
-            continue;
+        if e.stage == "deliver" && e.adapter != "notification" && ledger.is_none() {
+            ledger = Some(crate::ledger::store::open(&settings.ledger_url()).await?);
         }
-        let Some(a) = adapters.get(&e.adapter) else {
-            println!(
-                "{}: adapter '{}' is not loaded; left in the DLQ",
-                e.id, e.adapter
-            );
-            left += 1;
-            continue;
-        };
-        let outcome = match ingestor.ingest(a, e.payload(), Some(e.id.clone())).await {
-            Ok(r) if !r.rejected.is_empty() => {
-                rejected += 1;
-                format!(
-                    "rejected again: {} (now DLQ entry {})",
-                    r.rejected[0]
-                        .errors
-                        .iter()
-                        .map(|x| format!("{} {}", x.path, x.reason))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    r.rejected
-                        .iter()
-                        .map(|x| x.dlq_id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-            Ok(r) if !r.duplicates.is_empty() && r.accepted.is_empty() => {
-                duplicates += 1;
-                "duplicate (already published)".to_string()
-            }
-            Ok(r) => {
-                accepted += 1;
-                format!(
-                    "accepted as {}",
-                    r.accepted
-                        .iter()
-                        .map(|x| x.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-            Err(IngestError::Body(b, dlq_id)) => {
-                rejected += 1;
-                format!(
-                    "rejected again: {} (now DLQ entry {dlq_id})",
-                    b.rejection.errors[0].reason
-                )
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let kind = if outcome.starts_with("rejected") {
-            "rejected"
-        } else if outcome.starts_with("duplicate") {
-            "duplicate"
-        } else {
-            "accepted"
-        };
-        marks.push((e.id.clone(), kind.to_string()));
-        println!("{}: {outcome}", e.id);
+        let replayed = dlq::replay_entry(&ingestor, &adapters, ledger.as_deref(), e).await?;
+        match &replayed {
+            dlq::Replayed::Accepted(_) => accepted += 1,
+            dlq::Replayed::Duplicate(_) => duplicates += 1,
+            dlq::Replayed::Rejected(_) => rejected += 1,
+            dlq::Replayed::Left(_) => left += 1,
+        }
+        if !matches!(replayed, dlq::Replayed::Left(_)) {
+            marks.push((e.id.clone(), replayed.outcome().to_string()));
+        }
+        println!("{}: {}", e.id, replayed.message());
     }
     for (id, outcome) in &marks {
         state

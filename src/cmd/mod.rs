@@ -8,3 +8,4 @@ pub mod ledger;
 pub mod liaison;
 pub mod report;
 pub mod token;
+pub mod user;

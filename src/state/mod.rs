@@ -1,5 +1,7 @@
 //! The gateway's own state, next to the ledger: which business keys were published with which
-//! content (ingest de-duplication) and the hashes of issued tokens.
+//! content (ingest de-duplication), the hashes of issued tokens, and the console's accounts for
+//! people with their sessions (only argon2 hashes of passwords and SHA-256 hashes of session
+//! secrets are stored).
 //!
 //! A record is remembered only after the bus acknowledged it, so a crash between the two can
 //! publish a record twice (at-least-once) but never lose one; consumers de-duplicate on the
@@ -58,6 +60,55 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// A person's account for the console (`shenguan user add`, the admin page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    /// The name the person logs in with; unique.
+    pub login: String,
+    /// The person's name, as it appears in the audit log and the ledger history.
+    pub name: String,
+    /// `clerk` (a department's 联络员) or `admin` (an operator of the platform).
+    pub role: String,
+    /// The department a clerk works for; `None` for an admin.
+    pub department: Option<String>,
+    /// The argon2id hash of the password, as a PHC string.
+    pub password_hash: String,
+    /// The password is a one-time password that must be changed at the next login.
+    pub must_change: bool,
+    /// Failed logins since the last success or lock-out.
+    pub failed_logins: u32,
+    /// Unix seconds until which logins are refused after repeated failures.
+    pub locked_until: Option<i64>,
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A console session. The cookie holds `id.secret`; only the SHA-256 of the secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: String,
+    pub secret_sha256: [u8; 32],
+    pub user_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds: the session ends then, however active.
+    pub expires_at: i64,
+    /// Unix seconds: the session ends then unless it is used before.
+    pub idle_until: i64,
+}
+
+/// What arrived from one adapter, as the de-duplication table remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterActivity {
+    pub adapter: String,
+    /// Distinct business keys published.
+    pub records: u64,
+    /// When the last new or changed record was published (RFC 3339).
+    pub last_at: Option<String>,
+}
+
 /// The state store seam.
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
@@ -108,4 +159,47 @@ pub trait StateStore: Send + Sync + 'static {
         department: &str,
         value: serde_json::Value,
     ) -> Result<(), StateError>;
+    /// Adds an account; `false` when the login is taken.
+    async fn add_user(&self, row: UserRow) -> Result<bool, StateError>;
+    /// The account with this login.
+    async fn user(&self, login: &str) -> Result<Option<UserRow>, StateError>;
+    /// Every account, by login.
+    async fn users(&self) -> Result<Vec<UserRow>, StateError>;
+    /// Sets a password hash (and whether it is a one-time one); clears failed logins and any
+    /// lock-out. `false` when there is no such login.
+    async fn set_password(
+        &self,
+        login: &str,
+        password_hash: &str,
+        must_change: bool,
+    ) -> Result<bool, StateError>;
+    /// Disables an account and ends its sessions; `false` when there is no enabled account with
+    /// that login.
+    async fn disable_user(&self, login: &str) -> Result<bool, StateError>;
+    /// Counts a failed login in one statement; at `max_failures` the account is locked until
+    /// `lock_until` (Unix seconds) and the count starts again. Returns whether this failure locked it.
+    async fn login_failed(
+        &self,
+        login: &str,
+        max_failures: u32,
+        lock_until: i64,
+    ) -> Result<bool, StateError>;
+    /// Clears the failed-login count after a successful login.
+    async fn login_succeeded(&self, login: &str) -> Result<(), StateError>;
+    /// Stores a new session.
+    async fn add_session(&self, row: SessionRow) -> Result<(), StateError>;
+    /// A session with its account.
+    async fn session(&self, id: &str) -> Result<Option<(SessionRow, UserRow)>, StateError>;
+    /// Moves a session's idle deadline.
+    async fn touch_session(&self, id: &str, idle_until: i64) -> Result<(), StateError>;
+    /// Ends a session (logout).
+    async fn delete_session(&self, id: &str) -> Result<(), StateError>;
+    /// Ends every session of an account but `keep` (after a password change or reset).
+    async fn delete_sessions_of(&self, user_id: &str, keep: Option<&str>)
+        -> Result<(), StateError>;
+    /// Deletes sessions past their deadlines at `now` (Unix seconds).
+    async fn purge_sessions(&self, now: i64) -> Result<(), StateError>;
+    /// Per adapter: distinct business keys published and when the last one was. Reads the
+    /// whole de-duplication table: for the operator's page, not for a hot path.
+    async fn adapter_activity(&self) -> Result<Vec<AdapterActivity>, StateError>;
 }

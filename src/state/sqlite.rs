@@ -39,7 +39,18 @@ impl SqliteState {
              CREATE TABLE IF NOT EXISTS dlq_replays (
                  dlq_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, replayed_at TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS liaisons (
-                 department TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);",
+                 department TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS console_users (
+                 id TEXT PRIMARY KEY, login TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+                 role TEXT NOT NULL, department TEXT, password_hash TEXT NOT NULL,
+                 must_change INTEGER NOT NULL, failed_logins INTEGER NOT NULL DEFAULT 0,
+                 locked_until INTEGER, disabled INTEGER NOT NULL DEFAULT 0,
+                 created_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS console_sessions (
+                 id TEXT PRIMARY KEY, secret_sha256 BLOB NOT NULL, user_id TEXT NOT NULL,
+                 created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+                 idle_until INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS console_sessions_user ON console_sessions (user_id);",
         )
         .map_err(|e| err(&e))?;
         Ok(SqliteState {
@@ -69,6 +80,35 @@ impl SqliteState {
             message: e.to_string(),
         })
     }
+}
+
+const USER_COLUMNS: &str = "id, login, name, role, department, password_hash, must_change, \
+     failed_logins, locked_until, disabled, created_at";
+
+fn user_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(at)?,
+        login: r.get(at + 1)?,
+        name: r.get(at + 2)?,
+        role: r.get(at + 3)?,
+        department: r.get(at + 4)?,
+        password_hash: r.get(at + 5)?,
+        must_change: r.get(at + 6)?,
+        failed_logins: r.get(at + 7)?,
+        locked_until: r.get(at + 8)?,
+        disabled: r.get(at + 9)?,
+        created_at: r.get(at + 10)?,
+    })
+}
+
+fn hash32(bytes: Vec<u8>, column: usize) -> rusqlite::Result<[u8; 32]> {
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Blob,
+            format!("a 32-byte hash, found {} bytes", b.len()).into(),
+        )
+    })
 }
 
 #[async_trait]
@@ -289,6 +329,219 @@ impl StateStore for SqliteState {
                 params![department, value.to_string(), chrono::Utc::now().to_rfc3339()],
             )
             .map(|_| ())
+        })
+        .await
+    }
+
+    async fn add_user(&self, row: UserRow) -> Result<bool, StateError> {
+        self.with(move |conn| {
+            conn.execute(
+                &format!("INSERT INTO console_users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (login) DO NOTHING"),
+                params![row.id, row.login, row.name, row.role, row.department, row.password_hash,
+                        row.must_change, row.failed_logins, row.locked_until, row.disabled, row.created_at],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn user(&self, login: &str) -> Result<Option<UserRow>, StateError> {
+        let login = login.to_string();
+        self.with(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM console_users WHERE login = ?1"
+            ))?
+            .query_row([login], |r| user_row(r, 0))
+            .optional()
+        })
+        .await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRow>, StateError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM console_users ORDER BY login"
+            ))?;
+            let rows = stmt.query_map([], |r| user_row(r, 0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn set_password(
+        &self,
+        login: &str,
+        password_hash: &str,
+        must_change: bool,
+    ) -> Result<bool, StateError> {
+        let (login, hash) = (login.to_string(), password_hash.to_string());
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE console_users SET password_hash = ?2, must_change = ?3, failed_logins = 0,
+                 locked_until = NULL WHERE login = ?1",
+                params![login, hash, must_change],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn disable_user(&self, login: &str) -> Result<bool, StateError> {
+        let login = login.to_string();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "UPDATE console_users SET disabled = 1 WHERE login = ?1 AND disabled = 0",
+                [&login],
+            )?;
+            tx.execute(
+                "DELETE FROM console_sessions WHERE user_id IN (SELECT id FROM console_users WHERE login = ?1)",
+                [&login],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn login_failed(
+        &self,
+        login: &str,
+        max_failures: u32,
+        lock_until: i64,
+    ) -> Result<bool, StateError> {
+        let login = login.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                "UPDATE console_users SET
+                     locked_until = CASE WHEN failed_logins + 1 >= ?2 THEN ?3 ELSE locked_until END,
+                     failed_logins = CASE WHEN failed_logins + 1 >= ?2 THEN 0 ELSE failed_logins + 1 END
+                 WHERE login = ?1 RETURNING locked_until = ?3",
+                params![login, max_failures, lock_until],
+                |r| r.get::<_, Option<bool>>(0),
+            )
+            .optional()
+            .map(|locked| locked.flatten().unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn login_succeeded(&self, login: &str) -> Result<(), StateError> {
+        let login = login.to_string();
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE console_users SET failed_logins = 0 WHERE login = ?1 AND failed_logins > 0",
+                [login],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn add_session(&self, row: SessionRow) -> Result<(), StateError> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO console_sessions (id, secret_sha256, user_id, created_at, expires_at, idle_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.id, row.secret_sha256.to_vec(), row.user_id, row.created_at, row.expires_at, row.idle_until],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<(SessionRow, UserRow)>, StateError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            let columns = USER_COLUMNS
+                .split(", ")
+                .map(|c| format!("u.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            conn.prepare_cached(&format!(
+                "SELECT s.id, s.secret_sha256, s.user_id, s.created_at, s.expires_at, s.idle_until, {columns}
+                 FROM console_sessions s JOIN console_users u ON u.id = s.user_id WHERE s.id = ?1"
+            ))?
+            .query_row([id], |r| {
+                Ok((
+                    SessionRow {
+                        id: r.get(0)?,
+                        secret_sha256: hash32(r.get(1)?, 1)?,
+                        user_id: r.get(2)?,
+                        created_at: r.get(3)?,
+                        expires_at: r.get(4)?,
+                        idle_until: r.get(5)?,
+                    },
+                    user_row(r, 6)?,
+                ))
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: &str, idle_until: i64) -> Result<(), StateError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE console_sessions SET idle_until = ?2 WHERE id = ?1",
+                params![id, idle_until],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<(), StateError> {
+        let id = id.to_string();
+        self.with(move |conn| {
+            conn.execute("DELETE FROM console_sessions WHERE id = ?1", [id])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn delete_sessions_of(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<(), StateError> {
+        let (user_id, keep) = (user_id.to_string(), keep.unwrap_or("").to_string());
+        self.with(move |conn| {
+            conn.execute(
+                "DELETE FROM console_sessions WHERE user_id = ?1 AND id <> ?2",
+                [user_id, keep],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn purge_sessions(&self, now: i64) -> Result<(), StateError> {
+        self.with(move |conn| {
+            conn.execute(
+                "DELETE FROM console_sessions WHERE expires_at < ?1 OR idle_until < ?1",
+                [now],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn adapter_activity(&self) -> Result<Vec<AdapterActivity>, StateError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT adapter, COUNT(*), MAX(updated_at) FROM ingest_seen GROUP BY adapter ORDER BY adapter",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(AdapterActivity {
+                    adapter: r.get(0)?,
+                    records: r.get(1)?,
+                    last_at: r.get(2)?,
+                })
+            })?;
+            rows.collect()
         })
         .await
     }

@@ -1,0 +1,607 @@
+//! The console's one door into the gateway's logic: every read of the ledger, every action
+//! published on the bus, the DLQ, the report, tokens and the liaison registry go through this
+//! file. Actions take the same path as the JSON API — the same checks, an event on the claim or
+//! feedback topic through `api::records::publish_and_wait`, applied by the ledger's projector —
+//! so a claim from the console is a claim like any other. When the actions move into a layer of
+//! their own, only this file changes.
+
+use std::collections::HashSet;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, FixedOffset};
+use serde_json::{json, Value};
+
+use crate::api::problem::Problem;
+use crate::api::AppState;
+use crate::dlq;
+use crate::ledger::store::{InboxPage, InboxQuery};
+use crate::ledger::{report, rfc3339, Entry, EntryState, HistoryRow, RecordRow};
+use crate::schema::RecordKind;
+
+/// Why an action or a read did not happen, in the console's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn conflict(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::CONFLICT, message)
+    }
+
+    fn bad(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unavailable(e: impl std::fmt::Display) -> Failure {
+        Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("台账或总线暂不可用，请稍后重试（{e}）"),
+        )
+    }
+}
+
+impl From<Problem> for Failure {
+    fn from(p: Problem) -> Failure {
+        let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = match status {
+            StatusCode::NOT_FOUND => "没有这条记录".to_string(),
+            StatusCode::FORBIDDEN => "该记录未推送给本部门，不能查看或办理".to_string(),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                format!(
+                    "总线或台账暂不可用，本次操作未记录，请稍后重试（{}）",
+                    p.detail
+                )
+            }
+            _ => format!("提交的内容不符合规范：{}", p.detail),
+        };
+        Failure { status, message }
+    }
+}
+
+/// The clock the ledger uses.
+pub fn now(state: &AppState) -> DateTime<FixedOffset> {
+    state.clock.now()
+}
+
+/// The routing catalog (departments, the bureau).
+pub fn catalog(state: &AppState) -> &crate::route::Catalog {
+    &state.shared.catalog
+}
+
+/// The working-day calendar.
+pub fn calendar(state: &AppState) -> &crate::deadline::Calendar {
+    &state.shared.calendar
+}
+
+/// One page of a department's inbox, filtered, searched, ordered and paginated by the ledger.
+pub async fn inbox_page(
+    state: &AppState,
+    department: &str,
+    query: &InboxQuery,
+) -> Result<InboxPage, Failure> {
+    state
+        .ledger
+        .inbox_page(department, query, now(state))
+        .await
+        .map_err(|e| {
+            if e.message.contains("cursor") {
+                Failure::bad("翻页参数无效，请从第一页重新查看")
+            } else {
+                Failure::unavailable(e)
+            }
+        })
+}
+
+/// A record as a person may see it: the entries and history lines visible to them.
+pub struct RecordPage {
+    pub record: RecordRow,
+    pub entries: Vec<Entry>,
+    pub history: Vec<HistoryRow>,
+    /// The viewer's department's own entry, when the record was routed to it.
+    pub mine: Option<Entry>,
+}
+
+/// A record for a department (`Some`) or an operator (`None`), by the API's visibility rule:
+/// a department sees what was routed to it, and the department that sent a record follows it.
+pub async fn record(
+    state: &AppState,
+    department: Option<&str>,
+    id: &str,
+) -> Result<RecordPage, Failure> {
+    let found = state
+        .ledger
+        .record(id)
+        .await
+        .map_err(Failure::unavailable)?;
+    let Some((record, entries, history)) = found else {
+        return Err(Failure::new(StatusCode::NOT_FOUND, "没有这条记录"));
+    };
+    let Some(department) = department else {
+        return Ok(RecordPage {
+            record,
+            entries,
+            history,
+            mine: None,
+        });
+    };
+    let mine = entries.iter().find(|e| e.department == department).cloned();
+    let source = record.source_department.as_deref() == Some(department);
+    if mine.is_none() && !source {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "该记录未推送给本部门，不能查看或办理",
+        ));
+    }
+    let entries = if source {
+        entries
+    } else {
+        entries
+            .into_iter()
+            .filter(|e| e.department == department)
+            .collect()
+    };
+    let history = history
+        .into_iter()
+        .filter(|h| source || h.department.as_deref().is_none_or(|d| d == department))
+        .collect();
+    Ok(RecordPage {
+        record,
+        entries,
+        history,
+        mine,
+    })
+}
+
+/// The department's own entry of a record (404 unknown, 403 not routed to it).
+async fn own_entry(state: &AppState, department: &str, id: &str) -> Result<Entry, Failure> {
+    let (_, entry) = crate::api::records::routed_entry(state, id, department).await?;
+    Ok(entry)
+}
+
+/// Publishes an action event and waits for the projector; `false` when it was published but not
+/// applied within the wait (the ledger shows it shortly).
+async fn publish(
+    state: &AppState,
+    kind: RecordKind,
+    id: &str,
+    data: Value,
+) -> Result<bool, Failure> {
+    Ok(crate::api::records::publish_and_wait(state, kind, id, data).await?)
+}
+
+/// 认领: idempotent for the department; refused once returned or forwarded.
+pub async fn claim(
+    state: &AppState,
+    department: &str,
+    id: &str,
+    actor: &str,
+) -> Result<bool, Failure> {
+    let entry = own_entry(state, department, id).await?;
+    match entry.state {
+        EntryState::Claimed | EntryState::Feedback | EntryState::Closed => return Ok(true),
+        EntryState::Returned => return Err(Failure::conflict("本部门已退回该记录，不能再认领")),
+        EntryState::Forwarded => {
+            return Err(Failure::conflict(format!(
+                "本部门已转交该记录：{}",
+                entry.note.as_deref().unwrap_or("")
+            )))
+        }
+        EntryState::Pushed | EntryState::Delivered => {}
+    }
+    let data = json!({"record_id": id, "department": department, "action": "claim",
+                      "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
+    publish(state, RecordKind::Claim, id, data).await
+}
+
+/// 退回 (非本部门) with a reason: the record goes back to routing.
+pub async fn give_back(
+    state: &AppState,
+    department: &str,
+    id: &str,
+    reason: &str,
+    actor: &str,
+) -> Result<bool, Failure> {
+    let entry = own_entry(state, department, id).await?;
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Failure::bad("退回须说明理由"));
+    }
+    if entry.state == EntryState::Returned {
+        return Ok(true);
+    }
+    if matches!(
+        entry.state,
+        EntryState::Feedback | EntryState::Closed | EntryState::Forwarded
+    ) {
+        return Err(Failure::conflict(format!(
+            "该记录已{}，不能退回",
+            crate::console::labels::state_name(entry.state).trim_start_matches('已')
+        )));
+    }
+    let data = json!({"record_id": id, "department": department, "action": "return",
+                      "reason": reason, "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
+    publish(state, RecordKind::Claim, id, data).await
+}
+
+/// What a feedback form says.
+#[derive(Debug, Clone, Default)]
+pub struct FeedbackInput {
+    pub feedback_type: String,
+    pub content: Option<String>,
+    pub document_no: Option<String>,
+    pub disposition: Option<String>,
+    pub verification: Option<String>,
+    pub attendees: Vec<String>,
+    pub agreed: Option<bool>,
+}
+
+/// 反馈: supervision started, rectification, disposition, a reply, an attendance confirmation,
+/// a sign-off or a verification. A reply or a confirmation may come first; the rest follow a
+/// claim.
+pub async fn feedback(
+    state: &AppState,
+    department: &str,
+    id: &str,
+    input: FeedbackInput,
+    actor: &str,
+) -> Result<bool, Failure> {
+    if input.feedback_type == "deemed_agreed" {
+        return Err(Failure::bad(
+            "逾期视为同意由网关在答复期限届满时记录，请以“函询答复”反馈",
+        ));
+    }
+    let entry = own_entry(state, department, id).await?;
+    let first_answer = matches!(
+        input.feedback_type.as_str(),
+        "reply" | "inspection_attendance"
+    );
+    let open = if first_answer {
+        entry.state.is_unclaimed()
+            || matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
+    } else {
+        matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
+    };
+    if !open {
+        return Err(Failure::conflict(if entry.state.is_unclaimed() {
+            "请先认领，再反馈".to_string()
+        } else {
+            format!(
+                "该记录已{}，不能再反馈",
+                crate::console::labels::state_name(entry.state).trim_start_matches('已')
+            )
+        }));
+    }
+    let mut data = json!({"record_id": id, "department": department,
+                          "feedback_type": input.feedback_type, "at": rfc3339(now(state)), "actor": actor});
+    for (k, v) in [
+        ("content", input.content),
+        ("document_no", input.document_no),
+        ("disposition", input.disposition),
+        ("verification", input.verification),
+    ] {
+        if let Some(v) = v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+            data[k] = json!(v);
+        }
+    }
+    if !input.attendees.is_empty() {
+        data["attendees"] = json!(input.attendees);
+    }
+    if let Some(agreed) = input.agreed {
+        data["agreed"] = json!(agreed);
+    }
+    publish(state, RecordKind::Feedback, id, data).await
+}
+
+/// 转交 to another department (by default the upper-level one in the catalog), with a reason.
+pub async fn forward(
+    state: &AppState,
+    department: &str,
+    id: &str,
+    to: Option<&str>,
+    reason: &str,
+    actor: &str,
+) -> Result<bool, Failure> {
+    let entry = own_entry(state, department, id).await?;
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Failure::bad("转交须说明理由"));
+    }
+    let to = match to.filter(|t| !t.is_empty()) {
+        Some(t) => t.to_string(),
+        None => catalog(state)
+            .department(department)
+            .and_then(|d| d.parent.clone())
+            .ok_or_else(|| Failure::bad("本部门在路由目录中没有上级部门，请选择接收部门"))?,
+    };
+    crate::api::flows::receivers(state, department, std::slice::from_ref(&to))?;
+    if entry.state == EntryState::Forwarded {
+        return Ok(true);
+    }
+    if !(entry.state.is_unclaimed() || entry.state == EntryState::Claimed) {
+        return Err(Failure::conflict(format!(
+            "该记录已{}，不能转交",
+            crate::console::labels::state_name(entry.state).trim_start_matches('已')
+        )));
+    }
+    let page = record(state, None, id).await?;
+    if page
+        .entries
+        .iter()
+        .any(|e| e.department == to && e.state != EntryState::Returned)
+    {
+        return Err(Failure::conflict("该记录已推送给接收部门"));
+    }
+    let data = json!({"record_id": id, "department": department, "action": "forward", "to": to,
+                      "reason": reason, "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
+    publish(state, RecordKind::Claim, id, data).await
+}
+
+/// Open entries of a flow rule for a department (or all), soonest deadline first.
+pub async fn obligations(
+    state: &AppState,
+    rule: &str,
+    department: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(Entry, RecordRow)>, Failure> {
+    state
+        .ledger
+        .obligations(rule, department, limit)
+        .await
+        .map_err(Failure::unavailable)
+}
+
+/// Records waiting in the unrouted queue.
+pub async fn unrouted(state: &AppState) -> Result<Vec<RecordRow>, Failure> {
+    state.ledger.unrouted().await.map_err(Failure::unavailable)
+}
+
+/// 指派: routes a record to catalog departments, as `POST /v1/records/{id}/route` does.
+pub async fn route(
+    state: &AppState,
+    id: &str,
+    departments: &[String],
+    actor: &str,
+) -> Result<bool, Failure> {
+    if departments.is_empty() {
+        return Err(Failure::bad("请选择至少一个部门"));
+    }
+    for d in departments {
+        if catalog(state).department(d).is_none() {
+            return Err(Failure::bad(format!("部门 {d} 不在路由目录中")));
+        }
+    }
+    record(state, None, id).await?;
+    let mut all = true;
+    for d in departments {
+        let data = json!({"record_id": id, "department": d, "action": "route",
+                          "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
+        all &= publish(state, RecordKind::Claim, id, data).await?;
+    }
+    Ok(all)
+}
+
+/// Every DLQ entry (oldest first) and the ids that are no longer open (replayed, or superseded
+/// by the entry their failed replay made).
+pub async fn dlq_entries(state: &AppState) -> Result<(Vec<dlq::Entry>, HashSet<String>), Failure> {
+    let entries = dlq::entries_with_status(
+        state.ingestor.bus.as_ref(),
+        &state.ingestor.topics,
+        state.ingestor.state.as_ref(),
+    )
+    .await
+    .map_err(Failure::unavailable)?;
+    let done = entries
+        .iter()
+        .filter(|e| e.status != dlq::Status::Open)
+        .map(|e| e.id.clone())
+        .collect();
+    Ok((entries, done))
+}
+
+/// Replays DLQ entries not replayed yet — the ones named, or all of an adapter — through the
+/// adapters running now; marks and audits each as `actor`. Returns (entry id, what happened).
+pub async fn replay(
+    state: &AppState,
+    ids: &[String],
+    adapter: Option<&str>,
+    actor: &str,
+) -> Result<Vec<(String, dlq::Replayed)>, Failure> {
+    if ids.is_empty() && adapter.is_none() {
+        return Err(Failure::bad("请选择要重放的条目或适配器"));
+    }
+    let (entries, done) = dlq_entries(state).await?;
+    for id in ids {
+        if !entries.iter().any(|e| &e.id == id) {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("死信队列中没有条目 {id}"),
+            ));
+        }
+        if done.contains(id) {
+            return Err(Failure::conflict(format!("条目 {id} 已重放过")));
+        }
+    }
+    let adapters = state.adapters.read().expect("adapter set lock").clone();
+    let mut out = Vec::new();
+    let mut marks = Vec::new();
+    for e in entries
+        .iter()
+        .filter(|e| !done.contains(&e.id))
+        .filter(|e| ids.is_empty() || ids.contains(&e.id))
+        .filter(|e| adapter.is_none_or(|a| e.adapter == a))
+    {
+        let replayed =
+            dlq::replay_entry(&state.ingestor, &adapters, Some(state.ledger.as_ref()), e)
+                .await
+                .map_err(Failure::unavailable)?;
+        if !matches!(replayed, dlq::Replayed::Left(_)) {
+            marks.push((e.id.clone(), replayed.outcome().to_string()));
+        }
+        out.push((e.id.clone(), replayed));
+    }
+    let store = &state.ingestor.state;
+    for (id, outcome) in &marks {
+        store
+            .audit(actor, "dlq_replayed", id, json!({"outcome": outcome}))
+            .await
+            .map_err(Failure::unavailable)?;
+    }
+    store
+        .mark_replayed(marks)
+        .await
+        .map_err(Failure::unavailable)?;
+    Ok(out)
+}
+
+/// The monthly report (每月通报) of `YYYY-MM`.
+pub async fn monthly_report(state: &AppState, month: &str) -> Result<report::Report, Failure> {
+    let (from, to) = report::month_bounds(month)
+        .map_err(|_| Failure::bad(format!("月份“{month}”无效，格式为 YYYY-MM")))?;
+    let builder = report::Monthly::new(month, state.shared.calendar.clone(), now(state));
+    Ok(state
+        .ledger
+        .report_month(from, to, builder)
+        .await
+        .map_err(Failure::unavailable)?
+        .finish())
+}
+
+/// The report as CSV, as `GET /v1/reports/monthly` gives it.
+pub fn report_csv(r: &report::Report) -> String {
+    report::to_csv(r)
+}
+
+/// Whether the bus answers.
+pub async fn bus_ready(state: &AppState) -> Result<(), String> {
+    state.ingestor.bus.ready().await.map_err(|e| e.to_string())
+}
+
+/// One loaded adapter with what arrived through it.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub system: String,
+    pub kind: RecordKind,
+    pub format: String,
+    /// Records accepted, duplicates and rejects since the gateway started.
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+    /// Distinct records published ever, and when the last one was.
+    pub records: u64,
+    pub last_at: Option<String>,
+}
+
+/// The adapters running now with their counts.
+pub async fn adapters(state: &AppState) -> Result<Vec<AdapterSummary>, Failure> {
+    let activity = state
+        .ingestor
+        .state
+        .adapter_activity()
+        .await
+        .map_err(Failure::unavailable)?;
+    let set = state.adapters.read().expect("adapter set lock").clone();
+    let counter = |name: &str, outcome: &str| {
+        crate::telemetry::METRICS
+            .ingested
+            .with_label_values(&[name, outcome])
+            .get()
+    };
+    Ok(set
+        .iter()
+        .map(|a| {
+            let seen = activity.iter().find(|x| x.adapter == a.name);
+            AdapterSummary {
+                name: a.name.clone(),
+                system: a.system.clone(),
+                kind: a.kind,
+                format: format!("{:?}", a.format).to_lowercase(),
+                accepted: counter(&a.name, "accepted"),
+                duplicate: counter(&a.name, "duplicate"),
+                rejected: counter(&a.name, "rejected"),
+                records: seen.map_or(0, |x| x.records),
+                last_at: seen.and_then(|x| x.last_at.clone()),
+            }
+        })
+        .collect())
+}
+
+/// Whether an adapter of that name runs now.
+pub fn adapter_loaded(state: &AppState, name: &str) -> bool {
+    state
+        .adapters
+        .read()
+        .expect("adapter set lock")
+        .get(name)
+        .is_some()
+}
+
+/// Issues a bearer token for a system; returns (id, token), shown once.
+pub async fn issue_token(
+    state: &AppState,
+    role: &str,
+    subject: &str,
+    actor: &str,
+) -> Result<(String, String), Failure> {
+    let known = match role {
+        "admin" => subject.is_empty(),
+        "department" => catalog(state).department(subject).is_some(),
+        "adapter" => adapter_loaded(state, subject),
+        _ => return Err(Failure::bad("角色须为 adapter、department 或 admin")),
+    };
+    if !known {
+        return Err(Failure::bad(format!(
+            "“{subject}”不是已知的{}",
+            match role {
+                "department" => "部门",
+                "adapter" => "适配器",
+                _ => "主体（管理员令牌不带主体）",
+            }
+        )));
+    }
+    crate::auth::issue(state.ingestor.state.as_ref(), role, subject, actor)
+        .await
+        .map_err(Failure::unavailable)
+}
+
+/// Revokes a token; `false` when no active token has that id.
+pub async fn revoke_token(state: &AppState, id: &str, actor: &str) -> Result<bool, Failure> {
+    crate::auth::revoke(state.ingestor.state.as_ref(), id, actor)
+        .await
+        .map_err(Failure::unavailable)
+}
+
+/// Sets a department's liaison officer, checked as `PUT /v1/departments/{code}/liaison` checks
+/// it; audited with the phone number masked.
+pub async fn set_liaison(
+    state: &AppState,
+    code: &str,
+    officer: String,
+    phone: String,
+    leader: Option<String>,
+    email: Option<String>,
+    actor: &str,
+) -> Result<(), Failure> {
+    let body = crate::api::flows::LiaisonBody::new(officer, phone, leader, email);
+    let value = crate::api::flows::liaison_value(&state.shared, code, body, now(state))
+        .map_err(Failure::bad)?;
+    let store = &state.ingestor.state;
+    store
+        .set_liaison(code, value.clone())
+        .await
+        .map_err(Failure::unavailable)?;
+    let masked = json!({"officer": value["officer"], "phone": crate::mask::mask(value["phone"].as_str().unwrap_or(""))});
+    store
+        .audit(actor, "liaison.set", code, masked)
+        .await
+        .map_err(Failure::unavailable)
+}
