@@ -50,6 +50,14 @@ if ! python3 -c "import helm_python" 2>/dev/null; then
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages helm-python-sdk
 fi
 
+# An independent OpenAPI validator for the document at /openapi.json (tests/api.rs).
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('openapi-spec-validator') != '$OPENAPI_SPEC_VALIDATOR_VERSION')" 2>/dev/null; then
+  echo "installing openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION…"
+  python3 -m pip install --quiet --disable-pip-version-check "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+fi
+
 # PostgreSQL: Debian's package, a throw-away cluster on a loopback port for this run.
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(pg_bin)" ]; then

@@ -1,4 +1,5 @@
-//! RFC 9457 problem details: the one place errors become HTTP responses.
+//! RFC 9457 problem details: the wire format of every error the API answers with. Which error
+//! becomes which problem is decided in one place, [`super::error`].
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
