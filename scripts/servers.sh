@@ -58,6 +58,13 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('openap
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
 fi
 
+# curl and jq, which the README's walk-throughs use (tests/readme.rs runs them).
+if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
+  echo "installing curl and jq (apt-get install curl jq)…"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl jq >/dev/null
+fi
+command -v jq >/dev/null && command -v curl >/dev/null || { echo "curl/jq missing" >&2; exit 1; }
+
 # PostgreSQL: Debian's package, a throw-away cluster on a loopback port for this run.
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(pg_bin)" ]; then
