@@ -51,10 +51,10 @@ pub struct TokenList {
 #[utoipa::path(get, path = "/v1/admin/tokens", tag = "admin",
     security(("bearer" = [])),
     responses(
-        (status = 200, body = TokenList),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = TokenList),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
@@ -115,11 +115,11 @@ fn check_subject(state: &AppState, role: &str, subject: &str) -> Result<(), ApiE
 #[utoipa::path(post, path = "/v1/admin/tokens", tag = "admin", request_body = NewToken,
     security(("bearer" = [])),
     responses(
-        (status = 201, body = IssuedToken),
+        (status = 201, description = "Issued; the token is shown this once", body = IssuedToken),
         (status = 400, description = "Unknown role or subject", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -149,11 +149,11 @@ pub async fn create(
     params(("id" = String, Path, description = "Token id")),
     security(("bearer" = [])),
     responses(
-        (status = 201, body = IssuedToken),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 404, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 201, description = "Issued; the token is shown this once", body = IssuedToken),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
@@ -186,10 +186,10 @@ pub async fn rotate(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 404, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
@@ -232,10 +232,10 @@ pub struct AuditLog {
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditParams),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = AuditLog),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = AuditLog),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn audit(
     State(state): State<Arc<AppState>>,

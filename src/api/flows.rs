@@ -188,10 +188,10 @@ pub struct InquiryBody {
         (status = 201, description = "Sent: the notice with the receivers' entries", body = RecordEntries),
         (status = 200, description = "The same letter number again: the existing inquiry", body = DuplicateAnswer),
         (status = 202, description = "Published; the ledger has not applied it yet", body = PendingAnswer),
-        (status = 400, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 400, description = "The request is not one this endpoint takes (the problem names the field)", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn create_inquiry(
     State(state): State<Arc<AppState>>,
@@ -240,10 +240,10 @@ pub struct InspectionBody {
         (status = 201, description = "Announced: the notice with the receivers' entries", body = RecordEntries),
         (status = 200, description = "The same document number again: the existing notice", body = DuplicateAnswer),
         (status = 202, description = "Published; the ledger has not applied it yet", body = PendingAnswer),
-        (status = 400, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 400, description = "The request is not one this endpoint takes (the problem names the field)", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 403, description = "Not the approval bureau", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn create_inspection(
     State(state): State<Arc<AppState>>,
@@ -299,12 +299,12 @@ pub struct ForwardBody {
     responses(
         (status = 200, description = "Forwarded: the caller's entry as it stands", body = RecordEntry),
         (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntry),
-        (status = 400, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 404, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 400, description = "The request is not one this endpoint takes (the problem names the field)", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 409, description = "Already handled, or already routed to the receiver", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn forward(
     State(state): State<Arc<AppState>>,
@@ -389,10 +389,10 @@ pub struct OfflineBody {
         (status = 201, description = "Entered: the record with its entries", body = RecordEntries),
         (status = 200, description = "The same document again: the existing record", body = DuplicateAnswer),
         (status = 202, description = "Published; the ledger has not applied it yet", body = PendingAnswer),
-        (status = 400, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 400, description = "The request is not one this endpoint takes (the problem names the field)", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn offline_push(
     State(state): State<Arc<AppState>>,
@@ -521,10 +521,10 @@ pub struct CommitmentList {
 #[utoipa::path(get, path = "/v1/commitments", tag = "flows", params(OpenParams),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = CommitmentList),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = CommitmentList),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn commitments(
     State(state): State<Arc<AppState>>,
@@ -551,10 +551,10 @@ pub struct InquiryList {
 #[utoipa::path(get, path = "/v1/inquiries", tag = "flows", params(OpenParams),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = InquiryList),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = InquiryList),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn inquiries(
     State(state): State<Arc<AppState>>,
@@ -581,10 +581,10 @@ pub struct InspectionList {
 #[utoipa::path(get, path = "/v1/inspections", tag = "flows", params(OpenParams),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = InspectionList),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = InspectionList),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn inspections(
     State(state): State<Arc<AppState>>,
@@ -639,9 +639,9 @@ pub struct DepartmentList {
 #[utoipa::path(get, path = "/v1/departments", tag = "flows",
     security(("bearer" = [])),
     responses(
-        (status = 200, body = DepartmentList),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = DepartmentList),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn departments(
     State(state): State<Arc<AppState>>,
@@ -762,9 +762,9 @@ pub struct LiaisonAnswer {
     responses(
         (status = 200, description = "The entry as now stored", body = LiaisonAnswer),
         (status = 400, description = "Unknown department, or a missing officer or a bad phone number", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn set_liaison(
     State(state): State<Arc<AppState>>,

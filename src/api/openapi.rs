@@ -163,7 +163,7 @@ impl Modify for BearerScheme {
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        super::ingest,
+        super::ingest::ingest,
         records::inbox,
         records::record,
         records::claim,

@@ -142,9 +142,9 @@ fn inbox_query(p: InboxParams) -> Result<InboxQuery, ApiError> {
     responses(
         (status = 200, description = "One page of the inbox", body = InboxAnswer),
         (status = 400, description = "A bad status, order, limit (over 1000: `limit-too-large`) or cursor (`bad-cursor`)", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 403, description = "Not a department token", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn inbox(
     State(state): State<Arc<AppState>>,
@@ -277,12 +277,12 @@ pub struct ClaimBody {
     responses(
         (status = 200, description = "Claimed (or already claimed): the entry as it stands", body = RecordEntry),
         (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntry),
-        (status = 400, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 400, description = "The request is not one this endpoint takes (the problem names the field)", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 403, description = "Not routed to the caller's department", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 404, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 409, description = "Returned or forwarded before", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn claim(
     State(state): State<Arc<AppState>>,
@@ -349,11 +349,11 @@ pub async fn claim(
         (status = 200, description = "Returned: the entry as it stands", body = RecordEntry),
         (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntry),
         (status = 400, description = "No reason", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 404, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 409, description = "Already handled", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn give_back(
     State(state): State<Arc<AppState>>,
@@ -424,11 +424,11 @@ pub struct FeedbackBody {
         (status = 200, description = "Recorded: the entry as it stands", body = RecordEntry),
         (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntry),
         (status = 400, description = "A body the feedback schema refuses", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 404, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 409, description = "Not claimed yet, or already handled", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn feedback(
     State(state): State<Arc<AppState>>,
@@ -507,10 +507,10 @@ pub async fn feedback(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The record, the entries the caller may see, the history that concerns the caller", body = RecordHistory),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 404, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn record(
     State(state): State<Arc<AppState>>,
@@ -573,10 +573,10 @@ pub struct UnroutedAnswer {
 #[utoipa::path(get, path = "/v1/unrouted", tag = "admin",
     security(("bearer" = [])),
     responses(
-        (status = 200, body = UnroutedAnswer),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = UnroutedAnswer),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn unrouted(
     State(state): State<Arc<AppState>>,
@@ -608,10 +608,10 @@ pub struct RouteBody {
         (status = 200, description = "Routed: the record with its entries", body = RecordEntries),
         (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntries),
         (status = 400, description = "No or unknown departments", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 404, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn route(
     State(state): State<Arc<AppState>>,
@@ -680,9 +680,9 @@ pub struct ReportParams {
             (String = "text/csv", example = "department,kind,flow,pushed,claimed,…"),
         )),
         (status = 400, description = "Not a month", body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 401, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 403, body = ProblemResponse, content_type = "application/problem+json"),
-        (status = 503, body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn monthly(
     State(state): State<Arc<AppState>>,
