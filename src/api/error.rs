@@ -232,7 +232,7 @@ impl ApiError {
                 "reserved-feedback-type",
                 "Recorded by the gateway",
             ),
-            Ledger(_) | State(_) | Publish(_) | NotReady(_) => Problem::unavailable(detail, 5),
+            Ledger(_) | State(_) | Publish(_) | NotReady(_) => unavailable(detail),
             Ingest(IngestError::Body(rejection, dlq_id)) => {
                 let slug = match rejection.rejection.reason {
                     "too_many_records" => "too-many-records",
@@ -253,12 +253,23 @@ impl ApiError {
                     .with("stage", rejection.rejection.stage)
                     .with("reason", rejection.rejection.reason)
             }
-            Ingest(e @ (IngestError::Bus(_) | IngestError::State(_))) => Problem::unavailable(
-                format!("{e}; nothing was accepted, send the request again"),
-                5,
-            ),
+            Ingest(e @ (IngestError::Bus(_) | IngestError::State(_))) => {
+                unavailable(format!("{e}; nothing was accepted, send the request again"))
+            }
         }
     }
+}
+
+/// A 503 with `Retry-After`: what the API stands on is down for now; nothing was done.
+fn unavailable(detail: String) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Temporarily unavailable; retry",
+        detail,
+    );
+    p.retry_after = Some(5);
+    p
 }
 
 impl From<ApiError> for Problem {

@@ -42,37 +42,6 @@ impl Problem {
         );
         self
     }
-
-    pub fn unauthorized(detail: &str) -> Problem {
-        let mut p = Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Missing or unknown bearer token",
-            detail,
-        );
-        p.authenticate = true;
-        p
-    }
-
-    pub fn forbidden(detail: impl Into<String>) -> Problem {
-        Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Not allowed for this token",
-            detail,
-        )
-    }
-
-    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Problem {
-        let mut p = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Temporarily unavailable; retry",
-            detail,
-        );
-        p.retry_after = Some(retry_after);
-        p
-    }
 }
 
 impl IntoResponse for Problem {
