@@ -156,6 +156,7 @@ pub async fn open_io(
 /// `shenguan run`.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let defs = load_all(&settings)?;
+    let _lock = crate::datadir::lock(&settings, "gateway")?;
     tracing::info!(
         schemas = %defs.schemas.origin,
         adapters = defs.adapters.len(),
@@ -418,5 +419,5 @@ pub fn init(settings: &Settings) {
 
 /// Whether a path looks like a data directory created by the gateway.
 pub fn has_data(dir: &Path) -> bool {
-    dir.join("bus.db").exists() || dir.join("ledger.db").exists()
+    crate::datadir::has_data(dir)
 }

@@ -17,6 +17,7 @@ pub mod bench;
 pub mod bus;
 pub mod cmd;
 pub mod config;
+pub mod datadir;
 pub mod db;
 pub mod deliver;
 pub mod demo;

@@ -273,6 +273,24 @@ fn main() -> ExitCode {
         }
     };
     app::init(&settings);
+    // Commands that read what a gateway wrote refuse a directory that holds none of it.
+    let reads_data = matches!(
+        &cli.command,
+        Command::Report { .. }
+            | Command::Dlq { .. }
+            | Command::Token {
+                command: TokenCommand::List
+            }
+            | Command::Liaison {
+                command: LiaisonCommand::List
+            }
+    );
+    if reads_data {
+        if let Err(e) = shenguan::datadir::require_data(&settings) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

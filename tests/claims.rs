@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use shenguan::ledger::store::LedgerStore;
 
 const JSON: &str = "application/json";
 
@@ -611,11 +610,8 @@ async fn a_rebuilt_ledger_equals_the_live_one() {
     gw.stop();
 
     let ledger_db = gw.data_dir.join("ledger.db");
-    let live = shenguan::ledger::sqlite::SqliteLedger::open(&ledger_db)
-        .unwrap()
-        .snapshot()
-        .await
-        .unwrap();
+    let ledger_url = format!("sqlite:{}", ledger_db.display());
+    let live = common::ledger_snapshot(&ledger_url).await;
     assert!(live.len() > 10);
     let config = dir.path().join("shenguan.toml").display().to_string();
     let data = gw.data_dir.display().to_string();
@@ -637,11 +633,7 @@ async fn a_rebuilt_ledger_equals_the_live_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rebuilt = shenguan::ledger::sqlite::SqliteLedger::open(&ledger_db)
-        .unwrap()
-        .snapshot()
-        .await
-        .unwrap();
+    let rebuilt = common::ledger_snapshot(&ledger_url).await;
     assert_eq!(rebuilt, live);
 }
 

@@ -262,8 +262,7 @@ async fn wait_for_ledger(gw: &Gateway, admin: &str, ids: &BTreeSet<String>) {
 /// Stops the gateway, runs `shenguan ledger rebuild` and returns (live, rebuilt) snapshots.
 async fn rebuild_and_compare(gw: &mut Gateway, ledger_url: &str, extra: &[&str]) -> usize {
     gw.stop();
-    let ledger = shenguan::ledger::store::open(ledger_url).await.unwrap();
-    let live = ledger.snapshot().await.unwrap();
+    let live = common::ledger_snapshot(ledger_url).await;
     let data = gw.data_dir.display().to_string();
     let mut args = vec!["ledger", "rebuild", "--data-dir", data.as_str()];
     args.extend_from_slice(extra);
@@ -273,7 +272,7 @@ async fn rebuild_and_compare(gw: &mut Gateway, ledger_url: &str, extra: &[&str])
         "ledger rebuild failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rebuilt = ledger.snapshot().await.unwrap();
+    let rebuilt = common::ledger_snapshot(ledger_url).await;
     assert_eq!(live.len(), rebuilt.len(), "rebuilt ledger row count");
     for (a, b) in live.iter().zip(&rebuilt) {
         assert_eq!(a, b, "the rebuilt ledger differs from the live one");

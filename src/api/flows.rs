@@ -354,7 +354,7 @@ pub async fn forward(
     }
     let mut data = json!({
         "record_id": id, "department": department, "action": "forward", "to": to,
-        "reason": reason, "at": rfc3339(state.clock.now()), "channel": "rest",
+        "reason": reason, "at": crate::ledger::event_time(state.clock.now()), "channel": "rest",
     });
     if let Some(a) = b.actor {
         data["actor"] = json!(a);

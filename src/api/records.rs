@@ -26,7 +26,7 @@ use super::AppState;
 use crate::auth::Principal;
 use crate::bus::Message;
 use crate::ledger::store::{decode_cursor, InboxOrder, InboxQuery, InboxStatus};
-use crate::ledger::{report, rfc3339, Entry, EntryState, RecordRow};
+use crate::ledger::{report, Entry, EntryState, RecordRow};
 use crate::schema::RecordKind;
 
 /// Records per inbox page when the request says nothing.
@@ -325,7 +325,7 @@ pub async fn claim(
         }
         _ => {}
     }
-    let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": rfc3339(state.clock.now()), "channel": "rest"});
+    let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
         data["actor"] = json!(a);
     }
@@ -382,7 +382,7 @@ pub async fn give_back(
             entry.state.as_str()
         )));
     }
-    let mut data = json!({"record_id": id, "department": department, "action": "return", "reason": reason, "at": rfc3339(state.clock.now()), "channel": "rest"});
+    let mut data = json!({"record_id": id, "department": department, "action": "return", "reason": reason, "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
         data["actor"] = json!(a);
     }
@@ -468,7 +468,7 @@ pub async fn feedback(
         "record_id": id,
         "department": department,
         "feedback_type": b.feedback_type.unwrap_or_default(),
-        "at": rfc3339(state.clock.now()),
+        "at": crate::ledger::event_time(state.clock.now()),
     });
     for (k, v) in [
         ("content", b.content),
@@ -640,7 +640,7 @@ pub async fn route(
     }
     let mut all_applied = true;
     for d in &b.departments {
-        let mut data = json!({"record_id": id, "department": d, "action": "route", "at": rfc3339(state.clock.now()), "channel": "rest"});
+        let mut data = json!({"record_id": id, "department": d, "action": "route", "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
         if let Some(a) = &b.actor {
             data["actor"] = json!(a);
         }

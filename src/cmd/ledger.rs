@@ -10,6 +10,9 @@ use crate::ledger::projector::{Projector, Shared};
 /// `shenguan ledger rebuild`: clears the ledger projection and replays every ledger topic.
 pub async fn ledger_rebuild(settings: &Settings) -> anyhow::Result<u64> {
     let defs = load_all(settings)?;
+    crate::datadir::require_data(settings)?;
+    // Not while a gateway runs on the same directory.
+    let _lock = crate::datadir::lock(settings, "ledger rebuild")?;
     let (_, bus, topics) = open_io(settings).await?;
     let ledger = crate::ledger::store::open(&settings.ledger_url()).await?;
     ledger.clear().await?;

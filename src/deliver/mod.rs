@@ -22,7 +22,7 @@ use crate::ingest::Ingestor;
 use crate::ledger::projector::Shared;
 use crate::ledger::store::LedgerStore;
 use crate::ledger::tracker::Clock;
-use crate::ledger::{rfc3339, Entry, RecordRow};
+use crate::ledger::{Entry, RecordRow};
 use crate::pipeline::{RecordError, Rejection, Stage};
 use crate::schema::RecordKind;
 use crate::telemetry::events;
@@ -243,7 +243,7 @@ impl Deliverer {
                     .await?;
                 let data = json!({
                     "record_id": entry.record_id, "department": entry.department, "action": "deliver",
-                    "at": rfc3339(now), "channel": "rest", "actor": "webhook",
+                    "at": crate::ledger::event_time(now), "channel": "rest", "actor": "webhook",
                 });
                 let id = uuid::Uuid::new_v4().to_string();
                 let event = crate::pipeline::envelope(

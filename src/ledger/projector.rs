@@ -1,19 +1,24 @@
-//! The projector: consumes the record, claim and feedback topics from the positions stored in
-//! the ledger and applies each message with its new position; the messages already waiting when
-//! one arrives (up to [`MAX_BATCH`]) go into the same transaction, so a burst costs one commit. In live mode it
-//! also updates the claim-latency histogram and the breach counter; a rebuild does not, so
-//! replaying history never double-counts.
+//! The projector: consumes the ledger topics (records, claims, feedback, alert levels) from the
+//! positions stored in the ledger and applies each message with its new position; the messages
+//! already waiting when one arrives (up to [`MAX_BATCH`]) go into the same transaction, so a
+//! burst costs one commit. In live mode it also updates the claim-latency histogram and the
+//! breach counter; a rebuild does not, so replaying history never double-counts. A message that
+//! is not a ledger event goes to the DLQ with its bytes and the reason.
+//!
+//! A consumer that stops receiving while the topics grow past its positions (a broker that came
+//! back without the client noticing) is noticed: the projector compares the topics' ends with
+//! its positions when it has been idle for a while, and subscribes again from its positions.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
+use super::port::Outcome;
+pub use super::shared::{Shared, LEDGER_KINDS};
 use super::store::{LedgerError, LedgerStore};
-use super::{Changes, Context};
-use crate::bus::{Bus, BusError, Topics};
-use crate::deadline::{Calendar, Policies};
-use crate::route::Catalog;
+use super::Changes;
+use crate::bus::{Bus, BusError, Delivery, Message};
 use crate::schema::RecordKind;
 use crate::telemetry::events;
 
@@ -26,40 +31,9 @@ struct EventId {
 /// Most messages applied in one ledger transaction.
 pub const MAX_BATCH: usize = 500;
 
-/// What the projector and the tracker share: routing, calendar, policies, topics.
-pub struct Shared {
-    pub catalog: Arc<Catalog>,
-    pub calendar: Arc<Calendar>,
-    pub policies: Arc<Policies>,
-    /// The policy profile in force.
-    pub policy: String,
-    pub topics: Topics,
-}
-
-impl Shared {
-    pub fn context(&self) -> Context<'_> {
-        Context {
-            catalog: &self.catalog,
-            calendar: &self.calendar,
-            policies: &self.policies,
-            policy: &self.policy,
-        }
-    }
-
-    /// The topics the ledger is built from.
-    pub fn ledger_topics(&self) -> Vec<String> {
-        [
-            RecordKind::Approval,
-            RecordKind::Supervision,
-            RecordKind::Notice,
-            RecordKind::Claim,
-            RecordKind::Feedback,
-        ]
-        .iter()
-        .map(|k| self.topics.name(*k))
-        .collect()
-    }
-}
+/// How long the projector may receive nothing before it checks that the topics did not grow
+/// past its positions meanwhile.
+const STALL_CHECK: Duration = Duration::from_secs(10);
 
 /// Why projecting stopped.
 #[derive(Debug, thiserror::Error)]
@@ -87,13 +61,12 @@ impl Projector {
         until_idle: Option<Duration>,
         live: bool,
     ) -> Result<u64, ProjectError> {
+        let topics = self.shared.ledger_topics();
         let positions = self.ledger.positions().await?;
-        let mut sub = self
-            .bus
-            .assign(&self.shared.ledger_topics(), &positions)
-            .await?;
+        let mut sub = self.bus.assign(&topics, &positions).await?;
         let mut applied = 0u64;
         let wait = until_idle.unwrap_or(Duration::from_millis(500));
+        let mut idle_since = std::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return Ok(applied);
@@ -105,13 +78,27 @@ impl Projector {
             let delivery = match next {
                 Ok(Some(d)) => d,
                 Ok(None) if until_idle.is_some() => return Ok(applied),
-                Ok(None) => continue,
+                Ok(None) => {
+                    if idle_since.elapsed() >= STALL_CHECK {
+                        idle_since = std::time::Instant::now();
+                        if self.stalled().await {
+                            tracing::warn!("the ledger topics grew past the projector's positions without it receiving anything: subscribing again");
+                            let positions = self.ledger.positions().await?;
+                            match self.bus.assign(&topics, &positions).await {
+                                Ok(s) => sub = s,
+                                Err(e) => events::bus_error("consume", &e),
+                            }
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     events::bus_error("consume", &e);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
+            idle_since = std::time::Instant::now();
             // Whatever else is already waiting goes into the same transaction: one commit for
             // a burst instead of one per record.
             let mut batch = Vec::new();
@@ -138,10 +125,10 @@ impl Projector {
                 })
                 .collect();
             let batch: super::store::Batch = batch.into();
-            let all = loop {
+            let outcomes = loop {
                 match self
                     .ledger
-                    .apply_batch(batch.clone(), self.shared.clone())
+                    .apply_batch(batch.clone(), self.shared.clone(), live)
                     .await
                 {
                     Ok(c) => break c,
@@ -154,15 +141,75 @@ impl Projector {
                     }
                 }
             };
-            for (changes, id) in all.iter().zip(event_ids) {
+            let mut rejected = Vec::new();
+            for ((outcome, id), (delivery, _)) in outcomes.iter().zip(event_ids).zip(batch.iter()) {
                 applied += 1;
-                if live {
-                    observe(changes);
+                match outcome {
+                    Outcome::Applied(changes) if live => observe(changes),
+                    Outcome::Waiting => tracing::info!(
+                        topic = %delivery.topic,
+                        offset = delivery.offset,
+                        "event kept until its record arrives"
+                    ),
+                    Outcome::Rejected(e) if live => rejected.push(self.dead_letter(delivery, e)),
+                    _ => {}
                 }
                 if let Some(id) = id {
                     let _ = self.applied.send(id);
                 }
             }
+            if !rejected.is_empty() {
+                // The messages are on their topics still; this makes them visible.
+                if let Err(e) = self.bus.publish(rejected).await {
+                    events::bus_error("publish", &e);
+                }
+            }
+        }
+    }
+
+    /// Whether the ledger topics hold messages past the stored positions.
+    async fn stalled(&self) -> bool {
+        let (Ok(ends), Ok(positions)) = (
+            self.bus.end_offsets(&self.shared.ledger_topics()).await,
+            self.ledger.positions().await,
+        ) else {
+            return false;
+        };
+        ends.iter().any(|(key, end)| {
+            let at = positions.get(key).copied().unwrap_or(0);
+            *end > at
+        })
+    }
+
+    /// The DLQ entry for a message on a ledger topic that is not a ledger event.
+    fn dead_letter(&self, delivery: &Delivery, error: &super::event::DecodeError) -> Message {
+        use base64::Engine as _;
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = crate::adapter::convert::now_shanghai();
+        let reason = format!(
+            "{} offset {} partition {}: {error}",
+            delivery.topic, delivery.offset, delivery.partition
+        );
+        events::ledger_event_rejected(&delivery.topic, &reason, &id);
+        let data = serde_json::json!({
+            "adapter": "ledger",
+            "stage": "ledger",
+            "reason": "not_a_ledger_event",
+            "errors": [{"path": delivery.topic, "reason": reason}],
+            "record_index": null,
+            "original_base64": base64::engine::general_purpose::STANDARD.encode(&delivery.payload),
+            "content_type": "application/cloudevents+json",
+            "unit": "body",
+            "charset": "utf-8",
+            "preview": crate::dlq::preview(&delivery.payload, "utf-8"),
+            "received_at": super::rfc3339(now),
+        });
+        let event =
+            crate::pipeline::envelope(RecordKind::Dlq, &id, "/shenguan/ledger", &id, now, data);
+        Message {
+            topic: self.shared.topics.name(RecordKind::Dlq),
+            key: id,
+            payload: serde_json::to_vec(&event).expect("a JSON value serialises"),
         }
     }
 }

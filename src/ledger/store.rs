@@ -1,30 +1,46 @@
-//! The ledger store seam: SQLite for one gateway (the default), PostgreSQL when several gateway
-//! instances share the ledger. Both run the same pure state machine ([`super::apply`]) inside one
-//! transaction per bus message, and the same scenario tests run against both.
+//! The ledger store: SQLite for one gateway (the default), PostgreSQL when several gateway
+//! instances share the ledger. One implementation over the two dialects ([`super::exec`]): the
+//! core's [`apply_batch`](shenguan_core::ledger::port::apply_batch) runs over [`SqlPort`] inside
+//! one transaction, and every query below is written once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
+use futures::future::BoxFuture;
+use serde_json::Value;
 
-use super::projector::Shared;
-use super::{Alert, AlertLevel, Changes, DueEntry, Entry, HistoryRow, RecordRow};
+pub use super::error::LedgerError;
+use super::exec::{json_list, DbError, Exec, Param, Row, Rows};
+use super::pg::PgDb;
+use super::shared::Shared;
+use super::sql::{self, COUNTERS, ENTRIES, EVENTS, HISTORY, OUTBOX, POSITIONS, RECORDS};
+use super::sqlite::SqliteDb;
+use super::{flow_of, AlertLevel, DueEntry, Entry, EntryState, HistoryRow, RecordRow};
 use crate::bus::{Delivery, Positions};
+use crate::ledger::machine::RecordState;
+use crate::ledger::port::{
+    self, Counter, HistoryWrite, Input, LedgerPort, Outcome, Stored, StoredEvent, Writes,
+};
+use crate::ledger::EventOrd;
 use crate::schema::RecordKind;
 
-/// Ledger failures.
-#[derive(Debug, thiserror::Error)]
-#[error("ledger {path}: {message}")]
-pub struct LedgerError {
-    pub path: String,
-    pub message: String,
+/// The gauges of one department and kind: unclaimed, of those raised overdue, and the oldest
+/// unclaimed push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaugeRow {
+    pub department: String,
+    pub kind: String,
+    pub unclaimed: i64,
+    pub overdue: i64,
+    pub oldest: Option<DateTime<FixedOffset>>,
 }
 
-/// (department, kind, unclaimed, overdue, oldest push) for the gauges.
-pub type GaugeRow = (String, String, i64, i64, Option<DateTime<FixedOffset>>);
 /// A record with its entries and its history.
 pub type RecordView = (RecordRow, Vec<Entry>, Vec<HistoryRow>);
+
 /// A department's daily digest counts (see [`LedgerStore::digest_counts`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DigestRow {
@@ -42,6 +58,7 @@ pub struct DigestRow {
     /// Inquiries not answered yet.
     pub open_inquiries: i64,
 }
+
 /// Which of a department's entries an inbox page lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,6 +124,19 @@ pub fn decode_cursor(cursor: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("cursor '{cursor}' is damaged"))
 }
 
+/// A `LIKE` pattern matching `term` anywhere, with `%`, `_` and `\` in it taken literally.
+pub fn like_pattern(term: &str) -> String {
+    let mut p = String::from("%");
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 /// An outbox alert: (alert id, record id, CloudEvent payload).
 pub type OutboxRow = (String, String, Vec<u8>);
 
@@ -114,44 +144,27 @@ pub type OutboxRow = (String, String, Vec<u8>);
 /// retry after a failed transaction copies nothing.
 pub type Batch = Arc<[(Delivery, RecordKind)]>;
 
+/// The ledger: what the projector, the tracker, the deliverer and the API read and write.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {
     /// For logs: `sqlite (./data/ledger.db)`, `postgres (host/db)`.
     fn describe(&self) -> String;
     /// The consumer positions stored with the ledger.
     async fn positions(&self) -> Result<Positions, LedgerError>;
-    /// Applies bus messages in order — decode, state machine, changes, alerts to the outbox, new
-    /// positions — in one transaction, and returns the changes of each in the same order; all or
-    /// none are applied. A message at or before the stored position of its partition (another
-    /// instance or an earlier run applied it) changes nothing.
+    /// Applies bus messages in order — decode, fold into their records, write, positions — in
+    /// one transaction, and returns what became of each; all or none are applied. `live`
+    /// queues the alerts the changes raise for publishing (a rebuild does not).
     async fn apply_batch(
         &self,
         batch: Batch,
         shared: Arc<Shared>,
-    ) -> Result<Vec<Changes>, LedgerError>;
-    /// [`LedgerStore::apply_batch`] of one message.
-    async fn apply(
-        &self,
-        delivery: Delivery,
-        kind: RecordKind,
-        shared: Arc<Shared>,
-    ) -> Result<Changes, LedgerError> {
-        let mut changes = self
-            .apply_batch(Arc::from(vec![(delivery, kind)]), shared)
-            .await?;
-        Ok(changes.pop().unwrap_or_default())
-    }
-    /// A record with its entries and history.
+        live: bool,
+    ) -> Result<Vec<Outcome>, LedgerError>;
+    /// A record with its entries and history (with its links to the licence it concerns, or to
+    /// the supervision that concerns it, looked up now).
     async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError>;
-    /// A department's entries with their records, newest first, filtered by status
-    /// (`unclaimed`, `claimed`, `overdue` at `now`, or all).
-    async fn inbox(
-        &self,
-        department: &str,
-        status: Option<&str>,
-        now: DateTime<FixedOffset>,
-        limit: usize,
-    ) -> Result<Vec<(Entry, RecordRow)>, LedgerError>;
+    /// How many events about `record_id` wait for the record to arrive.
+    async fn waiting(&self, record_id: &str) -> Result<u64, LedgerError>;
     /// One page of a department's entries with their records, filtered, searched and ordered as
     /// `query` says, with the total the filter matches. A bad cursor is an error naming it.
     async fn inbox_page(
@@ -184,10 +197,13 @@ pub trait LedgerStore: Send + Sync + 'static {
         month_start: DateTime<FixedOffset>,
         now: DateTime<FixedOffset>,
     ) -> Result<Vec<DigestRow>, LedgerError>;
-    /// Retention: deletes records with nothing left to do — routed, every entry finished (no
-    /// claim or follow-up open) — and no activity since `before`, with their entries, history
-    /// and deliveries. Returns how many records went.
-    async fn purge_finished(&self, before: DateTime<FixedOffset>) -> Result<u64, LedgerError>;
+    /// Retention: records with nothing left to do — routed, every entry finished (no claim or
+    /// follow-up open) — and no activity since `before`, at most `limit`.
+    async fn finished_before(
+        &self,
+        before: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<String>, LedgerError>;
     /// The monthly report over the entries pushed in `[from, to)`, read as a stream.
     async fn report_month(
         &self,
@@ -195,18 +211,6 @@ pub trait LedgerStore: Send + Sync + 'static {
         to: DateTime<FixedOffset>,
         report: super::report::Monthly,
     ) -> Result<super::report::Monthly, LedgerError>;
-    /// Every entry pushed in `[from, to)`.
-    async fn entries_pushed_between(
-        &self,
-        from: DateTime<FixedOffset>,
-        to: DateTime<FixedOffset>,
-    ) -> Result<Vec<Entry>, LedgerError>;
-    /// Raises an unclaimed entry's alert level to `level` if it is lower, queuing the alert in
-    /// the same transaction. Returns whether this call raised it: with several gateways on one
-    /// database exactly one wins, so each alert is decided once.
-    async fn raise_alert(&self, alert: Alert, level: AlertLevel) -> Result<bool, LedgerError>;
-    /// Queued alerts, oldest first, without claiming them.
-    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxRow>, LedgerError>;
     /// Claims up to `limit` queued alerts for `lease` on behalf of `owner`: no other instance
     /// publishes them meanwhile; if the owner dies, the lease runs out and another one does.
     async fn claim_outbox(
@@ -217,14 +221,17 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<Vec<OutboxRow>, LedgerError>;
     /// Removes published alerts from the outbox.
     async fn outbox_done(&self, ids: Vec<String>) -> Result<(), LedgerError>;
-    /// The whole projection as comparable text lines, for the rebuild check.
-    async fn snapshot(&self) -> Result<Vec<String>, LedgerError>;
     /// Deletes the projection and the positions, so it can be rebuilt from the topics.
     async fn clear(&self) -> Result<(), LedgerError>;
-    /// Open entries per department and kind: counts, overdue at `now`, oldest push.
-    async fn gauges(&self, now: DateTime<FixedOffset>) -> Result<Vec<GaugeRow>, LedgerError>;
+    /// Takes or renews the lease `name` for `owner` until `ttl` from now; false while another
+    /// owner holds it. Several gateways on one ledger elect the one that runs the tracker so.
+    async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, LedgerError>;
+    /// The gauges per department and kind, from the counters kept with the entries.
+    async fn gauges(&self) -> Result<Vec<GaugeRow>, LedgerError>;
     /// Records waiting unrouted, by kind.
     async fn unrouted_counts(&self) -> Result<Vec<(String, i64)>, LedgerError>;
+    /// Events waiting for their record, by topic kind.
+    async fn waiting_counts(&self) -> Result<Vec<(String, i64)>, LedgerError>;
     /// Entries of webhook departments due for a delivery attempt at `now`, with attempts so far.
     async fn due_deliveries(
         &self,
@@ -258,19 +265,1408 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<(), LedgerError>;
 }
 
-/// Opens the ledger named by a URL: `sqlite:PATH` or `postgres://…`.
+/// Opens the ledger named by a URL: `sqlite:PATH` or `postgres://…`, creating or migrating its
+/// schema.
 pub async fn open(url: &str) -> Result<Arc<dyn LedgerStore>, LedgerError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(super::pg::PgLedger::connect(url).await?));
+    Ok(Arc::new(SqlLedger::open(url).await?))
+}
+
+impl SqlLedger {
+    /// See [`open`].
+    pub async fn open(url: &str) -> Result<SqlLedger, LedgerError> {
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let db = PgDb::connect(url).await?;
+            db.prepare().await?;
+            Db::Pg(db)
+        } else {
+            let path = url
+                .strip_prefix("sqlite:")
+                .map(|p| p.trim_start_matches("//"))
+                .ok_or_else(|| LedgerError::new(url, "expected sqlite:PATH or postgres://…"))?;
+            let db = SqliteDb::open(std::path::Path::new(path))?;
+            db.prepare().await?;
+            Db::Sqlite(db)
+        };
+        Ok(SqlLedger { db })
     }
-    let path = url
-        .strip_prefix("sqlite:")
-        .map(|p| p.trim_start_matches("//"))
-        .ok_or_else(|| LedgerError {
-            path: url.to_string(),
-            message: "expected sqlite:PATH or postgres://…".into(),
-        })?;
-    Ok(Arc::new(super::sqlite::SqliteLedger::open(
-        std::path::Path::new(path),
-    )?))
+
+    /// Writes a batch of changes straight through the storage port, in one transaction (data
+    /// loaded in bulk, e.g. the benchmark's millions of open items).
+    pub async fn write_through(&self, writes: Writes) -> Result<(), LedgerError> {
+        self.write(move |ex| {
+            Box::pin(async move {
+                let mut port = SqlPort { ex };
+                port.write(writes).await
+            })
+        })
+        .await
+    }
+}
+
+enum Db {
+    Sqlite(SqliteDb),
+    Pg(PgDb),
+}
+
+/// The ledger over either dialect.
+pub struct SqlLedger {
+    db: Db,
+}
+
+impl SqlLedger {
+    async fn read<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: for<'e> FnOnce(&'e mut dyn Exec) -> BoxFuture<'e, Result<T, DbError>> + Send + 'static,
+    {
+        match &self.db {
+            Db::Sqlite(db) => db.read(f).await,
+            Db::Pg(db) => db.read(f).await,
+        }
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: for<'e> FnOnce(&'e mut dyn Exec) -> BoxFuture<'e, Result<T, DbError>> + Send + 'static,
+    {
+        match &self.db {
+            Db::Sqlite(db) => db.write(f).await,
+            Db::Pg(db) => db.write(f).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows, both ways.
+
+fn record_params(r: &RecordRow) -> Vec<Param> {
+    let (license_no, document_no, uscc) = r.link_keys();
+    let (case_no, title, counterpart) = r.search_keys();
+    vec![
+        r.record_id.clone().into(),
+        r.kind.as_str().into(),
+        r.event_id.clone().into(),
+        r.published_at.into(),
+        r.decided_at.into(),
+        r.adapter.clone().into(),
+        r.push_rule.clone().into(),
+        r.push_due_at.into(),
+        r.push_late.into(),
+        r.unrouted.clone().into(),
+        r.source_department.clone().into(),
+        license_no.into(),
+        document_no.into(),
+        uscc.into(),
+        case_no.into(),
+        title.into(),
+        counterpart.into(),
+    ]
+}
+
+fn entry_params(e: &Entry) -> Vec<Param> {
+    let (due_rule, due_at) = match e.obligation() {
+        Some((rule, due)) => (Some(rule.to_string()), Some(due)),
+        None => (None, None),
+    };
+    vec![
+        e.record_id.clone().into(),
+        e.department.clone().into(),
+        e.kind.as_str().into(),
+        e.state.as_str().into(),
+        e.pushed_at.into(),
+        e.delivered_at.into(),
+        e.claimed_at.into(),
+        e.returned_at.into(),
+        e.feedback_at.into(),
+        e.closed_at.into(),
+        e.policy.clone().into(),
+        e.claim_rule.clone().into(),
+        e.claim_due_at.into(),
+        e.feedback_rule.clone().into(),
+        e.feedback_due_at.into(),
+        e.calendar_version.clone().into(),
+        e.deadline_problem.clone().into(),
+        e.alert_level.rank().into(),
+        e.note.clone().into(),
+        e.outcome.clone().into(),
+        e.via.clone().into(),
+        flow_of(e).into(),
+        due_rule.into(),
+        due_at.into(),
+    ]
+}
+
+fn history_params(h: &HistoryRow, n: u32) -> Vec<Param> {
+    vec![
+        h.record_id.clone().into(),
+        i64::from(n).into(),
+        h.department.clone().into(),
+        h.action.clone().into(),
+        h.actor.clone().into(),
+        h.channel.clone().into(),
+        h.at.into(),
+        h.event_id.clone().into(),
+        h.detail.to_string().into(),
+    ]
+}
+
+fn event_params(e: &StoredEvent) -> Vec<Param> {
+    vec![
+        e.record_id.clone().into(),
+        e.ord.event_id.clone().into(),
+        e.ord.at_ms.into(),
+        i64::from(e.ord.rank).into(),
+        e.kind.as_str().into(),
+        e.topic.clone().into(),
+        i64::from(e.partition).into(),
+        e.offset.into(),
+        String::from_utf8_lossy(&e.payload).into_owned().into(),
+    ]
+}
+
+/// The canonical record of a logged record event (its CloudEvent's `data`).
+fn data_of(row: &Row, column: &str) -> Result<Value, DbError> {
+    let mut event = row.json(column)?;
+    match event.get_mut("data") {
+        Some(data) => Ok(data.take()),
+        None => Err(row.bad(column, "the logged event has no data".into())),
+    }
+}
+
+fn record_from(row: &Row) -> Result<RecordRow, DbError> {
+    Ok(RecordRow {
+        record_id: row.text("record_id")?,
+        kind: row.parse("kind")?,
+        event_id: row.text("event_id")?,
+        published_at: row.time("published_at")?,
+        decided_at: row.opt_time("decided_at")?,
+        adapter: row.text("adapter")?,
+        push_rule: row.opt_text("push_rule")?,
+        push_due_at: row.opt_time("push_due_at")?,
+        push_late: row.int("push_late")? != 0,
+        unrouted: row.opt_text("unrouted")?,
+        linked_record_id: None,
+        source_department: row.opt_text("source_department")?,
+        data: data_of(row, "payload")?,
+    })
+}
+
+fn entry_from(row: &Row) -> Result<Entry, DbError> {
+    let level = row.int("alert_level")?;
+    Ok(Entry {
+        record_id: row.text("record_id")?,
+        department: row.text("department")?,
+        kind: row.parse("kind")?,
+        state: row.parse("state")?,
+        pushed_at: row.time("pushed_at")?,
+        delivered_at: row.opt_time("delivered_at")?,
+        claimed_at: row.opt_time("claimed_at")?,
+        returned_at: row.opt_time("returned_at")?,
+        feedback_at: row.opt_time("feedback_at")?,
+        closed_at: row.opt_time("closed_at")?,
+        policy: row.text("policy")?,
+        claim_rule: row.opt_text("claim_rule")?,
+        claim_due_at: row.opt_time("claim_due_at")?,
+        feedback_rule: row.opt_text("feedback_rule")?,
+        feedback_due_at: row.opt_time("feedback_due_at")?,
+        calendar_version: row.text("calendar_version")?,
+        deadline_problem: row.opt_text("deadline_problem")?,
+        alert_level: AlertLevel::from_rank(level)
+            .ok_or_else(|| row.bad("alert_level", format!("{level} is not a level")))?,
+        note: row.opt_text("note")?,
+        outcome: row.opt_text("outcome")?,
+        via: row.opt_text("via")?,
+    })
+}
+
+fn history_from(row: &Row) -> Result<HistoryRow, DbError> {
+    Ok(HistoryRow {
+        record_id: row.text("record_id")?,
+        department: row.opt_text("department")?,
+        action: row.text("action")?,
+        actor: row.opt_text("actor")?,
+        channel: row.opt_text("channel")?,
+        at: row.time("at")?,
+        event_id: row.text("event_id")?,
+        detail: row.json("detail")?,
+    })
+}
+
+fn stored_event_from(row: &Row) -> Result<StoredEvent, DbError> {
+    let rank = row.int("rank")?;
+    Ok(StoredEvent {
+        record_id: row.text("record_id")?,
+        ord: EventOrd {
+            at_ms: row.int("at_ms")?,
+            rank: u8::try_from(rank).map_err(|_| row.bad("rank", format!("{rank}")))?,
+            pos: row.int("pos")?,
+            event_id: row.text("event_id")?,
+        },
+        kind: row.parse("kind")?,
+        topic: row.text("topic")?,
+        partition: i32::try_from(row.int("part")?)
+            .map_err(|_| row.bad("part", "out of range".into()))?,
+        offset: row.int("pos")?,
+        payload: row.text("payload")?.into_bytes(),
+    })
+}
+
+/// Records with their data: `SELECT {RECORD_SELECT} FROM ledger_records r {RECORD_JOIN}`.
+fn record_select() -> String {
+    format!("{}, ev.payload AS payload", RECORDS.prefixed("r"))
+}
+
+const RECORD_JOIN: &str =
+    "JOIN ledger_events ev ON ev.record_id = r.record_id AND ev.event_id = r.event_id";
+
+/// Entry and record columns of one joined row: the record's are prefixed `r_`.
+fn entry_record_select() -> String {
+    let record: Vec<String> = RECORDS
+        .columns
+        .iter()
+        .map(|(c, _)| format!("r.{c} AS r_{c}"))
+        .collect();
+    format!(
+        "{}, {}, ev.payload AS r_payload",
+        ENTRIES.prefixed("e"),
+        record.join(", ")
+    )
+}
+
+/// The record of a joined entry-and-record row.
+fn joined_record(row: &Row) -> Result<RecordRow, DbError> {
+    Ok(RecordRow {
+        record_id: row.text("r_record_id")?,
+        kind: row.parse("r_kind")?,
+        event_id: row.text("r_event_id")?,
+        published_at: row.time("r_published_at")?,
+        decided_at: row.opt_time("r_decided_at")?,
+        adapter: row.text("r_adapter")?,
+        push_rule: row.opt_text("r_push_rule")?,
+        push_due_at: row.opt_time("r_push_due_at")?,
+        push_late: row.int("r_push_late")? != 0,
+        unrouted: row.opt_text("r_unrouted")?,
+        linked_record_id: None,
+        source_department: row.opt_text("r_source_department")?,
+        data: data_of(row, "r_payload")?,
+    })
+}
+
+fn entries_with_records(
+    rows: &Rows,
+    what: &'static str,
+) -> Result<Vec<(Entry, RecordRow)>, DbError> {
+    rows.iter(what)
+        .map(|r| Ok((entry_from(&r)?, joined_record(&r)?)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The port the core's apply_batch runs over.
+
+/// The core's storage port over one transaction.
+pub struct SqlPort<'e> {
+    pub ex: &'e mut dyn Exec,
+}
+
+impl LedgerPort for SqlPort<'_> {
+    type Error = DbError;
+
+    async fn lock_positions(
+        &mut self,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<HashMap<(String, i32), i64>, DbError> {
+        let lock = self.ex.dialect().for_update();
+        let mut out = HashMap::new();
+        // In one order (sorted by the caller), so two instances cannot deadlock.
+        for (topic, part) in partitions {
+            self.ex
+                .execute(
+                    "INSERT INTO ledger_positions (topic, part, next_offset) VALUES ($1, $2, 0) ON CONFLICT (topic, part) DO NOTHING",
+                    vec![topic.clone().into(), i64::from(part).into()],
+                )
+                .await?;
+            let rows = self
+                .ex
+                .query(
+                    &format!("SELECT topic, part, next_offset FROM ledger_positions WHERE topic = $1 AND part = $2{lock}"),
+                    vec![topic.clone().into(), i64::from(part).into()],
+                )
+                .await?;
+            for row in rows.iter("ledger_positions") {
+                out.insert((topic.clone(), part), row.int("next_offset")?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load(&mut self, record_ids: Vec<String>) -> Result<Vec<Stored>, DbError> {
+        if record_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = self.ex.dialect();
+        let mut stored: HashMap<String, Stored> = HashMap::new();
+        let rows = self
+            .ex
+            .query(
+                &format!(
+                    "SELECT {} FROM ledger_records r {RECORD_JOIN} WHERE r.record_id {}",
+                    record_select(),
+                    d.in_list("$1")
+                ),
+                vec![json_list(&record_ids)],
+            )
+            .await?;
+        for row in rows.iter("ledger_records") {
+            let record = record_from(&row)?;
+            stored.insert(
+                record.record_id.clone(),
+                Stored {
+                    record_id: record.record_id.clone(),
+                    state: RecordState {
+                        record: Some(record),
+                        entries: Vec::new(),
+                    },
+                    ..Stored::default()
+                },
+            );
+        }
+        let known: Vec<String> = stored.keys().cloned().collect();
+        if !known.is_empty() {
+            let rows = self
+                .ex
+                .query(
+                    &format!(
+                        "SELECT {} FROM ledger_entries WHERE record_id {} ORDER BY record_id, department",
+                        ENTRIES.column_list(),
+                        d.in_list("$1")
+                    ),
+                    vec![json_list(&known)],
+                )
+                .await?;
+            for row in rows.iter("ledger_entries") {
+                let e = entry_from(&row)?;
+                if let Some(s) = stored.get_mut(&e.record_id) {
+                    s.state.entries.push(e);
+                }
+            }
+            let rows = self
+                .ex
+                .query(
+                    &format!(
+                        "SELECT record_id, MAX(n) AS last FROM ledger_history WHERE record_id {} GROUP BY record_id",
+                        d.in_list("$1")
+                    ),
+                    vec![json_list(&known)],
+                )
+                .await?;
+            for row in rows.iter("ledger_history") {
+                let id = row.text("record_id")?;
+                let last = row.int("last")?;
+                if let Some(s) = stored.get_mut(&id) {
+                    s.history_len =
+                        u32::try_from(last + 1).map_err(|_| row.bad("n", format!("{last}")))?;
+                }
+            }
+        }
+        let rows = self
+            .ex
+            .query(
+                &format!(
+                    "SELECT record_id, event_id, at_ms, rank, pos, kind FROM ledger_events WHERE record_id {}",
+                    d.in_list("$1")
+                ),
+                vec![json_list(&record_ids)],
+            )
+            .await?;
+        for row in rows.iter("ledger_events") {
+            let id = row.text("record_id")?;
+            let rank = row.int("rank")?;
+            let ord = EventOrd {
+                at_ms: row.int("at_ms")?,
+                rank: u8::try_from(rank).map_err(|_| row.bad("rank", format!("{rank}")))?,
+                pos: row.int("pos")?,
+                event_id: row.text("event_id")?,
+            };
+            let kind: RecordKind = row.parse("kind")?;
+            stored
+                .entry(id.clone())
+                .or_insert_with(|| Stored {
+                    record_id: id,
+                    ..Stored::default()
+                })
+                .logged
+                .push((ord, kind));
+        }
+        let mut out: Vec<Stored> = stored.into_values().collect();
+        for s in &mut out {
+            s.logged.sort();
+        }
+        Ok(out)
+    }
+
+    async fn load_events(&mut self, record_id: String) -> Result<Vec<StoredEvent>, DbError> {
+        let rows = self
+            .ex
+            .query(
+                &format!(
+                    "SELECT {} FROM ledger_events WHERE record_id = $1 ORDER BY at_ms, rank, pos, event_id",
+                    EVENTS.column_list()
+                ),
+                vec![record_id.into()],
+            )
+            .await?;
+        rows.iter("ledger_events")
+            .map(|r| stored_event_from(&r))
+            .collect()
+    }
+
+    async fn write(&mut self, writes: Writes) -> Result<(), DbError> {
+        let mut records = Vec::new();
+        let mut entries = Vec::new();
+        let mut events = Vec::new();
+        let mut history = Vec::new();
+        for w in &writes.records {
+            let replaced = match &w.history {
+                HistoryWrite::Replace(_) => true,
+                HistoryWrite::Append { .. } => false,
+            };
+            if w.purge {
+                for table in [
+                    "ledger_records",
+                    "ledger_entries",
+                    "ledger_history",
+                    "ledger_events",
+                    "deliveries",
+                ] {
+                    self.ex
+                        .execute(
+                            &format!("DELETE FROM {table} WHERE record_id = $1"),
+                            vec![w.record_id.clone().into()],
+                        )
+                        .await?;
+                }
+            } else if replaced {
+                self.ex
+                    .execute(
+                        "DELETE FROM ledger_history WHERE record_id = $1",
+                        vec![w.record_id.clone().into()],
+                    )
+                    .await?;
+            }
+            if let Some(r) = &w.record {
+                records.push(record_params(r));
+            }
+            entries.extend(w.entries.iter().map(entry_params));
+            events.extend(w.events.iter().map(event_params));
+            let (from, rows) = match &w.history {
+                HistoryWrite::Append { from, rows } => (*from, rows),
+                HistoryWrite::Replace(rows) => (0, rows),
+            };
+            history.extend(
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, h)| history_params(h, from + i as u32)),
+            );
+        }
+        self.ex
+            .insert_rows(
+                &EVENTS,
+                events,
+                "ON CONFLICT (record_id, event_id) DO NOTHING",
+            )
+            .await?;
+        self.ex
+            .insert_rows(&RECORDS, records, &sql::upsert(&RECORDS, &["record_id"]))
+            .await?;
+        self.ex
+            .insert_rows(
+                &ENTRIES,
+                entries,
+                &sql::upsert(&ENTRIES, &["record_id", "department"]),
+            )
+            .await?;
+        self.ex.insert_rows(&HISTORY, history, "").await?;
+        let counters = writes
+            .counters
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.as_str().into(),
+                    c.department.clone().into(),
+                    c.kind.as_str().into(),
+                    c.delta.into(),
+                ]
+            })
+            .collect();
+        self.ex
+            .insert_rows(
+                &COUNTERS,
+                counters,
+                "ON CONFLICT (name, department, kind) DO UPDATE SET value = ledger_counters.value + excluded.value",
+            )
+            .await?;
+        let positions = writes
+            .positions
+            .iter()
+            .map(|((topic, part), next)| {
+                vec![
+                    topic.clone().into(),
+                    i64::from(*part).into(),
+                    (*next).into(),
+                ]
+            })
+            .collect();
+        self.ex
+            .insert_rows(
+                &POSITIONS,
+                positions,
+                "ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
+            )
+            .await?;
+        let outbox = writes
+            .outbox
+            .iter()
+            .map(|a| {
+                let event = crate::pipeline::envelope(
+                    RecordKind::Alert,
+                    &a.id,
+                    "/shenguan/tracker",
+                    &a.record_id,
+                    a.at,
+                    a.data(),
+                );
+                vec![
+                    a.id.clone().into(),
+                    a.record_id.clone().into(),
+                    event.to_string().into(),
+                    a.at.into(),
+                    Param::Text(None),
+                    Param::Int(None),
+                ]
+            })
+            .collect();
+        self.ex
+            .insert_rows(&OUTBOX, outbox, "ON CONFLICT (id) DO NOTHING")
+            .await?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries.
+
+/// The approval a supervision record's keys name: by 许可编号, else by 许可决定文书号, else by the
+/// holder's 统一社会信用代码 when exactly one approval has it.
+async fn linked_approval(
+    ex: &mut dyn Exec,
+    keys: &super::LinkKeys,
+) -> Result<Option<String>, DbError> {
+    for (column, key) in [("link_license_no", &keys.0), ("link_document_no", &keys.1)] {
+        if let Some(k) = key {
+            let rows = ex
+                .query(
+                    &format!("SELECT record_id FROM ledger_records WHERE kind = 'approval' AND {column} = $1 ORDER BY published_at DESC, record_id LIMIT 1"),
+                    vec![k.clone().into()],
+                )
+                .await?;
+            let found = rows
+                .iter("ledger_records")
+                .next()
+                .map(|r| r.text("record_id"));
+            if let Some(id) = found {
+                return id.map(Some);
+            }
+        }
+    }
+    if let Some(uscc) = &keys.2 {
+        let rows = ex
+            .query(
+                "SELECT record_id FROM ledger_records WHERE kind = 'approval' AND link_uscc = $1 LIMIT 2",
+                vec![uscc.clone().into()],
+            )
+            .await?;
+        if rows.rows.len() == 1 {
+            return Ok(Some(
+                rows.iter("ledger_records")
+                    .next()
+                    .expect("one row")
+                    .text("record_id")?,
+            ));
+        }
+    }
+    Ok(None)
+}
+
+async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>, DbError> {
+    let rows = ex
+        .query(
+            &format!(
+                "SELECT {} FROM ledger_records r {RECORD_JOIN} WHERE r.record_id = $1",
+                record_select()
+            ),
+            vec![id.clone().into()],
+        )
+        .await?;
+    let Some(row) = rows.iter("ledger_records").next() else {
+        return Ok(None);
+    };
+    let mut record = record_from(&row)?;
+    let entries = ex
+        .query(
+            &format!(
+                "SELECT {} FROM ledger_entries WHERE record_id = $1 ORDER BY department",
+                ENTRIES.column_list()
+            ),
+            vec![id.clone().into()],
+        )
+        .await?
+        .iter("ledger_entries")
+        .map(|r| entry_from(&r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut history = ex
+        .query(
+            &format!(
+                "SELECT {} FROM ledger_history WHERE record_id = $1 ORDER BY n",
+                HISTORY.column_list()
+            ),
+            vec![id.clone().into()],
+        )
+        .await?
+        .iter("ledger_history")
+        .map(|r| history_from(&r))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Links are looked up now, not kept: whichever of an approval and the supervision about
+    // it arrived first, they meet here.
+    let keys = record.link_keys();
+    let mut links = Vec::new();
+    match record.kind {
+        RecordKind::Supervision => {
+            if let Some(approval) = linked_approval(ex, &keys).await? {
+                links.push(HistoryRow {
+                    record_id: record.record_id.clone(),
+                    department: None,
+                    action: "linked".into(),
+                    actor: None,
+                    channel: None,
+                    at: record.published_at,
+                    event_id: record.event_id.clone(),
+                    detail: serde_json::json!({"approval_record_id": approval}),
+                });
+                record.linked_record_id = Some(approval);
+            }
+        }
+        RecordKind::Approval if keys != (None, None, None) => {
+            let rows = ex
+                .query(
+                    "SELECT record_id, published_at, event_id, link_license_no, link_document_no, link_uscc FROM ledger_records
+                     WHERE kind = 'supervision' AND (link_license_no = $1 OR link_document_no = $2 OR link_uscc = $3)
+                     ORDER BY published_at, record_id",
+                    vec![keys.0.clone().into(), keys.1.clone().into(), keys.2.clone().into()],
+                )
+                .await?;
+            for row in rows.iter("ledger_records") {
+                let theirs = (
+                    row.opt_text("link_license_no")?,
+                    row.opt_text("link_document_no")?,
+                    row.opt_text("link_uscc")?,
+                );
+                if linked_approval(ex, &theirs).await?.as_deref() == Some(&id) {
+                    links.push(HistoryRow {
+                        record_id: id.clone(),
+                        department: None,
+                        action: "supervision".into(),
+                        actor: None,
+                        channel: None,
+                        at: row.time("published_at")?,
+                        event_id: row.text("event_id")?,
+                        detail: serde_json::json!({"supervision_record_id": row.text("record_id")?}),
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    // Each link line goes where its time falls; the stored lines keep their order.
+    for line in links {
+        let at = history
+            .iter()
+            .position(|h| h.at > line.at)
+            .unwrap_or(history.len());
+        history.insert(at, line);
+    }
+    Ok(Some((record, entries, history)))
+}
+
+async fn inbox_page(
+    ex: &mut dyn Exec,
+    department: String,
+    query: InboxQuery,
+    now: DateTime<FixedOffset>,
+) -> Result<InboxPage, DbError> {
+    let d = ex.dialect();
+    let mut params: Vec<Param> = vec![department.into()];
+    let mut filter = String::new();
+    match query.status {
+        Some(InboxStatus::Unclaimed) => {
+            filter += &format!(" AND {}", sql::state_in("e.", &EntryState::UNCLAIMED))
+        }
+        Some(InboxStatus::Claimed) => {
+            filter += &format!(
+                " AND {}",
+                sql::state_in("e.", &EntryState::CLAIMED_OR_CLOSED)
+            )
+        }
+        Some(InboxStatus::Returned) => {
+            filter += &format!(" AND {}", sql::state_in("e.", &[EntryState::Returned]))
+        }
+        Some(InboxStatus::Overdue) => {
+            params.push(now.into());
+            filter += &format!(
+                " AND {} AND e.claim_due_at < ${}",
+                sql::state_in("e.", &EntryState::UNCLAIMED),
+                params.len()
+            );
+        }
+        None => {}
+    }
+    if let Some(term) = query.search.as_deref().filter(|t| !t.trim().is_empty()) {
+        params.push(like_pattern(term.trim()).into());
+        let n = params.len();
+        let like = d.ilike();
+        filter += &format!(
+            " AND (e.record_id {like} ${n} ESCAPE '\\' OR r.case_no {like} ${n} ESCAPE '\\' OR r.title {like} ${n} ESCAPE '\\' OR r.counterpart {like} ${n} ESCAPE '\\')"
+        );
+    }
+    let total = ex
+        .query(
+            &format!(
+                "SELECT COUNT(*) AS n FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id WHERE e.department = $1{filter}"
+            ),
+            params.clone(),
+        )
+        .await?
+        .iter("ledger_entries")
+        .next()
+        .map(|r| r.int("n"))
+        .transpose()?
+        .unwrap_or(0);
+    // Entries with nothing due sort after every deadline.
+    let (key, dir, cmp) = match query.order {
+        InboxOrder::Newest => ("e.pushed_at", "DESC", "<"),
+        InboxOrder::Urgency => ("COALESCE(e.due_at, 9000000000000000)", "ASC", ">"),
+    };
+    if let Some(cursor) = &query.cursor {
+        let (k, id) = decode_cursor(cursor).map_err(DbError::Db)?;
+        let k: i64 = k
+            .parse()
+            .map_err(|_| DbError::Db(format!("cursor '{cursor}' is damaged")))?;
+        params.push(k.into());
+        params.push(id.into());
+        let (a, b) = (params.len() - 1, params.len());
+        filter += &format!(" AND ({key} {cmp} ${a} OR ({key} = ${a} AND e.record_id {cmp} ${b}))");
+    }
+    let limit = query.limit.max(1);
+    let rows = ex
+        .query(
+            &format!(
+                "SELECT {}, {key} AS sort_key FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
+                 JOIN ledger_events ev ON ev.record_id = r.record_id AND ev.event_id = r.event_id
+                 WHERE e.department = $1{filter} ORDER BY {key} {dir}, e.record_id {dir} LIMIT {}",
+                entry_record_select(),
+                limit + 1
+            ),
+            params,
+        )
+        .await?;
+    let mut page = Vec::new();
+    let mut keys = Vec::new();
+    for row in rows.iter("ledger_entries") {
+        page.push((entry_from(&row)?, joined_record(&row)?));
+        keys.push(row.int("sort_key")?);
+    }
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        Some(encode_cursor(
+            &keys[limit - 1].to_string(),
+            &page[limit - 1].0.record_id,
+        ))
+    } else {
+        None
+    };
+    Ok(InboxPage {
+        rows: page,
+        total: total as u64,
+        next,
+    })
+}
+
+#[async_trait]
+impl LedgerStore for SqlLedger {
+    fn describe(&self) -> String {
+        match &self.db {
+            Db::Sqlite(db) => format!("sqlite ({})", db.path.display()),
+            Db::Pg(db) => format!("postgres ({})", db.url),
+        }
+    }
+
+    async fn positions(&self) -> Result<Positions, LedgerError> {
+        self.read(|ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        "SELECT topic, part, next_offset FROM ledger_positions",
+                        vec![],
+                    )
+                    .await?;
+                rows.iter("ledger_positions")
+                    .map(|r| {
+                        let part = r.int("part")?;
+                        Ok((
+                            (
+                                r.text("topic")?,
+                                i32::try_from(part)
+                                    .map_err(|_| r.bad("part", format!("{part}")))?,
+                            ),
+                            r.int("next_offset")?,
+                        ))
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn apply_batch(
+        &self,
+        batch: Batch,
+        shared: Arc<Shared>,
+        live: bool,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        self.write(move |ex| {
+            Box::pin(async move {
+                let inputs: Vec<Input> = batch
+                    .iter()
+                    .map(|(d, kind)| Input {
+                        topic: &d.topic,
+                        partition: d.partition,
+                        offset: d.offset,
+                        kind: *kind,
+                        payload: &d.payload,
+                    })
+                    .collect();
+                let ctx = shared.context();
+                let mut port = SqlPort { ex };
+                port::apply_batch(&mut port, &inputs, &ctx, live).await
+            })
+        })
+        .await
+    }
+
+    async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError> {
+        let id = record_id.to_string();
+        self.read(move |ex| Box::pin(record_view(ex, id))).await
+    }
+
+    async fn waiting(&self, record_id: &str) -> Result<u64, LedgerError> {
+        let id = record_id.to_string();
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        "SELECT COUNT(*) AS n FROM ledger_events ev WHERE ev.record_id = $1
+                         AND NOT EXISTS (SELECT 1 FROM ledger_records r WHERE r.record_id = ev.record_id)",
+                        vec![id.into()],
+                    )
+                    .await?;
+                let n = rows
+                    .iter("ledger_events")
+                    .next()
+                    .map(|r| r.int("n"))
+                    .transpose()?
+                    .unwrap_or(0);
+                Ok(n as u64)
+            })
+        })
+        .await
+    }
+
+    async fn inbox_page(
+        &self,
+        department: &str,
+        query: &InboxQuery,
+        now: DateTime<FixedOffset>,
+    ) -> Result<InboxPage, LedgerError> {
+        let (department, query) = (department.to_string(), query.clone());
+        self.read(move |ex| Box::pin(inbox_page(ex, department, query, now)))
+            .await
+    }
+
+    async fn unrouted(&self) -> Result<Vec<RecordRow>, LedgerError> {
+        self.read(|ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        &format!(
+                            "SELECT {} FROM ledger_records r {RECORD_JOIN} WHERE r.unrouted IS NOT NULL ORDER BY r.published_at, r.record_id",
+                            record_select()
+                        ),
+                        vec![],
+                    )
+                    .await?;
+                rows.iter("ledger_records").map(|r| record_from(&r)).collect()
+            })
+        })
+        .await
+    }
+
+    async fn entries_due_before(
+        &self,
+        before: DateTime<FixedOffset>,
+    ) -> Result<Vec<DueEntry>, LedgerError> {
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex.query(&sql::due_scan(), vec![before.into()]).await?;
+                rows.iter("ledger_entries")
+                    .map(|r| {
+                        let level = r.int("alert_level")?;
+                        Ok(DueEntry {
+                            record_id: r.text("record_id")?,
+                            department: r.text("department")?,
+                            kind: r.parse("kind")?,
+                            policy: r.text("policy")?,
+                            rule: r.text("due_rule")?,
+                            due_at: r.time("due_at")?,
+                            pushed_at: r.time("pushed_at")?,
+                            calendar_version: r.text("calendar_version")?,
+                            alert_level: AlertLevel::from_rank(level).ok_or_else(|| {
+                                r.bad("alert_level", format!("{level} is not a level"))
+                            })?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn obligations(
+        &self,
+        rule: &str,
+        department: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow)>, LedgerError> {
+        let (rule, department) = (rule.to_string(), department.unwrap_or("").to_string());
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        &format!(
+                            "SELECT {} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id {}
+                             WHERE (e.claim_rule = $1 OR e.feedback_rule = $1) AND {}
+                               AND ($2 = '' OR e.department = $2)
+                             ORDER BY COALESCE(CASE WHEN e.feedback_rule = $1 THEN e.feedback_due_at END, e.claim_due_at), e.record_id
+                             LIMIT {limit}",
+                            entry_record_select(),
+                            RECORD_JOIN,
+                            sql::state_in("e.", &EntryState::OPEN),
+                        ),
+                        vec![rule.into(), department.into()],
+                    )
+                    .await?;
+                entries_with_records(&rows, "ledger_entries")
+            })
+        })
+        .await
+    }
+
+    async fn digest_counts(
+        &self,
+        day_start: DateTime<FixedOffset>,
+        month_start: DateTime<FixedOffset>,
+        now: DateTime<FixedOffset>,
+    ) -> Result<Vec<DigestRow>, LedgerError> {
+        let unclaimed = sql::state_in("", &EntryState::UNCLAIMED);
+        let claimed = sql::state_in("", &EntryState::CLAIMED);
+        let open = sql::state_in("", &EntryState::OPEN);
+        let query = format!(
+            "SELECT department,
+               CAST(SUM(CASE WHEN {unclaimed} THEN 1 ELSE 0 END) AS BIGINT) AS to_claim,
+               CAST(SUM(CASE WHEN claimed_at >= $1 THEN 1 ELSE 0 END) AS BIGINT) AS claimed_today,
+               CAST(SUM(CASE WHEN {unclaimed} AND pushed_at >= $2 THEN 1 ELSE 0 END) AS BIGINT) AS unclaimed_this_month,
+               CAST(SUM(CASE WHEN ({unclaimed} AND claim_due_at < $3) OR ({claimed} AND feedback_due_at < $3) THEN 1 ELSE 0 END) AS BIGINT) AS overdue,
+               CAST(SUM(CASE WHEN feedback_rule = '{verify}' AND {open} THEN 1 ELSE 0 END) AS BIGINT) AS open_verifications,
+               CAST(SUM(CASE WHEN claim_rule = '{reply}' AND {open} THEN 1 ELSE 0 END) AS BIGINT) AS open_inquiries
+             FROM ledger_entries WHERE {open} OR claimed_at >= $1
+             GROUP BY department ORDER BY department",
+            verify = super::rules::VERIFY_COMMITMENT,
+            reply = super::rules::REPLY_INQUIRY,
+        );
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        &query,
+                        vec![day_start.into(), month_start.into(), now.into()],
+                    )
+                    .await?;
+                rows.iter("ledger_entries")
+                    .map(|r| {
+                        Ok(DigestRow {
+                            department: r.text("department")?,
+                            to_claim: r.int("to_claim")?,
+                            claimed_today: r.int("claimed_today")?,
+                            unclaimed_this_month: r.int("unclaimed_this_month")?,
+                            overdue: r.int("overdue")?,
+                            open_verifications: r.int("open_verifications")?,
+                            open_inquiries: r.int("open_inquiries")?,
+                        })
+                    })
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn finished_before(
+        &self,
+        before: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<String>, LedgerError> {
+        let unclaimed = sql::state_in("e.", &EntryState::UNCLAIMED);
+        let claimed = sql::state_in("e.", &EntryState::CLAIMED);
+        let query = format!(
+            "SELECT r.record_id FROM ledger_records r WHERE r.unrouted IS NULL
+               AND EXISTS (SELECT 1 FROM ledger_entries e WHERE e.record_id = r.record_id)
+               AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.record_id = r.record_id
+                     AND ({unclaimed} OR ({claimed} AND e.feedback_due_at IS NOT NULL)))
+               AND NOT EXISTS (SELECT 1 FROM ledger_history h WHERE h.record_id = r.record_id AND h.at >= $1)
+             ORDER BY r.record_id LIMIT {limit}"
+        );
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex.query(&query, vec![before.into()]).await?;
+                rows.iter("ledger_records")
+                    .map(|r| r.text("record_id"))
+                    .collect()
+            })
+        })
+        .await
+    }
+
+    async fn report_month(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        mut report: super::report::Monthly,
+    ) -> Result<super::report::Monthly, LedgerError> {
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        &format!(
+                            "SELECT {} FROM ledger_entries WHERE pushed_at >= $1 AND pushed_at < $2",
+                            ENTRIES.column_list()
+                        ),
+                        vec![from.into(), to.into()],
+                    )
+                    .await?;
+                for row in rows.iter("ledger_entries") {
+                    report.add(&entry_from(&row)?);
+                }
+                Ok(report)
+            })
+        })
+        .await
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, LedgerError> {
+        let owner = owner.to_string();
+        let now = chrono::Utc::now().timestamp_millis();
+        let until = now + lease.as_millis() as i64;
+        self.write(move |ex| {
+            Box::pin(async move {
+                let lock = ex.dialect().for_update();
+                let rows = ex
+                    .query(
+                        &format!(
+                            "SELECT id, record_id, payload FROM alert_outbox WHERE claimed_until IS NULL OR claimed_until < $1
+                             ORDER BY created_at, id LIMIT {limit}{}",
+                            if lock.is_empty() { String::new() } else { format!("{lock} SKIP LOCKED") }
+                        ),
+                        vec![now.into()],
+                    )
+                    .await?;
+                let mut out = Vec::new();
+                for r in rows.iter("alert_outbox") {
+                    let id = r.text("id")?;
+                    ex.execute(
+                        "UPDATE alert_outbox SET claimed_by = $2, claimed_until = $3 WHERE id = $1",
+                        vec![id.clone().into(), owner.clone().into(), until.into()],
+                    )
+                    .await?;
+                    out.push((id, r.text("record_id")?, r.text("payload")?.into_bytes()));
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn outbox_done(&self, ids: Vec<String>) -> Result<(), LedgerError> {
+        self.write(move |ex| {
+            Box::pin(async move {
+                let d = ex.dialect();
+                ex.execute(
+                    &format!("DELETE FROM alert_outbox WHERE id {}", d.in_list("$1")),
+                    vec![json_list(&ids)],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn clear(&self) -> Result<(), LedgerError> {
+        self.write(|ex| {
+            Box::pin(async move {
+                for table in [
+                    "ledger_records",
+                    "ledger_entries",
+                    "ledger_history",
+                    "ledger_events",
+                    "ledger_positions",
+                    "ledger_counters",
+                ] {
+                    ex.execute(&format!("DELETE FROM {table}"), vec![]).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, LedgerError> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        let now = chrono::Utc::now().timestamp_millis();
+        let until = now + ttl.as_millis() as i64;
+        self.write(move |ex| {
+            Box::pin(async move {
+                let n = ex
+                    .execute(
+                        "INSERT INTO ledger_leases (name, owner, until_ms) VALUES ($1, $2, $3)
+                         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms
+                         WHERE ledger_leases.owner = excluded.owner OR ledger_leases.until_ms < $4",
+                        vec![name.into(), owner.into(), until.into(), now.into()],
+                    )
+                    .await?;
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    async fn gauges(&self) -> Result<Vec<GaugeRow>, LedgerError> {
+        let oldest = format!(
+            "SELECT MIN(pushed_at) AS oldest FROM ledger_entries WHERE department = $1 AND kind = $2 AND {}",
+            sql::state_in("", &EntryState::UNCLAIMED)
+        );
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        "SELECT name, department, kind, value FROM ledger_counters WHERE name IN ('unclaimed', 'overdue') ORDER BY department, kind",
+                        vec![],
+                    )
+                    .await?;
+                let mut out: Vec<GaugeRow> = Vec::new();
+                for r in rows.iter("ledger_counters") {
+                    let (name, department, kind) =
+                        (r.text("name")?, r.text("department")?, r.text("kind")?);
+                    let value = r.int("value")?;
+                    let row = match out
+                        .iter_mut()
+                        .find(|g| g.department == department && g.kind == kind)
+                    {
+                        Some(g) => g,
+                        None => {
+                            out.push(GaugeRow {
+                                department,
+                                kind,
+                                unclaimed: 0,
+                                overdue: 0,
+                                oldest: None,
+                            });
+                            out.last_mut().expect("pushed")
+                        }
+                    };
+                    match Counter::parse(&name) {
+                        Some(Counter::Unclaimed) => row.unclaimed = value,
+                        Some(Counter::Overdue) => row.overdue = value,
+                        _ => return Err(r.bad("name", format!("'{name}' is not a gauge"))),
+                    }
+                }
+                // The oldest unclaimed push: one index seek per department and kind.
+                for g in out.iter_mut().filter(|g| g.unclaimed > 0) {
+                    let rows = ex
+                        .query(
+                            &oldest,
+                            vec![g.department.clone().into(), g.kind.clone().into()],
+                        )
+                        .await?;
+                    let oldest = rows.iter("ledger_entries").next().map(|r| r.opt_time("oldest"));
+                    if let Some(t) = oldest {
+                        g.oldest = t?;
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn unrouted_counts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        self.counters(Counter::Unrouted).await
+    }
+
+    async fn waiting_counts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        self.counters(Counter::Waiting).await
+    }
+
+    async fn due_deliveries(
+        &self,
+        departments: Vec<String>,
+        now: DateTime<FixedOffset>,
+        limit: usize,
+    ) -> Result<Vec<(Entry, RecordRow, u32)>, LedgerError> {
+        let query = format!(
+            "SELECT {}, COALESCE(d.attempts, 0) AS attempts FROM ledger_entries e
+             JOIN ledger_records r ON r.record_id = e.record_id {RECORD_JOIN}
+             LEFT JOIN deliveries d ON d.record_id = e.record_id AND d.department = e.department
+             WHERE e.department = $1 AND {}
+               AND (d.status IS NULL OR (d.status = 'retry' AND d.next_attempt_at <= $2))
+             ORDER BY e.pushed_at, e.record_id LIMIT {limit}",
+            entry_record_select(),
+            sql::state_in("e.", &[EntryState::Pushed]),
+        );
+        self.read(move |ex| {
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for dep in departments {
+                    let rows = ex.query(&query, vec![dep.into(), now.into()]).await?;
+                    for r in rows.iter("ledger_entries") {
+                        let attempts = r.int("attempts")?;
+                        out.push((
+                            entry_from(&r)?,
+                            joined_record(&r)?,
+                            u32::try_from(attempts)
+                                .map_err(|_| r.bad("attempts", format!("{attempts}")))?,
+                        ));
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn delivery_retry(
+        &self,
+        record_id: String,
+        department: String,
+        attempts: u32,
+        next: DateTime<FixedOffset>,
+        error: String,
+    ) -> Result<(), LedgerError> {
+        self.write(move |ex| {
+            Box::pin(async move {
+                ex.execute(
+                    "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error) VALUES ($1, $2, $3, 'retry', $4, $5)
+                     ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = 'retry',
+                       next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
+                    vec![
+                        record_id.into(),
+                        department.into(),
+                        i64::from(attempts).into(),
+                        next.into(),
+                        crate::mask::mask(&error).into(),
+                    ],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delivery_reset(
+        &self,
+        record_id: String,
+        now: DateTime<FixedOffset>,
+    ) -> Result<u64, LedgerError> {
+        self.write(move |ex| {
+            Box::pin(async move {
+                ex.execute(
+                    "UPDATE deliveries SET status = 'retry', attempts = 0, next_attempt_at = $2, last_error = NULL
+                     WHERE record_id = $1 AND status = 'dead'",
+                    vec![record_id.into(), now.into()],
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn delivery_done(
+        &self,
+        record_id: String,
+        department: String,
+        attempts: u32,
+        status: &'static str,
+    ) -> Result<(), LedgerError> {
+        self.write(move |ex| {
+            Box::pin(async move {
+                ex.execute(
+                    "INSERT INTO deliveries (record_id, department, attempts, status) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status, next_attempt_at = NULL",
+                    vec![
+                        record_id.into(),
+                        department.into(),
+                        i64::from(attempts).into(),
+                        status.into(),
+                    ],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+impl SqlLedger {
+    /// One counter's values by kind (counters without a department).
+    async fn counters(&self, name: Counter) -> Result<Vec<(String, i64)>, LedgerError> {
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        "SELECT kind, value FROM ledger_counters WHERE name = $1 AND department = '' ORDER BY kind",
+                        vec![name.as_str().into()],
+                    )
+                    .await?;
+                rows.iter("ledger_counters")
+                    .map(|r| Ok((r.text("kind")?, r.int("value")?)))
+                    .collect()
+            })
+        })
+        .await
+    }
 }

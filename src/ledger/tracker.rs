@@ -1,7 +1,9 @@
-//! The deadline tracker: at each tick it raises alerts once per level (due soon, overdue,
-//! escalated) for entries still waiting to be claimed, refreshes the gauges, and publishes the
-//! alert outbox. The level of an entry at a given instant is a pure function of the entry, its
-//! policy, the calendar and the instant; tests drive it with explicit times, never with `sleep`.
+//! The deadline tracker: at each tick it publishes the alerts that raise entries to a new level
+//! (due soon, overdue, escalated) — the ledger applies them like any other event — records
+//! lapsed inquiries as deemed agreed, purges what retention says, sends the daily digests,
+//! refreshes the gauges and publishes the alerts the ledger derived. The level of an entry at a
+//! given instant is a pure function (`levels`); tests drive it with explicit times, never with
+//! `sleep`. Of several gateways sharing a ledger, the one holding the tracker lease decides.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,61 +14,25 @@ use tokio::sync::watch;
 use super::projector::Shared;
 use super::store::DigestRow;
 use super::store::{LedgerError, LedgerStore};
-use super::{alert_id, rfc3339, rules, Alert, AlertLevel, Entry};
+use super::{alert_id, rfc3339, rules, Alert};
 use crate::bus::{Bus, Message};
-use crate::deadline::{Calendar, Policy};
 use crate::schema::RecordKind;
 use crate::telemetry::{events, METRICS};
 
-/// The alert level an entry's open obligation (claim, reply, confirmation, sign-off,
-/// verification, disposition) has reached at `now`.
-pub fn level_at(
-    entry: &Entry,
-    policy: &Policy,
-    calendar: &Calendar,
-    now: DateTime<FixedOffset>,
-) -> AlertLevel {
-    match entry.obligation() {
-        Some((_, due)) => level_due(due, policy, calendar, now),
-        None => AlertLevel::None,
-    }
-}
+pub use super::levels::{level_at, level_due, DUE_SOON_HORIZON};
 
-/// The alert level at `now` of an obligation due at `due`.
-pub fn level_due(
-    due: DateTime<FixedOffset>,
-    policy: &Policy,
-    calendar: &Calendar,
-    now: DateTime<FixedOffset>,
-) -> AlertLevel {
-    if now > due {
-        let escalate_at = calendar
-            .deadline_after(due, policy.escalate_after_working_days)
-            .unwrap_or(due);
-        return if now > escalate_at {
-            AlertLevel::Escalated
-        } else {
-            AlertLevel::Overdue
-        };
-    }
-    match calendar.working_seconds_between(now, due) {
-        Ok(left) if left <= i64::from(policy.due_soon_working_hours) * 3600 => AlertLevel::DueSoon,
-        _ => AlertLevel::None,
-    }
-}
-
-/// How far ahead of now a deadline can be and still be "due soon": the due-soon window is a few
-/// working hours, and the longest run of days off in the State Council arrangements is 9 days,
-/// so three weeks covers it with room to spare. Deadlines further out are not read at all.
-pub const DUE_SOON_HORIZON: chrono::Duration = chrono::Duration::days(21);
-
-/// Raises what is due at `now`; returns the alerts this instance raised.
-pub async fn raise_due(
+/// The alerts due at `now`: for every entry whose open obligation has reached a higher level
+/// than the one raised so far, the alert that raises it (alert.v1). Publishing them is the
+/// tracker's; the ledger applies them like any other event, so the levels are part of what a
+/// rebuild restores. `published` holds the ids this tracker published and the ledger may not
+/// have applied yet; they are not published again.
+pub async fn due_alerts(
     ledger: &dyn LedgerStore,
     shared: &Shared,
     now: DateTime<FixedOffset>,
+    published: &std::collections::HashSet<String>,
 ) -> Result<Vec<Alert>, LedgerError> {
-    let mut raised = Vec::new();
+    let mut out = Vec::new();
     for entry in ledger.entries_due_before(now + DUE_SOON_HORIZON).await? {
         let Some(policy) = shared.policies.get(&entry.policy) else {
             continue;
@@ -75,59 +41,48 @@ pub async fn raise_due(
         if level <= entry.alert_level {
             continue;
         }
-        let what = match entry.rule.as_str() {
-            rules::REPLY_INQUIRY => "reply to this inquiry",
-            rules::CONFIRM_INSPECTION => "confirm who attends this site inspection",
-            rules::INSPECTION_SIGNOFF => "sign off this site inspection",
-            rules::VERIFY_COMMITMENT => "verify this 告知承诺 commitment",
-            rules::DISPOSITION_FEEDBACK => "feed back its disposition of this request",
-            _ => "claim this record",
-        };
-        let alert = Alert {
-            id: alert_id(
-                &entry.record_id,
-                Some(&entry.department),
-                &entry.rule,
-                level.as_str(),
-            ),
-            record_id: entry.record_id.clone(),
-            department: Some(entry.department.clone()),
-            kind: entry.kind,
-            level: level.as_str().into(),
-            rule: entry.rule.clone(),
-            policy: entry.policy.clone(),
-            event_at: Some(entry.pushed_at),
-            due_at: Some(entry.due_at),
-            calendar_version: entry.calendar_version.clone(),
-            at: now,
-            message: match level {
-                AlertLevel::DueSoon => {
-                    format!(
-                        "{} must {what} ({}) soon",
-                        entry.department,
-                        entry.kind.as_str()
-                    )
-                }
-                AlertLevel::Overdue => format!(
-                    "{} did not {what} ({}) by its deadline",
-                    entry.department,
-                    entry.kind.as_str()
-                ),
-                _ => format!(
-                    "{} still did not {what} ({}); escalated",
-                    entry.department,
-                    entry.kind.as_str()
-                ),
-            },
-        };
-        if ledger.raise_alert(alert.clone(), level).await? {
-            if level >= AlertLevel::Overdue && entry.alert_level < AlertLevel::Overdue {
-                events::deadline_breach(&entry.department, entry.kind.as_str(), &entry.rule);
-            }
-            raised.push(alert);
+        let alert = super::levels::raise(&entry, level, now);
+        if !published.contains(&alert.id) {
+            out.push(alert);
         }
     }
-    Ok(raised)
+    Ok(out)
+}
+
+/// The alert.v1 message of an alert.
+pub fn alert_message(shared: &Shared, alert: &Alert) -> Message {
+    let event = crate::pipeline::envelope(
+        RecordKind::Alert,
+        &alert.id,
+        "/shenguan/tracker",
+        &alert.record_id,
+        alert.at,
+        alert.data(),
+    );
+    Message {
+        topic: shared.topics.name(RecordKind::Alert),
+        key: alert.record_id.clone(),
+        payload: serde_json::to_vec(&event).expect("JSON"),
+    }
+}
+
+/// Raises what is due at `now`: publishes the alerts and returns them.
+pub async fn raise_due(
+    ledger: &dyn LedgerStore,
+    bus: &dyn Bus,
+    shared: &Shared,
+    now: DateTime<FixedOffset>,
+    published: &mut std::collections::HashSet<String>,
+) -> anyhow::Result<Vec<Alert>> {
+    let alerts = due_alerts(ledger, shared, now, published).await?;
+    if alerts.is_empty() {
+        return Ok(alerts);
+    }
+    let messages = alerts.iter().map(|a| alert_message(shared, a)).collect();
+    bus.publish(messages).await?;
+    events::published(&shared.topics.name(RecordKind::Alert), alerts.len());
+    published.extend(alerts.iter().map(|a| a.id.clone()));
+    Ok(alerts)
 }
 
 /// 逾期不回复的视为同意: for every inquiry whose reply deadline passed before `now` under a profile
@@ -262,21 +217,29 @@ pub async fn digests(
     Ok(out)
 }
 
-/// Refreshes the unclaimed/overdue/oldest gauges and the unrouted gauge from the ledger. Every
+/// Refreshes the unclaimed/overdue/oldest gauges and the unrouted gauge from the counters the
+/// ledger keeps with its entries (constant time, whatever the number of open items). Every
 /// catalog department keeps its series, at 0 when it has nothing open.
 pub async fn refresh_gauges(
     ledger: &dyn LedgerStore,
     shared: &Shared,
     now: DateTime<FixedOffset>,
 ) -> Result<(), LedgerError> {
-    let rows = ledger.gauges(now).await?;
+    let rows = ledger.gauges().await?;
     METRICS.unclaimed.reset();
     METRICS.overdue.reset();
     METRICS.oldest_unclaimed.reset();
     for d in &shared.catalog.departments {
         METRICS.register_department(&d.code, d.webhook.is_some());
     }
-    for (department, kind, unclaimed, overdue, oldest) in rows {
+    for super::store::GaugeRow {
+        department,
+        kind,
+        unclaimed,
+        overdue,
+        oldest,
+    } in rows
+    {
         METRICS
             .unclaimed
             .with_label_values(&[&department, &kind])
@@ -427,7 +390,9 @@ async fn send_digests(
     Ok(n)
 }
 
-/// Applies the retention settings: finished ledger records and old DLQ entries are deleted.
+/// Applies the retention settings: finished ledger records are purged — a purge event on the
+/// claim topic for each, which the ledger applies like any other, so a rebuild purges them too
+/// — and old DLQ entries are deleted.
 pub async fn apply_retention(
     ledger: &dyn LedgerStore,
     bus: &dyn Bus,
@@ -438,9 +403,25 @@ pub async fn apply_retention(
     let day = chrono::Duration::days(1);
     let mut purged = (0, 0);
     if retention.ledger_days > 0 {
-        purged.0 = ledger
-            .purge_finished(now - day * retention.ledger_days as i32)
-            .await?;
+        let before = now - day * retention.ledger_days as i32;
+        loop {
+            let ids = ledger.finished_before(before, 500).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let n = ids.len();
+            let messages: Vec<Message> = ids
+                .iter()
+                .map(|id| purge_message(shared, id, before, now))
+                .collect();
+            bus.publish(messages).await?;
+            events::published(&shared.topics.name(RecordKind::Claim), n);
+            purged.0 += n as u64;
+            // The ledger applies them before the next round finds the same records again.
+            if !wait_until_gone(ledger, &ids, Duration::from_secs(30)).await {
+                break;
+            }
+        }
     }
     if retention.dlq_days > 0 {
         let age = Duration::from_secs(86_400 * u64::from(retention.dlq_days));
@@ -457,6 +438,63 @@ pub async fn apply_retention(
     }
     Ok(purged)
 }
+
+/// The purge event (claim.v1, action `purge`) for a finished record; its id is fixed per record.
+pub fn purge_message(
+    shared: &Shared,
+    record_id: &str,
+    before: DateTime<FixedOffset>,
+    now: DateTime<FixedOffset>,
+) -> Message {
+    let mut purge = super::ClaimEvent::new(
+        record_id,
+        &shared.catalog.bureau,
+        super::ClaimAction::Purge,
+        now,
+    );
+    purge.actor = Some("shenguan".into());
+    purge.reason = Some(format!(
+        "retention: finished, no activity since {}",
+        rfc3339(before)
+    ));
+    let id = alert_id(record_id, None, "retention", "purge");
+    let event = crate::pipeline::envelope(
+        RecordKind::Claim,
+        &id,
+        "/shenguan/tracker",
+        record_id,
+        now,
+        serde_json::to_value(&purge).expect("a claim serialises"),
+    );
+    Message {
+        topic: shared.topics.name(RecordKind::Claim),
+        key: record_id.to_string(),
+        payload: serde_json::to_vec(&event).expect("JSON"),
+    }
+}
+
+/// Waits until the ledger no longer holds any of `ids` (the projector applied their purges).
+async fn wait_until_gone(ledger: &dyn LedgerStore, ids: &[String], within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let mut left = false;
+        for id in ids {
+            if matches!(ledger.record(id).await, Ok(Some(_))) {
+                left = true;
+                break;
+            }
+        }
+        if !left {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// How long the tracker's lease lasts: another instance takes over when the holder stops
+/// renewing it for this many ticks.
+const LEASE_TICKS: u32 = 3;
 
 /// How the tracker runs.
 pub struct TrackerOptions {
@@ -483,35 +521,60 @@ pub async fn run(
     } = options;
     let owner = format!("tracker-{}", uuid::Uuid::new_v4());
     let mut retained_at: Option<std::time::Instant> = None;
+    // Alerts published and perhaps not applied yet, with when: forgotten after a while, by
+    // which time the ledger has applied them (or the bus lost them and they are due again).
+    let mut published: std::collections::HashSet<String> = Default::default();
+    let mut published_at = std::time::Instant::now();
     loop {
         let now = clock.now();
-        if retained_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
-            retained_at = Some(std::time::Instant::now());
-            if let Err(e) =
-                apply_retention(ledger.as_ref(), bus.as_ref(), &shared, &retention, now).await
-            {
-                tracing::error!(error = %e, "retention could not delete expired data");
+        if published_at.elapsed() > Duration::from_secs(600) {
+            published.clear();
+            published_at = std::time::Instant::now();
+        }
+        // One gateway of those sharing a ledger decides what is due; the others stand by.
+        let leader = match ledger
+            .lease("tracker", &owner, interval * LEASE_TICKS)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "tracker could not renew its lease");
+                false
             }
-        }
-        if let Err(e) = raise_due(ledger.as_ref(), &shared, now).await {
-            tracing::error!(error = %e, "tracker could not raise alerts");
-        }
-        match deemed_agreed(ledger.as_ref(), &shared, now).await {
-            Ok(messages) if !messages.is_empty() => {
-                let n = messages.len();
-                match bus.publish(messages).await {
-                    Ok(()) => events::published(&shared.topics.name(RecordKind::Feedback), n),
-                    Err(e) => events::bus_error("publish", &e),
+        };
+        if leader {
+            if retained_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                retained_at = Some(std::time::Instant::now());
+                if let Err(e) =
+                    apply_retention(ledger.as_ref(), bus.as_ref(), &shared, &retention, now).await
+                {
+                    tracing::error!(error = %e, "retention could not delete expired data");
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "tracker could not look for lapsed inquiries"),
-        }
-        if let Some(schedule) = &digest {
             if let Err(e) =
-                send_digests(ledger.as_ref(), bus.as_ref(), &shared, schedule, now).await
+                raise_due(ledger.as_ref(), bus.as_ref(), &shared, now, &mut published).await
             {
-                tracing::error!(error = %e, "tracker could not send the daily digest");
+                tracing::error!(error = %e, "tracker could not raise alerts");
+            }
+            match deemed_agreed(ledger.as_ref(), &shared, now).await {
+                Ok(messages) if !messages.is_empty() => {
+                    let n = messages.len();
+                    match bus.publish(messages).await {
+                        Ok(()) => events::published(&shared.topics.name(RecordKind::Feedback), n),
+                        Err(e) => events::bus_error("publish", &e),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "tracker could not look for lapsed inquiries")
+                }
+            }
+            if let Some(schedule) = &digest {
+                if let Err(e) =
+                    send_digests(ledger.as_ref(), bus.as_ref(), &shared, schedule, now).await
+                {
+                    tracing::error!(error = %e, "tracker could not send the daily digest");
+                }
             }
         }
         if let Err(e) = refresh_gauges(ledger.as_ref(), &shared, now).await {

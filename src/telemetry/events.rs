@@ -115,3 +115,12 @@ pub fn delivery_attempt(department: &str, outcome: &str, record_id: &str, detail
         tracing::warn!(department, record_id, outcome, detail = %mask(detail), "webhook delivery failed");
     }
 }
+
+/// A message on a ledger topic is not a ledger event; it went to the DLQ.
+pub fn ledger_event_rejected(topic: &str, detail: &str, dlq_id: &str) {
+    METRICS
+        .dlq
+        .with_label_values(&["ledger", "ledger", "not_a_ledger_event"])
+        .inc();
+    tracing::warn!(topic, dlq_id, detail = %mask(detail), "ledger event rejected to the DLQ");
+}

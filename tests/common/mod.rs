@@ -639,3 +639,94 @@ impl Drop for DurableBroker {
         self.kill9();
     }
 }
+
+/// The whole ledger of a `sqlite:PATH` or `postgres://…` URL as comparable text lines: records,
+/// entries, history, the event log and the gauge counters, each table in key order (the
+/// consumer positions, which differ by how the topics were read, are left out). Read straight
+/// from the database, for rebuild checks.
+pub async fn ledger_snapshot(url: &str) -> Vec<String> {
+    const TABLES: [(&str, &str); 5] = [
+        ("ledger_records", "record_id"),
+        ("ledger_entries", "record_id, department"),
+        ("ledger_history", "record_id, n"),
+        ("ledger_events", "record_id, event_id"),
+        ("ledger_counters", "name, department, kind"),
+    ];
+    let mut out = Vec::new();
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let conn = rusqlite::Connection::open(path.trim_start_matches("//")).unwrap();
+        for (table, key) in TABLES {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY {key}"))
+                .unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    let cells: Vec<String> = (0..n)
+                        .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                        .collect();
+                    Ok(format!("{table}|{}", cells.join("|")))
+                })
+                .unwrap();
+            for row in rows {
+                let row = row.unwrap();
+                // A counter at zero is the same as no counter.
+                if table == "ledger_counters" && row.ends_with("|Integer(0)") {
+                    continue;
+                }
+                out.push(row);
+            }
+        }
+    } else {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        for (table, key) in TABLES {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT to_jsonb(t)::text FROM (SELECT * FROM {table} ORDER BY {key}) t"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+            for r in rows {
+                let row: String = r.get(0);
+                if table == "ledger_counters" && row.contains("\"value\": 0") {
+                    continue;
+                }
+                out.push(format!("{table}|{row}"));
+            }
+        }
+    }
+    out
+}
+
+/// The alerts a ledger queued for publishing (its outbox), oldest first, as CloudEvents.
+pub async fn ledger_outbox(url: &str) -> Vec<serde_json::Value> {
+    let sql = "SELECT payload FROM alert_outbox ORDER BY created_at, id";
+    let texts: Vec<String> = if let Some(path) = url.strip_prefix("sqlite:") {
+        let conn = rusqlite::Connection::open(path.trim_start_matches("//")).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    } else {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    texts
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect()
+}

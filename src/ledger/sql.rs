@@ -1,0 +1,320 @@
+//! The ledger's tables and the conditions on them, once for both dialects. The state predicates
+//! are built from the core's state sets ([`EntryState::UNCLAIMED`] …), never written out twice.
+
+use super::exec::{DbError, Dialect, Exec, Param, Table, Ty};
+use crate::ledger::EntryState;
+
+/// The ledger schema this version writes. A ledger of an earlier schema is rebuilt from the bus
+/// when the gateway opens it (see `migrate`).
+pub const SCHEMA_VERSION: &str = "2";
+
+pub const RECORDS: Table = Table {
+    name: "ledger_records",
+    columns: &[
+        ("record_id", Ty::Text),
+        ("kind", Ty::Text),
+        ("event_id", Ty::Text),
+        ("published_at", Ty::Int),
+        ("decided_at", Ty::Int),
+        ("adapter", Ty::Text),
+        ("push_rule", Ty::Text),
+        ("push_due_at", Ty::Int),
+        ("push_late", Ty::Int),
+        ("unrouted", Ty::Text),
+        ("source_department", Ty::Text),
+        ("link_license_no", Ty::Text),
+        ("link_document_no", Ty::Text),
+        ("link_uscc", Ty::Text),
+        ("case_no", Ty::Text),
+        ("title", Ty::Text),
+        ("counterpart", Ty::Text),
+    ],
+};
+
+pub const ENTRIES: Table = Table {
+    name: "ledger_entries",
+    columns: &[
+        ("record_id", Ty::Text),
+        ("department", Ty::Text),
+        ("kind", Ty::Text),
+        ("state", Ty::Text),
+        ("pushed_at", Ty::Int),
+        ("delivered_at", Ty::Int),
+        ("claimed_at", Ty::Int),
+        ("returned_at", Ty::Int),
+        ("feedback_at", Ty::Int),
+        ("closed_at", Ty::Int),
+        ("policy", Ty::Text),
+        ("claim_rule", Ty::Text),
+        ("claim_due_at", Ty::Int),
+        ("feedback_rule", Ty::Text),
+        ("feedback_due_at", Ty::Int),
+        ("calendar_version", Ty::Text),
+        ("deadline_problem", Ty::Text),
+        ("alert_level", Ty::Int),
+        ("note", Ty::Text),
+        ("outcome", Ty::Text),
+        ("via", Ty::Text),
+        ("flow", Ty::Text),
+        ("due_rule", Ty::Text),
+        ("due_at", Ty::Int),
+    ],
+};
+
+pub const HISTORY: Table = Table {
+    name: "ledger_history",
+    columns: &[
+        ("record_id", Ty::Text),
+        ("n", Ty::Int),
+        ("department", Ty::Text),
+        ("action", Ty::Text),
+        ("actor", Ty::Text),
+        ("channel", Ty::Text),
+        ("at", Ty::Int),
+        ("event_id", Ty::Text),
+        ("detail", Ty::Text),
+    ],
+};
+
+pub const EVENTS: Table = Table {
+    name: "ledger_events",
+    columns: &[
+        ("record_id", Ty::Text),
+        ("event_id", Ty::Text),
+        ("at_ms", Ty::Int),
+        ("rank", Ty::Int),
+        ("kind", Ty::Text),
+        ("topic", Ty::Text),
+        ("part", Ty::Int),
+        ("pos", Ty::Int),
+        ("payload", Ty::Text),
+    ],
+};
+
+pub const POSITIONS: Table = Table {
+    name: "ledger_positions",
+    columns: &[
+        ("topic", Ty::Text),
+        ("part", Ty::Int),
+        ("next_offset", Ty::Int),
+    ],
+};
+
+pub const COUNTERS: Table = Table {
+    name: "ledger_counters",
+    columns: &[
+        ("name", Ty::Text),
+        ("department", Ty::Text),
+        ("kind", Ty::Text),
+        ("value", Ty::Int),
+    ],
+};
+
+pub const OUTBOX: Table = Table {
+    name: "alert_outbox",
+    columns: &[
+        ("id", Ty::Text),
+        ("record_id", Ty::Text),
+        ("payload", Ty::Text),
+        ("created_at", Ty::Int),
+        ("claimed_by", Ty::Text),
+        ("claimed_until", Ty::Int),
+    ],
+};
+
+/// `'a', 'b'` for a set of states.
+pub fn states(set: &[EntryState]) -> String {
+    set.iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `{prefix}state IN ('a', 'b')`: the entry's state is one of `set`.
+pub fn state_in(prefix: &str, set: &[EntryState]) -> String {
+    format!("{prefix}state IN ({})", states(set))
+}
+
+/// The alert level below which the tracker still has something to raise (escalated is last).
+pub const NOT_ESCALATED: &str = "alert_level < 3";
+
+/// `ON CONFLICT (key) DO UPDATE SET` every other column of `table`.
+pub fn upsert(table: &Table, key: &[&str]) -> String {
+    let set: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|(c, _)| !key.contains(c))
+        .map(|(c, _)| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "ON CONFLICT ({}) DO UPDATE SET {}",
+        key.join(", "),
+        set.join(", ")
+    )
+}
+
+/// The tables and indexes, in a dialect: the integer type, SQLite's `WITHOUT ROWID` for tables
+/// keyed by their primary key, and the covering index the tracker reads (SQLite has no
+/// `INCLUDE`: the columns join the key).
+pub fn ddl(dialect: Dialect) -> String {
+    let unclaimed = state_in("", &EntryState::UNCLAIMED);
+    let (int, without_rowid) = match dialect {
+        Dialect::Sqlite => ("INTEGER", " WITHOUT ROWID"),
+        Dialect::Postgres => ("BIGINT", ""),
+    };
+    let due_index = match dialect {
+        Dialect::Sqlite => format!(
+            "CREATE INDEX IF NOT EXISTS entries_due ON ledger_entries ({DUE_COLUMNS}) WHERE due_at IS NOT NULL AND {NOT_ESCALATED};"
+        ),
+        Dialect::Postgres => format!(
+            "CREATE INDEX IF NOT EXISTS entries_due ON ledger_entries (due_at) INCLUDE ({}) WHERE due_at IS NOT NULL AND {NOT_ESCALATED};",
+            DUE_COLUMNS.replace("due_at, ", "")
+        ),
+    };
+    format!(
+        "
+CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_records (
+    record_id TEXT PRIMARY KEY, kind TEXT NOT NULL, event_id TEXT NOT NULL, published_at {int} NOT NULL,
+    decided_at {int}, adapter TEXT NOT NULL, push_rule TEXT, push_due_at {int}, push_late {int} NOT NULL,
+    unrouted TEXT, source_department TEXT, link_license_no TEXT, link_document_no TEXT, link_uscc TEXT,
+    case_no TEXT, title TEXT, counterpart TEXT);
+CREATE INDEX IF NOT EXISTS records_by_license_no ON ledger_records (link_license_no) WHERE link_license_no IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_document_no ON ledger_records (link_document_no) WHERE link_document_no IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_uscc ON ledger_records (link_uscc) WHERE link_uscc IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_unrouted ON ledger_records (published_at) WHERE unrouted IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    record_id TEXT NOT NULL, department TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
+    pushed_at {int} NOT NULL, delivered_at {int}, claimed_at {int}, returned_at {int}, feedback_at {int},
+    closed_at {int}, policy TEXT NOT NULL, claim_rule TEXT, claim_due_at {int}, feedback_rule TEXT,
+    feedback_due_at {int}, calendar_version TEXT NOT NULL, deadline_problem TEXT,
+    alert_level {int} NOT NULL, note TEXT, outcome TEXT, via TEXT, flow TEXT NOT NULL, due_rule TEXT,
+    due_at {int},
+    PRIMARY KEY (record_id, department)){without_rowid};
+CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, pushed_at);
+CREATE INDEX IF NOT EXISTS entries_pushed ON ledger_entries (pushed_at);
+{due_index}
+CREATE INDEX IF NOT EXISTS entries_unclaimed ON ledger_entries (department, kind, pushed_at) WHERE {unclaimed};
+CREATE TABLE IF NOT EXISTS ledger_history (
+    record_id TEXT NOT NULL, n {int} NOT NULL, department TEXT, action TEXT NOT NULL, actor TEXT,
+    channel TEXT, at {int} NOT NULL, event_id TEXT NOT NULL, detail TEXT NOT NULL,
+    PRIMARY KEY (record_id, n)){without_rowid};
+CREATE TABLE IF NOT EXISTS ledger_events (
+    record_id TEXT NOT NULL, event_id TEXT NOT NULL, at_ms {int} NOT NULL, rank {int} NOT NULL,
+    kind TEXT NOT NULL, topic TEXT NOT NULL, part {int} NOT NULL, pos {int} NOT NULL, payload TEXT NOT NULL,
+    PRIMARY KEY (record_id, event_id));
+CREATE TABLE IF NOT EXISTS ledger_positions (
+    topic TEXT NOT NULL, part {int} NOT NULL, next_offset {int} NOT NULL,
+    PRIMARY KEY (topic, part)){without_rowid};
+CREATE TABLE IF NOT EXISTS ledger_counters (
+    name TEXT NOT NULL, department TEXT NOT NULL, kind TEXT NOT NULL, value {int} NOT NULL,
+    PRIMARY KEY (name, department, kind)){without_rowid};
+CREATE TABLE IF NOT EXISTS deliveries (
+    record_id TEXT NOT NULL, department TEXT NOT NULL, attempts {int} NOT NULL, status TEXT NOT NULL,
+    next_attempt_at {int}, last_error TEXT, PRIMARY KEY (record_id, department)){without_rowid};
+CREATE TABLE IF NOT EXISTS ledger_leases (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, until_ms {int} NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id TEXT PRIMARY KEY, record_id TEXT NOT NULL, payload TEXT NOT NULL, created_at {int} NOT NULL,
+    claimed_by TEXT, claimed_until {int});
+"
+    )
+}
+
+/// The columns the tracker's scan reads, all in the covering index `entries_due`; `due_at`
+/// first, as the SQLite index's key.
+pub const DUE_COLUMNS: &str =
+    "due_at, record_id, department, kind, policy, due_rule, pushed_at, calendar_version, alert_level";
+
+/// The tracker's scan: open obligations due before `$1` whose alerts are not all raised yet. It
+/// reads the covering partial index `entries_due` only.
+pub fn due_scan() -> String {
+    format!(
+        "SELECT {DUE_COLUMNS} FROM ledger_entries WHERE due_at IS NOT NULL AND {NOT_ESCALATED} AND due_at < $1"
+    )
+}
+
+/// The tables of the earlier ledger schema (times as text or `timestamptz`), which an upgrade
+/// replaces; the bus holds everything they were built from.
+pub const OLD_PROJECTION: [&str; 4] = [
+    "ledger_records",
+    "ledger_entries",
+    "ledger_history",
+    "ledger_positions",
+];
+
+/// Creates the schema, or brings an earlier one up to date. A ledger of the first schema (times
+/// as text or `timestamptz`, no event log) is replaced: its projection tables are dropped and its
+/// positions with them, so the projector replays the topics from their beginning and the ledger
+/// is rebuilt from the bus, which holds everything it was built from. Webhook delivery state and
+/// queued alerts are carried over.
+pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
+    let dialect = ex.dialect();
+    let exists = |table: &str| {
+        match dialect {
+        Dialect::Sqlite => (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = $1".to_string(),
+            vec![Param::from(table)],
+        ),
+        Dialect::Postgres => (
+            "SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1".to_string(),
+            vec![Param::from(table)],
+        ),
+    }
+    };
+    let (q, p) = exists("ledger_meta");
+    let has_meta = !ex.query(&q, p).await?.is_empty();
+    let (q, p) = exists("ledger_records");
+    let has_records = !ex.query(&q, p).await?.is_empty();
+    let old = has_records && !has_meta;
+    if old {
+        tracing::warn!(
+            "the ledger has the schema of an earlier version: it is rebuilt from the bus topics"
+        );
+        for table in OLD_PROJECTION {
+            ex.script(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        }
+        for table in ["deliveries", "alert_outbox"] {
+            let (q, p) = exists(table);
+            if !ex.query(&q, p).await?.is_empty() {
+                ex.script(&format!("ALTER TABLE {table} RENAME TO {table}_v1"))
+                    .await?;
+            }
+        }
+    }
+    ex.script(&ddl(dialect)).await?;
+    if old {
+        let ms = |column: &str| match dialect {
+            Dialect::Sqlite => format!("CAST(strftime('%s', {column}) AS INTEGER) * 1000"),
+            Dialect::Postgres => format!("CAST(EXTRACT(EPOCH FROM {column}) * 1000 AS BIGINT)"),
+        };
+        for (table, copy) in [
+            (
+                "deliveries",
+                format!(
+                    "INSERT INTO deliveries SELECT record_id, department, attempts, status, {}, last_error FROM deliveries_v1",
+                    ms("next_attempt_at")
+                ),
+            ),
+            (
+                "alert_outbox",
+                format!(
+                    "INSERT INTO alert_outbox SELECT id, record_id, payload, {}, NULL, NULL FROM alert_outbox_v1",
+                    ms("created_at")
+                ),
+            ),
+        ] {
+            let (q, p) = exists(&format!("{table}_v1"));
+            if !ex.query(&q, p).await?.is_empty() {
+                ex.script(&copy).await?;
+                ex.script(&format!("DROP TABLE {table}_v1")).await?;
+            }
+        }
+    }
+    ex.execute(
+        "INSERT INTO ledger_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        vec![Param::from(SCHEMA_VERSION)],
+    )
+    .await?;
+    Ok(())
+}
