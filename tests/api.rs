@@ -613,3 +613,109 @@ async fn a_liaison_update_with_officer_and_phone_keeps_the_leader() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_ledgers_refusals_are_problem_documents_with_their_own_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &[]).await;
+    let adapter = gw.token("adapter", "nx-zwfw-approval");
+    let scjg = gw.token("department", "szs-scjg");
+    let zjj = gw.token("department", "szs-zjj");
+    let admin = gw.token("admin", "");
+    let (status, body) = gw
+        .ingest(
+            "nx-zwfw-approval",
+            &adapter,
+            JSON,
+            fixture("01-company.json"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["accepted"][0]["id"].as_str().unwrap().to_string();
+    wait_for_total(&gw, "/v1/inbox", &scjg, 1).await;
+    let (status, _, body) = call(
+        &gw,
+        "POST",
+        &format!("/v1/records/{id}/claim"),
+        Some(&scjg),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Routed to a second department, which the first cannot forward it to any more.
+    let (status, _, body) = call(
+        &gw,
+        "POST",
+        &format!("/v1/records/{id}/route"),
+        Some(&admin),
+        Some(json!({"departments": ["szs-wjw"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let cases = [
+        (
+            "POST",
+            format!("/v1/records/{id}/feedback"),
+            &scjg,
+            Some(json!({"feedback_type": "commitment_verified", "verification": "fulfilled"})),
+            409,
+            "feedback-not-applicable",
+        ),
+        (
+            "POST",
+            format!("/v1/records/{id}/route"),
+            &admin,
+            Some(json!({"departments": ["szs-scjg"]})),
+            409,
+            "already-routed",
+        ),
+        (
+            "POST",
+            format!("/v1/records/{id}/forward"),
+            &scjg,
+            Some(json!({"to": "szs-scjg", "reason": "转给自己"})),
+            400,
+            "receiver-is-sender",
+        ),
+        (
+            "POST",
+            format!("/v1/records/{id}/forward"),
+            &scjg,
+            Some(json!({"to": "szs-wjw", "reason": "卫健委已在办理"})),
+            409,
+            "forward-refused",
+        ),
+        (
+            "POST",
+            format!("/v1/records/{id}/return"),
+            &scjg,
+            Some(json!({})),
+            400,
+            "reason-required",
+        ),
+        (
+            "POST",
+            format!("/v1/records/{id}/claim"),
+            &zjj,
+            None,
+            403,
+            "forbidden",
+        ),
+        (
+            "POST",
+            "/v1/records/00000000-0000-0000-0000-000000000000/claim".to_string(),
+            &scjg,
+            None,
+            404,
+            "unknown-record",
+        ),
+    ];
+    for (method, path, token, body, status, slug) in cases {
+        let (got, content_type, p) = call(&gw, method, &path, Some(token), body).await;
+        assert_eq!(got, status, "{method} {path}: {p}");
+        assert_eq!(content_type, "application/problem+json", "{path}");
+        assert_eq!(p["type"], format!("urn:shenguan:problem:{slug}"), "{p}");
+        assert_eq!(p["status"], status);
+        assert!(!p["detail"].as_str().unwrap().is_empty(), "{p}");
+    }
+}

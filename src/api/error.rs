@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::problem::Problem;
 use crate::bus::BusError;
 use crate::ingest::IngestError;
+use crate::ledger::checks::DomainError;
 use crate::ledger::store::LedgerError;
 use crate::schema::Violation;
 use crate::state::StateError;
@@ -31,14 +32,10 @@ pub enum ApiError {
     /// The caller's token does not allow this; the message says which token would.
     #[error("{0}")]
     Forbidden(String),
-    #[error("record {id} was not routed to {department}")]
-    NotRoutedTo { id: String, department: String },
 
     // --- What was asked for.
     #[error("no such endpoint")]
     NoEndpoint,
-    #[error("no record {0}")]
-    UnknownRecord(String),
     #[error("no adapter named '{0}' is loaded")]
     UnknownAdapter(String),
     #[error("no active token with id {0}")]
@@ -89,24 +86,10 @@ pub enum ApiError {
         dlq_id: String,
     },
 
-    // --- The ledger's rules. These move into the core, which will return a typed error
-    // (`DomainError`); its `From` impl belongs beside these variants, below.
-    #[error("{department} returned record {id}; it cannot be claimed any more")]
-    Returned { id: String, department: String },
-    #[error("{department} forwarded record {id}: {note}")]
-    Forwarded {
-        id: String,
-        department: String,
-        note: String,
-    },
-    #[error("{0}")]
-    AlreadyHandled(String),
-    #[error("{0}")]
-    NotClaimed(String),
-    #[error("record {id} is already routed to {to}")]
-    AlreadyRouted { id: String, to: String },
-    #[error("deemed_agreed is recorded by the gateway when a reply deadline passes; reply with feedback_type reply")]
-    ReservedFeedbackType,
+    // --- The ledger's rules: may this caller do this to this record now? The core decides
+    // (`crate::ledger::checks`); its refusals become problems in `domain_problem`.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
 
     // --- What the API stands on.
     #[error("ledger unavailable: {0}")]
@@ -161,13 +144,12 @@ impl ApiError {
                 p.retry_after = Some((*retry_after).max(1));
                 p
             }
-            Forbidden(_) | NotRoutedTo { .. } => new(
+            Forbidden(_) => new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "Not allowed for this token",
             ),
             NoEndpoint => new(StatusCode::NOT_FOUND, "not-found", "Not found"),
-            UnknownRecord(_) => new(StatusCode::NOT_FOUND, "unknown-record", "Unknown record"),
             UnknownAdapter(_) => new(StatusCode::NOT_FOUND, "unknown-adapter", "Unknown adapter"),
             UnknownTokenId(_) => new(StatusCode::NOT_FOUND, "unknown-token", "Unknown token"),
             BadQuery(_) => new(StatusCode::BAD_REQUEST, "bad-query", "Bad query"),
@@ -210,28 +192,10 @@ impl ApiError {
                 "Request body unreadable",
             ),
             DeadLettered { cause, dlq_id } => cause.problem().with("dlq_id", dlq_id),
-            Returned { .. } => new(StatusCode::CONFLICT, "returned", "Record was returned"),
-            Forwarded { .. } => new(StatusCode::CONFLICT, "forwarded", "Record was forwarded"),
-            AlreadyHandled(_) => new(
-                StatusCode::CONFLICT,
-                "already-handled",
-                "Record already handled",
-            ),
-            NotClaimed(_) => new(
-                StatusCode::CONFLICT,
-                "not-claimed",
-                "Claim the record first",
-            ),
-            AlreadyRouted { .. } => new(
-                StatusCode::CONFLICT,
-                "already-routed",
-                "Already routed there",
-            ),
-            ReservedFeedbackType => new(
-                StatusCode::BAD_REQUEST,
-                "reserved-feedback-type",
-                "Recorded by the gateway",
-            ),
+            Domain(refusal) => {
+                let (status, slug, title) = domain_problem(refusal);
+                new(status, slug, title)
+            }
             Ledger(_) | State(_) | Publish(_) | NotReady(_) => unavailable(detail),
             Ingest(IngestError::Body(rejection, dlq_id)) => {
                 let slug = match rejection.rejection.reason {
@@ -257,6 +221,58 @@ impl ApiError {
                 unavailable(format!("{e}; nothing was accepted, send the request again"))
             }
         }
+    }
+}
+
+/// The status, problem type and title of each of the core's refusals. Exhaustive: a new refusal
+/// in the core is decided here before it compiles.
+fn domain_problem(e: &DomainError) -> (StatusCode, &'static str, &'static str) {
+    use DomainError::*;
+    match e {
+        UnknownRecord { .. } => (StatusCode::NOT_FOUND, "unknown-record", "Unknown record"),
+        NotRouted { .. } => (
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not allowed for this token",
+        ),
+        Returned { .. } => (StatusCode::CONFLICT, "returned", "Record was returned"),
+        Forwarded { .. } => (StatusCode::CONFLICT, "forwarded", "Record was forwarded"),
+        AlreadyHandled { .. } => (
+            StatusCode::CONFLICT,
+            "already-handled",
+            "Record already handled",
+        ),
+        NotClaimed { .. } => (
+            StatusCode::CONFLICT,
+            "not-claimed",
+            "Claim the record first",
+        ),
+        ReasonRequired { .. } => (
+            StatusCode::BAD_REQUEST,
+            "reason-required",
+            "A reason is required",
+        ),
+        ReservedFeedback { .. } => (
+            StatusCode::BAD_REQUEST,
+            "reserved-feedback-type",
+            "Recorded by the gateway",
+        ),
+        FeedbackNotApplicable { .. } => (
+            StatusCode::CONFLICT,
+            "feedback-not-applicable",
+            "Feedback does not apply to this record now",
+        ),
+        ForwardRefused { .. } => (StatusCode::CONFLICT, "forward-refused", "Cannot forward"),
+        AlreadyRouted { .. } => (
+            StatusCode::CONFLICT,
+            "already-routed",
+            "Already routed there",
+        ),
+        UnknownDepartment { .. } => (
+            StatusCode::BAD_REQUEST,
+            "unknown-department",
+            "Unknown department",
+        ),
     }
 }
 

@@ -27,10 +27,11 @@ use super::caller::{AdminCaller, Caller, DepartmentCaller};
 use super::error::ApiError;
 use super::extract::{JsonBody, Path, Query};
 use super::openapi::ProblemResponse;
-use super::records::{answer, publish_and_wait, routed_entry};
+use super::records::{answer, ledger_view, publish_and_wait};
 use super::views::{EntryView, RecordEntries, RecordEntry, RecordView};
 use super::AppState;
 use crate::auth::Principal;
+use crate::ledger::checks::{may_forward, View};
 use crate::ledger::{rfc3339, rules, EntryState};
 use crate::schema::RecordKind;
 
@@ -313,12 +314,6 @@ pub async fn forward(
     JsonBody(b): JsonBody<ForwardBody>,
 ) -> Result<Response, ApiError> {
     let department = caller.code;
-    let reason = b.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
-        bad_request(
-            "reason-required",
-            "say why the record is forwarded: {\"reason\": \"…\"}",
-        )
-    })?;
     let to = match b.to {
         Some(to) => to,
         None => state
@@ -334,24 +329,23 @@ pub async fn forward(
             })?,
     };
     receivers(&state, &department, std::slice::from_ref(&to))?;
-    let (_, entry) = routed_entry(&state, &id, &department).await?;
-    if entry.state == EntryState::Forwarded {
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
+    };
+    if view.entry(&department)?.state == EntryState::Forwarded {
+        // Forwarded before: a retry changes nothing.
         return answer(&state, &id, &department, true).await;
     }
-    if !(entry.state.is_unclaimed() || entry.state == EntryState::Claimed) {
-        return Err(ApiError::AlreadyHandled(format!(
-            "record {id} is {} for {department}",
-            entry.state.as_str()
-        )));
-    }
-    if let Some((_, entries, _)) = state.ledger.record(&id).await? {
-        if entries
-            .iter()
-            .any(|e| e.department == to && e.state != EntryState::Returned)
-        {
-            return Err(ApiError::AlreadyRouted { id, to });
-        }
-    }
+    may_forward(
+        &view,
+        &state.shared.catalog,
+        &department,
+        &to,
+        b.reason.as_deref(),
+    )?;
+    let reason = b.reason.unwrap_or_default();
     let mut data = json!({
         "record_id": id, "department": department, "action": "forward", "to": to,
         "reason": reason, "at": crate::ledger::event_time(state.clock.now()), "channel": "rest",

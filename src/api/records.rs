@@ -25,8 +25,11 @@ use super::views::{EntryView, HistoryView, RecordEntries, RecordEntry, RecordHis
 use super::AppState;
 use crate::auth::Principal;
 use crate::bus::Message;
+use crate::ledger::checks::{
+    may_claim, may_feedback, may_return, may_route, Decision, DomainError, View,
+};
 use crate::ledger::store::{decode_cursor, InboxOrder, InboxQuery, InboxStatus};
-use crate::ledger::{report, Entry, EntryState, RecordRow};
+use crate::ledger::{report, Entry, RecordRow};
 use crate::schema::RecordKind;
 
 /// Records per inbox page when the request says nothing.
@@ -182,22 +185,33 @@ pub async fn inbox(
     }))
 }
 
+/// The record and its entries as the ledger holds them, or 404.
+pub(super) async fn ledger_view(
+    state: &AppState,
+    id: &str,
+) -> Result<(RecordRow, Vec<Entry>), ApiError> {
+    match state.ledger.record(id).await? {
+        Some((record, entries, _)) => Ok((record, entries)),
+        None => Err(DomainError::UnknownRecord {
+            record_id: id.to_string(),
+        }
+        .into()),
+    }
+}
+
 /// The record and the caller's entry, or the error: 404 unknown, 403 not routed to the caller.
 pub(super) async fn routed_entry(
     state: &AppState,
     id: &str,
     department: &str,
 ) -> Result<(RecordRow, Entry), ApiError> {
-    let Some((record, entries, _)) = state.ledger.record(id).await? else {
-        return Err(ApiError::UnknownRecord(id.to_string()));
+    let (record, entries) = ledger_view(state, id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
     };
-    match entries.into_iter().find(|e| e.department == department) {
-        Some(e) => Ok((record, e)),
-        None => Err(ApiError::NotRoutedTo {
-            id: id.to_string(),
-            department: department.to_string(),
-        }),
-    }
+    let entry = view.entry(department)?.clone();
+    Ok((record, entry))
 }
 
 /// Publishes an event and waits until the ledger applied it.
@@ -310,20 +324,13 @@ pub async fn claim(
             "an offline claim names the written acknowledgement: {\"document_ref\": \"…\"}",
         ));
     }
-    let (_, entry) = routed_entry(&state, &id, &department).await?;
-    match entry.state {
-        EntryState::Claimed | EntryState::Feedback | EntryState::Closed => {
-            return answer(&state, &id, &department, true).await
-        }
-        EntryState::Returned => return Err(ApiError::Returned { id, department }),
-        EntryState::Forwarded => {
-            return Err(ApiError::Forwarded {
-                id,
-                department,
-                note: entry.note.unwrap_or_default(),
-            })
-        }
-        _ => {}
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
+    };
+    if may_claim(&view, &department)? == Decision::AlreadyDone {
+        return answer(&state, &id, &department, true).await;
     }
     let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
@@ -362,26 +369,15 @@ pub async fn give_back(
     JsonBody(b): JsonBody<ClaimBody>,
 ) -> Result<Response, ApiError> {
     let department = caller.code;
-    let reason = b.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
-        ApiError::invalid(
-            "reason-required",
-            "A reason is required",
-            "say why the record is not your department's business: {\"reason\": \"…\"}",
-        )
-    })?;
-    let (_, entry) = routed_entry(&state, &id, &department).await?;
-    if entry.state == EntryState::Returned {
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
+    };
+    if may_return(&view, &department, b.reason.as_deref())? == Decision::AlreadyDone {
         return answer(&state, &id, &department, true).await;
     }
-    if matches!(
-        entry.state,
-        EntryState::Feedback | EntryState::Closed | EntryState::Forwarded
-    ) {
-        return Err(ApiError::AlreadyHandled(format!(
-            "record {id} is {}",
-            entry.state.as_str()
-        )));
-    }
+    let reason = b.reason.unwrap_or_default();
     let mut data = json!({"record_id": id, "department": department, "action": "return", "reason": reason, "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
         data["actor"] = json!(a);
@@ -414,6 +410,12 @@ pub struct FeedbackBody {
     disposition: Option<String>,
 }
 
+/// A snake_case word of the body as the core's enum, if it is one.
+fn typed<T: serde::de::DeserializeOwned>(word: &Option<String>) -> Option<T> {
+    let word = word.as_deref()?;
+    serde_json::from_value(Value::String(word.to_string())).ok()
+}
+
 /// Records feedback: supervision started, rectification, disposition decision, a reply, an
 /// inspection's attendance or result, a commitment verification.
 #[utoipa::path(post, path = "/v1/records/{id}/feedback", tag = "departments",
@@ -437,32 +439,15 @@ pub async fn feedback(
     JsonBody(b): JsonBody<FeedbackBody>,
 ) -> Result<Response, ApiError> {
     let department = caller.code;
-    let (_, entry) = routed_entry(&state, &id, &department).await?;
-    let kind = b.feedback_type.clone().unwrap_or_default();
-    if kind == "deemed_agreed" {
-        return Err(ApiError::ReservedFeedbackType);
-    }
-    // A reply or an attendance confirmation is the first answer; everything else follows a claim.
-    let first_answer = matches!(kind.as_str(), "reply" | "inspection_attendance");
-    let open = if first_answer {
-        entry.state.is_unclaimed()
-            || matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
-    } else {
-        matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
     };
-    if !open {
-        let why = match entry.outcome.as_deref() {
-            Some(outcome) => format!(
-                "record {id} is {} ({outcome}) for {department}",
-                entry.state.as_str()
-            ),
-            None => format!("record {id} is {} for {department}", entry.state.as_str()),
-        };
-        return Err(if entry.state.is_unclaimed() {
-            ApiError::NotClaimed(why)
-        } else {
-            ApiError::AlreadyHandled(why)
-        });
+    view.entry(&department)?;
+    // A type the feedback schema does not know is refused when the event is validated below.
+    if let Some(feedback_type) = typed(&b.feedback_type) {
+        may_feedback(&view, &department, feedback_type, typed(&b.verification))?;
     }
     let mut data = json!({
         "record_id": id,
@@ -519,7 +504,7 @@ pub async fn record(
 ) -> Result<Json<RecordHistory>, ApiError> {
     let principal = &caller.principal;
     let Some((record, entries, history)) = state.ledger.record(&id).await? else {
-        return Err(ApiError::UnknownRecord(id));
+        return Err(DomainError::UnknownRecord { record_id: id }.into());
     };
     let visible: Vec<&Entry> = match principal {
         Principal::Admin => entries.iter().collect(),
@@ -530,10 +515,11 @@ pub async fn record(
         Principal::Department(d) => {
             let mine: Vec<&Entry> = entries.iter().filter(|e| &e.department == d).collect();
             if mine.is_empty() {
-                return Err(ApiError::NotRoutedTo {
-                    id,
+                return Err(DomainError::NotRouted {
+                    record_id: id,
                     department: d.clone(),
-                });
+                }
+                .into());
             }
             mine
         }
@@ -611,6 +597,7 @@ pub struct RouteBody {
         (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 409, description = "Already routed to one of the departments", body = ProblemResponse, content_type = "application/problem+json"),
         (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 pub async fn route(
@@ -626,17 +613,13 @@ pub async fn route(
             "{\"departments\": [\"code\", …]}",
         ));
     }
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
+    };
     for d in &b.departments {
-        if state.shared.catalog.department(d).is_none() {
-            return Err(ApiError::invalid(
-                "unknown-department",
-                "Unknown department",
-                format!("'{d}' is not in the routing catalog"),
-            ));
-        }
-    }
-    if state.ledger.record(&id).await?.is_none() {
-        return Err(ApiError::UnknownRecord(id));
+        may_route(&view, &state.shared.catalog, d)?;
     }
     let mut all_applied = true;
     for d in &b.departments {
@@ -646,11 +629,7 @@ pub async fn route(
         }
         all_applied &= publish_and_wait(&state, RecordKind::Claim, &id, data).await?;
     }
-    let (record, entries, _) = state
-        .ledger
-        .record(&id)
-        .await?
-        .ok_or_else(|| ApiError::UnknownRecord(id.clone()))?;
+    let (record, entries) = ledger_view(&state, &id).await?;
     let now = state.clock.now();
     let out = RecordEntries {
         record: (&record).into(),
