@@ -102,7 +102,7 @@ pub fn legacy_record(n: u64, decided: DateTime<FixedOffset>, rng: &mut Lcg, bad:
         "VALID_TO": "2031-12-31",
     });
     if bad {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             // A typing error in the 统一社会信用代码: the check digit no longer matches.
             let mut code = uscc(n);
             let last = code.pop().expect("18 characters");

@@ -167,7 +167,7 @@ pub async fn run(settings: Settings, options: SoakOptions) -> anyhow::Result<boo
                 .map(|_| {
                     n += 1;
                     // One record in twenty has a bad 统一社会信用代码 and goes to the DLQ.
-                    legacy_record(n, decided, &mut rng, n % 20 == 0)
+                    legacy_record(n, decided, &mut rng, n.is_multiple_of(20))
                 })
                 .collect(),
         };

@@ -234,7 +234,18 @@ pub fn due_scan() -> String {
     )
 }
 
-/// The tables of the earlier ledger schema (times as text or `timestamptz`), which an upgrade
+/// The projection's tables: everything in them is rebuilt from the bus when the schema changes
+/// (webhook delivery state and queued alerts are not projection and stay).
+pub const PROJECTION: [&str; 6] = [
+    "ledger_records",
+    "ledger_entries",
+    "ledger_history",
+    "ledger_events",
+    "ledger_positions",
+    "ledger_counters",
+];
+
+/// The tables of the first ledger schema (times as text or `timestamptz`), which an upgrade
 /// replaces; the bus holds everything they were built from.
 pub const OLD_PROJECTION: [&str; 4] = [
     "ledger_records",
@@ -267,6 +278,30 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
     let (q, p) = exists("ledger_records");
     let has_records = !ex.query(&q, p).await?.is_empty();
     let old = has_records && !has_meta;
+    // A later schema of the projection: its tables are rebuilt from the bus the same way.
+    let version = if has_meta {
+        ex.query(
+            "SELECT value FROM ledger_meta WHERE key = 'schema_version'",
+            vec![],
+        )
+        .await?
+        .iter("ledger_meta")
+        .next()
+        .map(|r| r.text("value"))
+        .transpose()?
+    } else {
+        None
+    };
+    if has_meta && version.as_deref() != Some(SCHEMA_VERSION) {
+        tracing::warn!(
+            from = version.as_deref().unwrap_or("none"),
+            to = SCHEMA_VERSION,
+            "the ledger's schema changed: it is rebuilt from the bus topics"
+        );
+        for table in PROJECTION {
+            ex.script(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        }
+    }
     if old {
         tracing::warn!(
             "the ledger has the schema of an earlier version: it is rebuilt from the bus topics"
