@@ -77,6 +77,21 @@ if ! python3 -c "import cloudevents.core.bindings.kafka, kafka, lz4" 2>/dev/null
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages cloudevents==2.2.0 kafka-python==2.3.3 lz4==4.4.4
 fi
 
+# An independent OpenAPI validator for the document at /openapi.json (tests/api.rs).
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('openapi-spec-validator') != '$OPENAPI_SPEC_VALIDATOR_VERSION')" 2>/dev/null; then
+  echo "installing openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION…"
+  python3 -m pip install --quiet --disable-pip-version-check "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+fi
+
+# curl and jq, which the README's walk-throughs use (tests/readme.rs runs them).
+if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
+  echo "installing curl and jq (apt-get install curl jq)…"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl jq >/dev/null
+fi
+command -v jq >/dev/null && command -v curl >/dev/null || { echo "curl/jq missing" >&2; exit 1; }
+
 # PostgreSQL: Debian's package, a throw-away cluster on a loopback port for this run.
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 if [ -z "$(pg_bin)" ]; then

@@ -4,40 +4,40 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use super::problem::Problem;
-use super::{authenticate, AppState};
-use crate::auth::Principal;
+use super::caller::AdminCaller;
+use super::error::ApiError;
+use super::extract::Path;
+use super::openapi::ProblemResponse;
+use super::AppState;
 
-/// `GET /v1/dlq/{id}/original` (admin): the bytes with the entry's media type and charset.
+/// The original bytes of a DLQ entry, with the entry's media type and charset. Personal data is
+/// not masked here: the read is audited.
+#[utoipa::path(get, path = "/v1/dlq/{id}/original", tag = "admin",
+    params(("id" = String, Path, description = "DLQ entry id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The bytes as the source system sent them", content_type = "application/octet-stream"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin token: the original bytes may hold personal data", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such DLQ entry", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The bus or the state store is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
 pub async fn original(
     State(state): State<Arc<AppState>>,
+    caller: AdminCaller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    if authenticate(&state, &headers).await? != Principal::Admin {
-        return Err(Problem::forbidden(
-            "the original bytes of a DLQ entry may hold personal data: this endpoint needs an admin token",
-        ));
-    }
+) -> Result<Response, ApiError> {
     let ingestor = &state.ingestor;
-    let entries = crate::dlq::entries(ingestor.bus.as_ref(), &ingestor.topics)
-        .await
-        .map_err(|e| Problem::unavailable(format!("cannot read the DLQ: {e}"), 5))?;
-    let entry = entries.into_iter().find(|e| e.id == id).ok_or_else(|| {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-dlq-entry",
-            "Unknown DLQ entry",
-            format!("no DLQ entry {id}"),
-        )
-    })?;
-    crate::dlq::audit_original_read(ingestor.state.as_ref(), "api:admin", &entry)
-        .await
-        .map_err(|e| Problem::unavailable(format!("state store unavailable: {e}"), 5))?;
+    let entries = crate::dlq::entries(ingestor.bus.as_ref(), &ingestor.topics).await?;
+    let entry = entries
+        .into_iter()
+        .find(|e| e.id == id)
+        .ok_or_else(|| ApiError::UnknownDlqEntry(id.clone()))?;
+    crate::dlq::audit_original_read(ingestor.state.as_ref(), &caller.0.actor(), &entry).await?;
     let media = if entry.content_type.is_empty() {
         "application/octet-stream".to_string()
     } else {

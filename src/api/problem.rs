@@ -1,4 +1,5 @@
-//! RFC 9457 problem details: the one place errors become HTTP responses.
+//! RFC 9457 problem details: the wire format of every error the API answers with. Which error
+//! becomes which problem is decided in one place, [`super::error`].
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,37 +41,6 @@ impl Problem {
             serde_json::to_value(value).unwrap_or(Value::Null),
         );
         self
-    }
-
-    pub fn unauthorized(detail: &str) -> Problem {
-        let mut p = Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Missing or unknown bearer token",
-            detail,
-        );
-        p.authenticate = true;
-        p
-    }
-
-    pub fn forbidden(detail: impl Into<String>) -> Problem {
-        Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Not allowed for this token",
-            detail,
-        )
-    }
-
-    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Problem {
-        let mut p = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Temporarily unavailable; retry",
-            detail,
-        );
-        p.retry_after = Some(retry_after);
-        p
     }
 }
 

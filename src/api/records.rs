@@ -9,151 +9,209 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
-use super::problem::Problem;
-use super::{authenticate, AppState};
+use super::caller::{AdminCaller, Caller, DepartmentCaller};
+use super::error::ApiError;
+use super::extract::{JsonBody, Path, Query};
+use super::openapi::{MonthlyReport, ProblemResponse};
+use super::views::{EntryView, HistoryView, RecordEntries, RecordEntry, RecordHistory, RecordView};
+use super::AppState;
 use crate::auth::Principal;
 use crate::bus::Message;
-use crate::ledger::{report, rfc3339, Entry, EntryState, RecordRow};
+use crate::ledger::checks::{
+    may_claim, may_feedback, may_return, may_route, Decision, DomainError, View,
+};
+use crate::ledger::store::{decode_cursor, InboxOrder, InboxQuery, InboxStatus};
+use crate::ledger::{report, Entry, RecordRow};
 use crate::schema::RecordKind;
 
-pub(super) fn entry_json(e: &Entry, now: chrono::DateTime<chrono::FixedOffset>) -> Value {
-    json!({
-        "department": e.department,
-        "state": e.state.as_str(),
-        "pushed_at": rfc3339(e.pushed_at),
-        "delivered_at": e.delivered_at.map(rfc3339),
-        "claimed_at": e.claimed_at.map(rfc3339),
-        "returned_at": e.returned_at.map(rfc3339),
-        "feedback_at": e.feedback_at.map(rfc3339),
-        "closed_at": e.closed_at.map(rfc3339),
-        "policy": e.policy,
-        "claim_rule": e.claim_rule,
-        "claim_due_at": e.claim_due_at.map(rfc3339),
-        "feedback_rule": e.feedback_rule,
-        "feedback_due_at": e.feedback_due_at.map(rfc3339),
-        "overdue": e.overdue_at(now),
-        "outcome": e.outcome,
-        "via": e.via,
-        "calendar_version": e.calendar_version,
-        "deadline_problem": e.deadline_problem,
-        "alert_level": e.alert_level.as_str(),
-        "note": e.note,
-    })
+/// Records per inbox page when the request says nothing.
+pub const INBOX_DEFAULT_LIMIT: usize = 100;
+/// The largest inbox page; a larger `limit` is refused, not capped.
+pub const INBOX_MAX_LIMIT: usize = 1000;
+
+/// Which of the caller's entries the inbox lists.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusParam {
+    /// Waiting for the department to claim (待认领).
+    Unclaimed,
+    /// Claimed, with or without feedback since, or closed (已认领).
+    Claimed,
+    /// Unclaimed and past the claim deadline (已逾期).
+    Overdue,
+    /// Given back as 非本部门 (已退回).
+    Returned,
 }
 
-pub(super) fn record_json(r: &RecordRow) -> Value {
-    json!({
-        "id": r.record_id,
-        "kind": r.kind.as_str(),
-        "published_at": rfc3339(r.published_at),
-        "decided_at": r.decided_at.map(rfc3339),
-        "push_rule": r.push_rule,
-        "push_due_at": r.push_due_at.map(rfc3339),
-        "push_late": r.push_late,
-        "unrouted": r.unrouted,
-        "linked_record_id": r.linked_record_id,
-        "source_department": r.source_department,
-        "data": r.data,
-    })
-}
-
-fn department_of(p: &Principal) -> Result<&str, Problem> {
-    match p {
-        Principal::Department(d) => Ok(d),
-        _ => Err(Problem::forbidden("this endpoint needs a department token")),
+impl From<StatusParam> for InboxStatus {
+    fn from(s: StatusParam) -> Self {
+        match s {
+            StatusParam::Unclaimed => InboxStatus::Unclaimed,
+            StatusParam::Claimed => InboxStatus::Claimed,
+            StatusParam::Overdue => InboxStatus::Overdue,
+            StatusParam::Returned => InboxStatus::Returned,
+        }
     }
 }
 
-fn require_admin(p: &Principal) -> Result<(), Problem> {
-    match p {
-        Principal::Admin => Ok(()),
-        _ => Err(Problem::forbidden("this endpoint needs an admin token")),
+/// The order of the inbox.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderParam {
+    /// Most recently pushed first.
+    #[default]
+    Newest,
+    /// Soonest deadline of the open obligation first; entries with nothing due last.
+    Urgency,
+}
+
+impl From<OrderParam> for InboxOrder {
+    fn from(o: OrderParam) -> Self {
+        match o {
+            OrderParam::Newest => InboxOrder::Newest,
+            OrderParam::Urgency => InboxOrder::Urgency,
+        }
     }
 }
 
-pub(super) fn ledger_unavailable(e: impl std::fmt::Display) -> Problem {
-    Problem::unavailable(format!("ledger unavailable: {e}"), 5)
-}
-
-#[derive(Deserialize)]
-pub struct InboxQuery {
-    status: Option<String>,
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InboxParams {
+    /// Which entries; all of the caller's when absent.
+    status: Option<StatusParam>,
+    /// Finds records whose 办件编号 (`case_no`), 事项名称, 相对人 name, title or id contains this text.
+    q: Option<String>,
+    /// `newest` (default) or `urgency`.
+    order: Option<OrderParam>,
+    /// The `next_cursor` of the previous page; absent for the first page.
+    cursor: Option<String>,
+    /// Records per page: 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-/// `GET /v1/inbox?status=unclaimed|claimed|overdue`.
-pub async fn inbox(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<InboxQuery>,
-) -> Result<Response, Problem> {
-    let principal = authenticate(&state, &headers).await?;
-    let department = department_of(&principal)?;
-    if let Some(s) = &q.status {
-        if !["unclaimed", "claimed", "overdue"].contains(&s.as_str()) {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "bad-query",
-                "Bad status",
-                "status must be unclaimed, claimed or overdue",
-            ));
-        }
-    }
-    let now = state.clock.now();
-    let limit = q.limit.unwrap_or(500).min(5000);
-    let query = crate::ledger::store::InboxQuery {
-        status: q
-            .status
-            .as_deref()
-            .and_then(|s| serde_json::from_value(json!(s)).ok()),
-        limit,
-        ..Default::default()
-    };
-    let page = state
-        .ledger
-        .inbox_page(department, &query, now)
-        .await
-        .map_err(ledger_unavailable)?;
-    let records: Vec<Value> = page
-        .rows
-        .iter()
-        .map(|(e, r)| {
-            let mut v = record_json(r);
-            v["entry"] = entry_json(e, now);
-            v
-        })
-        .collect();
-    Ok(Json(json!({"department": department, "status": q.status, "count": records.len(), "records": records})).into_response())
+/// One page of a department's inbox.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboxAnswer {
+    pub department: String,
+    pub status: Option<StatusParam>,
+    pub order: OrderParam,
+    /// How many records the whole filter matches, over every page.
+    pub total: u64,
+    /// Records on this page.
+    pub count: usize,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    pub records: Vec<RecordEntry>,
 }
 
-/// The record and the caller's entry, or the problem: 404 unknown, 403 not routed to the caller.
+/// Checks an inbox request's page size and cursor and turns it into the ledger's query.
+fn inbox_query(p: InboxParams) -> Result<InboxQuery, ApiError> {
+    let limit = p.limit.unwrap_or(INBOX_DEFAULT_LIMIT);
+    if limit > INBOX_MAX_LIMIT {
+        return Err(ApiError::LimitTooLarge {
+            limit,
+            max: INBOX_MAX_LIMIT,
+        });
+    }
+    if limit == 0 {
+        return Err(ApiError::BadQuery(format!(
+            "limit must be 1 to {INBOX_MAX_LIMIT}"
+        )));
+    }
+    if let Some(c) = &p.cursor {
+        decode_cursor(c).map_err(ApiError::BadCursor)?;
+    }
+    Ok(InboxQuery {
+        status: p.status.map(Into::into),
+        search: p.q.filter(|q| !q.trim().is_empty()),
+        order: p.order.unwrap_or_default().into(),
+        cursor: p.cursor,
+        limit,
+    })
+}
+
+/// The records routed to the caller's department, a page at a time.
+#[utoipa::path(get, path = "/v1/inbox", tag = "departments", params(InboxParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of the inbox", body = InboxAnswer),
+        (status = 400, description = "A bad status, order, limit (over 1000: `limit-too-large`) or cursor (`bad-cursor`)", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not a department token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
+pub async fn inbox(
+    State(state): State<Arc<AppState>>,
+    caller: DepartmentCaller,
+    Query(params): Query<InboxParams>,
+) -> Result<Json<InboxAnswer>, ApiError> {
+    let department = caller.code;
+    let (status, order) = (params.status, params.order.unwrap_or_default());
+    let query = inbox_query(params)?;
+    let now = state.clock.now();
+    let page = state
+        .ledger
+        .inbox_page(&department, &query, now)
+        .await
+        .map_err(|e| match &query.cursor {
+            // The store names a cursor it cannot use (e.g. from another order).
+            Some(c) if e.message.contains(&format!("cursor '{c}'")) => {
+                ApiError::BadCursor(e.message)
+            }
+            _ => ApiError::Ledger(e),
+        })?;
+    let records: Vec<RecordEntry> = page
+        .rows
+        .iter()
+        .map(|(e, r)| RecordEntry::new(r, e, now))
+        .collect();
+    Ok(Json(InboxAnswer {
+        department,
+        status,
+        order,
+        total: page.total,
+        count: records.len(),
+        next_cursor: page.next,
+        records,
+    }))
+}
+
+/// The record and its entries as the ledger holds them, or 404.
+pub(super) async fn ledger_view(
+    state: &AppState,
+    id: &str,
+) -> Result<(RecordRow, Vec<Entry>), ApiError> {
+    match state.ledger.record(id).await? {
+        Some((record, entries, _)) => Ok((record, entries)),
+        None => Err(DomainError::UnknownRecord {
+            record_id: id.to_string(),
+        }
+        .into()),
+    }
+}
+
+/// The record and the caller's entry, or the error: 404 unknown, 403 not routed to the caller.
 pub(crate) async fn routed_entry(
     state: &AppState,
     id: &str,
     department: &str,
-) -> Result<(RecordRow, Entry), Problem> {
-    let found = state.ledger.record(id).await.map_err(ledger_unavailable)?;
-    let Some((record, entries, _)) = found else {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-record",
-            "Unknown record",
-            format!("no record {id}"),
-        ));
+) -> Result<(RecordRow, Entry), ApiError> {
+    let (record, entries) = ledger_view(state, id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
     };
-    match entries.into_iter().find(|e| e.department == department) {
-        Some(e) => Ok((record, e)),
-        None => Err(Problem::forbidden(format!(
-            "record {id} was not routed to {department}"
-        ))),
-    }
+    let entry = view.entry(department)?.clone();
+    Ok((record, entry))
 }
 
 /// Publishes an event and waits until the ledger applied it.
@@ -162,16 +220,10 @@ pub(crate) async fn publish_and_wait(
     kind: RecordKind,
     record_id: &str,
     data: Value,
-) -> Result<bool, Problem> {
+) -> Result<bool, ApiError> {
     let violations = state.ingestor.schemas.validate(kind, &data);
     if !violations.is_empty() {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-body",
-            "Invalid request body",
-            violations[0].reason.clone(),
-        )
-        .with("errors", &violations));
+        return Err(ApiError::InvalidBody(violations));
     }
     let id = uuid::Uuid::new_v4().to_string();
     let now = state.clock.now();
@@ -182,17 +234,7 @@ pub(crate) async fn publish_and_wait(
         key: record_id.to_string(),
         payload: serde_json::to_vec(&event).expect("JSON"),
     };
-    state
-        .ingestor
-        .bus
-        .publish(vec![message])
-        .await
-        .map_err(|e| {
-            Problem::unavailable(
-                format!("{e}; nothing was recorded, send the request again"),
-                5,
-            )
-        })?;
+    state.ingestor.bus.publish(vec![message]).await?;
     let wait = tokio::time::timeout(state.apply_wait, async {
         loop {
             match applied.recv().await {
@@ -206,108 +248,89 @@ pub(crate) async fn publish_and_wait(
     Ok(matches!(wait, Ok(true)))
 }
 
+/// The record with the department's entry as it stands: 200 when the change was applied, 202
+/// when the ledger has not caught up yet.
 pub(super) async fn answer(
     state: &AppState,
     id: &str,
     department: &str,
     applied: bool,
-) -> Result<Response, Problem> {
+) -> Result<Response, ApiError> {
     let (record, entry) = routed_entry(state, id, department).await?;
     let status = if applied {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    let mut body = record_json(&record);
-    body["entry"] = entry_json(&entry, state.clock.now());
+    let body = RecordEntry::new(&record, &entry, state.clock.now());
     Ok((status, Json(body)).into_response())
 }
 
-#[derive(Deserialize, Default)]
+/// A claim; an admin enters one acknowledged in writing outside the platform with
+/// `department` and `document_ref`.
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
+    /// Who claims (a person's name), for the history.
     actor: Option<String>,
+    /// Why (for a return: required).
     reason: Option<String>,
     /// Admin only: the department an offline claim is entered for.
     department: Option<String>,
     /// Admin only: the written acknowledgement an offline claim is entered from.
     document_ref: Option<String>,
-    /// Admin only: when the offline acknowledgement was given.
+    /// Admin only: when the offline acknowledgement was given (RFC 3339).
     at: Option<String>,
 }
 
-pub(super) fn parse_body<T: for<'de> Deserialize<'de> + Default>(
-    body: &[u8],
-) -> Result<T, Problem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed-body",
-            "Malformed JSON",
-            e.to_string(),
-        )
-    })
-}
-
-/// `POST /v1/records/{id}/claim`: idempotent for the same department.
+/// Claims a record for the caller's department; idempotent for the same department.
+#[utoipa::path(post, path = "/v1/records/{id}/claim", tag = "departments",
+    params(("id" = String, Path, description = "Record id")),
+    request_body(content = Option<ClaimBody>, description = "Optional; an admin's offline claim names the department and the document"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Claimed (or already claimed): the entry as it stands", body = RecordEntry),
+        (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntry),
+        (status = 400, description = "The request is not one this endpoint takes (the problem names the field)", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not routed to the caller's department", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 409, description = "Returned or forwarded before", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
 pub async fn claim(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    let principal = authenticate(&state, &headers).await?;
-    let b: ClaimBody = parse_body(&body)?;
+    JsonBody(b): JsonBody<ClaimBody>,
+) -> Result<Response, ApiError> {
     // An admin enters a claim acknowledged in writing outside the platform (渠道 offline).
-    let offline = matches!(principal, Principal::Admin);
+    let offline = caller.is_admin();
     let department = if offline {
         b.department.clone().ok_or_else(|| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
+            ApiError::invalid(
                 "department-required",
                 "Department required",
                 "an admin enters an offline claim for a department: {\"department\": \"…\", \"document_ref\": \"…\"}",
             )
         })?
     } else {
-        department_of(&principal)?.to_string()
+        caller.department()?.to_string()
     };
     if offline && b.document_ref.is_none() {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::invalid(
             "document-ref-required",
             "Document reference required",
             "an offline claim names the written acknowledgement: {\"document_ref\": \"…\"}",
         ));
     }
-    let (_, entry) = routed_entry(&state, &id, &department).await?;
-    match entry.state {
-        EntryState::Claimed | EntryState::Feedback | EntryState::Closed => {
-            return answer(&state, &id, &department, true).await
-        }
-        EntryState::Returned => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "returned",
-                "Record was returned",
-                format!("{department} returned record {id}; it cannot be claimed any more"),
-            ))
-        }
-        EntryState::Forwarded => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "forwarded",
-                "Record was forwarded",
-                format!(
-                    "{department} forwarded record {id}: {}",
-                    entry.note.as_deref().unwrap_or("")
-                ),
-            ))
-        }
-        _ => {}
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
+    };
+    if may_claim(&view, &department)? == Decision::AlreadyDone {
+        return answer(&state, &id, &department, true).await;
     }
     let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
@@ -324,39 +347,37 @@ pub async fn claim(
     answer(&state, &id, &department, applied).await
 }
 
-/// `POST /v1/records/{id}/return`: 非本部门, with a reason; the record goes back to routing.
+/// Gives a record back as 非本部门, with a reason; it goes back to routing.
+#[utoipa::path(post, path = "/v1/records/{id}/return", tag = "departments",
+    params(("id" = String, Path, description = "Record id")),
+    request_body(content = ClaimBody, description = "`reason` is required"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Returned: the entry as it stands", body = RecordEntry),
+        (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntry),
+        (status = 400, description = "No reason", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 409, description = "Already handled", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
 pub async fn give_back(
     State(state): State<Arc<AppState>>,
+    caller: DepartmentCaller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    let principal = authenticate(&state, &headers).await?;
-    let department = department_of(&principal)?.to_string();
-    let b: ClaimBody = parse_body(&body)?;
-    let reason = b.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "reason-required",
-            "A reason is required",
-            "say why the record is not your department's business: {\"reason\": \"…\"}",
-        )
-    })?;
-    let (_, entry) = routed_entry(&state, &id, &department).await?;
-    if entry.state == EntryState::Returned {
+    JsonBody(b): JsonBody<ClaimBody>,
+) -> Result<Response, ApiError> {
+    let department = caller.code;
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
+    };
+    if may_return(&view, &department, b.reason.as_deref())? == Decision::AlreadyDone {
         return answer(&state, &id, &department, true).await;
     }
-    if matches!(
-        entry.state,
-        EntryState::Feedback | EntryState::Closed | EntryState::Forwarded
-    ) {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "already-handled",
-            "Record already handled",
-            format!("record {id} is {}", entry.state.as_str()),
-        ));
-    }
+    let reason = b.reason.unwrap_or_default();
     let mut data = json!({"record_id": id, "department": department, "action": "return", "reason": reason, "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
     if let Some(a) = b.actor {
         data["actor"] = json!(a);
@@ -365,71 +386,68 @@ pub async fn give_back(
     answer(&state, &id, &department, applied).await
 }
 
-#[derive(Deserialize, Default)]
+/// Feedback on a record: supervision started, rectification, a disposition, a reply …
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackBody {
+    /// `supervision_started`, `rectification`, `disposition`, `reply`, `inspection_attendance`,
+    /// `inspection_result`, `commitment_verified` or `other`.
     feedback_type: Option<String>,
     content: Option<String>,
     document_no: Option<String>,
     decided_at: Option<String>,
     actor: Option<String>,
+    #[schema(value_type = Option<Object>)]
     attachments: Option<Value>,
+    /// For a reply to an inquiry: whether the receiver agrees.
     agreed: Option<bool>,
+    /// For `inspection_attendance`: who attends.
+    #[schema(value_type = Option<Vec<String>>)]
     attendees: Option<Value>,
+    /// For `commitment_verified`: `fulfilled` or `unfulfilled`.
     verification: Option<String>,
+    /// For `disposition`: 整改, 撤销许可, 信用记录 …
     disposition: Option<String>,
 }
 
-/// `POST /v1/records/{id}/feedback`: supervision started, rectification, disposition decision.
+/// A snake_case word of the body as the core's enum, if it is one.
+fn typed<T: serde::de::DeserializeOwned>(word: &Option<String>) -> Option<T> {
+    let word = word.as_deref()?;
+    serde_json::from_value(Value::String(word.to_string())).ok()
+}
+
+/// Records feedback: supervision started, rectification, disposition decision, a reply, an
+/// inspection's attendance or result, a commitment verification.
+#[utoipa::path(post, path = "/v1/records/{id}/feedback", tag = "departments",
+    params(("id" = String, Path, description = "Record id")),
+    request_body = FeedbackBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Recorded: the entry as it stands", body = RecordEntry),
+        (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntry),
+        (status = 400, description = "A body the feedback schema refuses", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 409, description = "Not claimed yet, or already handled", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
 pub async fn feedback(
     State(state): State<Arc<AppState>>,
+    caller: DepartmentCaller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    let principal = authenticate(&state, &headers).await?;
-    let department = department_of(&principal)?.to_string();
-    let b: FeedbackBody = parse_body(&body)?;
-    let (_, entry) = routed_entry(&state, &id, &department).await?;
-    let kind = b.feedback_type.clone().unwrap_or_default();
-    if kind == "deemed_agreed" {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "reserved-feedback-type",
-            "Recorded by the gateway",
-            "deemed_agreed is recorded by the gateway when a reply deadline passes; reply with feedback_type reply",
-        ));
-    }
-    // A reply or an attendance confirmation is the first answer; everything else follows a claim.
-    let first_answer = matches!(kind.as_str(), "reply" | "inspection_attendance");
-    let open = if first_answer {
-        entry.state.is_unclaimed()
-            || matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
-    } else {
-        matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
+    JsonBody(b): JsonBody<FeedbackBody>,
+) -> Result<Response, ApiError> {
+    let department = caller.code;
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
     };
-    if !open {
-        let why = match entry.outcome.as_deref() {
-            Some(outcome) => format!(
-                "record {id} is {} ({outcome}) for {department}",
-                entry.state.as_str()
-            ),
-            None => format!("record {id} is {} for {department}", entry.state.as_str()),
-        };
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            if entry.state.is_unclaimed() {
-                "not-claimed"
-            } else {
-                "already-handled"
-            },
-            if entry.state.is_unclaimed() {
-                "Claim the record first"
-            } else {
-                "Record already handled"
-            },
-            why,
-        ));
+    view.entry(&department)?;
+    // A type the feedback schema does not know is refused when the event is validated below.
+    if let Some(feedback_type) = typed(&b.feedback_type) {
+        may_feedback(&view, &department, feedback_type, typed(&b.verification))?;
     }
     let mut data = json!({
         "record_id": id,
@@ -468,23 +486,27 @@ pub async fn feedback(
     answer(&state, &id, &department, applied).await
 }
 
-/// `GET /v1/records/{id}`: the record and its history, for the parties and admins.
+/// The record and its history, for the parties and admins.
+#[utoipa::path(get, path = "/v1/records/{id}", tag = "departments",
+    params(("id" = String, Path, description = "Record id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The record, the entries the caller may see, the history that concerns the caller", body = RecordHistory),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
 pub async fn record(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    let principal = authenticate(&state, &headers).await?;
-    let found = state.ledger.record(&id).await.map_err(ledger_unavailable)?;
-    let Some((record, entries, history)) = found else {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-record",
-            "Unknown record",
-            format!("no record {id}"),
-        ));
+) -> Result<Json<RecordHistory>, ApiError> {
+    let principal = &caller.principal;
+    let Some((record, entries, history)) = state.ledger.record(&id).await? else {
+        return Err(DomainError::UnknownRecord { record_id: id }.into());
     };
-    let visible: Vec<&Entry> = match &principal {
+    let visible: Vec<&Entry> = match principal {
         Principal::Admin => entries.iter().collect(),
         // The department that sent the record (e.g. a 撤销 request) follows what the bureau does with it.
         Principal::Department(d) if record.source_department.as_deref() == Some(d.as_str()) => {
@@ -493,97 +515,111 @@ pub async fn record(
         Principal::Department(d) => {
             let mine: Vec<&Entry> = entries.iter().filter(|e| &e.department == d).collect();
             if mine.is_empty() {
-                return Err(Problem::forbidden(format!(
-                    "record {id} was not routed to {d}"
-                )));
+                return Err(DomainError::NotRouted {
+                    record_id: id,
+                    department: d.clone(),
+                }
+                .into());
             }
             mine
         }
         Principal::Adapter(_) => {
-            return Err(Problem::forbidden("adapter tokens cannot read the ledger"))
+            return Err(ApiError::Forbidden(
+                "adapter tokens cannot read the ledger".into(),
+            ))
         }
     };
     let now = state.clock.now();
     let source = record.source_department.clone();
-    let own = |dep: &Option<String>| match &principal {
+    let own = |dep: &Option<String>| match principal {
         Principal::Admin => true,
         Principal::Department(d) if source.as_deref() == Some(d.as_str()) => true,
         Principal::Department(d) => dep.as_deref().is_none_or(|x| x == d),
         Principal::Adapter(_) => false,
     };
-    let mut body = record_json(&record);
-    body["entries"] = visible.iter().map(|e| entry_json(e, now)).collect();
-    body["history"] = history
-        .iter()
-        .filter(|h| own(&h.department))
-        .map(|h| {
-            json!({
-                "at": rfc3339(h.at), "action": h.action, "department": h.department, "actor": h.actor,
-                "channel": h.channel, "event_id": h.event_id, "detail": h.detail,
-            })
-        })
-        .collect();
-    Ok(Json(body).into_response())
+    Ok(Json(RecordHistory {
+        record: (&record).into(),
+        entries: visible.iter().map(|e| EntryView::new(e, now)).collect(),
+        history: history
+            .iter()
+            .filter(|h| own(&h.department))
+            .map(HistoryView::from)
+            .collect(),
+    }))
 }
 
-/// `GET /v1/unrouted` (admin): records waiting for a department.
+/// The unrouted queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnroutedAnswer {
+    pub count: usize,
+    pub records: Vec<RecordView>,
+}
+
+/// Records waiting for a department (admin).
+#[utoipa::path(get, path = "/v1/unrouted", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = UnroutedAnswer),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
 pub async fn unrouted(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    require_admin(&authenticate(&state, &headers).await?)?;
-    let rows = state.ledger.unrouted().await.map_err(ledger_unavailable)?;
-    let records: Vec<Value> = rows.iter().map(record_json).collect();
-    Ok(Json(json!({"count": records.len(), "records": records})).into_response())
+    _admin: AdminCaller,
+) -> Result<Json<UnroutedAnswer>, ApiError> {
+    let rows = state.ledger.unrouted().await?;
+    let records: Vec<RecordView> = rows.iter().map(RecordView::from).collect();
+    Ok(Json(UnroutedAnswer {
+        count: records.len(),
+        records,
+    }))
 }
 
-#[derive(Deserialize, Default)]
+/// Departments to route a record to.
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteBody {
+    /// Department codes from the routing catalog.
     departments: Vec<String>,
     actor: Option<String>,
 }
 
-/// `POST /v1/records/{id}/route` (admin): routes a record to departments.
+/// Routes a record to departments (admin).
+#[utoipa::path(post, path = "/v1/records/{id}/route", tag = "admin",
+    params(("id" = String, Path, description = "Record id")),
+    request_body = RouteBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Routed: the record with its entries", body = RecordEntries),
+        (status = 202, description = "Published; the ledger has not applied it yet", body = RecordEntries),
+        (status = 400, description = "No or unknown departments", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 404, description = "No such record, token or adapter", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 409, description = "Already routed to one of the departments", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
 pub async fn route(
     State(state): State<Arc<AppState>>,
+    _admin: AdminCaller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    require_admin(&authenticate(&state, &headers).await?)?;
-    let b: RouteBody = parse_body(&body)?;
+    JsonBody(b): JsonBody<RouteBody>,
+) -> Result<Response, ApiError> {
     if b.departments.is_empty() {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::invalid(
             "departments-required",
             "Departments required",
             "{\"departments\": [\"code\", …]}",
         ));
     }
+    let (record, entries) = ledger_view(&state, &id).await?;
+    let view = View {
+        record: &record,
+        entries: &entries,
+    };
     for d in &b.departments {
-        if state.shared.catalog.department(d).is_none() {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unknown-department",
-                "Unknown department",
-                format!("'{d}' is not in the routing catalog"),
-            ));
-        }
-    }
-    if state
-        .ledger
-        .record(&id)
-        .await
-        .map_err(ledger_unavailable)?
-        .is_none()
-    {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-record",
-            "Unknown record",
-            format!("no record {id}"),
-        ));
+        may_route(&view, &state.shared.catalog, d)?;
     }
     let mut all_applied = true;
     for d in &b.departments {
@@ -593,47 +629,49 @@ pub async fn route(
         }
         all_applied &= publish_and_wait(&state, RecordKind::Claim, &id, data).await?;
     }
-    let (record, entries, _) = state
-        .ledger
-        .record(&id)
-        .await
-        .map_err(ledger_unavailable)?
-        .expect("record exists");
+    let (record, entries) = ledger_view(&state, &id).await?;
     let now = state.clock.now();
-    let mut out = record_json(&record);
-    out["entries"] = entries.iter().map(|e| entry_json(e, now)).collect();
-    Ok((
-        if all_applied {
-            StatusCode::OK
-        } else {
-            StatusCode::ACCEPTED
-        },
-        Json(out),
-    )
-        .into_response())
+    let out = RecordEntries {
+        record: (&record).into(),
+        entries: entries.iter().map(|e| EntryView::new(e, now)).collect(),
+    };
+    let status = if all_applied {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(out)).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct ReportQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportParams {
+    /// `YYYY-MM`.
     month: String,
 }
 
-/// `GET /v1/reports/monthly?month=YYYY-MM` (admin): JSON, or CSV with `Accept: text/csv`.
+/// The monthly report (每月通报), JSON or CSV (`Accept: text/csv`) (admin).
+#[utoipa::path(get, path = "/v1/reports/monthly", tag = "admin", params(ReportParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The report", content(
+            (MonthlyReport = "application/json"),
+            (String = "text/csv", example = "department,kind,flow,pushed,claimed,…"),
+        )),
+        (status = 400, description = "Not a month", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 401, description = "No, unknown or revoked bearer token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this token", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The ledger, the state store or the bus is unavailable; retry after `Retry-After` seconds", body = ProblemResponse, content_type = "application/problem+json"),
+    ))]
 pub async fn monthly(
     State(state): State<Arc<AppState>>,
+    _admin: AdminCaller,
     headers: HeaderMap,
-    Query(q): Query<ReportQuery>,
-) -> Result<Response, Problem> {
-    require_admin(&authenticate(&state, &headers).await?)?;
-    let (from, to) = report::month_bounds(&q.month)
-        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "bad-month", "Bad month", e))?;
+    Query(q): Query<ReportParams>,
+) -> Result<Response, ApiError> {
+    let (from, to) = report::month_bounds(&q.month).map_err(ApiError::BadMonth)?;
     let builder = report::Monthly::new(&q.month, state.shared.calendar.clone(), state.clock.now());
-    let r = state
-        .ledger
-        .report_month(from, to, builder)
-        .await
-        .map_err(ledger_unavailable)?
-        .finish();
+    let r = state.ledger.report_month(from, to, builder).await?.finish();
     let wants_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -3,7 +3,8 @@
 use crate::app::*;
 use crate::config::Settings;
 
-/// `shenguan liaison set`: checks the department and the contact, stores it, audits it.
+/// `shenguan liaison set`: checks the department and the contact, merges the change into the
+/// stored entry (fields not given are kept), stores it, audits it.
 pub async fn liaison_set(
     settings: &Settings,
     department: &str,
@@ -17,22 +18,16 @@ pub async fn liaison_set(
         policy: defs.policy.clone(),
         topics: crate::bus::Topics::new(settings.bus.topic_prefix.clone()),
     };
-    let value = crate::api::flows::liaison_value(
+    let state = open_state(settings).await?;
+    crate::api::flows::set_liaison_in(
         &shared,
+        state.as_ref(),
         department,
         body,
         crate::adapter::convert::now_shanghai(),
+        "cli",
     )
-    .map_err(anyhow::Error::msg)?;
-    let state = open_state(settings).await?;
-    state.set_liaison(department, value.clone()).await?;
-    let masked = serde_json::json!({
-        "officer": value["officer"],
-        "phone": crate::mask::mask(value["phone"].as_str().unwrap_or("")),
-    });
-    state
-        .audit("cli", "liaison.set", department, masked)
-        .await?;
+    .await?;
     Ok(())
 }
 

@@ -49,6 +49,12 @@ impl Failure {
     }
 }
 
+impl From<crate::api::error::ApiError> for Failure {
+    fn from(e: crate::api::error::ApiError) -> Failure {
+        Failure::from(e.problem())
+    }
+}
+
 impl From<Problem> for Failure {
     fn from(p: Problem) -> Failure {
         let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -592,16 +598,18 @@ pub async fn set_liaison(
     actor: &str,
 ) -> Result<(), Failure> {
     let body = crate::api::flows::LiaisonBody::new(officer, phone, leader, email);
-    let value = crate::api::flows::liaison_value(&state.shared, code, body, now(state))
-        .map_err(Failure::bad)?;
-    let store = &state.ingestor.state;
-    store
-        .set_liaison(code, value.clone())
-        .await
-        .map_err(Failure::unavailable)?;
-    let masked = json!({"officer": value["officer"], "phone": crate::mask::mask(value["phone"].as_str().unwrap_or(""))});
-    store
-        .audit(actor, "liaison.set", code, masked)
-        .await
-        .map_err(Failure::unavailable)
+    crate::api::flows::set_liaison_in(
+        &state.shared,
+        state.ingestor.state.as_ref(),
+        code,
+        body,
+        now(state),
+        actor,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| match e {
+        crate::api::flows::LiaisonError::Invalid(detail) => Failure::bad(detail),
+        crate::api::flows::LiaisonError::State(e) => Failure::unavailable(e),
+    })
 }
