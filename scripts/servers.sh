@@ -35,69 +35,54 @@ ensure_durable_tansu() {
   test -x "$SHENGUAN_TANSU_DURABLE" || { echo "durable tansu broker not found at $SHENGUAN_TANSU_DURABLE" >&2; exit 1; }
 }
 
-# Prometheus tooling: promtool (check/test rules, check metrics) and amtool, from Debian.
-if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
-  echo "installing promtool and amtool (apt-get install prometheus prometheus-alertmanager)…"
+# Debian packages, installed together when any is missing (one `apt-get update`):
+# - promtool and amtool (check/test rules, check metrics, the Alertmanager configuration);
+# - chromium and chromedriver for the console's browser tests, with CJK fonts so that
+#   screenshots show the Chinese pages as people see them;
+# - the sqlite3 shell, nginx and openssl, which tests/operations.rs runs of docs/operations.md
+#   (the online backup, the TLS example and its test certificate);
+# - curl and jq, which the README's walk-throughs use (tests/readme.rs runs them);
+# - PostgreSQL, for a throw-away cluster on a loopback port.
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+apt_missing=()
+command -v promtool >/dev/null || apt_missing+=(prometheus)
+command -v amtool >/dev/null || apt_missing+=(prometheus-alertmanager)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || apt_missing+=(chromium-driver)
+fc-list 2>/dev/null | grep -i "noto sans cjk" >/dev/null || apt_missing+=(fonts-noto-cjk fontconfig)
+command -v sqlite3 >/dev/null || apt_missing+=(sqlite3)
+command -v nginx >/dev/null || apt_missing+=(nginx-light)
+command -v openssl >/dev/null || apt_missing+=(openssl)
+command -v curl >/dev/null || apt_missing+=(curl)
+command -v jq >/dev/null || apt_missing+=(jq)
+[ -n "$(pg_bin)" ] || apt_missing+=(postgresql)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "installing ${apt_missing[*]} (apt-get install)…"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    prometheus prometheus-alertmanager >/dev/null
+    "${apt_missing[@]}" >/dev/null
 fi
-command -v promtool >/dev/null && command -v amtool >/dev/null || { echo "promtool/amtool missing" >&2; exit 1; }
-
-# A browser for the console's end-to-end tests: Debian's chromium and chromedriver, and CJK fonts
-# so that screenshots show the Chinese pages as people see them.
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! fc-list 2>/dev/null | grep -i "noto sans cjk" >/dev/null; then
-  echo "installing chromium, chromium-driver and fonts-noto-cjk (apt-get install)…"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    chromium chromium-driver fonts-noto-cjk fontconfig >/dev/null
-fi
+for tool in promtool amtool sqlite3 nginx openssl curl jq; do
+  command -v "$tool" >/dev/null || { echo "$tool missing after installing it" >&2; exit 1; }
+done
 test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { echo "chromium/chromedriver missing" >&2; exit 1; }
 
-# Helm's engine (Helm v4 embedded) to lint and render the chart offline.
-if ! python3 -c "import helm_python" 2>/dev/null; then
-  echo "installing helm-python-sdk…"
-  python3 -m pip install --quiet --disable-pip-version-check helm-python-sdk 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages helm-python-sdk
+# Python packages, installed together when any is missing: Helm's engine (Helm v4 embedded) to
+# lint and render the chart offline; a department's consumer for tests/cloudevents.rs (the
+# CloudEvents SDK's Kafka binding with a plain Kafka client; lz4 is the gateway's producer
+# compression); an independent OpenAPI validator for /openapi.json (tests/api.rs).
+pip_missing=()
+python3 -c "import helm_python" 2>/dev/null || pip_missing+=(helm-python-sdk)
+python3 -c "import cloudevents.core.bindings.kafka, kafka, lz4" 2>/dev/null \
+  || pip_missing+=(cloudevents==2.2.0 kafka-python==2.3.3 lz4==4.4.4)
+python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('openapi-spec-validator') != '0.9.0')" 2>/dev/null \
+  || pip_missing+=(openapi-spec-validator==0.9.0)
+if [ ${#pip_missing[@]} -gt 0 ]; then
+  echo "installing ${pip_missing[*]} (pip install)…"
+  python3 -m pip install --quiet --disable-pip-version-check "${pip_missing[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "${pip_missing[@]}"
 fi
 
-# What tests/operations.rs runs of docs/operations.md: the sqlite3 shell (the online backup),
-# nginx (the TLS example) and openssl (its test certificate), from Debian.
-if ! command -v sqlite3 >/dev/null || ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then
-  echo "installing sqlite3, nginx-light and openssl (apt-get install)…"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    sqlite3 nginx-light openssl >/dev/null
-fi
-command -v sqlite3 >/dev/null && command -v nginx >/dev/null && command -v openssl >/dev/null \
-  || { echo "sqlite3/nginx/openssl missing" >&2; exit 1; }
-
-# A department's consumer for tests/cloudevents.rs: the CloudEvents SDK's Kafka binding with a
-# plain Kafka client (lz4: the gateway's default producer compression).
-if ! python3 -c "import cloudevents.core.bindings.kafka, kafka, lz4" 2>/dev/null; then
-  echo "installing cloudevents, kafka-python and lz4…"
-  python3 -m pip install --quiet --disable-pip-version-check cloudevents==2.2.0 kafka-python==2.3.3 lz4==4.4.4 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages cloudevents==2.2.0 kafka-python==2.3.3 lz4==4.4.4
-fi
-
-# An independent OpenAPI validator for the document at /openapi.json (tests/api.rs).
-OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
-if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('openapi-spec-validator') != '$OPENAPI_SPEC_VALIDATOR_VERSION')" 2>/dev/null; then
-  echo "installing openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION…"
-  python3 -m pip install --quiet --disable-pip-version-check "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
-fi
-
-# curl and jq, which the README's walk-throughs use (tests/readme.rs runs them).
-if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
-  echo "installing curl and jq (apt-get install curl jq)…"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl jq >/dev/null
-fi
-command -v jq >/dev/null && command -v curl >/dev/null || { echo "curl/jq missing" >&2; exit 1; }
-
-# PostgreSQL: Debian's package, a throw-away cluster on a loopback port for this run.
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
-if [ -z "$(pg_bin)" ]; then
-  echo "installing PostgreSQL (apt-get install postgresql)…"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-fi
+# PostgreSQL: a throw-away cluster on a loopback port for this run.
 PG_BIN="$(pg_bin)"
 test -x "$PG_BIN/initdb" || { echo "PostgreSQL not found after installing it" >&2; exit 1; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }

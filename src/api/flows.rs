@@ -23,16 +23,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::actions;
 use super::caller::{AdminCaller, Caller, DepartmentCaller};
 use super::error::ApiError;
 use super::extract::{JsonBody, Path, Query};
 use super::openapi::ProblemResponse;
-use super::records::{answer, ledger_view, publish_and_wait};
+use super::records::{answer, publish_and_wait};
 use super::views::{EntryView, RecordEntries, RecordEntry, RecordView};
 use super::AppState;
 use crate::auth::Principal;
-use crate::ledger::checks::{may_forward, View};
-use crate::ledger::{rfc3339, rules, EntryState};
+use crate::ledger::event::Channel;
+use crate::ledger::{rfc3339, rules};
 use crate::schema::RecordKind;
 
 fn bad_request(slug: &'static str, detail: impl Into<String>) -> ApiError {
@@ -314,47 +315,13 @@ pub async fn forward(
     JsonBody(b): JsonBody<ForwardBody>,
 ) -> Result<Response, ApiError> {
     let department = caller.code;
-    let to = match b.to {
-        Some(to) => to,
-        None => state
-            .shared
-            .catalog
-            .department(&department)
-            .and_then(|d| d.parent.clone())
-            .ok_or_else(|| {
-                bad_request(
-                    "receiver-required",
-                    format!("{department} has no upper-level department in the catalog; name one in \"to\""),
-                )
-            })?,
+    let who = actions::Actor {
+        department: department.clone(),
+        name: b.actor,
+        channel: Channel::Rest,
     };
-    receivers(&state, &department, std::slice::from_ref(&to))?;
-    let (record, entries) = ledger_view(&state, &id).await?;
-    let view = View {
-        record: &record,
-        entries: &entries,
-    };
-    if view.entry(&department)?.state == EntryState::Forwarded {
-        // Forwarded before: a retry changes nothing.
-        return answer(&state, &id, &department, true).await;
-    }
-    may_forward(
-        &view,
-        &state.shared.catalog,
-        &department,
-        &to,
-        b.reason.as_deref(),
-    )?;
-    let reason = b.reason.unwrap_or_default();
-    let mut data = json!({
-        "record_id": id, "department": department, "action": "forward", "to": to,
-        "reason": reason, "at": crate::ledger::event_time(state.clock.now()), "channel": "rest",
-    });
-    if let Some(a) = b.actor {
-        data["actor"] = json!(a);
-    }
-    let applied = publish_and_wait(&state, RecordKind::Claim, &id, data).await?;
-    answer(&state, &id, &department, applied).await
+    let done = actions::forward(&state, &id, &who, b.to.as_deref(), b.reason.as_deref()).await?;
+    answer(&state, &id, &department, done.shown()).await
 }
 
 /// A push made outside the platform.

@@ -2,6 +2,7 @@
 //! extractor ([`caller`]), every failure becomes a problem document in one place ([`error`]),
 //! and the OpenAPI document is generated from the handlers ([`openapi`]).
 
+pub mod actions;
 pub mod admin;
 pub mod caller;
 pub mod dlq;

@@ -22,15 +22,12 @@ use super::error::ApiError;
 use super::extract::{JsonBody, Path, Query};
 use super::openapi::{MonthlyReport, ProblemResponse};
 use super::views::{EntryView, HistoryView, RecordEntries, RecordEntry, RecordHistory, RecordView};
-use super::AppState;
+use super::{actions, AppState};
 use crate::auth::Principal;
-use crate::bus::Message;
-use crate::ledger::checks::{
-    may_claim, may_feedback, may_return, may_route, Decision, DomainError, View,
-};
+use crate::ledger::checks::{DomainError, View};
+use crate::ledger::event::Channel;
 use crate::ledger::store::{decode_cursor, InboxOrder, InboxQuery, InboxStatus};
-use crate::ledger::{report, Entry, RecordRow};
-use crate::schema::RecordKind;
+use crate::ledger::{report, Entry, FeedbackType, RecordRow};
 
 /// Records per inbox page when the request says nothing.
 pub const INBOX_DEFAULT_LIMIT: usize = 100;
@@ -186,18 +183,7 @@ pub async fn inbox(
 }
 
 /// The record and its entries as the ledger holds them, or 404.
-pub(super) async fn ledger_view(
-    state: &AppState,
-    id: &str,
-) -> Result<(RecordRow, Vec<Entry>), ApiError> {
-    match state.ledger.record(id).await? {
-        Some((record, entries, _)) => Ok((record, entries)),
-        None => Err(DomainError::UnknownRecord {
-            record_id: id.to_string(),
-        }
-        .into()),
-    }
-}
+pub(super) use super::actions::view as ledger_view;
 
 /// The record and the caller's entry, or the error: 404 unknown, 403 not routed to the caller.
 pub(crate) async fn routed_entry(
@@ -214,39 +200,8 @@ pub(crate) async fn routed_entry(
     Ok((record, entry))
 }
 
-/// Publishes an event and waits until the ledger applied it.
-pub(crate) async fn publish_and_wait(
-    state: &AppState,
-    kind: RecordKind,
-    record_id: &str,
-    data: Value,
-) -> Result<bool, ApiError> {
-    let violations = state.ingestor.schemas.validate(kind, &data);
-    if !violations.is_empty() {
-        return Err(ApiError::InvalidBody(violations));
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    let now = state.clock.now();
-    let event = crate::pipeline::envelope(kind, &id, "/shenguan/api", record_id, now, data);
-    let mut applied = state.applied.subscribe();
-    let message = Message {
-        topic: state.shared.topics.name(kind),
-        key: record_id.to_string(),
-        payload: serde_json::to_vec(&event).expect("JSON"),
-    };
-    state.ingestor.bus.publish(vec![message]).await?;
-    let wait = tokio::time::timeout(state.apply_wait, async {
-        loop {
-            match applied.recv().await {
-                Ok(x) if x == id => return true,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return false,
-            }
-        }
-    })
-    .await;
-    Ok(matches!(wait, Ok(true)))
-}
+/// Publishes an event and waits until the ledger applied it (see [`super::actions::publish`]).
+pub(crate) use super::actions::publish as publish_and_wait;
 
 /// The record with the department's entry as it stands: 200 when the change was applied, 202
 /// when the ledger has not caught up yet.
@@ -324,27 +279,29 @@ pub async fn claim(
             "an offline claim names the written acknowledgement: {\"document_ref\": \"…\"}",
         ));
     }
-    let (record, entries) = ledger_view(&state, &id).await?;
-    let view = View {
-        record: &record,
-        entries: &entries,
+    let offline_ack = match (offline, b.document_ref) {
+        (true, Some(document_ref)) => Some(actions::OfflineAck {
+            document_ref,
+            at: match b.at.as_deref() {
+                Some(at) => Some(chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
+                    ApiError::invalid(
+                        "bad-time",
+                        "Bad time",
+                        format!("at '{at}' is not an RFC 3339 time: {e}"),
+                    )
+                })?),
+                None => None,
+            },
+        }),
+        _ => None,
     };
-    if may_claim(&view, &department)? == Decision::AlreadyDone {
-        return answer(&state, &id, &department, true).await;
-    }
-    let mut data = json!({"record_id": id, "department": department, "action": "claim", "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
-    if let Some(a) = b.actor {
-        data["actor"] = json!(a);
-    }
-    if offline {
-        data["channel"] = json!("offline");
-        data["document_ref"] = json!(b.document_ref);
-        if let Some(at) = b.at {
-            data["at"] = json!(at);
-        }
-    }
-    let applied = publish_and_wait(&state, RecordKind::Claim, &id, data).await?;
-    answer(&state, &id, &department, applied).await
+    let who = actions::Actor {
+        department: department.clone(),
+        name: b.actor.or_else(|| caller.person.clone()),
+        channel: Channel::Rest,
+    };
+    let done = actions::claim(&state, &id, &who, offline_ack).await?;
+    answer(&state, &id, &department, done.shown()).await
 }
 
 /// Gives a record back as 非本部门, with a reason; it goes back to routing.
@@ -369,21 +326,13 @@ pub async fn give_back(
     JsonBody(b): JsonBody<ClaimBody>,
 ) -> Result<Response, ApiError> {
     let department = caller.code;
-    let (record, entries) = ledger_view(&state, &id).await?;
-    let view = View {
-        record: &record,
-        entries: &entries,
+    let who = actions::Actor {
+        department: department.clone(),
+        name: b.actor,
+        channel: Channel::Rest,
     };
-    if may_return(&view, &department, b.reason.as_deref())? == Decision::AlreadyDone {
-        return answer(&state, &id, &department, true).await;
-    }
-    let reason = b.reason.unwrap_or_default();
-    let mut data = json!({"record_id": id, "department": department, "action": "return", "reason": reason, "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
-    if let Some(a) = b.actor {
-        data["actor"] = json!(a);
-    }
-    let applied = publish_and_wait(&state, RecordKind::Claim, &id, data).await?;
-    answer(&state, &id, &department, applied).await
+    let done = actions::give_back(&state, &id, &who, b.reason.as_deref()).await?;
+    answer(&state, &id, &department, done.shown()).await
 }
 
 /// Feedback on a record: supervision started, rectification, a disposition, a reply …
@@ -439,51 +388,60 @@ pub async fn feedback(
     JsonBody(b): JsonBody<FeedbackBody>,
 ) -> Result<Response, ApiError> {
     let department = caller.code;
-    let (record, entries) = ledger_view(&state, &id).await?;
-    let view = View {
-        record: &record,
-        entries: &entries,
+    let feedback_type: FeedbackType = typed(&b.feedback_type).ok_or_else(|| {
+        ApiError::invalid(
+            "bad-feedback-type",
+            "Unknown feedback type",
+            format!(
+                "feedback_type {} is not one of supervision_started, rectification, disposition, reply, inspection_attendance, inspection_result, commitment_verified, other",
+                b.feedback_type.as_deref().map(|t| format!("'{t}'")).unwrap_or_else(|| "(missing)".into())
+            ),
+        )
+    })?;
+    let verification = match &b.verification {
+        None => None,
+        Some(v) => Some(
+            typed::<crate::ledger::event::Verification>(&b.verification).ok_or_else(|| {
+                ApiError::invalid(
+                    "bad-verification",
+                    "Unknown verification",
+                    format!("verification '{v}' is not fulfilled or unfulfilled"),
+                )
+            })?,
+        ),
     };
-    view.entry(&department)?;
-    // A type the feedback schema does not know is refused when the event is validated below.
-    if let Some(feedback_type) = typed(&b.feedback_type) {
-        may_feedback(&view, &department, feedback_type, typed(&b.verification))?;
-    }
-    let mut data = json!({
-        "record_id": id,
-        "department": department,
-        "feedback_type": b.feedback_type.unwrap_or_default(),
-        "at": crate::ledger::event_time(state.clock.now()),
-    });
+    let mut details = serde_json::Map::new();
     for (k, v) in [
         ("content", b.content),
         ("document_no", b.document_no),
         ("decided_at", b.decided_at),
-        ("actor", b.actor),
-    ] {
-        if let Some(v) = v {
-            data[k] = json!(v);
-        }
-    }
-    if let Some(a) = b.attachments {
-        data["attachments"] = a;
-    }
-    if let Some(a) = b.attendees {
-        data["attendees"] = a;
-    }
-    for (k, v) in [
-        ("verification", b.verification),
         ("disposition", b.disposition),
     ] {
         if let Some(v) = v {
-            data[k] = json!(v);
+            details.insert(k.into(), json!(v));
         }
     }
-    if let Some(agreed) = b.agreed {
-        data["agreed"] = json!(agreed);
+    if let Some(a) = b.attachments {
+        details.insert("attachments".into(), a);
     }
-    let applied = publish_and_wait(&state, RecordKind::Feedback, &id, data).await?;
-    answer(&state, &id, &department, applied).await
+    if let Some(a) = b.attendees {
+        details.insert("attendees".into(), a);
+    }
+    if let Some(agreed) = b.agreed {
+        details.insert("agreed".into(), json!(agreed));
+    }
+    let who = actions::Actor {
+        department: department.clone(),
+        name: b.actor,
+        channel: Channel::Rest,
+    };
+    let input = actions::Feedback {
+        feedback_type,
+        verification,
+        details,
+    };
+    let done = actions::feedback(&state, &id, &who, input).await?;
+    answer(&state, &id, &department, done.shown()).await
 }
 
 /// The record and its history, for the parties and admins.
@@ -606,29 +564,15 @@ pub async fn route(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<RouteBody>,
 ) -> Result<Response, ApiError> {
-    if b.departments.is_empty() {
-        return Err(ApiError::invalid(
-            "departments-required",
-            "Departments required",
-            "{\"departments\": [\"code\", …]}",
-        ));
-    }
-    let (record, entries) = ledger_view(&state, &id).await?;
-    let view = View {
-        record: &record,
-        entries: &entries,
-    };
-    for d in &b.departments {
-        may_route(&view, &state.shared.catalog, d)?;
-    }
-    let mut all_applied = true;
-    for d in &b.departments {
-        let mut data = json!({"record_id": id, "department": d, "action": "route", "at": crate::ledger::event_time(state.clock.now()), "channel": "rest"});
-        if let Some(a) = &b.actor {
-            data["actor"] = json!(a);
-        }
-        all_applied &= publish_and_wait(&state, RecordKind::Claim, &id, data).await?;
-    }
+    let done = actions::route(
+        &state,
+        &id,
+        &b.departments,
+        b.actor.as_deref(),
+        Channel::Rest,
+    )
+    .await?;
+    let all_applied = done.shown();
     let (record, entries) = ledger_view(&state, &id).await?;
     let now = state.clock.now();
     let out = RecordEntries {

@@ -11,11 +11,13 @@ use axum::http::StatusCode;
 use chrono::{DateTime, FixedOffset};
 use serde_json::{json, Value};
 
+use crate::api::error::ApiError;
 use crate::api::problem::Problem;
-use crate::api::AppState;
+use crate::api::{actions, AppState};
 use crate::dlq;
+use crate::ledger::event::Channel;
 use crate::ledger::store::{InboxPage, InboxQuery};
-use crate::ledger::{report, rfc3339, Entry, EntryState, HistoryRow, RecordRow};
+use crate::ledger::{report, Entry, HistoryRow, RecordRow};
 use crate::schema::RecordKind;
 
 /// Why an action or a read did not happen, in the console's words.
@@ -49,10 +51,69 @@ impl Failure {
     }
 }
 
-impl From<crate::api::error::ApiError> for Failure {
-    fn from(e: crate::api::error::ApiError) -> Failure {
-        Failure::from(e.problem())
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Failure {
+        use crate::ledger::checks::DomainError as D;
+        let (status, message) = match &e {
+            ApiError::Domain(refusal) => match refusal {
+                D::UnknownRecord { .. } => (StatusCode::NOT_FOUND, "没有这条记录".to_string()),
+                D::NotRouted { .. } => (
+                    StatusCode::FORBIDDEN,
+                    "该记录未推送给本部门，不能查看或办理".to_string(),
+                ),
+                D::Returned { .. } => (
+                    StatusCode::CONFLICT,
+                    "本部门已退回该记录，不能再认领".to_string(),
+                ),
+                D::Forwarded { note, .. } => {
+                    (StatusCode::CONFLICT, format!("本部门已转交该记录：{note}"))
+                }
+                D::AlreadyHandled { state, .. } => (
+                    StatusCode::CONFLICT,
+                    format!(
+                        "该记录已{}，不能再办理",
+                        state_name_of(state).trim_start_matches('已')
+                    ),
+                ),
+                D::NotClaimed { .. } => (StatusCode::CONFLICT, "请先认领，再反馈".to_string()),
+                D::ReasonRequired { action } => (
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{}须说明理由",
+                        if *action == "forward" {
+                            "转交"
+                        } else {
+                            "退回"
+                        }
+                    ),
+                ),
+                D::ReservedFeedback { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "逾期视为同意由网关在答复期限届满时记录，请以“函询答复”反馈".to_string(),
+                ),
+                D::FeedbackNotApplicable { why } => {
+                    (StatusCode::CONFLICT, format!("该反馈不适用于本记录：{why}"))
+                }
+                D::ForwardRefused { why, .. } => (StatusCode::CONFLICT, format!("不能转交：{why}")),
+                D::AlreadyRouted { .. } => {
+                    (StatusCode::CONFLICT, "该记录已推送给接收部门".to_string())
+                }
+                D::UnknownDepartment { department } => (
+                    StatusCode::BAD_REQUEST,
+                    format!("部门 {department} 不在路由目录中"),
+                ),
+            },
+            _ => return Failure::from(e.problem()),
+        };
+        Failure { status, message }
     }
+}
+
+/// A state's Chinese name, from its code.
+fn state_name_of(state: &str) -> &'static str {
+    crate::ledger::EntryState::parse(state)
+        .map(crate::console::labels::state_name)
+        .unwrap_or("已处理")
 }
 
 impl From<Problem> for Failure {
@@ -167,21 +228,12 @@ pub async fn record(
     })
 }
 
-/// The department's own entry of a record (404 unknown, 403 not routed to it).
-async fn own_entry(state: &AppState, department: &str, id: &str) -> Result<Entry, Failure> {
-    let (_, entry) = crate::api::records::routed_entry(state, id, department).await?;
-    Ok(entry)
-}
-
-/// Publishes an action event and waits for the projector; `false` when it was published but not
-/// applied within the wait (the ledger shows it shortly).
-async fn publish(
-    state: &AppState,
-    kind: RecordKind,
-    id: &str,
-    data: Value,
-) -> Result<bool, Failure> {
-    Ok(crate::api::records::publish_and_wait(state, kind, id, data).await?)
+fn actor(department: &str, signature: &str) -> actions::Actor {
+    actions::Actor {
+        department: department.to_string(),
+        name: Some(signature.to_string()),
+        channel: Channel::Console,
+    }
 }
 
 /// 认领: idempotent for the department; refused once returned or forwarded.
@@ -189,23 +241,10 @@ pub async fn claim(
     state: &AppState,
     department: &str,
     id: &str,
-    actor: &str,
+    signature: &str,
 ) -> Result<bool, Failure> {
-    let entry = own_entry(state, department, id).await?;
-    match entry.state {
-        EntryState::Claimed | EntryState::Feedback | EntryState::Closed => return Ok(true),
-        EntryState::Returned => return Err(Failure::conflict("本部门已退回该记录，不能再认领")),
-        EntryState::Forwarded => {
-            return Err(Failure::conflict(format!(
-                "本部门已转交该记录：{}",
-                entry.note.as_deref().unwrap_or("")
-            )))
-        }
-        EntryState::Pushed | EntryState::Delivered => {}
-    }
-    let data = json!({"record_id": id, "department": department, "action": "claim",
-                      "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
-    publish(state, RecordKind::Claim, id, data).await
+    let done = actions::claim(state, id, &actor(department, signature), None).await?;
+    Ok(done.shown())
 }
 
 /// 退回 (非本部门) with a reason: the record goes back to routing.
@@ -214,28 +253,10 @@ pub async fn give_back(
     department: &str,
     id: &str,
     reason: &str,
-    actor: &str,
+    signature: &str,
 ) -> Result<bool, Failure> {
-    let entry = own_entry(state, department, id).await?;
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(Failure::bad("退回须说明理由"));
-    }
-    if entry.state == EntryState::Returned {
-        return Ok(true);
-    }
-    if matches!(
-        entry.state,
-        EntryState::Feedback | EntryState::Closed | EntryState::Forwarded
-    ) {
-        return Err(Failure::conflict(format!(
-            "该记录已{}，不能退回",
-            crate::console::labels::state_name(entry.state).trim_start_matches('已')
-        )));
-    }
-    let data = json!({"record_id": id, "department": department, "action": "return",
-                      "reason": reason, "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
-    publish(state, RecordKind::Claim, id, data).await
+    let done = actions::give_back(state, id, &actor(department, signature), Some(reason)).await?;
+    Ok(done.shown())
 }
 
 /// What a feedback form says.
@@ -258,53 +279,41 @@ pub async fn feedback(
     department: &str,
     id: &str,
     input: FeedbackInput,
-    actor: &str,
+    signature: &str,
 ) -> Result<bool, Failure> {
-    if input.feedback_type == "deemed_agreed" {
-        return Err(Failure::bad(
-            "逾期视为同意由网关在答复期限届满时记录，请以“函询答复”反馈",
-        ));
-    }
-    let entry = own_entry(state, department, id).await?;
-    let first_answer = matches!(
-        input.feedback_type.as_str(),
-        "reply" | "inspection_attendance"
-    );
-    let open = if first_answer {
-        entry.state.is_unclaimed()
-            || matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
-    } else {
-        matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
+    let word = |w: &str| Value::String(w.to_string());
+    let feedback_type = serde_json::from_value(word(&input.feedback_type))
+        .map_err(|_| Failure::bad(format!("未知的反馈类型：{}", input.feedback_type)))?;
+    let verification = match input.verification.as_deref().filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value(word(v))
+                .map_err(|_| Failure::bad(format!("核查结论应为“已履行”或“未履行”：{v}")))?,
+        ),
     };
-    if !open {
-        return Err(Failure::conflict(if entry.state.is_unclaimed() {
-            "请先认领，再反馈".to_string()
-        } else {
-            format!(
-                "该记录已{}，不能再反馈",
-                crate::console::labels::state_name(entry.state).trim_start_matches('已')
-            )
-        }));
-    }
-    let mut data = json!({"record_id": id, "department": department,
-                          "feedback_type": input.feedback_type, "at": rfc3339(now(state)), "actor": actor});
+    let mut details = serde_json::Map::new();
     for (k, v) in [
         ("content", input.content),
         ("document_no", input.document_no),
         ("disposition", input.disposition),
-        ("verification", input.verification),
     ] {
         if let Some(v) = v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
-            data[k] = json!(v);
+            details.insert(k.into(), json!(v));
         }
     }
     if !input.attendees.is_empty() {
-        data["attendees"] = json!(input.attendees);
+        details.insert("attendees".into(), json!(input.attendees));
     }
     if let Some(agreed) = input.agreed {
-        data["agreed"] = json!(agreed);
+        details.insert("agreed".into(), json!(agreed));
     }
-    publish(state, RecordKind::Feedback, id, data).await
+    let feedback = actions::Feedback {
+        feedback_type,
+        verification,
+        details,
+    };
+    let done = actions::feedback(state, id, &actor(department, signature), feedback).await?;
+    Ok(done.shown())
 }
 
 /// 转交 to another department (by default the upper-level one in the catalog), with a reason.
@@ -314,41 +323,10 @@ pub async fn forward(
     id: &str,
     to: Option<&str>,
     reason: &str,
-    actor: &str,
+    signature: &str,
 ) -> Result<bool, Failure> {
-    let entry = own_entry(state, department, id).await?;
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(Failure::bad("转交须说明理由"));
-    }
-    let to = match to.filter(|t| !t.is_empty()) {
-        Some(t) => t.to_string(),
-        None => catalog(state)
-            .department(department)
-            .and_then(|d| d.parent.clone())
-            .ok_or_else(|| Failure::bad("本部门在路由目录中没有上级部门，请选择接收部门"))?,
-    };
-    crate::api::flows::receivers(state, department, std::slice::from_ref(&to))?;
-    if entry.state == EntryState::Forwarded {
-        return Ok(true);
-    }
-    if !(entry.state.is_unclaimed() || entry.state == EntryState::Claimed) {
-        return Err(Failure::conflict(format!(
-            "该记录已{}，不能转交",
-            crate::console::labels::state_name(entry.state).trim_start_matches('已')
-        )));
-    }
-    let page = record(state, None, id).await?;
-    if page
-        .entries
-        .iter()
-        .any(|e| e.department == to && e.state != EntryState::Returned)
-    {
-        return Err(Failure::conflict("该记录已推送给接收部门"));
-    }
-    let data = json!({"record_id": id, "department": department, "action": "forward", "to": to,
-                      "reason": reason, "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
-    publish(state, RecordKind::Claim, id, data).await
+    let done = actions::forward(state, id, &actor(department, signature), to, Some(reason)).await?;
+    Ok(done.shown())
 }
 
 /// Open entries of a flow rule for a department (or all), soonest deadline first.
@@ -375,24 +353,13 @@ pub async fn route(
     state: &AppState,
     id: &str,
     departments: &[String],
-    actor: &str,
+    signature: &str,
 ) -> Result<bool, Failure> {
     if departments.is_empty() {
         return Err(Failure::bad("请选择至少一个部门"));
     }
-    for d in departments {
-        if catalog(state).department(d).is_none() {
-            return Err(Failure::bad(format!("部门 {d} 不在路由目录中")));
-        }
-    }
-    record(state, None, id).await?;
-    let mut all = true;
-    for d in departments {
-        let data = json!({"record_id": id, "department": d, "action": "route",
-                          "at": rfc3339(now(state)), "channel": "rest", "actor": actor});
-        all &= publish(state, RecordKind::Claim, id, data).await?;
-    }
-    Ok(all)
+    let done = actions::route(state, id, departments, Some(signature), Channel::Console).await?;
+    Ok(done.shown())
 }
 
 /// Every DLQ entry (oldest first) and the ids that are no longer open (replayed, or superseded
