@@ -295,7 +295,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, bus = %bus.describe(), data_dir = %settings.data_dir.display(), "shenguan listening");
     let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
-    axum::serve(listener, api::router(app_state))
+    // The console (/ui) is HTML for people, with its own sessions and CSRF protection; it is
+    // described in the README, not in the OpenAPI document of the JSON API.
+    let routes = api::router(app_state.clone()).merge(crate::console::router(app_state));
+    axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("stopped accepting requests; stopping the ledger, tracker and delivery");

@@ -3,11 +3,12 @@
 //! documented here (`///` is the user documentation) and in `shenguan.example.toml`.
 //! Unknown keys are errors: a typo must not silently fall back to a default.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use crate::bus::kafka::KafkaSettings;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -227,47 +228,6 @@ impl Default for BusSettings {
             url: "embedded".into(),
             topic_prefix: "shenguan.".into(),
             kafka: KafkaSettings::default(),
-        }
-    }
-}
-
-/// `[bus.kafka]`: Kafka client settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaSettings {
-    /// Partitions of topics the gateway creates. Default 6.
-    pub partitions: i32,
-    /// Replication factor of topics the gateway creates. Default 1 for a single broker; use 3
-    /// on a production cluster.
-    pub replication_factor: i32,
-    /// Milliseconds an acknowledged publish may take before ingest answers 503. Default 30000.
-    pub publish_timeout_ms: u64,
-    /// Producer batching delay in milliseconds. Default 5.
-    pub linger_ms: u64,
-    /// Producer compression: none, gzip, lz4 (default), snappy.
-    pub compression: String,
-    /// Consumer group session timeout in milliseconds. Default 6000.
-    pub session_timeout_ms: u64,
-    /// Kafka client id. Default `shenguan`.
-    pub client_id: String,
-    /// Any librdkafka property, passed through unchanged: `security.protocol`,
-    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location` …
-    /// Environment variables `SHENGUAN_KAFKA_<PROPERTY>` (dots as underscores, e.g.
-    /// `SHENGUAN_KAFKA_SASL_PASSWORD`) add or override entries, so secrets need not be in the file.
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Default for KafkaSettings {
-    fn default() -> Self {
-        KafkaSettings {
-            partitions: 6,
-            replication_factor: 1,
-            publish_timeout_ms: 30_000,
-            linger_ms: 5,
-            compression: "lz4".into(),
-            session_timeout_ms: 6_000,
-            client_id: "shenguan".into(),
-            properties: BTreeMap::new(),
         }
     }
 }

@@ -220,7 +220,7 @@ impl Ingestor {
             match outcome {
                 Outcome::Accepted(c) => candidates.push(c),
                 Outcome::Rejected(r) => {
-                    let preview = crate::dlq::record_preview(&adapter, &r);
+                    let preview = crate::preview::record_preview(&adapter, &r);
                     let (dlq_id, message) = self.dlq_event(
                         &adapter.name,
                         &r,
@@ -537,7 +537,7 @@ impl Ingestor {
             "original_base64": base64::engine::general_purpose::STANDARD.encode(&r.original),
             "content_type": r.content_type,
             "unit": r.unit,
-            "preview": preview.unwrap_or_else(|| crate::dlq::preview(&r.original, &r.charset, &[])),
+            "preview": preview.unwrap_or_else(|| crate::preview::preview(&r.original, &r.charset, &[])),
             "received_at": received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
         });
         if let Some(k) = &r.business_key {

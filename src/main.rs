@@ -325,6 +325,13 @@ fn main() -> ExitCode {
                 command: LiaisonCommand::List
             }
     );
+    // What was typed is checked before where it is looked up.
+    if let Command::Report { month, .. } = &cli.command {
+        if let Err(e) = cmd::report::check_month(month) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if reads_data {
         if let Err(e) = shenguan::datadir::require_data(&settings) {
             eprintln!("error: {e:#}");

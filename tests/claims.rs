@@ -1050,7 +1050,10 @@ async fn a_department_forwards_a_record_to_its_upper_level_with_a_reason() {
     .await;
     assert_eq!(status, 403, "not routed to nx-scjg yet");
     let (status, _) = call(&gw, "POST", &path, &nx, Some(json!({"reason": "x"}))).await;
-    assert_eq!(status, 400, "nx-scjg has no upper level in the catalog");
+    assert_eq!(
+        status, 403,
+        "not routed to nx-scjg yet, whatever else the request says"
+    );
     // No `to`: the upper-level department from the catalog.
     let (status, body) = call(
         &gw,
@@ -1068,6 +1071,8 @@ async fn a_department_forwards_a_record_to_its_upper_level_with_a_reason() {
     assert_eq!(status, 409, "the forwarder cannot claim it any more");
     let (status, _) = call(&gw, "POST", &format!("/v1/records/{id}/claim"), &nx, None).await;
     assert_eq!(status, 200);
+    let (status, _) = call(&gw, "POST", &path, &nx, Some(json!({"reason": "x"}))).await;
+    assert_eq!(status, 400, "nx-scjg has no upper level in the catalog");
     let (_, view) = call(
         &gw,
         "GET",

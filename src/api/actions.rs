@@ -205,6 +205,13 @@ pub async fn forward(
     to: Option<&str>,
     reason: Option<&str>,
 ) -> Result<Done, ApiError> {
+    // Whose record it is comes first: a department it was not routed to learns nothing more.
+    let (record, entries) = view(state, id).await?;
+    let v = View {
+        record: &record,
+        entries: &entries,
+    };
+    let entry = v.entry(&who.department)?;
     let to = match to.filter(|t| !t.trim().is_empty()) {
         Some(to) => to.to_string(),
         None => state
@@ -230,12 +237,7 @@ pub async fn forward(
             "a department does not send to itself",
         ));
     }
-    let (record, entries) = view(state, id).await?;
-    let v = View {
-        record: &record,
-        entries: &entries,
-    };
-    if v.entry(&who.department)?.state == crate::ledger::EntryState::Forwarded {
+    if entry.state == crate::ledger::EntryState::Forwarded {
         return Ok(Done::AlreadyDone);
     }
     may_forward(&v, &state.shared.catalog, &who.department, &to, reason)?;

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::caller::AdminCaller;
+use super::docs::ProblemResponse;
 use super::error::ApiError;
 use super::extract::{JsonBody, Path, Query};
-use super::openapi::ProblemResponse;
 use super::AppState;
 use crate::auth::{self, ROLES};
 

@@ -9,9 +9,9 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::caller::AdminCaller;
+use super::docs::ProblemResponse;
 use super::error::ApiError;
 use super::extract::Path;
-use super::openapi::ProblemResponse;
 use super::AppState;
 
 /// The original bytes of a DLQ entry, with the entry's media type and charset. Personal data is

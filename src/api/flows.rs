@@ -25,9 +25,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::actions;
 use super::caller::{AdminCaller, Caller, DepartmentCaller};
+use super::docs::ProblemResponse;
 use super::error::ApiError;
 use super::extract::{JsonBody, Path, Query};
-use super::openapi::ProblemResponse;
 use super::records::{answer, publish_and_wait};
 use super::views::{EntryView, RecordEntries, RecordEntry, RecordView};
 use super::AppState;

@@ -13,9 +13,9 @@ use axum::Json;
 use futures::StreamExt;
 
 use super::caller::Caller;
+use super::docs::{IngestAnswer, ProblemResponse};
 use super::error::ApiError;
 use super::extract::Path;
-use super::openapi::{IngestAnswer, ProblemResponse};
 use super::AppState;
 use crate::adapter::format::Format;
 use crate::auth::Principal;

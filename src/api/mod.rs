@@ -6,6 +6,7 @@ pub mod actions;
 pub mod admin;
 pub mod caller;
 pub mod dlq;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod flows;
@@ -27,8 +28,8 @@ use crate::auth::Authenticator;
 use crate::ingest::Ingestor;
 use crate::telemetry::METRICS;
 use caller::MetricsReader;
+use docs::ProblemResponse;
 use error::ApiError;
-use openapi::ProblemResponse;
 
 /// What the handlers share.
 pub struct AppState {
@@ -92,14 +93,11 @@ endpoints! {
     get "/openapi.json" => openapi::document,
 }
 
+/// The JSON API's router: every endpoint of [`ROUTES`], and problem documents for the rest.
 pub fn router(state: Arc<AppState>) -> Router {
-    // The console (/ui) is HTML for people, with its own sessions and CSRF protection; it is
-    // described in the README, not in the OpenAPI document of this JSON API.
-    let console = crate::console::router(state.clone());
     endpoints(Router::new())
         .fallback(not_found)
         .with_state(state)
-        .merge(console)
 }
 
 /// Liveness: the process is up.

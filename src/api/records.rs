@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::caller::{AdminCaller, Caller, DepartmentCaller};
+use super::docs::{MonthlyReport, ProblemResponse};
 use super::error::ApiError;
 use super::extract::{JsonBody, Path, Query};
-use super::openapi::{MonthlyReport, ProblemResponse};
 use super::views::{EntryView, HistoryView, RecordEntries, RecordEntry, RecordHistory, RecordView};
 use super::{actions, AppState};
 use crate::auth::Principal;

@@ -15,6 +15,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use async_trait::async_trait;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
@@ -28,7 +30,47 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Bus, BusError, Delivery, Message, Positions, Subscription};
-use crate::config::KafkaSettings;
+
+/// `[bus.kafka]`: Kafka client settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Partitions of topics the gateway creates. Default 6.
+    pub partitions: i32,
+    /// Replication factor of topics the gateway creates. Default 1 for a single broker; use 3
+    /// on a production cluster.
+    pub replication_factor: i32,
+    /// Milliseconds an acknowledged publish may take before ingest answers 503. Default 30000.
+    pub publish_timeout_ms: u64,
+    /// Producer batching delay in milliseconds. Default 5.
+    pub linger_ms: u64,
+    /// Producer compression: none, gzip, lz4 (default), snappy.
+    pub compression: String,
+    /// Consumer group session timeout in milliseconds. Default 6000.
+    pub session_timeout_ms: u64,
+    /// Kafka client id. Default `shenguan`.
+    pub client_id: String,
+    /// Any librdkafka property, passed through unchanged: `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location` …
+    /// Environment variables `SHENGUAN_KAFKA_<PROPERTY>` (dots as underscores, e.g.
+    /// `SHENGUAN_KAFKA_SASL_PASSWORD`) add or override entries, so secrets need not be in the file.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            partitions: 6,
+            replication_factor: 1,
+            publish_timeout_ms: 30_000,
+            linger_ms: 5,
+            compression: "lz4".into(),
+            session_timeout_ms: 6_000,
+            client_id: "shenguan".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
 
 /// How long `read_all` waits for more messages after the reported end of every partition.
 const READ_ALL_QUIET: Duration = Duration::from_millis(1500);

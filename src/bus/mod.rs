@@ -177,7 +177,7 @@ impl Default for Topics {
 pub fn open(
     url: &str,
     data_dir: &std::path::Path,
-    kafka: &crate::config::KafkaSettings,
+    kafka: &crate::bus::kafka::KafkaSettings,
 ) -> Result<Arc<dyn Bus>, BusError> {
     if url == "embedded" || url.starts_with("embedded:") {
         let path = url

@@ -15,8 +15,9 @@ use super::backend;
 use super::chart::{self, Chart};
 use super::clerk::{department_name, entry_view, history_view, Choice, EntryView, HistoryView};
 use super::labels::{self, FieldGroup};
+use super::page::{done_flash, render, Flash, Layout};
 use super::session::Operator;
-use super::{done_flash, render, ErrorPage, Flash, Layout};
+use super::session::Person;
 use crate::api::AppState;
 use crate::telemetry::METRICS;
 
@@ -94,7 +95,7 @@ pub async fn overview(
     }
     let unrouted = match backend::unrouted(&state).await {
         Ok(list) => list.len(),
-        Err(f) => return ErrorPage::failure(&op.0, &state, f),
+        Err(f) => return Person::failure_page(&op.0, &state, f),
     };
     if unrouted > 0 {
         warnings.push(Warning {
@@ -105,7 +106,7 @@ pub async fn overview(
     }
     let dlq_open = match backend::dlq_entries(&state).await {
         Ok((entries, done)) => entries.iter().filter(|e| !done.contains(&e.id)).count(),
-        Err(f) => return ErrorPage::failure(&op.0, &state, f),
+        Err(f) => return Person::failure_page(&op.0, &state, f),
     };
     if dlq_open > 0 {
         warnings.push(Warning {
@@ -171,7 +172,7 @@ async fn dlq_page(
 ) -> Response {
     let (entries, done) = match backend::dlq_entries(state).await {
         Ok(x) => x,
-        Err(f) => return ErrorPage::failure(&op.0, state, f),
+        Err(f) => return Person::failure_page(&op.0, state, f),
     };
     let mut adapters: Vec<(String, usize)> = Vec::new();
     let mut open = Vec::new();
@@ -260,7 +261,7 @@ pub async fn replay(
     let adapter = Some(form.adapter.trim()).filter(|a| !a.is_empty() && ids.is_empty());
     let outcomes = match backend::replay(&state, &ids, adapter, &op.0.actor()).await {
         Ok(o) => o,
-        Err(f) => return ErrorPage::failure(&op.0, &state, f),
+        Err(f) => return Person::failure_page(&op.0, &state, f),
     };
     let count = |k: &str| outcomes.iter().filter(|(_, r)| r.outcome() == k).count();
     let (accepted, duplicate, rejected, left) = (
@@ -329,7 +330,7 @@ pub async fn unrouted(
 ) -> Response {
     let list = match backend::unrouted(&state).await {
         Ok(list) => list,
-        Err(f) => return ErrorPage::failure(&op.0, &state, f),
+        Err(f) => return Person::failure_page(&op.0, &state, f),
     };
     let rows = list
         .iter()
@@ -384,11 +385,11 @@ pub async fn route(
                 )
                 .await
             {
-                return ErrorPage::failure(&op.0, &state, f);
+                return Person::failure_page(&op.0, &state, f);
             }
             Redirect::to("/ui/admin/unrouted?done=route").into_response()
         }
-        Err(f) => ErrorPage::failure(&op.0, &state, f),
+        Err(f) => Person::failure_page(&op.0, &state, f),
     }
 }
 
@@ -413,7 +414,7 @@ pub async fn record(
 ) -> Response {
     let page = match backend::record(&state, None, &id).await {
         Ok(page) => page,
-        Err(f) => return ErrorPage::failure(&op.0, &state, f),
+        Err(f) => return Person::failure_page(&op.0, &state, f),
     };
     let (matter, party, _) = labels::summary(&page.record.data);
     render(&AdminRecordPage {
@@ -457,11 +458,11 @@ pub struct AdapterRow {
 pub async fn adapters(State(state): State<Arc<AppState>>, op: Operator) -> Response {
     let list = match backend::adapters(&state).await {
         Ok(list) => list,
-        Err(f) => return ErrorPage::failure(&op.0, &state, f),
+        Err(f) => return Person::failure_page(&op.0, &state, f),
     };
     let (entries, done) = match backend::dlq_entries(&state).await {
         Ok(x) => x,
-        Err(f) => return ErrorPage::failure(&op.0, &state, f),
+        Err(f) => return Person::failure_page(&op.0, &state, f),
     };
     let rows = list
         .into_iter()
@@ -521,7 +522,7 @@ async fn accounts_page(
     let users = match state.ingestor.state.users().await {
         Ok(u) => u,
         Err(e) => {
-            return ErrorPage::for_person(
+            return Person::error_page(
                 &op.0,
                 state,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -649,7 +650,7 @@ pub async fn create_account(
             secret: password,
             back: "/ui/admin/accounts",
         }),
-        Err(accounts::AccountError::State(e)) => ErrorPage::for_person(
+        Err(accounts::AccountError::State(e)) => Person::error_page(
             &op.0,
             &state,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -767,7 +768,7 @@ pub async fn tokens(
     let list = match state.ingestor.state.token_list().await {
         Ok(l) => l,
         Err(e) => {
-            return ErrorPage::for_person(
+            return Person::error_page(
                 &op.0,
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -825,7 +826,7 @@ pub async fn issue_token(
             secret: token,
             back: "/ui/admin/tokens",
         }),
-        Err(f) => ErrorPage::failure(&op.0, &state, f),
+        Err(f) => Person::failure_page(&op.0, &state, f),
     }
 }
 
@@ -837,13 +838,13 @@ pub async fn revoke_token(
 ) -> Response {
     match backend::revoke_token(&state, &id, &op.0.actor()).await {
         Ok(true) => Redirect::to("/ui/admin/tokens?done=revoked").into_response(),
-        Ok(false) => ErrorPage::for_person(
+        Ok(false) => Person::error_page(
             &op.0,
             &state,
             StatusCode::NOT_FOUND,
             format!("没有有效的令牌 {id}"),
         ),
-        Err(f) => ErrorPage::failure(&op.0, &state, f),
+        Err(f) => Person::failure_page(&op.0, &state, f),
     }
 }
 
@@ -874,7 +875,7 @@ pub async fn liaisons(
     let stored = match state.ingestor.state.liaisons().await {
         Ok(l) => l,
         Err(e) => {
-            return ErrorPage::for_person(
+            return Person::error_page(
                 &op.0,
                 &state,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -944,7 +945,7 @@ pub async fn set_liaison(
     .await
     {
         Ok(()) => Redirect::to("/ui/admin/liaisons?done=liaison").into_response(),
-        Err(f) => ErrorPage::failure(&op.0, &state, f),
+        Err(f) => Person::failure_page(&op.0, &state, f),
     }
 }
 
@@ -998,7 +999,7 @@ pub async fn report(
     let month = month_or_now(&state, p.month);
     let r = match backend::monthly_report(&state, &month).await {
         Ok(r) => r,
-        Err(f) => return ErrorPage::failure(&op.0, &state, f),
+        Err(f) => return Person::failure_page(&op.0, &state, f),
     };
     let flow_name = |f: &str| match f {
         "claim" => "推送认领",
@@ -1078,7 +1079,7 @@ pub async fn report_csv(
             backend::report_csv(&r),
         )
             .into_response(),
-        Err(f) => ErrorPage::failure(&op.0, &state, f),
+        Err(f) => Person::failure_page(&op.0, &state, f),
     }
 }
 

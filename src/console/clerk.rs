@@ -13,8 +13,9 @@ use serde::Deserialize;
 
 use super::backend::{self, FeedbackInput};
 use super::labels::{self, FieldGroup, Left};
+use super::page::{done_flash, render, Layout};
 use super::session::Clerk;
-use super::{done_flash, render, ErrorPage, Layout};
+use super::session::Person;
 use crate::api::AppState;
 use crate::ledger::store::{InboxOrder, InboxQuery, InboxStatus};
 use crate::ledger::{rules, Entry, EntryState, HistoryRow, RecordRow};
@@ -148,7 +149,7 @@ pub async fn inbox(
     };
     let page = match backend::inbox_page(&state, &department, &query).await {
         Ok(page) => page,
-        Err(f) => return ErrorPage::failure(&clerk.0, &state, f),
+        Err(f) => return Person::failure_page(&clerk.0, &state, f),
     };
     // The other tabs' counts cost a query each; while searching, the tabs show none.
     let mut tabs = Vec::new();
@@ -167,7 +168,7 @@ pub async fn inbox(
             };
             match backend::inbox_page(&state, &department, &count).await {
                 Ok(p) => Some(p.total),
-                Err(f) => return ErrorPage::failure(&clerk.0, &state, f),
+                Err(f) => return Person::failure_page(&clerk.0, &state, f),
             }
         };
         tabs.push(Tab {
@@ -375,7 +376,7 @@ pub async fn record(
     let department = clerk.department().to_string();
     let page = match backend::record(&state, Some(&department), &id).await {
         Ok(page) => page,
-        Err(f) => return ErrorPage::failure(&clerk.0, &state, f),
+        Err(f) => return Person::failure_page(&clerk.0, &state, f),
     };
     let (matter, party, case_no) = labels::summary(&page.record.data);
     let mine = page.mine.as_ref();
@@ -450,11 +451,11 @@ async fn acted(
                 .audit(state, &format!("record.{what}"), id, detail)
                 .await
             {
-                return ErrorPage::failure(&clerk.0, state, f);
+                return Person::failure_page(&clerk.0, state, f);
             }
             done(id, what, applied)
         }
-        Err(f) => ErrorPage::failure(&clerk.0, state, f),
+        Err(f) => Person::failure_page(&clerk.0, state, f),
     }
 }
 
@@ -556,7 +557,7 @@ pub async fn feedback(
 ) -> Response {
     let some = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
     let needs = |what: &str| {
-        ErrorPage::for_person(&clerk.0, &state, StatusCode::BAD_REQUEST, what.to_string())
+        Person::error_page(&clerk.0, &state, StatusCode::BAD_REQUEST, what.to_string())
     };
     match form.feedback_type.as_str() {
         "reply" if form.content.trim().is_empty() => return needs("函询答复须填写答复内容"),
@@ -621,7 +622,7 @@ async fn obligations(
     let department = clerk.department().to_string();
     let list = match backend::obligations(&state, rule, Some(&department), 500).await {
         Ok(list) => list,
-        Err(f) => return ErrorPage::failure(&clerk.0, &state, f),
+        Err(f) => return Person::failure_page(&clerk.0, &state, f),
     };
     let rows = list.iter().map(|(e, r)| row(&state, e, r)).collect();
     render(&ObligationsPage {

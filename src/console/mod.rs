@@ -14,17 +14,19 @@ pub mod backend;
 pub mod chart;
 pub mod clerk;
 pub mod labels;
+pub mod page;
 pub mod session;
 
 use std::sync::Arc;
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::api::AppState;
+use page::ErrorPage;
 use session::Person;
 
 /// The console's routes: `/` and `/ui…`, with the security headers on every response and the
@@ -81,129 +83,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(session::csrf_guard))
         .layer(axum::middleware::from_fn(session::security_headers))
         .with_state(state)
-}
-
-/// The signed-in person as the layout shows them.
-#[derive(Debug, Clone)]
-pub struct PersonView {
-    pub name: String,
-    pub login: String,
-    /// The department's name, for a clerk.
-    pub department: Option<String>,
-    pub admin: bool,
-}
-
-/// A message at the top of a page after an action.
-#[derive(Debug, Clone)]
-pub struct Flash {
-    pub ok: bool,
-    pub text: String,
-}
-
-/// What every page's frame needs.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    pub title: String,
-    /// The navigation entry to highlight.
-    pub section: &'static str,
-    pub person: Option<PersonView>,
-    /// The CSRF token every form of the page carries.
-    pub csrf: String,
-    pub flash: Option<Flash>,
-}
-
-impl Layout {
-    pub fn with_flash(mut self, flash: Option<Flash>) -> Layout {
-        self.flash = flash;
-        self
-    }
-}
-
-/// The message for a `?done=` code after a redirect: fixed texts, never reflected input.
-pub fn done_flash(code: Option<&str>, pending: bool) -> Option<Flash> {
-    let text = match code? {
-        "claim" => "已认领",
-        "return" => "已退回，记录回到待指派队列",
-        "feedback" => "已反馈",
-        "forward" => "已转交",
-        "route" => "已指派",
-        "password" => "密码已修改",
-        "replay" => "已重放",
-        "liaison" => "联络员已更新",
-        "disabled" => "账号已停用",
-        "revoked" => "令牌已吊销",
-        _ => return None,
-    };
-    Some(Flash {
-        ok: true,
-        text: if pending {
-            format!("{text}（已提交，台账稍后更新）")
-        } else {
-            text.to_string()
-        },
-    })
-}
-
-/// Renders a template, or the plain error page when rendering fails.
-pub fn render<T: askama::Template>(page: &T) -> Response {
-    match page.render() {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "console template failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Html("<!doctype html><title>错误</title><p>页面生成失败</p>".to_string()),
-            )
-                .into_response()
-        }
-    }
-}
-
-/// A page that says why something could not be shown or done.
-#[derive(askama::Template)]
-#[template(path = "error.html")]
-pub struct ErrorPage {
-    pub layout: Layout,
-    pub status: u16,
-    pub message: String,
-}
-
-impl ErrorPage {
-    /// Without the navigation (no session, or before one is known).
-    pub fn plain(status: StatusCode, message: impl Into<String>) -> Response {
-        let page = ErrorPage {
-            layout: Layout {
-                title: "无法完成".into(),
-                section: "",
-                person: None,
-                csrf: String::new(),
-                flash: None,
-            },
-            status: status.as_u16(),
-            message: message.into(),
-        };
-        (status, render(&page)).into_response()
-    }
-
-    /// Within the person's pages.
-    pub fn for_person(
-        person: &Person,
-        state: &AppState,
-        status: StatusCode,
-        message: impl Into<String>,
-    ) -> Response {
-        let page = ErrorPage {
-            layout: person.layout(state, "无法完成", ""),
-            status: status.as_u16(),
-            message: message.into(),
-        };
-        (status, render(&page)).into_response()
-    }
-
-    /// A backend failure as a page.
-    pub fn failure(person: &Person, state: &AppState, f: backend::Failure) -> Response {
-        Self::for_person(person, state, f.status, f.message)
-    }
 }
 
 /// `GET /ui`: a clerk's inbox, an operator's overview, or the login page.

@@ -17,7 +17,7 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::accounts::{self, unix_now};
-use super::{render, ErrorPage, Layout, PersonView};
+use super::page::{render, ErrorPage, Layout, PersonView};
 use crate::api::AppState;
 use crate::state::UserRow;
 
@@ -228,7 +228,7 @@ impl FromRequestParts<Arc<AppState>> for Clerk {
             return Err(r);
         }
         if person.user.role != "clerk" || person.user.department.is_none() {
-            return Err(ErrorPage::for_person(
+            return Err(Person::error_page(
                 &person,
                 state,
                 StatusCode::FORBIDDEN,
@@ -251,7 +251,7 @@ impl FromRequestParts<Arc<AppState>> for Operator {
             return Err(r);
         }
         if person.user.role != "admin" {
-            return Err(ErrorPage::for_person(
+            return Err(Person::error_page(
                 &person,
                 state,
                 StatusCode::FORBIDDEN,
@@ -631,4 +631,21 @@ pub async fn change_password(
         return fail(f.message, f.status);
     }
     Redirect::to("/ui?done=password").into_response()
+}
+
+impl Person {
+    /// A page within the person's frame that says why something could not be shown or done.
+    pub fn error_page(
+        &self,
+        state: &AppState,
+        status: StatusCode,
+        message: impl Into<String>,
+    ) -> Response {
+        ErrorPage::in_layout(self.layout(state, "无法完成", ""), status, message)
+    }
+
+    /// A backend failure as a page.
+    pub fn failure_page(&self, state: &AppState, f: super::backend::Failure) -> Response {
+        self.error_page(state, f.status, f.message)
+    }
 }

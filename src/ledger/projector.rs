@@ -201,7 +201,7 @@ impl Projector {
             "content_type": "application/cloudevents+json",
             "unit": "body",
             "charset": "utf-8",
-            "preview": crate::dlq::preview(&delivery.payload, "utf-8", &[]),
+            "preview": crate::preview::preview(&delivery.payload, "utf-8", &[]),
             "received_at": super::rfc3339(now),
         });
         let event =

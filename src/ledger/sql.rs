@@ -6,7 +6,7 @@ use crate::ledger::EntryState;
 
 /// The ledger schema this version writes. A ledger of an earlier schema is rebuilt from the bus
 /// when the gateway opens it (see `migrate`).
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 
 pub const RECORDS: Table = Table {
     name: "ledger_records",
@@ -192,6 +192,7 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     due_at {int},
     PRIMARY KEY (record_id, department)){without_rowid};
 CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, pushed_at);
+CREATE INDEX IF NOT EXISTS entries_by_department_state ON ledger_entries (department, state, due_at);
 CREATE INDEX IF NOT EXISTS entries_pushed ON ledger_entries (pushed_at);
 {due_index}
 CREATE INDEX IF NOT EXISTS entries_unclaimed ON ledger_entries (department, kind, pushed_at) WHERE {unclaimed};

@@ -31,7 +31,7 @@ pub async fn run(
     config: KafkaSourceConfig,
     ctx: SourceContext,
     bus_servers: Option<String>,
-    settings: crate::config::KafkaSettings,
+    settings: crate::bus::kafka::KafkaSettings,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     let servers = config

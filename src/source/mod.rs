@@ -153,7 +153,7 @@ pub fn spawn_all(
     sources: &[SourceConfig],
     ctx: SourceContext,
     kafka_servers: Option<String>,
-    kafka: crate::config::KafkaSettings,
+    kafka: crate::bus::kafka::KafkaSettings,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     sources

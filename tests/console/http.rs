@@ -244,7 +244,7 @@ async fn forms_without_the_sessions_csrf_token_are_refused() {
         .find(|h| h["action"] == "claim")
         .unwrap();
     assert_eq!(claim["actor"], "张三（szs-scjg-1）");
-    assert_eq!(claim["channel"], "rest");
+    assert_eq!(claim["channel"], "console");
     // Logged out, the session is gone.
     let (status, _, _) = s.post(&gw, "/ui/logout", &[]).await;
     assert_eq!(status, 303);

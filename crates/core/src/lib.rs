@@ -12,5 +12,6 @@ pub mod golden;
 pub mod ledger;
 pub mod mask;
 pub mod pipeline;
+pub mod preview;
 pub mod route;
 pub mod schema;
