@@ -213,7 +213,12 @@ impl Feed {
             .report_month(
                 from,
                 to,
-                report::Monthly::new(month, self.shared.calendar.clone(), t(now)),
+                report::Monthly::new(
+                    month,
+                    self.shared.calendar.version(),
+                    t(now),
+                    report::department_names(&self.shared.catalog),
+                ),
             )
             .await
             .unwrap()
@@ -564,9 +569,12 @@ scenario!(
 scenario!(
     the_monthly_report_matches_numbers_computed_by_hand,
     |backend| {
+        // 垣曲 第二十一条: 每月通报审批信息、监管信息上传认领情况 — both sides, computed by hand.
+        // A working day counts 24 working hours; weekends and holidays none.
         let mut f = Feed::new(backend, "yuanqu-2022").await;
-        // March 2026, 食品经营许可 → szs-scjg; due = end of the next working day.
-        // a: pushed Mon 03-02 11:00, claimed 03-02 15:00 → on time, 4 working hours.
+        // March 2026, 食品经营许可 → szs-scjg; claim due = end of the next working day; the bureau's
+        // push is due the working day after the decision.
+        // a: decided 03-02 10:00, pushed 11:00 (1 h), claimed 15:00 → on time, 4 working hours.
         f.approval(
             "a",
             FOOD,
@@ -576,7 +584,7 @@ scenario!(
         .await;
         f.claim("a", "szs-scjg", "claim", "2026-03-02T15:00:00+08:00")
             .await;
-        // b: pushed Fri 03-06 18:00, claimed Mon 03-09 10:00 → on time (due 03-09), 6 + 10 = 16 working hours.
+        // b: pushed Fri 03-06 18:00 (1 h), claimed Mon 03-09 10:00 → on time, 6 + 10 = 16 h.
         f.approval(
             "b",
             FOOD,
@@ -586,7 +594,7 @@ scenario!(
         .await;
         f.claim("b", "szs-scjg", "claim", "2026-03-09T10:00:00+08:00")
             .await;
-        // c: pushed Tue 03-10 12:00, claimed Thu 03-12 12:00 → late (due 03-11), 48 working hours.
+        // c: pushed Tue 03-10 12:00 (1 h), claimed Thu 03-12 12:00 → late (due 03-11), 48 h.
         f.approval(
             "c",
             FOOD,
@@ -596,15 +604,16 @@ scenario!(
         .await;
         f.claim("c", "szs-scjg", "claim", "2026-03-12T12:00:00+08:00")
             .await;
-        // d: pushed Mon 03-16 09:00, never claimed → open and overdue at report time.
+        // d: decided Thu 03-12 08:00, pushed Mon 03-16 09:00: the push was due 03-13 → late,
+        // 16 + 24 + 9 = 49 h; never claimed (due 03-17) → open and past its deadline.
         f.approval(
             "d",
             FOOD,
-            "2026-03-16T08:00:00+08:00",
+            "2026-03-12T08:00:00+08:00",
             "2026-03-16T09:00:00+08:00",
         )
         .await;
-        // e: pushed 03-20, returned → neither on time nor open.
+        // e: pushed 03-20 (1 h), returned → neither due nor open.
         f.approval(
             "e",
             FOOD,
@@ -614,6 +623,15 @@ scenario!(
         .await;
         f.claim("e", "szs-scjg", "return", "2026-03-20T10:00:00+08:00")
             .await;
+        // g: pushed Tue 03-31 10:00 (1 h), due 04-01 23:59:59: open but not due at the report
+        // time, so it does not count against the department.
+        f.approval(
+            "g",
+            FOOD,
+            "2026-03-31T09:00:00+08:00",
+            "2026-03-31T10:00:00+08:00",
+        )
+        .await;
         // f: pushed in April → not in the March report.
         f.approval(
             "f",
@@ -622,32 +640,91 @@ scenario!(
             "2026-04-01T09:00:00+08:00",
         )
         .await;
+        // s: supervision information from szs-scjg (its 市场监管 system's adapter): decided Thu
+        // 03-05 09:00, pushed Mon 03-09 10:00 — due 03-06, late; 15 + 24 + 10 = 49 h. The bureau
+        // claims it at 15:00: 5 h, on time.
+        let s = json!({
+            "specversion": "1.0", "id": "ev-s", "source": "/test", "type": "cn.shenguan.supervision.v1",
+            "subject": "s", "time": "2026-03-09T10:00:00+08:00", "datacontenttype": "application/json",
+            "data": {"record_id": "s", "kind": "supervision", "action": "行政处罚",
+                     "source": {"adapter": "nx-scjg-supervision"}, "decided_at": "2026-03-05T09:00:00+08:00"}
+        });
+        f.send(RecordKind::Supervision, s).await;
+        f.claim("s", "szs-xzsp", "claim", "2026-03-09T15:00:00+08:00")
+            .await;
 
-        let r = f.report("2026-03", "2026-04-05T12:00:00+08:00").await;
-        assert_eq!(r.lines.len(), 1);
-        let l = &r.lines[0];
+        let r = f.report("2026-03", "2026-04-01T12:00:00+08:00").await;
+        // The push side: the bureau pushed 6 approvals (d late), szs-scjg 1 supervision (late).
+        assert_eq!(r.pushes.len(), 2, "{:?}", r.pushes);
+        let bureau = &r.pushes[1];
         assert_eq!(
-            (l.department.as_str(), l.kind.as_str()),
-            ("szs-scjg", "approval")
+            (bureau.pusher.as_str(), bureau.pusher_name.as_deref(), bureau.kind.as_str()),
+            ("szs-xzsp", Some("石嘴山市行政审批服务局"), "approval")
         );
-        assert_eq!(l.pushed, 5);
-        assert_eq!(l.claimed, 3);
-        assert_eq!(l.claimed_on_time, 2);
-        assert_eq!(l.overdue, 2, "c claimed late, d unclaimed past due");
-        assert_eq!(l.still_open, 1);
+        assert_eq!(
+            (bureau.pushed, bureau.with_deadline, bureau.on_time, bureau.late),
+            (6, 6, Some(5), Some(1))
+        );
+        assert_eq!(bureau.on_time_rate, Some(0.83));
+        // Push hours 1, 1, 1, 1, 1, 49: median 1, p90 the 6th of 6 (nearest rank).
+        assert_eq!(
+            (bureau.median_push_hours, bureau.p90_push_hours),
+            (Some(1.0), Some(49.0))
+        );
+        let scjg_push = &r.pushes[0];
+        assert_eq!(
+            (scjg_push.pusher.as_str(), scjg_push.kind.as_str(), scjg_push.late),
+            ("szs-scjg", "supervision", Some(1))
+        );
+        assert_eq!(scjg_push.median_push_hours, Some(49.0));
+
+        // The claim side.
+        assert_eq!(r.claims.len(), 2);
+        let l = &r.claims[0];
+        assert_eq!(
+            (l.department.as_str(), l.department_name.as_deref(), l.kind.as_str(), l.flow.as_str()),
+            ("szs-scjg", Some("石嘴山市市场监督管理局"), "approval", "claim")
+        );
+        assert_eq!((l.pushed, l.claimed), (6, 3));
+        assert_eq!((l.claimed_on_time, l.claimed_late), (Some(2), Some(1)));
+        assert_eq!(
+            (l.open, l.open_overdue),
+            (2, Some(1)),
+            "d and g open; only d past its deadline"
+        );
         assert_eq!(l.returned, 1);
-        assert_eq!(
-            l.on_time_rate,
-            Some(0.5),
-            "2 on time of 4 counted (5 pushed − 1 returned)"
-        );
+        assert_eq!(l.due, Some(4), "a, b, c claimed and d missed; g not due yet, e returned");
+        assert_eq!(l.on_time_rate, Some(0.5));
         assert_eq!(l.median_claim_hours, Some(16.0), "claim hours 4, 16, 48");
         assert_eq!(l.p90_claim_hours, Some(48.0));
+        let bureau_claims = &r.claims[1];
+        assert_eq!(
+            (
+                bureau_claims.department.as_str(),
+                bureau_claims.kind.as_str(),
+                bureau_claims.claimed_on_time,
+                bureau_claims.median_claim_hours
+            ),
+            ("szs-xzsp", "supervision", Some(1), Some(5.0))
+        );
+
         let csv = report::to_csv(&r);
+        assert!(csv.starts_with("\u{FEFF}月份,方向,单位代码,单位名称,信息类别,流程,推送数"), "{csv}");
         assert!(
-            csv.contains("2026-03,szs-scjg,approval,claim,5,3,2,2,1,1,0.5,16,48,0,0,0,0,0,0,0,0"),
+            csv.contains("2026-03,推送,szs-xzsp,石嘴山市行政审批服务局,审批信息,推送,6,,5,1,,,,,83%,1.00,49.00,,6"),
             "{csv}"
         );
+        assert!(
+            csv.contains("2026-03,认领,szs-scjg,石嘴山市市场监督管理局,审批信息,认领,6,3,2,1,2,1,1,0,50%,16.00,48.00,,6"),
+            "{csv}"
+        );
+        assert!(csv.contains("按时率＝按时认领÷已到期"), "the footnote says how: {csv}");
+        let table = report::to_table(&r);
+        assert!(table.contains("| 部门 | 信息类别 | 流程 | 推送数 | 已认领 | 按时认领 | 逾期认领 | 未认领 | 逾期未认领 |"), "{table}");
+        assert!(table.contains("石嘴山市市场监督管理局（szs-scjg）"), "{table}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["claims"][0]["claimed_on_time"], 2, "stable English keys in JSON");
+        assert_eq!(json["pushes"][1]["late"], 1);
     }
 );
 
@@ -939,7 +1016,8 @@ scenario!(
         assert!(ap_history
             .iter()
             .any(|h| h.action == "supervision" && h.detail["supervision_record_id"] == "sv1"));
-        // It goes to the bureau, which claims within 1 working day and decides within 20.
+        // It goes to the bureau, which claims within 1 working day and decides within 20 working
+        // days counted from its claim (the disposition's deadline is set when it claims).
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].department, "szs-xzsp");
         assert_eq!(entries[0].claim_rule.as_deref(), Some("claim_supervision"));
@@ -948,17 +1026,29 @@ scenario!(
             "2026-03-11T23:59:59+08:00"
         );
         assert_eq!(
-            entries[0].feedback_due_at.unwrap().to_rfc3339(),
-            "2026-04-08T23:59:59+08:00"
+            entries[0].feedback_rule.as_deref(),
+            Some("disposition_feedback")
         );
-        f.claim("sv1", "szs-xzsp", "claim", "2026-03-10T15:00:00+08:00")
+        assert_eq!(entries[0].feedback_due_at, None, "not claimed yet");
+        f.claim("sv1", "szs-xzsp", "claim", "2026-03-12T09:00:00+08:00")
             .await;
+        // 20 working days after Thu 03-12: 03-13 … 03-31 (13), 04-01 … 04-03 (16), 清明 04-04 …
+        // 04-06 off, 04-07 … 04-10 (20).
+        assert_eq!(
+            f.entry("sv1", "szs-xzsp")
+                .await
+                .feedback_due_at
+                .unwrap()
+                .to_rfc3339(),
+            "2026-04-10T23:59:59+08:00"
+        );
         // The disposition comes late: the entry closes and the breach is counted.
         let feedback = json!({
             "specversion": "1.0", "id": "ev-fb1", "source": "/test", "type": "cn.shenguan.feedback.v1", "subject": "sv1",
-            "time": "2026-04-10T10:00:00+08:00", "datacontenttype": "application/json",
+            "time": "2026-04-13T10:00:00+08:00", "datacontenttype": "application/json",
             "data": {"record_id": "sv1", "department": "szs-xzsp", "feedback_type": "disposition",
-                     "content": "撤销食品经营许可", "at": "2026-04-10T10:00:00+08:00"}
+                     "disposition": "撤销许可", "document_no": "石审服撤字〔2026〕2号",
+                     "content": "撤销食品经营许可", "at": "2026-04-13T10:00:00+08:00"}
         });
         let changes = f.send(RecordKind::Feedback, feedback).await;
         assert_eq!(
@@ -971,6 +1061,47 @@ scenario!(
         );
         let e = f.entry("sv1", "szs-xzsp").await;
         assert_eq!(e.state, EntryState::Closed);
+        // 垣曲 第二十三条末段 同时推送至监管部门: the decision reaches szs-scjg, which asked, as a
+        // record routed to it, due by claim_decision (1 working day).
+        let d = f.entry("sv1", "szs-scjg").await;
+        assert_eq!(d.state, EntryState::Pushed);
+        assert_eq!(d.claim_rule.as_deref(), Some("claim_decision"));
+        assert_eq!(
+            d.claim_due_at.unwrap().to_rfc3339(),
+            "2026-04-14T23:59:59+08:00"
+        );
+        assert!(d.note.unwrap().contains("撤销许可"));
+        let page = f
+            .ledger
+            .inbox_page(
+                "szs-scjg",
+                &shenguan::ledger::store::InboxQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+                t("2026-04-13T11:00:00+08:00"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            page.rows.iter().any(|(e, _)| e.record_id == "sv1"),
+            "in the requester's inbox"
+        );
+        let (_, _, history) = f.ledger.record("sv1").await.unwrap().unwrap();
+        let delivered = history
+            .iter()
+            .find(|h| h.action == "decision_delivered")
+            .unwrap();
+        assert_eq!(delivered.department.as_deref(), Some("szs-scjg"));
+        assert_eq!(delivered.detail["document_no"], "石审服撤字〔2026〕2号");
+        f.claim("sv1", "szs-scjg", "claim", "2026-04-14T09:00:00+08:00")
+            .await;
+        let r = f.report("2026-04", "2026-04-20T00:00:00+08:00").await;
+        let line = r.claims.iter().find(|l| l.flow == "decision").unwrap();
+        assert_eq!(
+            (line.department.as_str(), line.claimed_on_time),
+            ("szs-scjg", Some(1))
+        );
     }
 );
 
@@ -1071,7 +1202,7 @@ scenario!(
         // The report shows it next to the claims.
         let r = f.report("2026-09", "2026-10-20T00:00:00+08:00").await;
         let line = r
-            .lines
+            .claims
             .iter()
             .find(|l| l.flow == "inquiry")
             .expect("an inquiry line");
@@ -1080,12 +1211,12 @@ scenario!(
                 line.department.as_str(),
                 line.pushed,
                 line.deemed_agreed,
-                line.overdue,
-                line.still_open
+                line.open_overdue,
+                line.open
             ),
-            ("szs-scjg", 1, 1, 1, 0)
+            ("szs-scjg", 1, 1, Some(1), 0)
         );
-        assert!(report::to_csv(&r).contains(",inquiry,"));
+        assert!(report::to_csv(&r).contains(",函询答复,"));
     }
 );
 
@@ -1219,7 +1350,7 @@ scenario!(
             (EntryState::Closed, Some("signed_off"))
         );
         let r = f.report("2026-10", "2026-10-20T00:00:00+08:00").await;
-        let scjg = r.lines.iter().find(|l| l.department == "szs-scjg").unwrap();
+        let scjg = r.claims.iter().find(|l| l.department == "szs-scjg").unwrap();
         assert_eq!(
             (
                 scjg.flow.as_str(),
@@ -1227,10 +1358,10 @@ scenario!(
                 scjg.signed_off,
                 scjg.follow_up_overdue
             ),
-            ("inspection", 1, 1, 1)
+            ("inspection", Some(1), 1, 1)
         );
-        let wjw = r.lines.iter().find(|l| l.department == "szs-wjw").unwrap();
-        assert_eq!((wjw.still_open, wjw.overdue), (1, 1));
+        let wjw = r.claims.iter().find(|l| l.department == "szs-wjw").unwrap();
+        assert_eq!((wjw.open, wjw.open_overdue), (1, Some(1)));
 
         // A notice sent on the morning of the inspection is late.
         f.notice(
@@ -1357,7 +1488,7 @@ scenario!(
             .iter()
             .any(|h| h.action == "feedback" && h.detail["disposition"] == "整改"));
         let r = f.report("2026-09", "2026-10-21T00:00:00+08:00").await;
-        let line = &r.lines[0];
+        let line = &r.claims[0];
         assert_eq!(
             (
                 line.flow.as_str(),
@@ -1421,10 +1552,14 @@ scenario!(
         f.claim("f1", "nx-scjg", "claim", "2026-03-05T10:00:00+08:00")
             .await;
         let r = f.report("2026-03", "2026-03-10T00:00:00+08:00").await;
-        let scjg = r.lines.iter().find(|l| l.department == "szs-scjg").unwrap();
-        assert_eq!((scjg.forwarded, scjg.still_open, scjg.overdue), (1, 0, 0));
-        let nx = r.lines.iter().find(|l| l.department == "nx-scjg").unwrap();
-        assert_eq!((nx.claimed, nx.overdue), (1, 1));
+        let scjg = r.claims.iter().find(|l| l.department == "szs-scjg").unwrap();
+        assert_eq!(
+            (scjg.forwarded, scjg.open, scjg.open_overdue, scjg.due),
+            (1, 0, Some(0), Some(0)),
+            "forwarded before claiming: not due for the forwarder"
+        );
+        let nx = r.claims.iter().find(|l| l.department == "nx-scjg").unwrap();
+        assert_eq!((nx.claimed, nx.claimed_late), (1, Some(1)));
     }
 );
 
@@ -1474,8 +1609,8 @@ scenario!(
         assert_eq!(c.detail["document_ref"], "石市监回执〔2026〕3号");
         let r = f.report("2026-03", "2026-03-10T00:00:00+08:00").await;
         assert_eq!(
-            (r.lines[0].offline, r.lines[0].claimed_on_time),
-            (1, 1),
+            (r.claims[0].offline, r.claims[0].claimed_on_time),
+            (1, Some(1)),
             "claimed on 03-03 per the written acknowledgement"
         );
     }

@@ -627,7 +627,12 @@ pub async fn monthly(
     require_admin(&authenticate(&state, &headers).await?)?;
     let (from, to) = report::month_bounds(&q.month)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "bad-month", "Bad month", e))?;
-    let builder = report::Monthly::new(&q.month, state.shared.calendar.clone(), state.clock.now());
+    let builder = report::Monthly::new(
+        &q.month,
+        state.shared.calendar.version(),
+        state.clock.now(),
+        report::department_names(&state.shared.catalog),
+    );
     let r = state
         .ledger
         .report_month(from, to, builder)
