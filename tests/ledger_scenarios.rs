@@ -658,11 +658,20 @@ scenario!(
         assert_eq!(r.pushes.len(), 2, "{:?}", r.pushes);
         let bureau = &r.pushes[1];
         assert_eq!(
-            (bureau.pusher.as_str(), bureau.pusher_name.as_deref(), bureau.kind.as_str()),
+            (
+                bureau.pusher.as_str(),
+                bureau.pusher_name.as_deref(),
+                bureau.kind.as_str()
+            ),
             ("szs-xzsp", Some("石嘴山市行政审批服务局"), "approval")
         );
         assert_eq!(
-            (bureau.pushed, bureau.with_deadline, bureau.on_time, bureau.late),
+            (
+                bureau.pushed,
+                bureau.with_deadline,
+                bureau.on_time,
+                bureau.late
+            ),
             (6, 6, Some(5), Some(1))
         );
         assert_eq!(bureau.on_time_rate, Some(0.83));
@@ -673,7 +682,11 @@ scenario!(
         );
         let scjg_push = &r.pushes[0];
         assert_eq!(
-            (scjg_push.pusher.as_str(), scjg_push.kind.as_str(), scjg_push.late),
+            (
+                scjg_push.pusher.as_str(),
+                scjg_push.kind.as_str(),
+                scjg_push.late
+            ),
             ("szs-scjg", "supervision", Some(1))
         );
         assert_eq!(scjg_push.median_push_hours, Some(49.0));
@@ -682,8 +695,18 @@ scenario!(
         assert_eq!(r.claims.len(), 2);
         let l = &r.claims[0];
         assert_eq!(
-            (l.department.as_str(), l.department_name.as_deref(), l.kind.as_str(), l.flow.as_str()),
-            ("szs-scjg", Some("石嘴山市市场监督管理局"), "approval", "claim")
+            (
+                l.department.as_str(),
+                l.department_name.as_deref(),
+                l.kind.as_str(),
+                l.flow.as_str()
+            ),
+            (
+                "szs-scjg",
+                Some("石嘴山市市场监督管理局"),
+                "approval",
+                "claim"
+            )
         );
         assert_eq!((l.pushed, l.claimed), (6, 3));
         assert_eq!((l.claimed_on_time, l.claimed_late), (Some(2), Some(1)));
@@ -693,7 +716,11 @@ scenario!(
             "d and g open; only d past its deadline"
         );
         assert_eq!(l.returned, 1);
-        assert_eq!(l.due, Some(4), "a, b, c claimed and d missed; g not due yet, e returned");
+        assert_eq!(
+            l.due,
+            Some(4),
+            "a, b, c claimed and d missed; g not due yet, e returned"
+        );
         assert_eq!(l.on_time_rate, Some(0.5));
         assert_eq!(l.median_claim_hours, Some(16.0), "claim hours 4, 16, 48");
         assert_eq!(l.p90_claim_hours, Some(48.0));
@@ -709,7 +736,10 @@ scenario!(
         );
 
         let csv = report::to_csv(&r);
-        assert!(csv.starts_with("\u{FEFF}月份,方向,单位代码,单位名称,信息类别,流程,推送数"), "{csv}");
+        assert!(
+            csv.starts_with("\u{FEFF}月份,方向,单位代码,单位名称,信息类别,流程,推送数"),
+            "{csv}"
+        );
         assert!(
             csv.contains("2026-03,推送,szs-xzsp,石嘴山市行政审批服务局,审批信息,推送,6,,5,1,,,,,83%,1.00,49.00,,6"),
             "{csv}"
@@ -718,12 +748,21 @@ scenario!(
             csv.contains("2026-03,认领,szs-scjg,石嘴山市市场监督管理局,审批信息,认领,6,3,2,1,2,1,1,0,50%,16.00,48.00,,6"),
             "{csv}"
         );
-        assert!(csv.contains("按时率＝按时认领÷已到期"), "the footnote says how: {csv}");
+        assert!(
+            csv.contains("按时率＝按时认领÷已到期"),
+            "the footnote says how: {csv}"
+        );
         let table = report::to_table(&r);
         assert!(table.contains("| 部门 | 信息类别 | 流程 | 推送数 | 已认领 | 按时认领 | 逾期认领 | 未认领 | 逾期未认领 |"), "{table}");
-        assert!(table.contains("石嘴山市市场监督管理局（szs-scjg）"), "{table}");
+        assert!(
+            table.contains("石嘴山市市场监督管理局（szs-scjg）"),
+            "{table}"
+        );
         let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["claims"][0]["claimed_on_time"], 2, "stable English keys in JSON");
+        assert_eq!(
+            json["claims"][0]["claimed_on_time"], 2,
+            "stable English keys in JSON"
+        );
         assert_eq!(json["pushes"][1]["late"], 1);
     }
 );
@@ -1350,7 +1389,11 @@ scenario!(
             (EntryState::Closed, Some("signed_off"))
         );
         let r = f.report("2026-10", "2026-10-20T00:00:00+08:00").await;
-        let scjg = r.claims.iter().find(|l| l.department == "szs-scjg").unwrap();
+        let scjg = r
+            .claims
+            .iter()
+            .find(|l| l.department == "szs-scjg")
+            .unwrap();
         assert_eq!(
             (
                 scjg.flow.as_str(),
@@ -1552,7 +1595,11 @@ scenario!(
         f.claim("f1", "nx-scjg", "claim", "2026-03-05T10:00:00+08:00")
             .await;
         let r = f.report("2026-03", "2026-03-10T00:00:00+08:00").await;
-        let scjg = r.claims.iter().find(|l| l.department == "szs-scjg").unwrap();
+        let scjg = r
+            .claims
+            .iter()
+            .find(|l| l.department == "szs-scjg")
+            .unwrap();
         assert_eq!(
             (scjg.forwarded, scjg.open, scjg.open_overdue, scjg.due),
             (1, 0, Some(0), Some(0)),

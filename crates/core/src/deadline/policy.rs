@@ -567,7 +567,10 @@ fn parse_policy(file: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
                 Err(_) => {
                     errors.push(at(
                         v.span(),
-                        format!("in_force.{key}: `{}` is not a date (YYYY-MM-DD)", v.get_ref()),
+                        format!(
+                            "in_force.{key}: `{}` is not a date (YYYY-MM-DD)",
+                            v.get_ref()
+                        ),
                     ));
                     None
                 }
@@ -602,9 +605,10 @@ fn parse_policy(file: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
             for f in list {
                 let name = f.get_ref();
                 let valid = !name.is_empty()
-                    && name
-                        .split('.')
-                        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+                    && name.split('.').all(|part| {
+                        !part.is_empty()
+                            && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
                 if !valid {
                     errors.push(at(
                         f.span(),
@@ -625,7 +629,12 @@ fn parse_policy(file: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
         }
         required.citation = r.citation.get_ref().clone();
         for f in &r.relaxed {
-            if !required.by_kind.values().flatten().any(|x| x == f.get_ref()) {
+            if !required
+                .by_kind
+                .values()
+                .flatten()
+                .any(|x| x == f.get_ref())
+            {
                 errors.push(at(
                     f.span(),
                     format!(
@@ -806,7 +815,11 @@ mod tests {
         assert!(yuanqu.contains(day("2030-01-01")));
         assert!(!yuanqu.contains(day("2022-04-25")));
         // The generic profile is no regulation: never out of force.
-        assert!(policies.get("generic").unwrap().period.contains(day("2000-01-01")));
+        assert!(policies
+            .get("generic")
+            .unwrap()
+            .period
+            .contains(day("2000-01-01")));
     }
 
     #[test]
@@ -814,15 +827,28 @@ mod tests {
         let policies = Policies::builtin();
         // 垣曲 第二十二条（二） asks for 联系方式 only; 济宁 第二十条（二） for 联系方式 and 地址.
         assert_eq!(
-            policies.get("yuanqu-2022").unwrap().required_fields.of("approval"),
+            policies
+                .get("yuanqu-2022")
+                .unwrap()
+                .required_fields
+                .of("approval"),
             ["counterpart.contact_phone"]
         );
         assert_eq!(
-            policies.get("jining-2022").unwrap().required_fields.of("approval"),
+            policies
+                .get("jining-2022")
+                .unwrap()
+                .required_fields
+                .of("approval"),
             ["counterpart.contact_phone", "counterpart.address"]
         );
         for name in ["generic", "zichuan-2019"] {
-            assert!(policies.get(name).unwrap().required_fields.of("approval").is_empty());
+            assert!(policies
+                .get(name)
+                .unwrap()
+                .required_fields
+                .of("approval")
+                .is_empty());
         }
     }
 
@@ -839,7 +865,10 @@ mod tests {
         );
         let policies = Policies::load(Some(&dir.0)).unwrap();
         let jining = policies.get("jining-2022").unwrap();
-        assert_eq!(jining.required_fields.of("approval"), ["counterpart.contact_phone"]);
+        assert_eq!(
+            jining.required_fields.of("approval"),
+            ["counterpart.contact_phone"]
+        );
         assert_eq!(jining.required_fields.relaxed, ["counterpart.address"]);
 
         let file = dir.write(
@@ -855,7 +884,10 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert!(
-            shown.iter().any(|e| e.starts_with(&file) && e.contains("`counterpart.fax` is not a required field")),
+            shown
+                .iter()
+                .any(|e| e.starts_with(&file)
+                    && e.contains("`counterpart.fax` is not a required field")),
             "{shown:?}"
         );
         assert!(
@@ -872,12 +904,19 @@ mod tests {
         assert!(zichuan.rules[FORWARD_NOTICE].citation.contains("三（二）2"));
         for (name, rule) in &zichuan.rules {
             if name != FORWARD_NOTICE {
-                assert!(rule.citation.starts_with("default ("), "{name}: {}", rule.citation);
+                assert!(
+                    rule.citation.starts_with("default ("),
+                    "{name}: {}",
+                    rule.citation
+                );
             }
         }
         assert!(!zichuan.rules[REPLY_INQUIRY].deemed_agreed_when_late);
         let generic = policies.get("generic").unwrap();
-        assert!(generic.rules.values().all(|r| r.citation.starts_with("default (")));
+        assert!(generic
+            .rules
+            .values()
+            .all(|r| r.citation.starts_with("default (")));
     }
 
     #[test]

@@ -72,19 +72,17 @@ fn push_rule(
         }
         // 垣曲 第二十五条: 对需联合踏勘评审的事项……至少提前1个工作日 — the advance notice is for a
         // joint inspection only; the bureau carries out an 独立 or 委托 one without the departments.
-        RecordKind::Notice if data.get("inspection").is_some() => (data
-            .pointer("/inspection/mode")
-            .and_then(Value::as_str)
-            == Some("联合踏勘评审"))
-        .then(|| (rules::INSPECTION_NOTICE, at("/inspection/scheduled_at"))),
+        RecordKind::Notice if data.get("inspection").is_some() => {
+            (data.pointer("/inspection/mode").and_then(Value::as_str) == Some("联合踏勘评审"))
+                .then(|| (rules::INSPECTION_NOTICE, at("/inspection/scheduled_at")))
+        }
         // An inquiry is the sender's own letter, not something forwarded within a period.
         RecordKind::Notice if data.get("inquiry").is_some() => None,
         // 垣曲 附件 三（四）: 联席会议召开前1个工作日 the materials reach the member units.
-        RecordKind::Notice if data.get("meeting").is_some() => (data
-            .pointer("/meeting/kind")
-            .and_then(Value::as_str)
-            == Some("联席会议"))
-        .then(|| (rules::MEETING_MATERIALS, at("/meeting/starts_at"))),
+        RecordKind::Notice if data.get("meeting").is_some() => {
+            (data.pointer("/meeting/kind").and_then(Value::as_str) == Some("联席会议"))
+                .then(|| (rules::MEETING_MATERIALS, at("/meeting/starts_at")))
+        }
         // 淄川 三（二）2: 收到……后一个工作日内抄告 — counted from the receipt. A notice that does not
         // say when it was received cannot be judged late.
         RecordKind::Notice => Some((rules::FORWARD_NOTICE, at("/received_at"))),

@@ -632,16 +632,31 @@ mod tests {
         });
         let r = m.finish();
         let l = &r.claims[0];
-        assert_eq!((l.due, l.on_time_rate, l.open_overdue), (Some(0), None, Some(0)));
+        assert_eq!(
+            (l.due, l.on_time_rate, l.open_overdue),
+            (Some(0), None, Some(0))
+        );
         assert_eq!(l.department_name.as_deref(), Some("石嘴山市卫生健康委员会"));
         // A flow without a deadline shows — for its deadline figures, not 0.
         let n = &r.claims[1];
-        assert_eq!((n.claimed_on_time, n.on_time_rate, n.due), (None, None, None));
+        assert_eq!(
+            (n.claimed_on_time, n.on_time_rate, n.due),
+            (None, None, None)
+        );
         let table = to_table(&r);
-        assert!(table.contains("石嘴山市卫生健康委员会（szs-wjw）"), "{table}");
-        assert!(table.contains("| 通知 | 参会确认 | 1 | 1 | — | — | 0 | — |"), "{table}");
+        assert!(
+            table.contains("石嘴山市卫生健康委员会（szs-wjw）"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 通知 | 参会确认 | 1 | 1 | — | — | 0 | — |"),
+            "{table}"
+        );
         let csv = to_csv(&r);
-        assert!(csv.starts_with("\u{FEFF}月份,方向,单位代码,单位名称"), "{csv}");
+        assert!(
+            csv.starts_with("\u{FEFF}月份,方向,单位代码,单位名称"),
+            "{csv}"
+        );
         assert!(csv.trim_end().ends_with(NOTES), "{csv}");
     }
 }
