@@ -367,7 +367,20 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.ingestor.bus.ready().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        // Ready; a profile outside its period is a detail to see, not a reason to stop traffic.
+        Ok(()) => match state
+            .shared
+            .policies
+            .get(&state.shared.policy)
+            .and_then(|p| crate::ledger::machine::out_of_period(p, state.clock.now()))
+        {
+            Some(why) => (
+                StatusCode::OK,
+                format!("ready\npolicy_out_of_period: {why}\n"),
+            )
+                .into_response(),
+            None => (StatusCode::OK, "ready\n").into_response(),
+        },
         Err(e) => Problem::unavailable(e.to_string(), 5).into_response(),
     }
 }

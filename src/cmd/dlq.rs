@@ -37,11 +37,14 @@ pub async fn dlq_replay(
         all || !ids.is_empty() || adapter.is_some(),
         "say what to replay: --id ID, --adapter NAME or --all"
     );
-    let (schemas, adapters) = load_definitions(settings)?;
+    let defs = load_all(settings)?;
+    let (schemas, adapters) = (defs.schemas.clone(), defs.adapters);
     let (state, bus, topics) = open_io(settings).await?;
     let entries = dlq::entries(bus.as_ref(), &topics).await?;
     let done = state.replayed().await?;
-    let ingestor = Ingestor::new(schemas, bus.clone(), state.clone(), topics, usize::MAX);
+    // A replay is checked like a first ingest, required fields included.
+    let ingestor = Ingestor::new(schemas, bus.clone(), state.clone(), topics, usize::MAX)
+        .with_policy(defs.policies.get(&defs.policy).cloned());
     let selected: Vec<&dlq::Entry> = entries
         .iter()
         .filter(|e| !done.contains(&e.id))

@@ -24,8 +24,8 @@ pub mod policy;
 
 pub use calendar::{Calendar, CalendarError, MissingYear};
 pub use policy::{
-    rule_names, Direction, OverrideError, Period, Policies, Policy, PolicyError, RequiredFields,
-    Rule,
+    rule_names, Direction, MissingField, OverrideError, Period, Policies, Policy, PolicyError,
+    RequiredFields, Rule,
 };
 
 /// (path, text) of a file, or (path, message) of a problem with it.
