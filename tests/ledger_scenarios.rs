@@ -2005,3 +2005,420 @@ async fn a_sqlite_ledger_checkpoints_its_write_ahead_log_on_its_own() {
     assert_eq!(records, 100);
     drop(ledger);
 }
+
+/// A supervision record from szs-scjg's system (its adapter is in the catalog's list for it).
+fn request(id: &str, action: &str, request_type: &str, at: &str) -> Value {
+    json!({
+        "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.supervision.v1",
+        "subject": id, "time": at, "datacontenttype": "application/json",
+        "data": {"record_id": id, "kind": "supervision", "action": action,
+                 "source": {"adapter": "nx-scjg-supervision"}, "decided_at": at,
+                 "affected_license": {"license_no": "JY26402000000011"},
+                 "request": {"type": request_type, "reason": "依法应当变更", "evidence": [{"name": "证明材料"}]}}
+    })
+}
+
+scenario!(
+    a_change_request_is_decided_within_twenty_working_days_of_the_bureaus_claim,
+    |backend| {
+        // 济宁 第二十一条（三）: 变更 requests; the profile documents disposition_feedback as counted
+        // from the bureau's claim: pushed 11-02, claimed 11-16 → due 12-14, not 11-30.
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.send(
+            RecordKind::Supervision,
+            request("ch1", "变更许可", "变更", "2026-11-02T10:00:00+08:00"),
+        )
+        .await;
+        let e = f.entry("ch1", "szs-xzsp").await;
+        assert_eq!(
+            (e.feedback_rule.as_deref(), e.feedback_due_at),
+            (Some("disposition_feedback"), None)
+        );
+        f.claim("ch1", "szs-xzsp", "claim", "2026-11-16T10:00:00+08:00")
+            .await;
+        let e = f.entry("ch1", "szs-xzsp").await;
+        assert_eq!(
+            e.feedback_due_at.unwrap().to_rfc3339(),
+            "2026-12-14T23:59:59+08:00"
+        );
+        // Due soon on its last afternoon, not on 11-30.
+        assert!(f.levels_at("2026-11-30T17:00:00+08:00").await.is_empty());
+        assert_eq!(
+            f.levels_at("2026-12-14T17:00:00+08:00").await,
+            vec![("ch1".into(), "due_soon".into())]
+        );
+        f.feedback(
+            "ch1",
+            "szs-xzsp",
+            "disposition",
+            "2026-12-14T18:00:00+08:00",
+            json!({"disposition": "准予变更", "content": "变更经营场所门牌号"}),
+        )
+        .await;
+        let d = f.entry("ch1", "szs-scjg").await;
+        assert_eq!(d.claim_rule.as_deref(), Some("claim_decision"));
+        // 1 working day after Mon 12-14.
+        assert_eq!(
+            d.claim_due_at.unwrap().to_rfc3339(),
+            "2026-12-15T23:59:59+08:00"
+        );
+    }
+);
+
+scenario!(
+    an_objection_is_reviewed_and_a_decision_for_an_unknown_requester_is_said_not_delivered,
+    |backend| {
+        // 安康 15: 对审批结果有异议的…由审批部门…复核…并及时反馈给行业监管部门.
+        let mut f = Feed::new(backend, "generic").await;
+        f.send(
+            RecordKind::Supervision,
+            request("ob1", "审批结果异议", "复核", "2026-03-02T10:00:00+08:00"),
+        )
+        .await;
+        f.claim("ob1", "szs-xzsp", "claim", "2026-03-02T11:00:00+08:00")
+            .await;
+        f.feedback(
+            "ob1",
+            "szs-xzsp",
+            "disposition",
+            "2026-03-05T10:00:00+08:00",
+            json!({"disposition": "维持原审批决定", "content": "经复核，审批程序合法"}),
+        )
+        .await;
+        let d = f.entry("ob1", "szs-scjg").await;
+        assert_eq!(
+            (d.state, d.claim_rule.as_deref()),
+            (EntryState::Pushed, Some("claim_decision"))
+        );
+        assert_eq!(
+            d.claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-06T23:59:59+08:00",
+            "generic: 1 working day, a labelled default"
+        );
+        // A request whose sender the ledger cannot tell: the decision is not lost silently.
+        let mut unknown = request("ob2", "审批结果异议", "复核", "2026-03-02T10:00:00+08:00");
+        unknown["data"]["source"]["adapter"] = json!("nx-credit-cf");
+        f.send(RecordKind::Supervision, unknown).await;
+        f.claim("ob2", "szs-xzsp", "claim", "2026-03-02T11:00:00+08:00")
+            .await;
+        f.feedback(
+            "ob2",
+            "szs-xzsp",
+            "disposition",
+            "2026-03-05T10:00:00+08:00",
+            json!({"disposition": "维持"}),
+        )
+        .await;
+        let (_, entries, history) = f.ledger.record("ob2").await.unwrap().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(history.iter().any(|h| h.action == "decision_not_delivered"));
+    }
+);
+
+scenario!(
+    an_independent_inspection_gets_no_advance_notice_deadline,
+    |backend| {
+        // 垣曲 第二十五条: 至少提前1个工作日 is for 联合踏勘评审 only. An 独立 notice for tomorrow,
+        // sent this morning, is not late.
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        for (id, mode) in [("in1", "独立踏勘评审"), ("in2", "委托踏勘评审")] {
+            f.notice(
+                id,
+                "szs-xzsp",
+                &["szs-scjg"],
+                json!({"notice_type": "踏勘通知", "inspection": {"mode": mode, "scheduled_at": "2026-10-16T09:00:00+08:00",
+                        "location": "大武口区", "matter": "食品经营许可 现场核查"}}),
+                "2026-10-16T08:00:00+08:00",
+            )
+            .await;
+            let (record, entries, _) = f.ledger.record(id).await.unwrap().unwrap();
+            assert_eq!((record.push_rule, record.push_late), (None, false));
+            assert_eq!(entries[0].claim_rule, None, "nothing to confirm");
+        }
+        assert!(outbox_levels(&f).await.is_empty(), "no late_push");
+    }
+);
+
+scenario!(
+    the_bureau_sets_a_commitments_verification_date_or_exempts_it,
+    |backend| {
+        // 济宁 第二十四条（一）: 明确核查时间……以及是否免予核查.
+        let mut f = Feed::new(backend, "jining-2022").await;
+        let approval = |id: &str, verification: Value| {
+            json!({
+                "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.approval.v1",
+                "subject": id, "time": "2026-03-02T10:00:00+08:00", "datacontenttype": "application/json",
+                "data": {"record_id": id, "kind": "approval", "source": {"adapter": "nx-zwfw-approval"},
+                         "item": {"code": FOOD, "name": "食品经营许可"}, "decided_at": "2026-03-02T09:00:00+08:00",
+                         "commitment": {"is_commitment": true, "items": ["补交健康证明"], "period_end": "2026-03-31",
+                                        "verification": verification}}
+            })
+        };
+        f.send(
+            RecordKind::Approval,
+            approval("v1", json!({"due_date": "2026-04-03"})),
+        )
+        .await;
+        let e = f.entry("v1", "szs-scjg").await;
+        assert_eq!(
+            (
+                e.feedback_rule.as_deref(),
+                e.feedback_due_at.unwrap().to_rfc3339()
+            ),
+            (
+                Some("verify_commitment"),
+                "2026-04-03T23:59:59+08:00".into()
+            ),
+            "the bureau's date, not 10 working days after the period"
+        );
+        f.send(
+            RecordKind::Approval,
+            approval("v2", json!({"exempt": true})),
+        )
+        .await;
+        let e = f.entry("v2", "szs-scjg").await;
+        assert_eq!(
+            (e.feedback_rule, e.feedback_due_at),
+            (None, None),
+            "免予核查"
+        );
+        assert!(e.note.unwrap().contains("免予核查"));
+        assert!(f
+            .ledger
+            .obligations("verify_commitment", None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(e, _)| e.record_id == "v1"));
+    }
+);
+
+scenario!(
+    a_licence_changed_after_its_push_is_pushed_again_as_an_update,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        let version = |status: &str, at: &str, n: u32| {
+            json!({
+                "specversion": "1.0", "id": format!("ev-u1-{n}"), "source": "/test", "type": "cn.shenguan.approval.v1",
+                "subject": "u1", "time": at, "datacontenttype": "application/json",
+                "data": {"record_id": "u1", "kind": "approval", "source": {"adapter": "nx-zwfw-approval"},
+                         "item": {"code": FOOD, "name": "食品经营许可"}, "decided_at": "2026-03-02T09:00:00+08:00",
+                         "license": {"license_no": "JY1", "status": status}}
+            })
+        };
+        f.send(
+            RecordKind::Approval,
+            version("有效", "2026-03-02T10:00:00+08:00", 1),
+        )
+        .await;
+        f.claim("u1", "szs-scjg", "claim", "2026-03-02T11:00:00+08:00")
+            .await;
+        // The licence is cancelled (注销) on Friday 03-06: a new version under the same key.
+        let changes = f
+            .send(
+                RecordKind::Approval,
+                version("注销", "2026-03-06T16:00:00+08:00", 2),
+            )
+            .await;
+        assert_eq!(changes.entries.len(), 1);
+        let e = f.entry("u1", "szs-scjg").await;
+        assert_eq!((e.state, e.version), (EntryState::Pushed, 2));
+        assert_eq!(e.pushed_at.to_rfc3339(), "2026-03-06T16:00:00+08:00");
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-09T23:59:59+08:00",
+            "its own claim deadline: the next working day after the update"
+        );
+        assert!(e.note.unwrap().contains("license.status"));
+        let (record, _, history) = f.ledger.record("u1").await.unwrap().unwrap();
+        assert_eq!(record.version, 2);
+        assert_eq!(record.data["license"]["status"], "注销");
+        let updated = history.iter().find(|h| h.action == "updated").unwrap();
+        assert_eq!(updated.detail["changed"], json!(["license.status"]));
+        assert_eq!(updated.detail["previous_event_id"], "ev-u1-1");
+        // Both versions are kept: the first claim stays in the history.
+        let actions: Vec<&str> = history.iter().map(|h| h.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["published", "routed", "claim", "updated", "update_pushed"]
+        );
+        // Unclaimed, it is alerted on like any push; claimed, it is done.
+        assert_eq!(
+            f.levels_at("2026-03-10T08:00:00+08:00").await,
+            vec![("u1".into(), "overdue".into())]
+        );
+        f.claim("u1", "szs-scjg", "claim", "2026-03-10T09:00:00+08:00")
+            .await;
+        let r = f.report("2026-03", "2026-03-20T00:00:00+08:00").await;
+        assert_eq!(
+            (r.claims[0].updates, r.claims[0].claimed_late),
+            (1, Some(1))
+        );
+    }
+);
+
+scenario!(
+    notices_are_claimed_forwarded_from_receipt_and_attendance_is_confirmed,
+    |backend| {
+        let mut f = Feed::new(backend, "zichuan-2019").await;
+        // 淄川 三（二）2: szs-scjg received a policy document from its upper level on Friday 03-06
+        // and forwards it on Tuesday 03-10: due the next working day after receipt (03-09), late.
+        f.notice(
+            "n1",
+            "szs-scjg",
+            &["szs-xzsp"],
+            json!({"notice_type": "法律法规政策调整信息", "received_at": "2026-03-06T15:00:00+08:00",
+                   "issued_at": "2026-03-02T09:00:00+08:00"}),
+            "2026-03-10T09:00:00+08:00",
+        )
+        .await;
+        let (record, entries, _) = f.ledger.record("n1").await.unwrap().unwrap();
+        assert_eq!(record.push_rule.as_deref(), Some("forward_notice"));
+        assert_eq!(
+            record.push_due_at.unwrap().to_rfc3339(),
+            "2026-03-09T23:59:59+08:00",
+            "counted from the receipt, not from the issue date"
+        );
+        assert!(record.push_late);
+        // The bureau claims it by the profile's claim_notice deadline.
+        assert_eq!(entries[0].claim_rule.as_deref(), Some("claim_notice"));
+        assert_eq!(
+            entries[0].claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-11T23:59:59+08:00"
+        );
+        // A notice that does not say when it was received is not judged late.
+        f.notice(
+            "n2",
+            "szs-scjg",
+            &["szs-xzsp"],
+            json!({"notice_type": "业务培训信息"}),
+            "2026-03-10T09:00:00+08:00",
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("n2").await.unwrap().unwrap();
+        assert_eq!((record.push_due_at, record.push_late), (None, false));
+
+        // A training: each invited department confirms who attends by the time it starts.
+        f.notice(
+            "t1",
+            "szs-xzsp",
+            &["szs-scjg", "szs-wjw"],
+            json!({"notice_type": "业务培训信息", "training": {"starts_at": "2026-03-13T14:30:00+08:00", "location": "市民大厅"}}),
+            "2026-03-10T10:00:00+08:00",
+        )
+        .await;
+        let e = f.entry("t1", "szs-scjg").await;
+        assert_eq!(
+            (
+                e.claim_rule.as_deref(),
+                e.claim_due_at.unwrap().to_rfc3339()
+            ),
+            (
+                Some("confirm_attendance"),
+                "2026-03-13T14:30:00+08:00".into()
+            )
+        );
+        f.feedback(
+            "t1",
+            "szs-scjg",
+            "attendance",
+            "2026-03-11T09:00:00+08:00",
+            json!({"attendees": ["马丽 食品经营科"]}),
+        )
+        .await;
+        let e = f.entry("t1", "szs-scjg").await;
+        assert_eq!(
+            (e.state, e.outcome.as_deref()),
+            (EntryState::Closed, Some("attending"))
+        );
+        let levels = f.levels_at("2026-03-13T15:00:00+08:00").await;
+        assert_eq!(
+            levels
+                .iter()
+                .filter(|(id, _)| id == "t1")
+                .collect::<Vec<_>>(),
+            [&("t1".to_string(), "overdue".to_string())],
+            "szs-wjw did not confirm"
+        );
+        let r = f.report("2026-03", "2026-03-20T00:00:00+08:00").await;
+        let wjw = r
+            .claims
+            .iter()
+            .find(|l| l.department == "szs-wjw" && l.flow == "attendance")
+            .unwrap();
+        assert_eq!((wjw.open, wjw.open_overdue), (1, Some(1)));
+    }
+);
+
+scenario!(
+    a_joint_meetings_materials_are_due_one_working_day_before_it,
+    |backend| {
+        // 垣曲 附件 三（四）: 联席会议召开前1个工作日 the materials reach the member units.
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        let meeting = json!({"notice_type": "会议通知", "meeting": {"kind": "联席会议",
+            "starts_at": "2026-10-09T09:00:00+08:00", "topics": ["审管联动平台运行情况"]}});
+        // Sent on Thursday 10-08 at 18:00 for a meeting on Friday 10-09: due by the end of the
+        // working day before it, 10-08.
+        f.notice(
+            "m1",
+            "szs-xzsp",
+            &["szs-scjg"],
+            meeting,
+            "2026-10-08T18:00:00+08:00",
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("m1").await.unwrap().unwrap();
+        assert_eq!(record.push_rule.as_deref(), Some("meeting_materials"));
+        assert_eq!(
+            record.push_due_at.unwrap().to_rfc3339(),
+            "2026-10-08T23:59:59+08:00"
+        );
+        assert!(!record.push_late);
+        let e = f.entry("m1", "szs-scjg").await;
+        assert_eq!(e.claim_rule.as_deref(), Some("confirm_attendance"));
+        // The same notice on the morning of the meeting is late.
+        f.notice(
+            "m2",
+            "szs-xzsp",
+            &["szs-scjg"],
+            json!({"notice_type": "会议通知", "meeting": {"kind": "联席会议", "starts_at": "2026-10-16T09:00:00+08:00"}}),
+            "2026-10-16T08:00:00+08:00",
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("m2").await.unwrap().unwrap();
+        assert!(record.push_late);
+    }
+);
+
+scenario!(
+    a_record_decided_under_a_profile_out_of_its_period_says_so,
+    |backend| {
+        // 济宁 第三十七条: in force 2022-12-10 to 2024-12-09. A site still running jining-2022 in
+        // 2026 decides under a regulation no longer in force: its records say so.
+        let mut f = Feed::new(backend, "jining-2022").await;
+        f.approval(
+            "p1",
+            FOOD,
+            "2026-03-02T09:00:00+08:00",
+            "2026-03-02T10:00:00+08:00",
+        )
+        .await;
+        let (_, _, history) = f.ledger.record("p1").await.unwrap().unwrap();
+        let routed = history.iter().find(|h| h.action == "routed").unwrap();
+        assert_eq!(
+            routed.detail["policy_out_of_period"],
+            "jining-2022 is in force 2022-12-10 to 2024-12-09 (济宁 2022 第三十七条), not on 2026-03-02"
+        );
+        // Inside the period, nothing is said.
+        f.approval(
+            "p2",
+            FOOD,
+            "2024-03-04T09:00:00+08:00",
+            "2024-03-04T10:00:00+08:00",
+        )
+        .await;
+        let (_, _, history) = f.ledger.record("p2").await.unwrap().unwrap();
+        let routed = history.iter().find(|h| h.action == "routed").unwrap();
+        assert!(routed.detail.get("policy_out_of_period").is_none());
+    }
+);
