@@ -4,6 +4,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+pub mod export;
 pub mod flows;
 pub mod problem;
 pub mod records;
@@ -74,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/tokens/{id}/rotate", post(admin::rotate))
         .route("/v1/admin/audit", get(admin::audit))
         .route("/v1/reports/monthly", get(records::monthly))
+        .route("/v1/exports/sgs", get(export::sgs))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -211,6 +211,16 @@ pub trait LedgerStore: Send + Sync + 'static {
         to: DateTime<FixedOffset>,
         report: super::report::Monthly,
     ) -> Result<super::report::Monthly, LedgerError>;
+    /// The records of `kind` decided in `[from, to)` (their decision time, else their
+    /// publication), oldest first — for a department, those routed to it or pushed by it — for the
+    /// 双公示 export.
+    async fn decided_between(
+        &self,
+        kind: RecordKind,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        department: Option<&str>,
+    ) -> Result<Vec<RecordRow>, LedgerError>;
     /// Claims up to `limit` queued alerts for `lease` on behalf of `owner`: no other instance
     /// publishes them meanwhile; if the owner dies, the lease runs out and another one does.
     async fn claim_outbox(
@@ -1475,6 +1485,44 @@ impl LedgerStore for SqlLedger {
                     report.push_hours(&r.text("pusher")?, &r.text("kind")?, hours);
                 }
                 Ok(report)
+            })
+        })
+        .await
+    }
+
+    async fn decided_between(
+        &self,
+        kind: RecordKind,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        department: Option<&str>,
+    ) -> Result<Vec<RecordRow>, LedgerError> {
+        let department = department.unwrap_or("").to_string();
+        let query = format!(
+            "SELECT {} FROM ledger_records r {RECORD_JOIN}
+             WHERE r.kind = $1 AND COALESCE(r.decided_at, r.published_at) >= $2
+               AND COALESCE(r.decided_at, r.published_at) < $3
+               AND ($4 = '' OR r.pusher = $4 OR EXISTS (SELECT 1 FROM ledger_entries e
+                     WHERE e.record_id = r.record_id AND e.department = $4 AND e.flow <> 'decision'))
+             ORDER BY COALESCE(r.decided_at, r.published_at), r.record_id",
+            record_select()
+        );
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        &query,
+                        vec![
+                            kind.as_str().into(),
+                            from.into(),
+                            to.into(),
+                            department.into(),
+                        ],
+                    )
+                    .await?;
+                rows.iter("ledger_records")
+                    .map(|r| record_from(&r))
+                    .collect()
             })
         })
         .await
