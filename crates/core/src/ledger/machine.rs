@@ -1109,6 +1109,9 @@ pub fn feedback_step(
             };
             Ok((EntryState::Closed, Some(format!("commitment_{result}"))))
         }
+        "disposition" if flow == "decision" => Err(
+            "this is the bureau's decision on the department's request: claim it; the disposition is the bureau's".into(),
+        ),
         "disposition" if follow_up && record_kind == RecordKind::Supervision => {
             Ok((EntryState::Closed, None))
         }
