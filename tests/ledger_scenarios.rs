@@ -2052,7 +2052,7 @@ scenario!(
             "szs-xzsp",
             "disposition",
             "2026-12-14T18:00:00+08:00",
-            json!({"disposition": "准予变更", "content": "变更经营场所门牌号"}),
+            json!({"disposition": "变更许可", "content": "变更经营场所门牌号"}),
         )
         .await;
         let d = f.entry("ch1", "szs-scjg").await;
@@ -2106,7 +2106,7 @@ scenario!(
             "szs-xzsp",
             "disposition",
             "2026-03-05T10:00:00+08:00",
-            json!({"disposition": "维持"}),
+            json!({"disposition": "维持原审批决定"}),
         )
         .await;
         let (_, entries, history) = f.ledger.record("ob2").await.unwrap().unwrap();

@@ -45,6 +45,7 @@ pub(super) fn entry_json(e: &Entry, now: chrono::DateTime<chrono::FixedOffset>) 
         "deadline_problem": e.deadline_problem,
         "alert_level": e.alert_level.as_str(),
         "note": e.note,
+        "version": e.version,
     })
 }
 
@@ -401,7 +402,10 @@ pub async fn feedback(
         ));
     }
     // A reply or an attendance confirmation is the first answer; everything else follows a claim.
-    let first_answer = matches!(kind.as_str(), "reply" | "inspection_attendance");
+    let first_answer = matches!(
+        kind.as_str(),
+        "reply" | "inspection_attendance" | "attendance"
+    );
     let open = if first_answer {
         entry.state.is_unclaimed()
             || matches!(entry.state, EntryState::Claimed | EntryState::Feedback)
