@@ -2213,6 +2213,18 @@ scenario!(
         .await;
         f.claim("u1", "szs-scjg", "claim", "2026-03-02T11:00:00+08:00")
             .await;
+        // Its webhook delivery of the first version is done.
+        let now = t("2026-03-06T17:00:00+08:00");
+        f.ledger
+            .delivery_done("u1".into(), "szs-scjg".into(), 1, "ok")
+            .await
+            .unwrap();
+        assert!(f
+            .ledger
+            .due_deliveries(vec!["szs-scjg".into()], now, 10)
+            .await
+            .unwrap()
+            .is_empty());
         // The licence is cancelled (注销) on Friday 03-06: a new version under the same key.
         let changes = f
             .send(
@@ -2223,6 +2235,24 @@ scenario!(
         assert_eq!(changes.entries.len(), 1);
         let e = f.entry("u1", "szs-scjg").await;
         assert_eq!((e.state, e.version), (EntryState::Pushed, 2));
+        // The update goes to the department's webhook again, once.
+        let due = f
+            .ledger
+            .due_deliveries(vec!["szs-scjg".into()], now, 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].0.version, due[0].1.version), (2, 2));
+        f.ledger
+            .delivery_done("u1".into(), "szs-scjg".into(), 1, "ok")
+            .await
+            .unwrap();
+        assert!(f
+            .ledger
+            .due_deliveries(vec!["szs-scjg".into()], now, 10)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(e.pushed_at.to_rfc3339(), "2026-03-06T16:00:00+08:00");
         assert_eq!(
             e.claim_due_at.unwrap().to_rfc3339(),
