@@ -194,13 +194,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     });
     METRICS.register_known(&known_labels(&defs, &shared));
     let auth = Arc::new(Authenticator::new(&settings.auth.tokens, state.clone()).await?);
-    let ingestor = Arc::new(Ingestor::new(
-        defs.schemas.clone(),
-        bus.clone(),
-        state.clone(),
-        topics,
-        settings.server.max_batch_records,
-    ));
+    let ingestor = Arc::new(
+        Ingestor::new(
+            defs.schemas.clone(),
+            bus.clone(),
+            state.clone(),
+            topics,
+            settings.server.max_batch_records,
+        )
+        .with_policy(defs.policies.get(&defs.policy).cloned()),
+    );
     let (applied, _) = tokio::sync::broadcast::channel(4096);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop, stopped) = tokio::sync::watch::channel(false);

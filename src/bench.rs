@@ -395,6 +395,8 @@ pub async fn bulk_entries(
                     note: None,
                     outcome: None,
                     via: None,
+                    version: 1,
+                    claim_hours: None,
                 }],
                 events: Vec::new(),
                 history: HistoryWrite::Append {
@@ -568,7 +570,8 @@ async fn ledger_run(settings: &Settings, store: &str, n: usize) -> anyhow::Resul
     reset_peak();
     let t = Instant::now();
     let (from, to) = crate::ledger::report::month_bounds(&month).map_err(|e| anyhow::anyhow!(e))?;
-    let builder = crate::ledger::report::Monthly::new(&month, Arc::new(calendar.clone()), now);
+    let builder =
+        crate::ledger::report::Monthly::new(&month, calendar.version(), now, Default::default());
     let builder = ledger.report_month(from, to, builder).await?;
     let entries = builder.entries;
     let report = builder.finish();
@@ -577,7 +580,7 @@ async fn ledger_run(settings: &Settings, store: &str, n: usize) -> anyhow::Resul
         figure: format!(
             "{:.3} s ({} lines)",
             t.elapsed().as_secs_f64(),
-            report.lines.len()
+            report.pushes.len() + report.claims.len()
         ),
         target: "—".into(),
         peak_rss_mib: peak_rss_mib(),

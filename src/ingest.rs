@@ -122,6 +122,9 @@ pub struct Ingestor {
     stale: AtomicBool,
     catching_up: tokio::sync::Mutex<()>,
     last_checkpoint: std::sync::Mutex<Instant>,
+    /// The policy profile in force: the canonical fields it requires beyond the schema (垣曲
+    /// 第二十二条（二）, 济宁 第二十条（二）). `None` requires nothing more.
+    pub policy: Option<Arc<crate::deadline::Policy>>,
 }
 
 impl Ingestor {
@@ -145,7 +148,25 @@ impl Ingestor {
             stale: AtomicBool::new(true),
             catching_up: tokio::sync::Mutex::new(()),
             last_checkpoint: std::sync::Mutex::new(Instant::now()),
+            policy: None,
         }
+    }
+
+    /// The same, checking what `policy` requires of every accepted record.
+    pub fn with_policy(mut self, policy: Option<crate::deadline::Policy>) -> Ingestor {
+        if let Some(p) = policy
+            .as_ref()
+            .filter(|p| !p.required_fields.relaxed.is_empty())
+        {
+            tracing::warn!(
+                policy = %p.name,
+                relaxed = %p.required_fields.relaxed.join(", "),
+                reason = p.required_fields.relaxed_reason.as_deref().unwrap_or(""),
+                "the site profile relaxes fields its regulation requires"
+            );
+        }
+        self.policy = policy.map(Arc::new);
+        self
     }
 
     /// Ingests one request body for `adapter`. `replay_of` names the DLQ entry being replayed.
@@ -169,6 +190,7 @@ impl Ingestor {
         let schemas = self.schemas.clone();
         let max = self.max_records;
         let a = adapter.clone();
+        let request_charset = charset.clone();
         // Parsing, mapping and validating a large batch is CPU work: keep it off the I/O threads.
         let processed = tokio::task::spawn_blocking(move || {
             let result = pipeline::process(
@@ -185,8 +207,8 @@ impl Ingestor {
         })
         .await
         .expect("pipeline does not panic");
-        let outcomes = match processed {
-            (Ok(outcomes), _) => outcomes,
+        let (outcomes, body) = match processed {
+            (Ok(outcomes), body) => (outcomes, body),
             (Err(body_rejection), _) => {
                 let (dlq_id, message) = self.dlq_event(
                     &adapter.name,
@@ -217,6 +239,12 @@ impl Ingestor {
         let mut candidates = Vec::new();
         let mut messages = Vec::new();
         for outcome in outcomes {
+            let outcome = match &self.policy {
+                Some(p) => {
+                    required_fields(p, outcome, &body, format, &request_charset, unit, &adapter)
+                }
+                None => outcome,
+            };
             match outcome {
                 Outcome::Accepted(c) => candidates.push(c),
                 Outcome::Rejected(r) => {
@@ -567,6 +595,54 @@ impl Ingestor {
             },
         )
     }
+}
+
+/// An accepted record that lacks a field the policy profile requires becomes a rejection (stage
+/// `validate`, reason `required_by_policy`) with a reason per field. The pipeline keeps no bytes
+/// of an accepted record, so the DLQ keeps the request's bytes: replaying them answers the
+/// request's other records as duplicates and checks this one again.
+fn required_fields(
+    policy: &crate::deadline::Policy,
+    outcome: Outcome,
+    body: &[u8],
+    format: Option<crate::adapter::format::Format>,
+    charset: &Option<String>,
+    unit: pipeline::Unit,
+    adapter: &Adapter,
+) -> Outcome {
+    let Outcome::Accepted(c) = outcome else {
+        return outcome;
+    };
+    let data = serde_json::from_slice::<serde_json::Value>(&c.event)
+        .ok()
+        .and_then(|mut e| e.get_mut("data").map(serde_json::Value::take))
+        .unwrap_or_default();
+    let missing = policy
+        .required_fields
+        .missing(&policy.name, c.kind.as_str(), &data);
+    if missing.is_empty() {
+        return Outcome::Accepted(c);
+    }
+    Outcome::Rejected(pipeline::Rejection {
+        index: Some(c.index),
+        stage: pipeline::Stage::Validate,
+        reason: "required_by_policy",
+        errors: missing
+            .into_iter()
+            .map(|m| pipeline::RecordError {
+                index: Some(c.index),
+                path: m.pointer,
+                reason: m.reason,
+            })
+            .collect(),
+        original: body.to_vec(),
+        charset: charset
+            .clone()
+            .unwrap_or_else(|| adapter.charset.name().to_ascii_lowercase()),
+        content_type: format.unwrap_or(adapter.format).media_type(),
+        unit,
+        business_key: Some(c.business_key),
+    })
 }
 
 /// What the de-duplication table would have remembered for a canonical record event read back

@@ -8,7 +8,7 @@
 //! at start-up), `ingest` (de-duplicate and publish), `bus` and `state` (I/O seams), `api`
 //! (HTTP), `dlq`, `telemetry`, and `app`, the composition root.
 
-pub use shenguan_core::{adapter, deadline, golden, mask, pipeline, preview, route, schema};
+pub use shenguan_core::{adapter, deadline, golden, mask, pipeline, preview, route, schema, sgs};
 
 pub mod api;
 pub mod app;

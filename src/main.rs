@@ -122,6 +122,11 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
         format: String,
     },
+    /// Files for other platforms: `sgs`, the 双公示 行政许可/行政处罚 tables for the credit platform.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Working-day arithmetic with the State Council holiday arrangements.
     Calendar {
         #[command(subcommand)]
@@ -187,6 +192,28 @@ enum LiaisonCommand {
     },
     /// List every catalog department with its liaison officer.
     List,
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// 双公示: the month's 行政许可 (xk) or 行政处罚 (cf) decisions in the national columns.
+    Sgs {
+        /// The month of the decisions, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// xk (行政许可: approvals) or cf (行政处罚: penalties).
+        #[arg(long, value_parser = ["xk", "cf"])]
+        kind: String,
+        /// csv (UTF-8 with a byte-order mark) or xlsx.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "xlsx"])]
+        format: String,
+        /// Only this department's: approvals routed to it, penalties it pushed.
+        #[arg(long)]
+        department: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +344,7 @@ fn main() -> ExitCode {
     let reads_data = matches!(
         &cli.command,
         Command::Report { .. }
+            | Command::Export { .. }
             | Command::Dlq { .. }
             | Command::Token {
                 command: TokenCommand::List
@@ -420,6 +448,22 @@ fn main() -> ExitCode {
             }
             Command::Report { month, format } => {
                 print!("{}", cmd::report::report(&settings, &month, &format).await?);
+                Ok(true)
+            }
+            Command::Export {
+                command: ExportCommand::Sgs { month, kind, format, department, output },
+            } => {
+                let file = cmd::export::export_sgs(&settings, &month, &kind, &format, department.as_deref()).await?;
+                match output {
+                    Some(path) => {
+                        std::fs::write(&path, &file.bytes)?;
+                        eprintln!("{} record(s) written to {}", file.records, path.display());
+                    }
+                    None => {
+                        use std::io::Write as _;
+                        std::io::stdout().write_all(&file.bytes)?;
+                    }
+                }
                 Ok(true)
             }
             Command::Calendar {

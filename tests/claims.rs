@@ -371,8 +371,9 @@ async fn the_monthly_report_is_served_as_json_and_excel_safe_csv() {
     )
     .await;
     assert_eq!(status, 200, "{report}");
-    let line = &report["lines"][0];
+    let line = &report["claims"][0];
     assert_eq!(line["department"], "szs-scjg");
+    assert_eq!(line["department_name"], "石嘴山市市场监督管理局");
     assert_eq!(line["pushed"], 1);
     assert_eq!(line["claimed"], 1);
     assert_eq!(line["claimed_on_time"], 1);
@@ -388,13 +389,12 @@ async fn the_monthly_report_is_served_as_json_and_excel_safe_csv() {
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let text = csv.text().await.unwrap();
     assert!(
-        text.starts_with("\u{FEFF}month,department,kind,flow,pushed"),
+        text.starts_with("\u{FEFF}月份,方向,单位代码,单位名称,信息类别,流程,推送数"),
         "{text}"
     );
-    assert!(
-        text.contains(&format!("{month},szs-scjg,approval,claim,1,1,1,0,0,0,1,")),
-        "{text}"
-    );
+    let row =
+        format!("{month},认领,szs-scjg,石嘴山市市场监督管理局,审批信息,认领,1,1,1,0,0,0,0,0,100%,");
+    assert!(text.contains(&row), "{text}");
     let (status, _) = call(
         &gw,
         "GET",
@@ -421,8 +421,7 @@ async fn the_monthly_report_is_served_as_json_and_excel_safe_csv() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout)
-        .contains(&format!("{month},szs-scjg,approval,claim,1,1,1,0,0,0,1,")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&row));
     let out = shenguan(&["report", "--month", &month, "--data-dir", &data]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("szs-scjg"));
 }
@@ -1169,7 +1168,7 @@ async fn offline_pushes_and_claims_are_entered_by_an_admin_with_their_references
         None,
     )
     .await;
-    let line = report["lines"]
+    let line = report["claims"]
         .as_array()
         .unwrap()
         .iter()

@@ -214,7 +214,12 @@ impl Feed {
             .report_month(
                 from,
                 to,
-                report::Monthly::new(month, self.shared.calendar.clone(), t(now)),
+                report::Monthly::new(
+                    month,
+                    self.shared.calendar.version(),
+                    t(now),
+                    report::department_names(&self.shared.catalog),
+                ),
             )
             .await
             .unwrap()
@@ -565,9 +570,12 @@ scenario!(
 scenario!(
     the_monthly_report_matches_numbers_computed_by_hand,
     |backend| {
+        // 垣曲 第二十一条: 每月通报审批信息、监管信息上传认领情况 — both sides, computed by hand.
+        // A working day counts 24 working hours; weekends and holidays none.
         let mut f = Feed::new(backend, "yuanqu-2022").await;
-        // March 2026, 食品经营许可 → szs-scjg; due = end of the next working day.
-        // a: pushed Mon 03-02 11:00, claimed 03-02 15:00 → on time, 4 working hours.
+        // March 2026, 食品经营许可 → szs-scjg; claim due = end of the next working day; the bureau's
+        // push is due the working day after the decision.
+        // a: decided 03-02 10:00, pushed 11:00 (1 h), claimed 15:00 → on time, 4 working hours.
         f.approval(
             "a",
             FOOD,
@@ -577,7 +585,7 @@ scenario!(
         .await;
         f.claim("a", "szs-scjg", "claim", "2026-03-02T15:00:00+08:00")
             .await;
-        // b: pushed Fri 03-06 18:00, claimed Mon 03-09 10:00 → on time (due 03-09), 6 + 10 = 16 working hours.
+        // b: pushed Fri 03-06 18:00 (1 h), claimed Mon 03-09 10:00 → on time, 6 + 10 = 16 h.
         f.approval(
             "b",
             FOOD,
@@ -587,7 +595,7 @@ scenario!(
         .await;
         f.claim("b", "szs-scjg", "claim", "2026-03-09T10:00:00+08:00")
             .await;
-        // c: pushed Tue 03-10 12:00, claimed Thu 03-12 12:00 → late (due 03-11), 48 working hours.
+        // c: pushed Tue 03-10 12:00 (1 h), claimed Thu 03-12 12:00 → late (due 03-11), 48 h.
         f.approval(
             "c",
             FOOD,
@@ -597,15 +605,16 @@ scenario!(
         .await;
         f.claim("c", "szs-scjg", "claim", "2026-03-12T12:00:00+08:00")
             .await;
-        // d: pushed Mon 03-16 09:00, never claimed → open and overdue at report time.
+        // d: decided Thu 03-12 08:00, pushed Mon 03-16 09:00: the push was due 03-13 → late,
+        // 16 + 24 + 9 = 49 h; never claimed (due 03-17) → open and past its deadline.
         f.approval(
             "d",
             FOOD,
-            "2026-03-16T08:00:00+08:00",
+            "2026-03-12T08:00:00+08:00",
             "2026-03-16T09:00:00+08:00",
         )
         .await;
-        // e: pushed 03-20, returned → neither on time nor open.
+        // e: pushed 03-20 (1 h), returned → neither due nor open.
         f.approval(
             "e",
             FOOD,
@@ -615,6 +624,15 @@ scenario!(
         .await;
         f.claim("e", "szs-scjg", "return", "2026-03-20T10:00:00+08:00")
             .await;
+        // g: pushed Tue 03-31 10:00 (1 h), due 04-01 23:59:59: open but not due at the report
+        // time, so it does not count against the department.
+        f.approval(
+            "g",
+            FOOD,
+            "2026-03-31T09:00:00+08:00",
+            "2026-03-31T10:00:00+08:00",
+        )
+        .await;
         // f: pushed in April → not in the March report.
         f.approval(
             "f",
@@ -623,32 +641,130 @@ scenario!(
             "2026-04-01T09:00:00+08:00",
         )
         .await;
+        // s: supervision information from szs-scjg (its 市场监管 system's adapter): decided Thu
+        // 03-05 09:00, pushed Mon 03-09 10:00 — due 03-06, late; 15 + 24 + 10 = 49 h. The bureau
+        // claims it at 15:00: 5 h, on time.
+        let s = json!({
+            "specversion": "1.0", "id": "ev-s", "source": "/test", "type": "cn.shenguan.supervision.v1",
+            "subject": "s", "time": "2026-03-09T10:00:00+08:00", "datacontenttype": "application/json",
+            "data": {"record_id": "s", "kind": "supervision", "action": "行政处罚",
+                     "source": {"adapter": "nx-scjg-supervision"}, "decided_at": "2026-03-05T09:00:00+08:00"}
+        });
+        f.send(RecordKind::Supervision, s).await;
+        f.claim("s", "szs-xzsp", "claim", "2026-03-09T15:00:00+08:00")
+            .await;
 
-        let r = f.report("2026-03", "2026-04-05T12:00:00+08:00").await;
-        assert_eq!(r.lines.len(), 1);
-        let l = &r.lines[0];
+        let r = f.report("2026-03", "2026-04-01T12:00:00+08:00").await;
+        // The push side: the bureau pushed 6 approvals (d late), szs-scjg 1 supervision (late).
+        assert_eq!(r.pushes.len(), 2, "{:?}", r.pushes);
+        let bureau = &r.pushes[1];
         assert_eq!(
-            (l.department.as_str(), l.kind.as_str()),
-            ("szs-scjg", "approval")
+            (
+                bureau.pusher.as_str(),
+                bureau.pusher_name.as_deref(),
+                bureau.kind.as_str()
+            ),
+            ("szs-xzsp", Some("石嘴山市行政审批服务局"), "approval")
         );
-        assert_eq!(l.pushed, 5);
-        assert_eq!(l.claimed, 3);
-        assert_eq!(l.claimed_on_time, 2);
-        assert_eq!(l.overdue, 2, "c claimed late, d unclaimed past due");
-        assert_eq!(l.still_open, 1);
+        assert_eq!(
+            (
+                bureau.pushed,
+                bureau.with_deadline,
+                bureau.on_time,
+                bureau.late
+            ),
+            (6, 6, Some(5), Some(1))
+        );
+        assert_eq!(bureau.on_time_rate, Some(0.83));
+        // Push hours 1, 1, 1, 1, 1, 49: median 1, p90 the 6th of 6 (nearest rank).
+        assert_eq!(
+            (bureau.median_push_hours, bureau.p90_push_hours),
+            (Some(1.0), Some(49.0))
+        );
+        let scjg_push = &r.pushes[0];
+        assert_eq!(
+            (
+                scjg_push.pusher.as_str(),
+                scjg_push.kind.as_str(),
+                scjg_push.late
+            ),
+            ("szs-scjg", "supervision", Some(1))
+        );
+        assert_eq!(scjg_push.median_push_hours, Some(49.0));
+
+        // The claim side.
+        assert_eq!(r.claims.len(), 2);
+        let l = &r.claims[0];
+        assert_eq!(
+            (
+                l.department.as_str(),
+                l.department_name.as_deref(),
+                l.kind.as_str(),
+                l.flow.as_str()
+            ),
+            (
+                "szs-scjg",
+                Some("石嘴山市市场监督管理局"),
+                "approval",
+                "claim"
+            )
+        );
+        assert_eq!((l.pushed, l.claimed), (6, 3));
+        assert_eq!((l.claimed_on_time, l.claimed_late), (Some(2), Some(1)));
+        assert_eq!(
+            (l.open, l.open_overdue),
+            (2, Some(1)),
+            "d and g open; only d past its deadline"
+        );
         assert_eq!(l.returned, 1);
         assert_eq!(
-            l.on_time_rate,
-            Some(0.5),
-            "2 on time of 4 counted (5 pushed − 1 returned)"
+            l.due,
+            Some(4),
+            "a, b, c claimed and d missed; g not due yet, e returned"
         );
+        assert_eq!(l.on_time_rate, Some(0.5));
         assert_eq!(l.median_claim_hours, Some(16.0), "claim hours 4, 16, 48");
         assert_eq!(l.p90_claim_hours, Some(48.0));
+        let bureau_claims = &r.claims[1];
+        assert_eq!(
+            (
+                bureau_claims.department.as_str(),
+                bureau_claims.kind.as_str(),
+                bureau_claims.claimed_on_time,
+                bureau_claims.median_claim_hours
+            ),
+            ("szs-xzsp", "supervision", Some(1), Some(5.0))
+        );
+
         let csv = report::to_csv(&r);
         assert!(
-            csv.contains("2026-03,szs-scjg,approval,claim,5,3,2,2,1,1,0.5,16,48,0,0,0,0,0,0,0,0"),
+            csv.starts_with("\u{FEFF}月份,方向,单位代码,单位名称,信息类别,流程,推送数"),
             "{csv}"
         );
+        assert!(
+            csv.contains("2026-03,推送,szs-xzsp,石嘴山市行政审批服务局,审批信息,推送,6,,5,1,,,,,83%,1.00,49.00,,6"),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("2026-03,认领,szs-scjg,石嘴山市市场监督管理局,审批信息,认领,6,3,2,1,2,1,1,0,50%,16.00,48.00,,6"),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("按时率＝按时认领÷已到期"),
+            "the footnote says how: {csv}"
+        );
+        let table = report::to_table(&r);
+        assert!(table.contains("| 部门 | 信息类别 | 流程 | 推送数 | 已认领 | 按时认领 | 逾期认领 | 未认领 | 逾期未认领 |"), "{table}");
+        assert!(
+            table.contains("石嘴山市市场监督管理局（szs-scjg）"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["claims"][0]["claimed_on_time"], 2,
+            "stable English keys in JSON"
+        );
+        assert_eq!(json["pushes"][1]["late"], 1);
     }
 );
 
@@ -942,7 +1058,8 @@ scenario!(
         assert!(ap_history
             .iter()
             .any(|h| h.action == "supervision" && h.detail["supervision_record_id"] == "sv1"));
-        // It goes to the bureau, which claims within 1 working day and decides within 20.
+        // It goes to the bureau, which claims within 1 working day and decides within 20 working
+        // days counted from its claim (the disposition's deadline is set when it claims).
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].department, "szs-xzsp");
         assert_eq!(entries[0].claim_rule.as_deref(), Some("claim_supervision"));
@@ -951,17 +1068,29 @@ scenario!(
             "2026-03-11T23:59:59+08:00"
         );
         assert_eq!(
-            entries[0].feedback_due_at.unwrap().to_rfc3339(),
-            "2026-04-08T23:59:59+08:00"
+            entries[0].feedback_rule.as_deref(),
+            Some("disposition_feedback")
         );
-        f.claim("sv1", "szs-xzsp", "claim", "2026-03-10T15:00:00+08:00")
+        assert_eq!(entries[0].feedback_due_at, None, "not claimed yet");
+        f.claim("sv1", "szs-xzsp", "claim", "2026-03-12T09:00:00+08:00")
             .await;
+        // 20 working days after Thu 03-12: 03-13 … 03-31 (13), 04-01 … 04-03 (16), 清明 04-04 …
+        // 04-06 off, 04-07 … 04-10 (20).
+        assert_eq!(
+            f.entry("sv1", "szs-xzsp")
+                .await
+                .feedback_due_at
+                .unwrap()
+                .to_rfc3339(),
+            "2026-04-10T23:59:59+08:00"
+        );
         // The disposition comes late: the entry closes and the breach is counted.
         let feedback = json!({
             "specversion": "1.0", "id": "ev-fb1", "source": "/test", "type": "cn.shenguan.feedback.v1", "subject": "sv1",
-            "time": "2026-04-10T10:00:00+08:00", "datacontenttype": "application/json",
+            "time": "2026-04-13T10:00:00+08:00", "datacontenttype": "application/json",
             "data": {"record_id": "sv1", "department": "szs-xzsp", "feedback_type": "disposition",
-                     "content": "撤销食品经营许可", "at": "2026-04-10T10:00:00+08:00"}
+                     "disposition": "撤销许可", "document_no": "石审服撤字〔2026〕2号",
+                     "content": "撤销食品经营许可", "at": "2026-04-13T10:00:00+08:00"}
         });
         let changes = f.send(RecordKind::Feedback, feedback).await;
         assert_eq!(
@@ -974,6 +1103,47 @@ scenario!(
         );
         let e = f.entry("sv1", "szs-xzsp").await;
         assert_eq!(e.state, EntryState::Closed);
+        // 垣曲 第二十三条末段 同时推送至监管部门: the decision reaches szs-scjg, which asked, as a
+        // record routed to it, due by claim_decision (1 working day).
+        let d = f.entry("sv1", "szs-scjg").await;
+        assert_eq!(d.state, EntryState::Pushed);
+        assert_eq!(d.claim_rule.as_deref(), Some("claim_decision"));
+        assert_eq!(
+            d.claim_due_at.unwrap().to_rfc3339(),
+            "2026-04-14T23:59:59+08:00"
+        );
+        assert!(d.note.unwrap().contains("撤销许可"));
+        let page = f
+            .ledger
+            .inbox_page(
+                "szs-scjg",
+                &shenguan::ledger::store::InboxQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+                t("2026-04-13T11:00:00+08:00"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            page.rows.iter().any(|(e, _)| e.record_id == "sv1"),
+            "in the requester's inbox"
+        );
+        let (_, _, history) = f.ledger.record("sv1").await.unwrap().unwrap();
+        let delivered = history
+            .iter()
+            .find(|h| h.action == "decision_delivered")
+            .unwrap();
+        assert_eq!(delivered.department.as_deref(), Some("szs-scjg"));
+        assert_eq!(delivered.detail["document_no"], "石审服撤字〔2026〕2号");
+        f.claim("sv1", "szs-scjg", "claim", "2026-04-14T09:00:00+08:00")
+            .await;
+        let r = f.report("2026-04", "2026-04-20T00:00:00+08:00").await;
+        let line = r.claims.iter().find(|l| l.flow == "decision").unwrap();
+        assert_eq!(
+            (line.department.as_str(), line.claimed_on_time),
+            ("szs-scjg", Some(1))
+        );
     }
 );
 
@@ -1074,7 +1244,7 @@ scenario!(
         // The report shows it next to the claims.
         let r = f.report("2026-09", "2026-10-20T00:00:00+08:00").await;
         let line = r
-            .lines
+            .claims
             .iter()
             .find(|l| l.flow == "inquiry")
             .expect("an inquiry line");
@@ -1083,12 +1253,12 @@ scenario!(
                 line.department.as_str(),
                 line.pushed,
                 line.deemed_agreed,
-                line.overdue,
-                line.still_open
+                line.open_overdue,
+                line.open
             ),
-            ("szs-scjg", 1, 1, 1, 0)
+            ("szs-scjg", 1, 1, Some(1), 0)
         );
-        assert!(report::to_csv(&r).contains(",inquiry,"));
+        assert!(report::to_csv(&r).contains(",函询答复,"));
     }
 );
 
@@ -1222,7 +1392,11 @@ scenario!(
             (EntryState::Closed, Some("signed_off"))
         );
         let r = f.report("2026-10", "2026-10-20T00:00:00+08:00").await;
-        let scjg = r.lines.iter().find(|l| l.department == "szs-scjg").unwrap();
+        let scjg = r
+            .claims
+            .iter()
+            .find(|l| l.department == "szs-scjg")
+            .unwrap();
         assert_eq!(
             (
                 scjg.flow.as_str(),
@@ -1230,10 +1404,10 @@ scenario!(
                 scjg.signed_off,
                 scjg.follow_up_overdue
             ),
-            ("inspection", 1, 1, 1)
+            ("inspection", Some(1), 1, 1)
         );
-        let wjw = r.lines.iter().find(|l| l.department == "szs-wjw").unwrap();
-        assert_eq!((wjw.still_open, wjw.overdue), (1, 1));
+        let wjw = r.claims.iter().find(|l| l.department == "szs-wjw").unwrap();
+        assert_eq!((wjw.open, wjw.open_overdue), (1, Some(1)));
 
         // A notice sent on the morning of the inspection is late.
         f.notice(
@@ -1360,7 +1534,7 @@ scenario!(
             .iter()
             .any(|h| h.action == "feedback" && h.detail["disposition"] == "整改"));
         let r = f.report("2026-09", "2026-10-21T00:00:00+08:00").await;
-        let line = &r.lines[0];
+        let line = &r.claims[0];
         assert_eq!(
             (
                 line.flow.as_str(),
@@ -1424,10 +1598,18 @@ scenario!(
         f.claim("f1", "nx-scjg", "claim", "2026-03-05T10:00:00+08:00")
             .await;
         let r = f.report("2026-03", "2026-03-10T00:00:00+08:00").await;
-        let scjg = r.lines.iter().find(|l| l.department == "szs-scjg").unwrap();
-        assert_eq!((scjg.forwarded, scjg.still_open, scjg.overdue), (1, 0, 0));
-        let nx = r.lines.iter().find(|l| l.department == "nx-scjg").unwrap();
-        assert_eq!((nx.claimed, nx.overdue), (1, 1));
+        let scjg = r
+            .claims
+            .iter()
+            .find(|l| l.department == "szs-scjg")
+            .unwrap();
+        assert_eq!(
+            (scjg.forwarded, scjg.open, scjg.open_overdue, scjg.due),
+            (1, 0, Some(0), Some(0)),
+            "forwarded before claiming: not due for the forwarder"
+        );
+        let nx = r.claims.iter().find(|l| l.department == "nx-scjg").unwrap();
+        assert_eq!((nx.claimed, nx.claimed_late), (1, Some(1)));
     }
 );
 
@@ -1477,8 +1659,8 @@ scenario!(
         assert_eq!(c.detail["document_ref"], "石市监回执〔2026〕3号");
         let r = f.report("2026-03", "2026-03-10T00:00:00+08:00").await;
         assert_eq!(
-            (r.lines[0].offline, r.lines[0].claimed_on_time),
-            (1, 1),
+            (r.claims[0].offline, r.claims[0].claimed_on_time),
+            (1, Some(1)),
             "claimed on 03-03 per the written acknowledgement"
         );
     }
@@ -1827,3 +2009,450 @@ async fn a_sqlite_ledger_checkpoints_its_write_ahead_log_on_its_own() {
     assert_eq!(records, 100);
     drop(ledger);
 }
+
+/// A supervision record from szs-scjg's system (its adapter is in the catalog's list for it).
+fn request(id: &str, action: &str, request_type: &str, at: &str) -> Value {
+    json!({
+        "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.supervision.v1",
+        "subject": id, "time": at, "datacontenttype": "application/json",
+        "data": {"record_id": id, "kind": "supervision", "action": action,
+                 "source": {"adapter": "nx-scjg-supervision"}, "decided_at": at,
+                 "affected_license": {"license_no": "JY26402000000011"},
+                 "request": {"type": request_type, "reason": "依法应当变更", "evidence": [{"name": "证明材料"}]}}
+    })
+}
+
+scenario!(
+    a_change_request_is_decided_within_twenty_working_days_of_the_bureaus_claim,
+    |backend| {
+        // 济宁 第二十一条（三）: 变更 requests; the profile documents disposition_feedback as counted
+        // from the bureau's claim: pushed 11-02, claimed 11-16 → due 12-14, not 11-30.
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        f.send(
+            RecordKind::Supervision,
+            request("ch1", "变更许可", "变更", "2026-11-02T10:00:00+08:00"),
+        )
+        .await;
+        let e = f.entry("ch1", "szs-xzsp").await;
+        assert_eq!(
+            (e.feedback_rule.as_deref(), e.feedback_due_at),
+            (Some("disposition_feedback"), None)
+        );
+        f.claim("ch1", "szs-xzsp", "claim", "2026-11-16T10:00:00+08:00")
+            .await;
+        let e = f.entry("ch1", "szs-xzsp").await;
+        assert_eq!(
+            e.feedback_due_at.unwrap().to_rfc3339(),
+            "2026-12-14T23:59:59+08:00"
+        );
+        // Due soon on its last afternoon, not on 11-30.
+        assert!(f.levels_at("2026-11-30T17:00:00+08:00").await.is_empty());
+        assert_eq!(
+            f.levels_at("2026-12-14T17:00:00+08:00").await,
+            vec![("ch1".into(), "due_soon".into())]
+        );
+        f.feedback(
+            "ch1",
+            "szs-xzsp",
+            "disposition",
+            "2026-12-14T18:00:00+08:00",
+            json!({"disposition": "变更许可", "content": "变更经营场所门牌号"}),
+        )
+        .await;
+        let d = f.entry("ch1", "szs-scjg").await;
+        assert_eq!(d.claim_rule.as_deref(), Some("claim_decision"));
+        // 1 working day after Mon 12-14.
+        assert_eq!(
+            d.claim_due_at.unwrap().to_rfc3339(),
+            "2026-12-15T23:59:59+08:00"
+        );
+    }
+);
+
+scenario!(
+    an_objection_is_reviewed_and_a_decision_for_an_unknown_requester_is_said_not_delivered,
+    |backend| {
+        // 安康 15: 对审批结果有异议的…由审批部门…复核…并及时反馈给行业监管部门.
+        let mut f = Feed::new(backend, "generic").await;
+        f.send(
+            RecordKind::Supervision,
+            request("ob1", "审批结果异议", "复核", "2026-03-02T10:00:00+08:00"),
+        )
+        .await;
+        f.claim("ob1", "szs-xzsp", "claim", "2026-03-02T11:00:00+08:00")
+            .await;
+        f.feedback(
+            "ob1",
+            "szs-xzsp",
+            "disposition",
+            "2026-03-05T10:00:00+08:00",
+            json!({"disposition": "维持原审批决定", "content": "经复核，审批程序合法"}),
+        )
+        .await;
+        let d = f.entry("ob1", "szs-scjg").await;
+        assert_eq!(
+            (d.state, d.claim_rule.as_deref()),
+            (EntryState::Pushed, Some("claim_decision"))
+        );
+        assert_eq!(
+            d.claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-06T23:59:59+08:00",
+            "generic: 1 working day, a labelled default"
+        );
+        // A request whose sender the ledger cannot tell: the decision is not lost silently.
+        let mut unknown = request("ob2", "审批结果异议", "复核", "2026-03-02T10:00:00+08:00");
+        unknown["data"]["source"]["adapter"] = json!("nx-credit-cf");
+        f.send(RecordKind::Supervision, unknown).await;
+        f.claim("ob2", "szs-xzsp", "claim", "2026-03-02T11:00:00+08:00")
+            .await;
+        f.feedback(
+            "ob2",
+            "szs-xzsp",
+            "disposition",
+            "2026-03-05T10:00:00+08:00",
+            json!({"disposition": "维持原审批决定"}),
+        )
+        .await;
+        let (_, entries, history) = f.ledger.record("ob2").await.unwrap().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(history.iter().any(|h| h.action == "decision_not_delivered"));
+    }
+);
+
+scenario!(
+    an_independent_inspection_gets_no_advance_notice_deadline,
+    |backend| {
+        // 垣曲 第二十五条: 至少提前1个工作日 is for 联合踏勘评审 only. An 独立 notice for tomorrow,
+        // sent this morning, is not late.
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        for (id, mode) in [("in1", "独立踏勘评审"), ("in2", "委托踏勘评审")] {
+            f.notice(
+                id,
+                "szs-xzsp",
+                &["szs-scjg"],
+                json!({"notice_type": "踏勘通知", "inspection": {"mode": mode, "scheduled_at": "2026-10-16T09:00:00+08:00",
+                        "location": "大武口区", "matter": "食品经营许可 现场核查"}}),
+                "2026-10-16T08:00:00+08:00",
+            )
+            .await;
+            let (record, entries, _) = f.ledger.record(id).await.unwrap().unwrap();
+            assert_eq!((record.push_rule, record.push_late), (None, false));
+            assert_eq!(entries[0].claim_rule, None, "nothing to confirm");
+        }
+        assert!(outbox_levels(&f).await.is_empty(), "no late_push");
+    }
+);
+
+scenario!(
+    the_bureau_sets_a_commitments_verification_date_or_exempts_it,
+    |backend| {
+        // 济宁 第二十四条（一）: 明确核查时间……以及是否免予核查.
+        let mut f = Feed::new(backend, "jining-2022").await;
+        let approval = |id: &str, verification: Value| {
+            json!({
+                "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.approval.v1",
+                "subject": id, "time": "2026-03-02T10:00:00+08:00", "datacontenttype": "application/json",
+                "data": {"record_id": id, "kind": "approval", "source": {"adapter": "nx-zwfw-approval"},
+                         "item": {"code": FOOD, "name": "食品经营许可"}, "decided_at": "2026-03-02T09:00:00+08:00",
+                         "commitment": {"is_commitment": true, "items": ["补交健康证明"], "period_end": "2026-03-31",
+                                        "verification": verification}}
+            })
+        };
+        f.send(
+            RecordKind::Approval,
+            approval("v1", json!({"due_date": "2026-04-03"})),
+        )
+        .await;
+        let e = f.entry("v1", "szs-scjg").await;
+        assert_eq!(
+            (
+                e.feedback_rule.as_deref(),
+                e.feedback_due_at.unwrap().to_rfc3339()
+            ),
+            (
+                Some("verify_commitment"),
+                "2026-04-03T23:59:59+08:00".into()
+            ),
+            "the bureau's date, not 10 working days after the period"
+        );
+        f.send(
+            RecordKind::Approval,
+            approval("v2", json!({"exempt": true})),
+        )
+        .await;
+        let e = f.entry("v2", "szs-scjg").await;
+        assert_eq!(
+            (e.feedback_rule, e.feedback_due_at),
+            (None, None),
+            "免予核查"
+        );
+        assert!(e.note.unwrap().contains("免予核查"));
+        assert!(f
+            .ledger
+            .obligations("verify_commitment", None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(e, _)| e.record_id == "v1"));
+    }
+);
+
+scenario!(
+    a_licence_changed_after_its_push_is_pushed_again_as_an_update,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        let version = |status: &str, at: &str, n: u32| {
+            json!({
+                "specversion": "1.0", "id": format!("ev-u1-{n}"), "source": "/test", "type": "cn.shenguan.approval.v1",
+                "subject": "u1", "time": at, "datacontenttype": "application/json",
+                "data": {"record_id": "u1", "kind": "approval", "source": {"adapter": "nx-zwfw-approval"},
+                         "item": {"code": FOOD, "name": "食品经营许可"}, "decided_at": "2026-03-02T09:00:00+08:00",
+                         "license": {"license_no": "JY1", "status": status}}
+            })
+        };
+        f.send(
+            RecordKind::Approval,
+            version("有效", "2026-03-02T10:00:00+08:00", 1),
+        )
+        .await;
+        f.claim("u1", "szs-scjg", "claim", "2026-03-02T11:00:00+08:00")
+            .await;
+        // Its webhook delivery of the first version is done.
+        let now = t("2026-03-06T17:00:00+08:00");
+        f.ledger
+            .delivery_done("u1".into(), "szs-scjg".into(), 1, "ok")
+            .await
+            .unwrap();
+        assert!(f
+            .ledger
+            .due_deliveries(vec!["szs-scjg".into()], now, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // The licence is cancelled (注销) on Friday 03-06: a new version under the same key.
+        let changes = f
+            .send(
+                RecordKind::Approval,
+                version("注销", "2026-03-06T16:00:00+08:00", 2),
+            )
+            .await;
+        assert_eq!(changes.entries.len(), 1);
+        let e = f.entry("u1", "szs-scjg").await;
+        assert_eq!((e.state, e.version), (EntryState::Pushed, 2));
+        // The update goes to the department's webhook again, once.
+        let due = f
+            .ledger
+            .due_deliveries(vec!["szs-scjg".into()], now, 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].0.version, due[0].1.version), (2, 2));
+        f.ledger
+            .delivery_done("u1".into(), "szs-scjg".into(), 1, "ok")
+            .await
+            .unwrap();
+        assert!(f
+            .ledger
+            .due_deliveries(vec!["szs-scjg".into()], now, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(e.pushed_at.to_rfc3339(), "2026-03-06T16:00:00+08:00");
+        assert_eq!(
+            e.claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-09T23:59:59+08:00",
+            "its own claim deadline: the next working day after the update"
+        );
+        assert!(e.note.unwrap().contains("license.status"));
+        let (record, _, history) = f.ledger.record("u1").await.unwrap().unwrap();
+        assert_eq!(record.version, 2);
+        assert_eq!(record.data["license"]["status"], "注销");
+        let updated = history.iter().find(|h| h.action == "updated").unwrap();
+        assert_eq!(updated.detail["changed"], json!(["license.status"]));
+        assert_eq!(updated.detail["previous_event_id"], "ev-u1-1");
+        // Both versions are kept: the first claim stays in the history.
+        let actions: Vec<&str> = history.iter().map(|h| h.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["published", "routed", "claim", "updated", "update_pushed"]
+        );
+        // Unclaimed, it is alerted on like any push; claimed, it is done.
+        assert_eq!(
+            f.levels_at("2026-03-10T08:00:00+08:00").await,
+            vec![("u1".into(), "overdue".into())]
+        );
+        f.claim("u1", "szs-scjg", "claim", "2026-03-10T09:00:00+08:00")
+            .await;
+        let r = f.report("2026-03", "2026-03-20T00:00:00+08:00").await;
+        assert_eq!(
+            (r.claims[0].updates, r.claims[0].claimed_late),
+            (1, Some(1))
+        );
+    }
+);
+
+scenario!(
+    notices_are_claimed_forwarded_from_receipt_and_attendance_is_confirmed,
+    |backend| {
+        let mut f = Feed::new(backend, "zichuan-2019").await;
+        // 淄川 三（二）2: szs-scjg received a policy document from its upper level on Friday 03-06
+        // and forwards it on Tuesday 03-10: due the next working day after receipt (03-09), late.
+        f.notice(
+            "n1",
+            "szs-scjg",
+            &["szs-xzsp"],
+            json!({"notice_type": "法律法规政策调整信息", "received_at": "2026-03-06T15:00:00+08:00",
+                   "issued_at": "2026-03-02T09:00:00+08:00"}),
+            "2026-03-10T09:00:00+08:00",
+        )
+        .await;
+        let (record, entries, _) = f.ledger.record("n1").await.unwrap().unwrap();
+        assert_eq!(record.push_rule.as_deref(), Some("forward_notice"));
+        assert_eq!(
+            record.push_due_at.unwrap().to_rfc3339(),
+            "2026-03-09T23:59:59+08:00",
+            "counted from the receipt, not from the issue date"
+        );
+        assert!(record.push_late);
+        // The bureau claims it by the profile's claim_notice deadline.
+        assert_eq!(entries[0].claim_rule.as_deref(), Some("claim_notice"));
+        assert_eq!(
+            entries[0].claim_due_at.unwrap().to_rfc3339(),
+            "2026-03-11T23:59:59+08:00"
+        );
+        // A notice that does not say when it was received is not judged late.
+        f.notice(
+            "n2",
+            "szs-scjg",
+            &["szs-xzsp"],
+            json!({"notice_type": "业务培训信息"}),
+            "2026-03-10T09:00:00+08:00",
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("n2").await.unwrap().unwrap();
+        assert_eq!((record.push_due_at, record.push_late), (None, false));
+
+        // A training: each invited department confirms who attends by the time it starts.
+        f.notice(
+            "t1",
+            "szs-xzsp",
+            &["szs-scjg", "szs-wjw"],
+            json!({"notice_type": "业务培训信息", "training": {"starts_at": "2026-03-13T14:30:00+08:00", "location": "市民大厅"}}),
+            "2026-03-10T10:00:00+08:00",
+        )
+        .await;
+        let e = f.entry("t1", "szs-scjg").await;
+        assert_eq!(
+            (
+                e.claim_rule.as_deref(),
+                e.claim_due_at.unwrap().to_rfc3339()
+            ),
+            (
+                Some("confirm_attendance"),
+                "2026-03-13T14:30:00+08:00".into()
+            )
+        );
+        f.feedback(
+            "t1",
+            "szs-scjg",
+            "attendance",
+            "2026-03-11T09:00:00+08:00",
+            json!({"attendees": ["马丽 食品经营科"]}),
+        )
+        .await;
+        let e = f.entry("t1", "szs-scjg").await;
+        assert_eq!(
+            (e.state, e.outcome.as_deref()),
+            (EntryState::Closed, Some("attending"))
+        );
+        let levels = f.levels_at("2026-03-13T15:00:00+08:00").await;
+        assert_eq!(
+            levels
+                .iter()
+                .filter(|(id, _)| id == "t1")
+                .collect::<Vec<_>>(),
+            [&("t1".to_string(), "overdue".to_string())],
+            "szs-wjw did not confirm"
+        );
+        let r = f.report("2026-03", "2026-03-20T00:00:00+08:00").await;
+        let wjw = r
+            .claims
+            .iter()
+            .find(|l| l.department == "szs-wjw" && l.flow == "attendance")
+            .unwrap();
+        assert_eq!((wjw.open, wjw.open_overdue), (1, Some(1)));
+    }
+);
+
+scenario!(
+    a_joint_meetings_materials_are_due_one_working_day_before_it,
+    |backend| {
+        // 垣曲 附件 三（四）: 联席会议召开前1个工作日 the materials reach the member units.
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        let meeting = json!({"notice_type": "会议通知", "meeting": {"kind": "联席会议",
+            "starts_at": "2026-10-09T09:00:00+08:00", "topics": ["审管联动平台运行情况"]}});
+        // Sent on Thursday 10-08 at 18:00 for a meeting on Friday 10-09: due by the end of the
+        // working day before it, 10-08.
+        f.notice(
+            "m1",
+            "szs-xzsp",
+            &["szs-scjg"],
+            meeting,
+            "2026-10-08T18:00:00+08:00",
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("m1").await.unwrap().unwrap();
+        assert_eq!(record.push_rule.as_deref(), Some("meeting_materials"));
+        assert_eq!(
+            record.push_due_at.unwrap().to_rfc3339(),
+            "2026-10-08T23:59:59+08:00"
+        );
+        assert!(!record.push_late);
+        let e = f.entry("m1", "szs-scjg").await;
+        assert_eq!(e.claim_rule.as_deref(), Some("confirm_attendance"));
+        // The same notice on the morning of the meeting is late.
+        f.notice(
+            "m2",
+            "szs-xzsp",
+            &["szs-scjg"],
+            json!({"notice_type": "会议通知", "meeting": {"kind": "联席会议", "starts_at": "2026-10-16T09:00:00+08:00"}}),
+            "2026-10-16T08:00:00+08:00",
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("m2").await.unwrap().unwrap();
+        assert!(record.push_late);
+    }
+);
+
+scenario!(
+    a_record_decided_under_a_profile_out_of_its_period_says_so,
+    |backend| {
+        // 济宁 第三十七条: in force 2022-12-10 to 2024-12-09. A site still running jining-2022 in
+        // 2026 decides under a regulation no longer in force: its records say so.
+        let mut f = Feed::new(backend, "jining-2022").await;
+        f.approval(
+            "p1",
+            FOOD,
+            "2026-03-02T09:00:00+08:00",
+            "2026-03-02T10:00:00+08:00",
+        )
+        .await;
+        let (_, _, history) = f.ledger.record("p1").await.unwrap().unwrap();
+        let routed = history.iter().find(|h| h.action == "routed").unwrap();
+        assert_eq!(
+            routed.detail["policy_out_of_period"],
+            "jining-2022 is in force 2022-12-10 to 2024-12-09 (济宁 2022 第三十七条), not on 2026-03-02"
+        );
+        // Inside the period, nothing is said.
+        f.approval(
+            "p2",
+            FOOD,
+            "2024-03-04T09:00:00+08:00",
+            "2024-03-04T10:00:00+08:00",
+        )
+        .await;
+        let (_, _, history) = f.ledger.record("p2").await.unwrap().unwrap();
+        let routed = history.iter().find(|h| h.action == "routed").unwrap();
+        assert!(routed.detail.get("policy_out_of_period").is_none());
+    }
+);

@@ -89,8 +89,9 @@ async fn the_readme_walk_throughs_run_as_written() {
         in_section("A first run") >= 7,
         "the first run has fewer runnable blocks than it should: {MARKER} markers lost?"
     );
+    // (The 告知承诺 walk-through of that section runs in tests/rules.rs, from a fresh gateway.)
     assert!(
-        in_section("The other flows") >= 7,
+        in_section("The other flows") >= 6,
         "the other flows have fewer runnable blocks than they should: {MARKER} markers lost?"
     );
 

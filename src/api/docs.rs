@@ -86,37 +86,69 @@ pub struct IngestAnswer {
     pub rejected: Vec<RejectedRecordDoc>,
 }
 
-/// One line of the monthly report: a department, a kind and a flow.
+/// A receiving department's line of the monthly report: a department, a kind and a flow.
 #[derive(Serialize, ToSchema)]
-#[schema(as = ReportLine)]
-pub struct ReportLineDoc {
+#[schema(as = ReportClaimLine)]
+pub struct ClaimLineDoc {
     pub department: String,
+    /// The catalog's name for the department.
+    pub department_name: Option<String>,
     /// `approval`, `supervision` or `notice`.
     pub kind: String,
-    /// `claim`, `inquiry`, `inspection` or `commitment`.
+    /// `claim`, `commitment`, `decision`, `notice`, `attendance`, `inquiry` or `inspection`.
     pub flow: String,
+    /// Entries pushed to the department in the month (an update of a record is a push).
     pub pushed: u64,
     pub claimed: u64,
-    pub claimed_on_time: u64,
-    pub overdue: u64,
-    pub still_open: u64,
+    /// Claimed by the deadline; null when the flow has no deadline.
+    pub claimed_on_time: Option<u64>,
+    pub claimed_late: Option<u64>,
+    /// Not claimed yet.
+    pub open: u64,
+    /// Not claimed and past the deadline at the report time; null without deadlines.
+    pub open_overdue: Option<u64>,
     pub returned: u64,
-    /// claimed_on_time / (pushed − returned), 0..1; null when nothing counts.
+    pub forwarded: u64,
+    pub offline: u64,
+    pub updates: u64,
+    /// Entries that were due (claimed, or past the deadline); null without deadlines.
+    pub due: Option<u64>,
+    /// claimed_on_time ÷ due, 0..1; null when nothing was due or there is no deadline.
     pub on_time_rate: Option<f64>,
     /// Median working hours from push to claim.
     pub median_claim_hours: Option<f64>,
     pub p90_claim_hours: Option<f64>,
-    pub forwarded: u64,
-    pub offline: u64,
     pub replied: u64,
     pub deemed_agreed: u64,
+    pub attending: u64,
     pub signed_off: u64,
     pub verified: u64,
     pub unfulfilled: u64,
     pub follow_up_overdue: u64,
 }
 
-/// The monthly report (每月通报).
+/// A pushing party's line of the monthly report.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReportPushLine)]
+pub struct PushLineDoc {
+    /// The pushing party's code (`unknown` when the ledger cannot tell).
+    pub pusher: String,
+    pub pusher_name: Option<String>,
+    pub kind: String,
+    pub pushed: u64,
+    /// Of those, with a push deadline.
+    pub with_deadline: u64,
+    pub on_time: Option<u64>,
+    pub late: Option<u64>,
+    /// on_time ÷ with_deadline; null without deadlines.
+    pub on_time_rate: Option<f64>,
+    /// Median working hours from the decision (or receipt) to the push.
+    pub median_push_hours: Option<f64>,
+    pub p90_push_hours: Option<f64>,
+}
+
+/// The monthly report (每月通报): the push side per pushing party, the claim side per receiving
+/// department, and how each figure is counted.
 #[derive(Serialize, ToSchema)]
 #[schema(as = MonthlyReport)]
 pub struct MonthlyReport {
@@ -125,5 +157,8 @@ pub struct MonthlyReport {
     pub generated_at: String,
     /// The calendar data the working days were counted with.
     pub calendar_version: String,
-    pub lines: Vec<ReportLineDoc>,
+    pub pushes: Vec<PushLineDoc>,
+    pub claims: Vec<ClaimLineDoc>,
+    /// How each figure is counted.
+    pub notes: String,
 }

@@ -337,6 +337,9 @@ pub struct OfflineBody {
     /// When the push was made (RFC 3339); deadlines count from then.
     pushed_at: String,
     recorded_by: Option<String>,
+    /// The department that made the push (catalog code); required for supervision information,
+    /// whose decision goes back to it.
+    issuer: Option<String>,
     /// The canonical record without `record_id`, `kind`, `source` and `offline_push`.
     #[schema(value_type = Object)]
     record: Value,
@@ -379,6 +382,21 @@ pub async fn offline_push(
     let Value::Object(mut data) = b.record else {
         return Err(bad_request("bad-record", "record must be a JSON object"));
     };
+    // The bureau's decision on a request goes back to whoever made it: name it.
+    if kind == RecordKind::Supervision && b.issuer.is_none() {
+        return Err(bad_request(
+            "issuer-required",
+            "an offline push of supervision information names the department that made it: \"issuer\": \"szs-scjg\"",
+        ));
+    }
+    if let Some(d) = b.issuer.as_deref() {
+        if state.shared.catalog.department(d).is_none() {
+            return Err(bad_request(
+                "unknown-department",
+                format!("issuer {d} is not a department in the catalog"),
+            ));
+        }
+    }
     let now = state.clock.now();
     let key = format!("{}/{}", b.channel, b.document_ref);
     let id = crate::pipeline::record_id("offline", &key);
@@ -392,6 +410,9 @@ pub async fn offline_push(
         json!({"channel": b.channel, "document_ref": b.document_ref, "pushed_at": b.pushed_at});
     if let Some(who) = b.recorded_by {
         offline["recorded_by"] = json!(who);
+    }
+    if let Some(issuer) = b.issuer {
+        offline["issuer"] = json!(issuer);
     }
     data.insert("offline_push".into(), offline);
     create(&state, kind, &id, Value::Object(data)).await

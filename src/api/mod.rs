@@ -8,6 +8,7 @@ pub mod caller;
 pub mod dlq;
 pub mod docs;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod flows;
 pub mod ingest;
@@ -87,6 +88,7 @@ endpoints! {
     get "/v1/admin/audit" => admin::audit,
     get "/v1/dlq/{id}/original" => dlq::original,
     get "/v1/reports/monthly" => records::monthly,
+    get "/v1/exports/sgs" => export::sgs,
     get "/healthz" => healthz,
     get "/readyz" => readyz,
     get "/metrics" => metrics,
@@ -107,20 +109,30 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the bus is reachable.
+/// Readiness: the bus is reachable. Details an operator should see without it being a reason
+/// to stop traffic follow on their own lines: a policy profile decided outside its period.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+        (status = 200, description = "`ready`, then a line per condition to look at (`policy_out_of_period: …`)", body = String, content_type = "text/plain"),
         (status = 503, description = "The bus is not reachable", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
-async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<String, ApiError> {
     state
         .ingestor
         .bus
         .ready()
         .await
         .map_err(ApiError::NotReady)?;
-    Ok("ready\n")
+    let mut out = String::from("ready\n");
+    if let Some(why) = state
+        .shared
+        .policies
+        .get(&state.shared.policy)
+        .and_then(|p| crate::ledger::machine::out_of_period(p, state.clock.now()))
+    {
+        out.push_str(&format!("policy_out_of_period: {why}\n"));
+    }
+    Ok(out)
 }
 
 /// Prometheus metrics (public unless `auth.metrics_public = false`, then an admin token).

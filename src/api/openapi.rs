@@ -63,6 +63,7 @@ impl Modify for BearerScheme {
         admin::rotate,
         admin::audit,
         super::dlq::original,
+        super::export::sgs,
         super::healthz,
         super::readyz,
         super::metrics,

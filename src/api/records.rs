@@ -614,7 +614,12 @@ pub async fn monthly(
     Query(q): Query<ReportParams>,
 ) -> Result<Response, ApiError> {
     let (from, to) = report::month_bounds(&q.month).map_err(ApiError::BadMonth)?;
-    let builder = report::Monthly::new(&q.month, state.shared.calendar.clone(), state.clock.now());
+    let builder = report::Monthly::new(
+        &q.month,
+        state.shared.calendar.version(),
+        state.clock.now(),
+        report::department_names(&state.shared.catalog),
+    );
     let r = state.ledger.report_month(from, to, builder).await?.finish();
     let wants_csv = headers
         .get(header::ACCEPT)

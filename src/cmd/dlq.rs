@@ -101,10 +101,13 @@ pub async fn dlq_replay(
         all || !ids.is_empty() || adapter.is_some(),
         "say what to replay: --id ID, --adapter NAME or --all"
     );
-    let (schemas, adapters) = load_definitions(settings)?;
+    let defs = load_all(settings)?;
+    let (schemas, adapters) = (defs.schemas.clone(), defs.adapters);
     let (state, bus, topics) = open_io(settings).await?;
     let entries = dlq::entries_with_status(bus.as_ref(), &topics, state.as_ref()).await?;
-    let ingestor = Ingestor::new(schemas, bus.clone(), state.clone(), topics, usize::MAX);
+    // A replay is checked like a first ingest, required fields included.
+    let ingestor = Ingestor::new(schemas, bus.clone(), state.clone(), topics, usize::MAX)
+        .with_policy(defs.policies.get(&defs.policy).cloned());
     for id in ids {
         let Some(e) = entries.iter().find(|e| &e.id == id) else {
             anyhow::bail!("no DLQ entry with id {id}");

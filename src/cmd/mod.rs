@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod calendar;
 pub mod dlq;
+pub mod export;
 pub mod ledger;
 pub mod liaison;
 pub mod report;

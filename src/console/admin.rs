@@ -956,10 +956,22 @@ pub struct ReportRow {
     pub flow: String,
     pub pushed: u64,
     pub claimed: u64,
-    pub on_time: u64,
-    pub overdue: u64,
+    /// Counts and rates of a flow without a deadline are "—".
+    pub on_time: String,
+    pub overdue: String,
     pub open: u64,
     pub returned: u64,
+    pub rate: String,
+    pub median: String,
+}
+
+/// One line of the push side: who pushed, how many, how many in time.
+pub struct PushRow {
+    pub pusher: String,
+    pub kind: String,
+    pub pushed: u64,
+    pub on_time: String,
+    pub late: String,
     pub rate: String,
     pub median: String,
 }
@@ -971,9 +983,11 @@ struct ReportPage {
     month: String,
     months: Vec<String>,
     rows: Vec<ReportRow>,
+    pushes: Vec<PushRow>,
     chart: Chart,
     csv_href: String,
     generated: String,
+    notes: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -1015,8 +1029,14 @@ pub async fn report(
             .unwrap_or("—")
             .to_string()
     };
+    let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "—".into());
+    let percent = |x: Option<f64>| {
+        x.map(|x| format!("{:.0}%", x * 100.0))
+            .unwrap_or_else(|| "—".into())
+    };
+    let hours = |h: Option<f64>| h.map(|h| format!("{h:.1}")).unwrap_or_else(|| "—".into());
     let rows = r
-        .lines
+        .claims
         .iter()
         .map(|l| ReportRow {
             department: department_name(&state, &l.department),
@@ -1024,21 +1044,31 @@ pub async fn report(
             flow: flow_name(&l.flow).to_string(),
             pushed: l.pushed,
             claimed: l.claimed,
-            on_time: l.claimed_on_time,
-            overdue: l.overdue,
-            open: l.still_open,
+            on_time: count(l.claimed_on_time),
+            overdue: count(
+                l.claimed_late
+                    .map(|late| late + l.open_overdue.unwrap_or(0)),
+            ),
+            open: l.open,
             returned: l.returned,
-            rate: l
-                .on_time_rate
-                .map(|x| format!("{:.0}%", x * 100.0))
-                .unwrap_or_else(|| "—".into()),
-            median: l
-                .median_claim_hours
-                .map(|h| format!("{h:.1}"))
-                .unwrap_or_else(|| "—".into()),
+            rate: percent(l.on_time_rate),
+            median: hours(l.median_claim_hours),
         })
         .collect();
-    let chart = chart::chart(&r.lines, |d| department_name(&state, d));
+    let pushes = r
+        .pushes
+        .iter()
+        .map(|p| PushRow {
+            pusher: department_name(&state, &p.pusher),
+            kind: kind_name(&p.kind),
+            pushed: p.pushed,
+            on_time: count(p.on_time),
+            late: count(p.late),
+            rate: percent(p.on_time_rate),
+            median: hours(p.median_push_hours),
+        })
+        .collect();
+    let chart = chart::chart(&r.claims, |d| department_name(&state, d));
     let now = backend::now(&state).with_timezone(&crate::adapter::convert::shanghai());
     let months = (0..12)
         .map(|i| {
@@ -1056,7 +1086,9 @@ pub async fn report(
         month,
         months,
         rows,
+        pushes,
         chart,
+        notes: r.notes.clone(),
     })
 }
 

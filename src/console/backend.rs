@@ -439,7 +439,12 @@ pub async fn replay(
 pub async fn monthly_report(state: &AppState, month: &str) -> Result<report::Report, Failure> {
     let (from, to) = report::month_bounds(month)
         .map_err(|_| Failure::bad(format!("月份“{month}”无效，格式为 YYYY-MM")))?;
-    let builder = report::Monthly::new(month, state.shared.calendar.clone(), now(state));
+    let builder = report::Monthly::new(
+        month,
+        state.shared.calendar.version(),
+        now(state),
+        report::department_names(&state.shared.catalog),
+    );
     Ok(state
         .ledger
         .report_month(from, to, builder)

@@ -2,7 +2,7 @@
 //! the on-time claim rate as a bar from 0 to 100 % and the overdue count as a bar scaled to the
 //! largest one. Pure: report lines in, geometry out; the template only prints it.
 
-use crate::ledger::report::Line;
+use crate::ledger::report::ClaimLine;
 
 /// Width of the whole chart, in SVG units.
 pub const WIDTH: u32 = 760;
@@ -26,7 +26,7 @@ pub struct Bar {
     pub pushed: u64,
     pub claimed_on_time: u64,
     pub overdue: u64,
-    /// Claimed on time out of what counts (pushed, less returned and forwarded), in percent.
+    /// Claimed on time out of what was due (its deadline passed, or it was claimed), in percent.
     pub rate: Option<u32>,
     pub y: u32,
     pub text_y: u32,
@@ -52,24 +52,21 @@ pub struct Chart {
 
 /// Totals per department over every kind and flow of the report, in catalog order where the
 /// name function knows the department.
-pub fn chart(lines: &[Line], name: impl Fn(&str) -> String) -> Chart {
+pub fn chart(lines: &[ClaimLine], name: impl Fn(&str) -> String) -> Chart {
     let mut totals: Vec<(String, u64, u64, u64, u64)> = Vec::new();
-    for l in lines {
-        let counted = l.pushed.saturating_sub(l.returned + l.forwarded);
+    // Flows without a deadline count nothing here: no rate, nothing overdue.
+    for l in lines.iter().filter(|l| l.due.is_some()) {
+        let counted = l.due.unwrap_or(0);
+        let on_time = l.claimed_on_time.unwrap_or(0);
+        let overdue = l.claimed_late.unwrap_or(0) + l.open_overdue.unwrap_or(0);
         match totals.iter_mut().find(|t| t.0 == l.department) {
             Some(t) => {
                 t.1 += l.pushed;
-                t.2 += l.claimed_on_time;
-                t.3 += l.overdue;
+                t.2 += on_time;
+                t.3 += overdue;
                 t.4 += counted;
             }
-            None => totals.push((
-                l.department.clone(),
-                l.pushed,
-                l.claimed_on_time,
-                l.overdue,
-                counted,
-            )),
+            None => totals.push((l.department.clone(), l.pushed, on_time, overdue, counted)),
         }
     }
     totals.sort_by(|a, b| a.0.cmp(&b.0));
@@ -116,24 +113,30 @@ pub fn chart(lines: &[Line], name: impl Fn(&str) -> String) -> Chart {
 mod tests {
     use super::*;
 
-    fn line(department: &str, pushed: u64, on_time: u64, overdue: u64) -> Line {
-        Line {
+    /// A claim line: `pushed` records, all due, `on_time` claimed in time, `overdue` late.
+    fn line(department: &str, pushed: u64, on_time: u64, overdue: u64) -> ClaimLine {
+        ClaimLine {
             department: department.into(),
+            department_name: None,
             kind: "approval".into(),
             flow: "claim".into(),
             pushed,
-            claimed: on_time,
-            claimed_on_time: on_time,
-            overdue,
-            still_open: 0,
+            claimed: on_time + overdue,
+            claimed_on_time: Some(on_time),
+            claimed_late: Some(overdue),
+            open: 0,
+            open_overdue: Some(0),
             returned: 0,
+            forwarded: 0,
+            offline: 0,
+            updates: 0,
+            due: Some(on_time + overdue),
             on_time_rate: None,
             median_claim_hours: None,
             p90_claim_hours: None,
-            forwarded: 0,
-            offline: 0,
             replied: 0,
             deemed_agreed: 0,
+            attending: 0,
             signed_off: 0,
             verified: 0,
             unfulfilled: 0,

@@ -7,6 +7,7 @@ pub use shenguan_core::ledger::*;
 
 pub mod error;
 pub mod exec;
+pub mod export;
 pub mod pg;
 pub mod projector;
 pub mod shared;

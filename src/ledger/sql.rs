@@ -6,7 +6,7 @@ use crate::ledger::EntryState;
 
 /// The ledger schema this version writes. A ledger of an earlier schema is rebuilt from the bus
 /// when the gateway opens it (see `migrate`).
-pub const SCHEMA_VERSION: &str = "3";
+pub const SCHEMA_VERSION: &str = "4";
 
 pub const RECORDS: Table = Table {
     name: "ledger_records",
@@ -28,6 +28,10 @@ pub const RECORDS: Table = Table {
         ("case_no", Ty::Text),
         ("title", Ty::Text),
         ("counterpart", Ty::Text),
+        ("pusher", Ty::Text),
+        ("pushed_at", Ty::Int),
+        ("push_hours", Ty::Real),
+        ("version", Ty::Int),
     ],
 };
 
@@ -58,6 +62,8 @@ pub const ENTRIES: Table = Table {
         ("flow", Ty::Text),
         ("due_rule", Ty::Text),
         ("due_at", Ty::Int),
+        ("version", Ty::Int),
+        ("claim_hours", Ty::Real),
     ],
 };
 
@@ -158,9 +164,9 @@ pub fn upsert(table: &Table, key: &[&str]) -> String {
 /// `INCLUDE`: the columns join the key).
 pub fn ddl(dialect: Dialect) -> String {
     let unclaimed = state_in("", &EntryState::UNCLAIMED);
-    let (int, without_rowid) = match dialect {
-        Dialect::Sqlite => ("INTEGER", " WITHOUT ROWID"),
-        Dialect::Postgres => ("BIGINT", ""),
+    let (int, real, without_rowid) = match dialect {
+        Dialect::Sqlite => ("INTEGER", "REAL", " WITHOUT ROWID"),
+        Dialect::Postgres => ("BIGINT", "DOUBLE PRECISION", ""),
     };
     let due_index = match dialect {
         Dialect::Sqlite => format!(
@@ -178,7 +184,10 @@ CREATE TABLE IF NOT EXISTS ledger_records (
     record_id TEXT PRIMARY KEY, kind TEXT NOT NULL, event_id TEXT NOT NULL, published_at {int} NOT NULL,
     decided_at {int}, adapter TEXT NOT NULL, push_rule TEXT, push_due_at {int}, push_late {int} NOT NULL,
     unrouted TEXT, source_department TEXT, link_license_no TEXT, link_document_no TEXT, link_uscc TEXT,
-    case_no TEXT, title TEXT, counterpart TEXT);
+    case_no TEXT, title TEXT, counterpart TEXT, pusher TEXT, pushed_at {int} NOT NULL, push_hours {real},
+    version {int} NOT NULL);
+CREATE INDEX IF NOT EXISTS records_pushed ON ledger_records (pushed_at);
+CREATE INDEX IF NOT EXISTS records_decided ON ledger_records (kind, decided_at);
 CREATE INDEX IF NOT EXISTS records_by_license_no ON ledger_records (link_license_no) WHERE link_license_no IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_by_document_no ON ledger_records (link_document_no) WHERE link_document_no IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_by_uscc ON ledger_records (link_uscc) WHERE link_uscc IS NOT NULL;
@@ -189,7 +198,7 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     closed_at {int}, policy TEXT NOT NULL, claim_rule TEXT, claim_due_at {int}, feedback_rule TEXT,
     feedback_due_at {int}, calendar_version TEXT NOT NULL, deadline_problem TEXT,
     alert_level {int} NOT NULL, note TEXT, outcome TEXT, via TEXT, flow TEXT NOT NULL, due_rule TEXT,
-    due_at {int},
+    due_at {int}, version {int} NOT NULL, claim_hours {real},
     PRIMARY KEY (record_id, department)){without_rowid};
 CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, pushed_at);
 CREATE INDEX IF NOT EXISTS entries_by_department_state ON ledger_entries (department, state, due_at);
@@ -212,7 +221,8 @@ CREATE TABLE IF NOT EXISTS ledger_counters (
     PRIMARY KEY (name, department, kind)){without_rowid};
 CREATE TABLE IF NOT EXISTS deliveries (
     record_id TEXT NOT NULL, department TEXT NOT NULL, attempts {int} NOT NULL, status TEXT NOT NULL,
-    next_attempt_at {int}, last_error TEXT, PRIMARY KEY (record_id, department)){without_rowid};
+    next_attempt_at {int}, last_error TEXT, version {int} NOT NULL DEFAULT 1,
+    PRIMARY KEY (record_id, department)){without_rowid};
 CREATE TABLE IF NOT EXISTS ledger_leases (
     name TEXT PRIMARY KEY, owner TEXT NOT NULL, until_ms {int} NOT NULL);
 CREATE TABLE IF NOT EXISTS alert_outbox (
@@ -347,10 +357,87 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
             }
         }
     }
+    // Deliveries are not projection and stay across schema changes: the version of the record
+    // a delivery was for (so an update is delivered again) is added to a table without it.
+    let (q, p) = match dialect {
+        Dialect::Sqlite => (
+            "SELECT name FROM pragma_table_info('deliveries') WHERE name = $1".to_string(),
+            vec![Param::from("version")],
+        ),
+        Dialect::Postgres => (
+            "SELECT column_name::text AS name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'deliveries' AND column_name = $1".to_string(),
+            vec![Param::from("version")],
+        ),
+    };
+    if ex.query(&q, p).await?.is_empty() {
+        let int = match dialect {
+            Dialect::Sqlite => "INTEGER",
+            Dialect::Postgres => "BIGINT",
+        };
+        ex.script(&format!(
+            "ALTER TABLE deliveries ADD COLUMN version {int} NOT NULL DEFAULT 1"
+        ))
+        .await?;
+    }
     ex.execute(
         "INSERT INTO ledger_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         vec![Param::from(SCHEMA_VERSION)],
     )
     .await?;
     Ok(())
+}
+
+/// The receiving side of the monthly report: the month's entries (`$1` ≤ pushed_at < `$2`)
+/// counted per department, kind and flow, in one `GROUP BY`; `$3` is the report time, against
+/// which "past the deadline" is measured. Each figure is defined here once, for both dialects.
+pub fn report_claims() -> String {
+    let unclaimed = state_in("", &EntryState::UNCLAIMED);
+    let following = state_in("", &EntryState::CLAIMED);
+    let count = |cond: &str| format!("CAST(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS BIGINT)");
+    let figures = [
+        ("with_deadline", "claim_due_at IS NOT NULL".to_string()),
+        ("claimed", "claimed_at IS NOT NULL".to_string()),
+        ("claimed_on_time", "claimed_at IS NOT NULL AND claim_due_at IS NOT NULL AND claimed_at <= claim_due_at".to_string()),
+        ("claimed_late", "claimed_at IS NOT NULL AND claimed_at > claim_due_at".to_string()),
+        ("open", unclaimed.clone()),
+        // Not claimed and past the deadline: still open, or closed unanswered (deemed agreed).
+        ("missed", "claimed_at IS NULL AND state NOT IN ('returned', 'forwarded') AND claim_due_at < $3".to_string()),
+        ("returned", "state = 'returned'".to_string()),
+        ("forwarded", "state = 'forwarded'".to_string()),
+        ("offline", "via IS NOT NULL".to_string()),
+        ("updates", "version > 1".to_string()),
+        ("replied", "outcome = 'replied'".to_string()),
+        ("deemed_agreed", "outcome = 'deemed_agreed'".to_string()),
+        ("attending", "outcome = 'attending'".to_string()),
+        ("signed_off", "outcome = 'signed_off'".to_string()),
+        ("verified", "outcome IN ('commitment_fulfilled', 'commitment_unfulfilled')".to_string()),
+        ("unfulfilled", "outcome = 'commitment_unfulfilled'".to_string()),
+        // The follow-up after a claim done late, or still open past its deadline. For an
+        // inquiry the reply is both, and counted once, as the claim.
+        ("follow_up_overdue", format!(
+            "flow <> 'inquiry' AND claimed_at IS NOT NULL AND feedback_due_at IS NOT NULL
+             AND ((state = 'closed' AND closed_at > feedback_due_at) OR ({following} AND feedback_due_at < $3))"
+        )),
+    ];
+    let columns: Vec<String> = figures
+        .iter()
+        .map(|(name, cond)| format!("{} AS {name}", count(cond)))
+        .collect();
+    format!(
+        "SELECT department, kind, flow, COUNT(*) AS pushed, {}
+         FROM ledger_entries WHERE pushed_at >= $1 AND pushed_at < $2
+         GROUP BY department, kind, flow ORDER BY department, kind, flow",
+        columns.join(",\n  ")
+    )
+}
+
+/// The pushing side of the monthly report: the month's records (`$1` ≤ pushed_at < `$2`)
+/// counted per pushing party and kind, in one `GROUP BY`.
+pub fn report_pushes() -> String {
+    "SELECT COALESCE(pusher, '') AS pusher, kind, COUNT(*) AS pushed,
+       CAST(SUM(CASE WHEN push_due_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS with_deadline,
+       CAST(SUM(CASE WHEN push_due_at IS NOT NULL AND push_late = 1 THEN 1 ELSE 0 END) AS BIGINT) AS late
+     FROM ledger_records WHERE pushed_at >= $1 AND pushed_at < $2
+     GROUP BY COALESCE(pusher, ''), kind ORDER BY COALESCE(pusher, ''), kind"
+        .to_string()
 }

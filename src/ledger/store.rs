@@ -211,6 +211,16 @@ pub trait LedgerStore: Send + Sync + 'static {
         to: DateTime<FixedOffset>,
         report: super::report::Monthly,
     ) -> Result<super::report::Monthly, LedgerError>;
+    /// The records of `kind` decided in `[from, to)` (their decision time, else their
+    /// publication), oldest first — for a department, those routed to it or pushed by it — for the
+    /// 双公示 export.
+    async fn decided_between(
+        &self,
+        kind: RecordKind,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        department: Option<&str>,
+    ) -> Result<Vec<RecordRow>, LedgerError>;
     /// Claims up to `limit` queued alerts for `lease` on behalf of `owner`: no other instance
     /// publishes them meanwhile; if the owner dies, the lease runs out and another one does.
     async fn claim_outbox(
@@ -361,6 +371,10 @@ fn record_params(r: &RecordRow) -> Vec<Param> {
         case_no.into(),
         title.into(),
         counterpart.into(),
+        r.pusher.clone().into(),
+        r.pushed_at.into(),
+        Param::Real(r.push_hours),
+        i64::from(r.version).into(),
     ]
 }
 
@@ -394,6 +408,8 @@ fn entry_params(e: &Entry) -> Vec<Param> {
         flow_of(e).into(),
         due_rule.into(),
         due_at.into(),
+        i64::from(e.version).into(),
+        Param::Real(e.claim_hours),
     ]
 }
 
@@ -448,8 +464,21 @@ fn record_from(row: &Row) -> Result<RecordRow, DbError> {
         unrouted: row.opt_text("unrouted")?,
         linked_record_id: None,
         source_department: row.opt_text("source_department")?,
+        pusher: row.opt_text("pusher")?,
+        pushed_at: row.time("pushed_at")?,
+        push_hours: row.opt_real("push_hours")?,
+        version: version(row, "version")?,
         data: data_of(row, "payload")?,
     })
+}
+
+/// A version number as stored.
+fn version(row: &Row, column: &str) -> Result<u32, DbError> {
+    let v = row.int(column)?;
+    u32::try_from(v)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| row.bad(column, format!("{v} is not a version")))
 }
 
 fn entry_from(row: &Row) -> Result<Entry, DbError> {
@@ -477,6 +506,8 @@ fn entry_from(row: &Row) -> Result<Entry, DbError> {
         note: row.opt_text("note")?,
         outcome: row.opt_text("outcome")?,
         via: row.opt_text("via")?,
+        version: version(row, "version")?,
+        claim_hours: row.opt_real("claim_hours")?,
     })
 }
 
@@ -549,8 +580,18 @@ fn joined_record(row: &Row) -> Result<RecordRow, DbError> {
         unrouted: row.opt_text("r_unrouted")?,
         linked_record_id: None,
         source_department: row.opt_text("r_source_department")?,
+        pusher: row.opt_text("r_pusher")?,
+        pushed_at: row.time("r_pushed_at")?,
+        push_hours: row.opt_real("r_push_hours")?,
+        version: version(row, "r_version")?,
         data: data_of(row, "r_payload")?,
     })
+}
+
+/// A count of a report row.
+fn count(row: &Row, column: &str) -> Result<u64, DbError> {
+    let v = row.int(column)?;
+    u64::try_from(v).map_err(|_| row.bad(column, format!("{v} is not a count")))
 }
 
 fn entries_with_records(
@@ -1361,21 +1402,127 @@ impl LedgerStore for SqlLedger {
         to: DateTime<FixedOffset>,
         mut report: super::report::Monthly,
     ) -> Result<super::report::Monthly, LedgerError> {
+        let now = report.now();
         self.read(move |ex| {
             Box::pin(async move {
                 let rows = ex
                     .query(
-                        &format!(
-                            "SELECT {} FROM ledger_entries WHERE pushed_at >= $1 AND pushed_at < $2",
-                            ENTRIES.column_list()
-                        ),
+                        &sql::report_claims(),
+                        vec![from.into(), to.into(), now.into()],
+                    )
+                    .await?;
+                for r in rows.iter("ledger_entries") {
+                    let n = |c: &str| count(&r, c);
+                    report.claim_counts(super::report::ClaimCounts {
+                        department: r.text("department")?,
+                        kind: r.text("kind")?,
+                        flow: r.text("flow")?,
+                        pushed: n("pushed")?,
+                        with_deadline: n("with_deadline")?,
+                        claimed: n("claimed")?,
+                        claimed_on_time: n("claimed_on_time")?,
+                        claimed_late: n("claimed_late")?,
+                        open: n("open")?,
+                        missed: n("missed")?,
+                        returned: n("returned")?,
+                        forwarded: n("forwarded")?,
+                        offline: n("offline")?,
+                        updates: n("updates")?,
+                        replied: n("replied")?,
+                        deemed_agreed: n("deemed_agreed")?,
+                        attending: n("attending")?,
+                        signed_off: n("signed_off")?,
+                        verified: n("verified")?,
+                        unfulfilled: n("unfulfilled")?,
+                        follow_up_overdue: n("follow_up_overdue")?,
+                    });
+                }
+                // One number per entry, sorted by the database.
+                let rows = ex
+                    .query(
+                        "SELECT department, kind, flow, claim_hours FROM ledger_entries
+                         WHERE pushed_at >= $1 AND pushed_at < $2 AND claim_hours IS NOT NULL
+                         ORDER BY department, kind, flow, claim_hours",
                         vec![from.into(), to.into()],
                     )
                     .await?;
-                for row in rows.iter("ledger_entries") {
-                    report.add(&entry_from(&row)?);
+                for r in rows.iter("ledger_entries") {
+                    let hours = r
+                        .opt_real("claim_hours")?
+                        .ok_or_else(|| r.bad("claim_hours", "is empty (NULL)".into()))?;
+                    report.claim_hours(
+                        &r.text("department")?,
+                        &r.text("kind")?,
+                        &r.text("flow")?,
+                        hours,
+                    );
+                }
+                let rows = ex
+                    .query(&sql::report_pushes(), vec![from.into(), to.into()])
+                    .await?;
+                for r in rows.iter("ledger_records") {
+                    let n = |c: &str| count(&r, c);
+                    report.push_counts(super::report::PushCounts {
+                        pusher: r.text("pusher")?,
+                        kind: r.text("kind")?,
+                        pushed: n("pushed")?,
+                        with_deadline: n("with_deadline")?,
+                        late: n("late")?,
+                    });
+                }
+                let rows = ex
+                    .query(
+                        "SELECT COALESCE(pusher, '') AS pusher, kind, push_hours FROM ledger_records
+                         WHERE pushed_at >= $1 AND pushed_at < $2 AND push_hours IS NOT NULL
+                         ORDER BY COALESCE(pusher, ''), kind, push_hours",
+                        vec![from.into(), to.into()],
+                    )
+                    .await?;
+                for r in rows.iter("ledger_records") {
+                    let hours = r
+                        .opt_real("push_hours")?
+                        .ok_or_else(|| r.bad("push_hours", "is empty (NULL)".into()))?;
+                    report.push_hours(&r.text("pusher")?, &r.text("kind")?, hours);
                 }
                 Ok(report)
+            })
+        })
+        .await
+    }
+
+    async fn decided_between(
+        &self,
+        kind: RecordKind,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        department: Option<&str>,
+    ) -> Result<Vec<RecordRow>, LedgerError> {
+        let department = department.unwrap_or("").to_string();
+        let query = format!(
+            "SELECT {} FROM ledger_records r {RECORD_JOIN}
+             WHERE r.kind = $1 AND COALESCE(r.decided_at, r.published_at) >= $2
+               AND COALESCE(r.decided_at, r.published_at) < $3
+               AND ($4 = '' OR r.pusher = $4 OR EXISTS (SELECT 1 FROM ledger_entries e
+                     WHERE e.record_id = r.record_id AND e.department = $4 AND e.flow <> 'decision'))
+             ORDER BY COALESCE(r.decided_at, r.published_at), r.record_id",
+            record_select()
+        );
+        self.read(move |ex| {
+            Box::pin(async move {
+                let rows = ex
+                    .query(
+                        &query,
+                        vec![
+                            kind.as_str().into(),
+                            from.into(),
+                            to.into(),
+                            department.into(),
+                        ],
+                    )
+                    .await?;
+                rows.iter("ledger_records")
+                    .map(|r| record_from(&r))
+                    .collect()
             })
         })
         .await
@@ -1551,7 +1698,7 @@ impl LedgerStore for SqlLedger {
              JOIN ledger_records r ON r.record_id = e.record_id {RECORD_JOIN}
              LEFT JOIN deliveries d ON d.record_id = e.record_id AND d.department = e.department
              WHERE e.department = $1 AND {}
-               AND (d.status IS NULL OR (d.status = 'retry' AND d.next_attempt_at <= $2))
+               AND (d.status IS NULL OR (d.status = 'retry' AND d.next_attempt_at <= $2) OR d.version < e.version)
              ORDER BY e.pushed_at, e.record_id LIMIT {limit}",
             entry_record_select(),
             sql::state_in("e.", &[EntryState::Pushed]),
@@ -1588,9 +1735,10 @@ impl LedgerStore for SqlLedger {
         self.write(move |ex| {
             Box::pin(async move {
                 ex.execute(
-                    "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error) VALUES ($1, $2, $3, 'retry', $4, $5)
+                    "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error, version)
+                     VALUES ($1, $2, $3, 'retry', $4, $5, COALESCE((SELECT version FROM ledger_entries WHERE record_id = $1 AND department = $2), 1))
                      ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = 'retry',
-                       next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
+                       next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, version = excluded.version",
                     vec![
                         record_id.into(),
                         department.into(),
@@ -1634,8 +1782,10 @@ impl LedgerStore for SqlLedger {
         self.write(move |ex| {
             Box::pin(async move {
                 ex.execute(
-                    "INSERT INTO deliveries (record_id, department, attempts, status) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status, next_attempt_at = NULL",
+                    "INSERT INTO deliveries (record_id, department, attempts, status, version)
+                     VALUES ($1, $2, $3, $4, COALESCE((SELECT version FROM ledger_entries WHERE record_id = $1 AND department = $2), 1))
+                     ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status,
+                       next_attempt_at = NULL, version = excluded.version",
                     vec![
                         record_id.into(),
                         department.into(),

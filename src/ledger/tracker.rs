@@ -225,6 +225,10 @@ pub async fn refresh_gauges(
     shared: &Shared,
     now: DateTime<FixedOffset>,
 ) -> Result<(), LedgerError> {
+    if let Some(policy) = shared.policies.get(&shared.policy) {
+        let why = super::machine::out_of_period(policy, now);
+        events::policy_period(&policy.name, why.as_deref());
+    }
     let rows = ledger.gauges().await?;
     METRICS.unclaimed.reset();
     METRICS.overdue.reset();

@@ -103,6 +103,30 @@ pub fn calendar_missing(record_id: &str, problem: &str) {
     tracing::warn!(record_id, problem, "deadline not computed");
 }
 
+/// Whether the policy profile in force is outside its period today: the gauge, and a log line
+/// when that changes (at start-up, and when the period ends while the gateway runs).
+pub fn policy_period(policy: &str, out_of_period: Option<&str>) {
+    static LAST: std::sync::Mutex<Option<(String, bool)>> = std::sync::Mutex::new(None);
+    METRICS.policy_out_of_period.reset();
+    METRICS
+        .policy_out_of_period
+        .with_label_values(&[policy])
+        .set(i64::from(out_of_period.is_some()));
+    let now = (policy.to_string(), out_of_period.is_some());
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.as_ref() != Some(&now) {
+        match out_of_period {
+            Some(why) => tracing::warn!(
+                policy,
+                why,
+                "records are decided under a policy profile outside the period it is in force: choose the profile of the regulation in force"
+            ),
+            None => tracing::info!(policy, "the policy profile is in force"),
+        }
+        *last = Some(now);
+    }
+}
+
 /// A webhook delivery attempt.
 pub fn delivery_attempt(department: &str, outcome: &str, record_id: &str, detail: &str) {
     METRICS

@@ -26,6 +26,7 @@ pub const UNROUTED: &str = "shenguan_unrouted_records";
 pub const DELIVERY_ATTEMPTS: &str = "shenguan_delivery_attempts_total";
 pub const CALENDAR_DAYS_REMAINING: &str = "shenguan_calendar_days_remaining";
 pub const DEADLINE_UNCOMPUTABLE: &str = "shenguan_deadline_uncomputable_total";
+pub const POLICY_OUT_OF_PERIOD: &str = "shenguan_policy_out_of_period";
 pub const BUS_UP: &str = "shenguan_bus_up";
 pub const CONSUMER_LAG: &str = "shenguan_consumer_lag_messages";
 pub const BUILD_INFO: &str = "shenguan_build_info";
@@ -100,6 +101,8 @@ pub struct Metrics {
     pub delivery_attempts: IntCounterVec,
     pub calendar_days_remaining: prometheus::Gauge,
     pub deadline_uncomputable: prometheus::IntCounter,
+    /// 1 while the policy profile in force is outside the period its regulation is in force.
+    pub policy_out_of_period: IntGaugeVec,
     pub bus_up: prometheus::IntGauge,
     pub consumer_lag: IntGaugeVec,
     pub ingested: IntCounterVec,
@@ -223,6 +226,14 @@ impl Metrics {
             "Deadlines that could not be computed because the calendar has no data for the year.",
         )
         .expect("valid metric");
+        let policy_out_of_period = gauge(
+            POLICY_OUT_OF_PERIOD,
+            "1 while records are decided under a policy profile outside the period its regulation is in force (e.g. jining-2022 after 2024-12-09), else 0.",
+            &["policy"],
+        );
+        registry
+            .register(Box::new(policy_out_of_period.clone()))
+            .expect("unique metric");
         let bus_up = prometheus::IntGauge::new(
             BUS_UP,
             "1 when the bus answered the last readiness check, else 0.",
@@ -300,6 +311,7 @@ impl Metrics {
             delivery_attempts,
             calendar_days_remaining,
             deadline_uncomputable,
+            policy_out_of_period,
             bus_up,
             consumer_lag,
             ingested,

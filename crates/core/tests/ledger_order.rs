@@ -1,5 +1,8 @@
 //! The ledger does not depend on the order it reads its topics in. Generated streams of
-//! records, claims, returns, forwards, routings, deliveries, feedback, alert levels and purges
+//! records (approvals with commitments, supervision requests the bureau decides on, notices to
+//! claim or attend, new versions of each), claims, returns, forwards, routings, deliveries,
+//! feedback (dispositions that deliver a decision to the requester, attendance, verifications),
+//! alert levels and purges
 //! are applied in the order they happened and in random interleavings of their topics (each
 //! topic's own order kept, messages redelivered, bursts of random size), through the one
 //! `apply_batch` over an in-memory store; the resulting ledgers are the same.
@@ -181,7 +184,7 @@ impl Rng {
 }
 
 const ITEMS: [&str; 3] = ["000117006000", "000118002000", "999"];
-const DEPARTMENTS: [&str; 4] = ["szs-scjg", "szs-wjw", "szs-zjj", "nx-scjg"];
+const DEPARTMENTS: [&str; 5] = ["szs-scjg", "szs-wjw", "szs-zjj", "nx-scjg", "szs-xzsp"];
 
 fn envelope(
     kind: RecordKind,
@@ -213,32 +216,66 @@ fn history_of(seed: u64) -> Vec<Message> {
         let published = start + Duration::minutes(rng.below(600) as i64);
         let item = *rng.pick(&ITEMS);
         let decided = published - Duration::hours(rng.below(30) as i64);
-        let data = json!({
-            "record_id": id, "kind": "approval",
-            "source": {"system": "test", "adapter": "nx-zwfw-approval", "business_key": id},
-            "item": {"code": item, "name": "事项"},
-            "decided_at": rfc3339(decided),
-        });
-        out.push(Message {
-            kind: RecordKind::Approval,
-            at: published,
-            payload: envelope(
-                RecordKind::Approval,
-                &format!("ev-{id}"),
-                &id,
-                published,
-                data.clone(),
+        // An approval (with a commitment now and then), a request from a supervision department
+        // the bureau decides on (its decision goes back to the requester), or a notice (a
+        // training to attend, a meeting, a policy document forwarded after its receipt).
+        let (kind, data) = match rng.below(6) {
+            0 => (
+                RecordKind::Supervision,
+                json!({
+                    "record_id": id, "kind": "supervision",
+                    "action": *rng.pick(&["撤销许可", "变更许可", "审批结果异议", "行政处罚"]),
+                    "source": {"system": "test", "adapter": "nx-scjg-supervision", "business_key": id},
+                    "decided_at": rfc3339(decided),
+                }),
             ),
+            1 => {
+                let starts = rfc3339(published + Duration::hours(rng.below(96) as i64));
+                let extra = match rng.below(3) {
+                    0 => json!({"training": {"starts_at": starts}}),
+                    1 => json!({"meeting": {"kind": "联席会议", "starts_at": starts}}),
+                    _ => json!({"received_at": rfc3339(decided)}),
+                };
+                let mut d = json!({
+                    "record_id": id, "kind": "notice", "notice_type": "业务培训信息",
+                    "source": {"system": "test", "adapter": "notice", "business_key": id},
+                    "title": "通知", "issuer": "x", "issuer_code": "szs-xzsp",
+                    "issued_at": rfc3339(decided), "audience": ["szs-scjg", "szs-wjw"],
+                });
+                for (k, v) in extra.as_object().unwrap() {
+                    d[k] = v.clone();
+                }
+                (RecordKind::Notice, d)
+            }
+            n => {
+                let mut d = json!({
+                    "record_id": id, "kind": "approval",
+                    "source": {"system": "test", "adapter": "nx-zwfw-approval", "business_key": id},
+                    "item": {"code": item, "name": "事项"},
+                    "decided_at": rfc3339(decided),
+                });
+                if n == 2 {
+                    d["commitment"] = json!({"is_commitment": true, "period_end": "2026-03-20",
+                                             "verification": if rng.below(2) == 0 { json!({"exempt": true}) } else { json!({"due_date": "2026-03-25"}) }});
+                }
+                (RecordKind::Approval, d)
+            }
+        };
+        out.push(Message {
+            kind,
+            at: published,
+            payload: envelope(kind, &format!("ev-{id}"), &id, published, data.clone()),
         });
         if rng.below(4) == 0 {
             // A new version, later.
             let at = published + Duration::hours(1 + rng.below(48) as i64);
             let mut v2 = data.clone();
-            v2["item"]["name"] = json!("事项（变更）");
+            v2["title"] = json!("变更后");
+            v2["decided_at"] = json!(rfc3339(at));
             out.push(Message {
-                kind: RecordKind::Approval,
+                kind,
                 at,
-                payload: envelope(RecordKind::Approval, &format!("ev-{id}-2"), &id, at, v2),
+                payload: envelope(kind, &format!("ev-{id}-2"), &id, at, v2),
             });
         }
         // Claim-topic and feedback events, sometimes stamped a little before the record.
@@ -258,7 +295,14 @@ fn history_of(seed: u64) -> Vec<Message> {
                     (RecordKind::Claim, d)
                 }
                 6..=7 => {
-                    let t = *rng.pick(&["supervision_started", "rectification", "other"]);
+                    let t = *rng.pick(&[
+                        "supervision_started",
+                        "rectification",
+                        "other",
+                        "disposition",
+                        "attendance",
+                        "commitment_verified",
+                    ]);
                     (
                         RecordKind::Feedback,
                         json!({"record_id": id, "department": department, "feedback_type": t,
@@ -267,10 +311,19 @@ fn history_of(seed: u64) -> Vec<Message> {
                 }
                 _ => {
                     let level = *rng.pick(&["due_soon", "overdue", "escalated"]);
+                    let rule = *rng.pick(&[
+                        "claim_approval",
+                        "claim_supervision",
+                        "claim_notice",
+                        "confirm_attendance",
+                        "claim_decision",
+                        "disposition_feedback",
+                        "verify_commitment",
+                    ]);
                     (
                         RecordKind::Alert,
                         json!({"record_id": id, "department": department, "kind": "approval",
-                               "level": level, "rule": "claim_approval", "policy": "yuanqu-2022",
+                               "level": level, "rule": rule, "policy": "yuanqu-2022",
                                "at": rfc3339(at), "message": "tracker"}),
                     )
                 }
@@ -279,7 +332,7 @@ fn history_of(seed: u64) -> Vec<Message> {
                 RecordKind::Alert => alert_id(
                     &id,
                     Some(department),
-                    "claim_approval",
+                    data["rule"].as_str().unwrap(),
                     data["level"].as_str().unwrap(),
                 ),
                 _ => format!("{}-{id}-{n}", kind.as_str()),

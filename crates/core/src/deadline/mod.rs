@@ -23,7 +23,10 @@ pub mod calendar;
 pub mod policy;
 
 pub use calendar::{Calendar, CalendarError, MissingYear};
-pub use policy::{rule_names, Direction, OverrideError, Policies, Policy, PolicyError, Rule};
+pub use policy::{
+    rule_names, Direction, MissingField, OverrideError, Period, Policies, Policy, PolicyError,
+    RequiredFields, Rule,
+};
 
 /// (path, text) of a file, or (path, message) of a problem with it.
 type FileText = (String, String);

@@ -30,6 +30,14 @@ const BUILTIN: &[(&str, &str)] = &[
         "policies/jining-2022.toml",
         include_str!("../../../../policies/jining-2022.toml"),
     ),
+    (
+        "policies/zichuan-2019.toml",
+        include_str!("../../../../policies/zichuan-2019.toml"),
+    ),
+    (
+        "policies/generic.toml",
+        include_str!("../../../../policies/generic.toml"),
+    ),
 ];
 
 /// The rule names a profile may define. Other code refers to rules by these names; a profile
@@ -60,9 +68,17 @@ pub mod rule_names {
     /// A 告知承诺 approval's commitment verified by the supervision department, counted from the
     /// end of the commitment period.
     pub const VERIFY_COMMITMENT: &str = "verify_commitment";
+    /// A training or policy-change notice (业务培训信息, 法律法规政策调整信息) claimed by each
+    /// receiver, counted from the push.
+    pub const CLAIM_NOTICE: &str = "claim_notice";
+    /// The bureau's decision on a request (撤回/撤销/注销/变更, 异议复核, a failed 告知承诺) claimed
+    /// by the department that asked, counted from the decision's push.
+    pub const CLAIM_DECISION: &str = "claim_decision";
+    /// A 联席会议's materials sent to the member units, counted back from the meeting.
+    pub const MEETING_MATERIALS: &str = "meeting_materials";
 
     /// Every rule name, in the order of the process.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 14] = [
         PUSH_APPROVAL,
         CLAIM_APPROVAL,
         PUSH_SUPERVISION,
@@ -74,6 +90,9 @@ pub mod rule_names {
         REPLY_INQUIRY,
         INSPECTION_SIGNOFF,
         VERIFY_COMMITMENT,
+        CLAIM_NOTICE,
+        CLAIM_DECISION,
+        MEETING_MATERIALS,
     ];
 }
 
@@ -88,9 +107,10 @@ pub enum Direction {
     Before,
 }
 
-/// The direction a rule name is counted in; only `inspection_notice` counts backwards.
+/// The direction a rule name is counted in; `inspection_notice` and `meeting_materials` count
+/// backwards from the event they announce.
 fn direction_of(rule: &str) -> Direction {
-    if rule == rule_names::INSPECTION_NOTICE {
+    if rule == rule_names::INSPECTION_NOTICE || rule == rule_names::MEETING_MATERIALS {
         Direction::Before
     } else {
         Direction::After
@@ -142,8 +162,117 @@ pub struct Policy {
     pub escalate_after_working_days: u32,
     /// The rules by name (see [`rule_names`]); a rule absent here is not tracked.
     pub rules: BTreeMap<String, Rule>,
+    /// The period the regulation is in force (济宁 第三十七条: 2022-12-10 to 2024-12-09); a record
+    /// decided under the profile outside it is a visible condition, not silence.
+    pub period: Period,
+    /// Canonical fields a record must carry under this profile, beyond the schema's (垣曲
+    /// 第二十二条（二）: 联系方式; 济宁 第二十条（二）: 联系方式、地址).
+    pub required_fields: RequiredFields,
     /// Where the profile came from: `policies/<name>.toml` when built in, else the site's path.
     pub source: String,
+}
+
+/// The days a regulation is in force, both ends included; an open end is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Period {
+    pub from: Option<chrono::NaiveDate>,
+    pub until: Option<chrono::NaiveDate>,
+    /// The article that sets the period (济宁 第三十七条), or where the dates come from.
+    pub citation: String,
+}
+
+impl Period {
+    /// Whether `date` is inside the period.
+    pub fn contains(&self, date: chrono::NaiveDate) -> bool {
+        self.from.is_none_or(|f| date >= f) && self.until.is_none_or(|u| date <= u)
+    }
+
+    /// `2022-12-10 to 2024-12-09`, `from 2022-04-26`.
+    pub fn describe(&self) -> String {
+        match (self.from, self.until) {
+            (Some(f), Some(u)) => format!("{f} to {u}"),
+            (Some(f), None) => format!("from {f}"),
+            (None, Some(u)) => format!("until {u}"),
+            (None, None) => "without limit".into(),
+        }
+    }
+}
+
+/// The canonical fields a profile requires per record kind, and those a site relaxes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RequiredFields {
+    /// Dotted canonical paths (`counterpart.contact_phone`) by kind (`approval` …).
+    pub by_kind: BTreeMap<String, Vec<String>>,
+    /// The article that requires them.
+    pub citation: String,
+    /// Fields the list names that a site does not require, and why (explicit, logged).
+    pub relaxed: Vec<String>,
+    pub relaxed_reason: Option<String>,
+}
+
+/// A required field a record lacks: its canonical path as a JSON pointer, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingField {
+    pub pointer: String,
+    pub reason: String,
+}
+
+/// How people name a canonical field in the regulations' words.
+fn field_label(path: &str) -> &'static str {
+    match path {
+        "counterpart.contact_phone" => "联系方式",
+        "counterpart.address" => "地址",
+        "counterpart.uscc" => "统一社会信用代码",
+        "counterpart.id_number" => "公民身份证号码",
+        "license.valid_to" => "有效期",
+        "license.content" => "审批内容",
+        "license.document_no" => "许可文（编）号",
+        "item.name" => "事项名称",
+        _ => "",
+    }
+}
+
+impl RequiredFields {
+    /// What a canonical record of `kind` lacks of the fields `policy` requires (a value that is
+    /// absent, null or empty text). Pure; the ingest path calls it right after the pipeline
+    /// accepted a record and sends a record that lacks any to the DLQ with these reasons.
+    pub fn missing(&self, policy: &str, kind: &str, data: &serde_json::Value) -> Vec<MissingField> {
+        self.of(kind)
+            .into_iter()
+            .filter_map(|path| {
+                let pointer = format!("/{}", path.replace('.', "/"));
+                let present = match data.pointer(&pointer) {
+                    None | Some(serde_json::Value::Null) => false,
+                    Some(serde_json::Value::String(s)) => !s.trim().is_empty(),
+                    Some(_) => true,
+                };
+                let label = field_label(path);
+                (!present).then(|| MissingField {
+                    reason: format!(
+                        "{}{path} is required under policy {policy} ({}); the record has none",
+                        if label.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{label} ")
+                        },
+                        self.citation
+                    ),
+                    pointer,
+                })
+            })
+            .collect()
+    }
+
+    /// The fields required of a record of `kind`, relaxed ones left out.
+    pub fn of(&self, kind: &str) -> Vec<&str> {
+        self.by_kind
+            .get(kind)
+            .into_iter()
+            .flatten()
+            .filter(|f| !self.relaxed.contains(f))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 impl Policy {
@@ -324,6 +453,33 @@ struct RawPolicy {
     due_soon_working_hours: u32,
     escalate_after_working_days: u32,
     rules: BTreeMap<Spanned<String>, RawRule>,
+    #[serde(default)]
+    in_force: Option<RawPeriod>,
+    #[serde(default)]
+    required_fields: Option<RawRequired>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeriod {
+    from: Option<Spanned<String>>,
+    until: Option<Spanned<String>>,
+    citation: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequired {
+    citation: Spanned<String>,
+    #[serde(default)]
+    approval: Vec<Spanned<String>>,
+    #[serde(default)]
+    supervision: Vec<Spanned<String>>,
+    #[serde(default)]
+    notice: Vec<Spanned<String>>,
+    #[serde(default)]
+    relaxed: Vec<Spanned<String>>,
+    relaxed_reason: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -454,6 +610,107 @@ fn parse_policy(file: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
         );
     }
 
+    let mut period = Period::default();
+    if let Some(p) = &raw.in_force {
+        let date = |v: &Option<Spanned<String>>, key: &str, errors: &mut Vec<PolicyError>| {
+            let v = v.as_ref()?;
+            match chrono::NaiveDate::parse_from_str(v.get_ref(), "%Y-%m-%d") {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    errors.push(at(
+                        v.span(),
+                        format!(
+                            "in_force.{key}: `{}` is not a date (YYYY-MM-DD)",
+                            v.get_ref()
+                        ),
+                    ));
+                    None
+                }
+            }
+        };
+        period.from = date(&p.from, "from", &mut errors);
+        period.until = date(&p.until, "until", &mut errors);
+        if let (Some(f), Some(u)) = (period.from, period.until) {
+            if u < f {
+                errors.push(at(
+                    p.until.as_ref().map(Spanned::span).unwrap_or(0..0),
+                    format!("in_force.until: {u} is before in_force.from {f}"),
+                ));
+            }
+        }
+        if p.citation.get_ref().trim().is_empty() {
+            errors.push(at(
+                p.citation.span(),
+                "in_force.citation: cite the article that sets the period".to_string(),
+            ));
+        }
+        period.citation = p.citation.get_ref().clone();
+    }
+    let mut required = RequiredFields::default();
+    if let Some(r) = &raw.required_fields {
+        for (kind, list) in [
+            ("approval", &r.approval),
+            ("supervision", &r.supervision),
+            ("notice", &r.notice),
+        ] {
+            let mut fields = Vec::new();
+            for f in list {
+                let name = f.get_ref();
+                let valid = !name.is_empty()
+                    && name.split('.').all(|part| {
+                        !part.is_empty()
+                            && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
+                if !valid {
+                    errors.push(at(
+                        f.span(),
+                        format!("required_fields.{kind}: `{name}` is not a canonical field path like counterpart.contact_phone"),
+                    ));
+                }
+                fields.push(name.clone());
+            }
+            if !fields.is_empty() {
+                required.by_kind.insert(kind.to_string(), fields);
+            }
+        }
+        if r.citation.get_ref().trim().is_empty() {
+            errors.push(at(
+                r.citation.span(),
+                "required_fields.citation: cite the article that requires the fields".to_string(),
+            ));
+        }
+        required.citation = r.citation.get_ref().clone();
+        for f in &r.relaxed {
+            if !required
+                .by_kind
+                .values()
+                .flatten()
+                .any(|x| x == f.get_ref())
+            {
+                errors.push(at(
+                    f.span(),
+                    format!(
+                        "required_fields.relaxed: `{}` is not a required field of this profile",
+                        f.get_ref()
+                    ),
+                ));
+            }
+            required.relaxed.push(f.get_ref().clone());
+        }
+        required.relaxed_reason = r.relaxed_reason.as_ref().map(|s| s.get_ref().clone());
+        if !r.relaxed.is_empty()
+            && required
+                .relaxed_reason
+                .as_deref()
+                .is_none_or(|s| s.trim().is_empty())
+        {
+            errors.push(at(
+                r.relaxed[0].span(),
+                "required_fields.relaxed_reason: say why the site relaxes what its regulation requires".to_string(),
+            ));
+        }
+    }
+
     if !errors.is_empty() {
         // Rules are visited by name; report in the order of the file.
         errors.sort_by_key(|e| e.line);
@@ -465,6 +722,8 @@ fn parse_policy(file: &str, text: &str) -> Result<Policy, Vec<PolicyError>> {
         due_soon_working_hours: raw.due_soon_working_hours,
         escalate_after_working_days: raw.escalate_after_working_days,
         rules,
+        period,
+        required_fields: required,
         source: file.to_string(),
     })
 }
@@ -511,7 +770,10 @@ mod tests {
     #[test]
     fn both_builtin_profiles_load() {
         let policies = Policies::builtin();
-        assert_eq!(policies.names(), ["jining-2022", "yuanqu-2022"]);
+        assert_eq!(
+            policies.names(),
+            ["generic", "jining-2022", "yuanqu-2022", "zichuan-2019"]
+        );
         assert_eq!(Policies::load(None).unwrap(), policies);
         for name in policies.names() {
             let policy = policies.get(name).unwrap();
@@ -519,7 +781,7 @@ mod tests {
             assert_eq!(policy.escalate_after_working_days, 2);
             assert!(policy.rules.values().all(|r| !r.citation.is_empty()));
         }
-        assert!(policies.get("zichuan-2019").is_none());
+        assert!(policies.get("shizuishan-2020").is_none());
     }
 
     #[test]
@@ -540,14 +802,21 @@ mod tests {
                 (REPLY_INQUIRY, 5),            // profile default
                 (INSPECTION_SIGNOFF, 3),       // profile default
                 (VERIFY_COMMITMENT, 10),       // 第二十四条第三款
+                (CLAIM_NOTICE, 1),             // 第二十二条（一）（二）
+                (CLAIM_DECISION, 1),           // 第二十三条末段
+                (MEETING_MATERIALS, 1),        // 附件 三（四）
             ]
         );
         assert_eq!(yuanqu.rules[INSPECTION_NOTICE].direction, Direction::Before);
+        assert_eq!(yuanqu.rules[MEETING_MATERIALS].direction, Direction::Before);
         assert!(yuanqu.rules[REPLY_INQUIRY].deemed_agreed_when_late);
         assert!(yuanqu.rules[PUSH_COMMITMENT_FAILURE]
             .citation
             .contains("第二十四条"));
-        let after = yuanqu.rules.iter().filter(|(n, _)| *n != INSPECTION_NOTICE);
+        let after = yuanqu
+            .rules
+            .iter()
+            .filter(|(n, _)| *n != INSPECTION_NOTICE && *n != MEETING_MATERIALS);
         assert!(after.clone().all(|(_, r)| r.direction == Direction::After));
         assert!(after
             .filter(|(n, _)| *n != REPLY_INQUIRY)
@@ -569,6 +838,8 @@ mod tests {
                 (REPLY_INQUIRY, 5),         // profile default
                 (INSPECTION_SIGNOFF, 3),    // profile default
                 (VERIFY_COMMITMENT, 10),    // profile default
+                (CLAIM_NOTICE, 3),          // profile default
+                (CLAIM_DECISION, 3),        // 第二十一条（三）, claim as 第二十条（一）
             ]
         );
         assert!(!jining.rules[REPLY_INQUIRY].deemed_agreed_when_late);
@@ -577,6 +848,156 @@ mod tests {
             .rules
             .values()
             .all(|r| r.direction == Direction::After));
+    }
+
+    #[test]
+    fn profiles_carry_the_period_they_are_in_force() {
+        let policies = Policies::builtin();
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        // 济宁 第三十七条: 2022-12-10 to 2024-12-09, both days included.
+        let jining = &policies.get("jining-2022").unwrap().period;
+        assert!(!jining.contains(day("2022-12-09")));
+        assert!(jining.contains(day("2022-12-10")));
+        assert!(jining.contains(day("2024-12-09")));
+        assert!(!jining.contains(day("2024-12-10")));
+        assert_eq!(jining.describe(), "2022-12-10 to 2024-12-09");
+        assert!(jining.citation.contains("第三十七条"));
+        // 垣曲 第三十条: from its publication, no end.
+        let yuanqu = &policies.get("yuanqu-2022").unwrap().period;
+        assert!(yuanqu.contains(day("2030-01-01")));
+        assert!(!yuanqu.contains(day("2022-04-25")));
+        // The generic profile is no regulation: never out of force.
+        assert!(policies
+            .get("generic")
+            .unwrap()
+            .period
+            .contains(day("2000-01-01")));
+    }
+
+    #[test]
+    fn profiles_that_say_so_require_contact_and_address() {
+        let policies = Policies::builtin();
+        // 垣曲 第二十二条（二） asks for 联系方式 only; 济宁 第二十条（二） for 联系方式 and 地址.
+        assert_eq!(
+            policies
+                .get("yuanqu-2022")
+                .unwrap()
+                .required_fields
+                .of("approval"),
+            ["counterpart.contact_phone"]
+        );
+        assert_eq!(
+            policies
+                .get("jining-2022")
+                .unwrap()
+                .required_fields
+                .of("approval"),
+            ["counterpart.contact_phone", "counterpart.address"]
+        );
+        for name in ["generic", "zichuan-2019"] {
+            assert!(policies
+                .get(name)
+                .unwrap()
+                .required_fields
+                .of("approval")
+                .is_empty());
+        }
+    }
+
+    #[test]
+    fn a_record_without_the_required_contact_and_address_is_named_missing() {
+        let policies = Policies::builtin();
+        let jining = policies.get("jining-2022").unwrap();
+        let record = serde_json::json!({"counterpart": {"name": "某公司", "contact_phone": "  ", "address": null}});
+        let missing = jining
+            .required_fields
+            .missing("jining-2022", "approval", &record);
+        let pointers: Vec<&str> = missing.iter().map(|m| m.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            ["/counterpart/contact_phone", "/counterpart/address"]
+        );
+        assert_eq!(
+            missing[1].reason,
+            "地址 counterpart.address is required under policy jining-2022 (济宁 2022 第二十条（二）); the record has none"
+        );
+        let complete =
+            serde_json::json!({"counterpart": {"contact_phone": "0952-1", "address": "石嘴山市"}});
+        assert!(jining
+            .required_fields
+            .missing("jining-2022", "approval", &complete)
+            .is_empty());
+        assert!(jining
+            .required_fields
+            .missing("jining-2022", "supervision", &record)
+            .is_empty());
+    }
+
+    #[test]
+    fn a_site_relaxes_a_required_field_only_with_a_reason() {
+        let dir = TempDir::new("relax");
+        let text = include_str!("../../../../policies/jining-2022.toml");
+        dir.write(
+            "jining-2022.toml",
+            &text.replace(
+                "citation = \"济宁 2022 第二十条（二）\"",
+                "citation = \"济宁 2022 第二十条（二）\"\nrelaxed = [\"counterpart.address\"]\nrelaxed_reason = \"政务服务网 2026 版接口未提供地址，2027 年升级后恢复\"",
+            ),
+        );
+        let policies = Policies::load(Some(&dir.0)).unwrap();
+        let jining = policies.get("jining-2022").unwrap();
+        assert_eq!(
+            jining.required_fields.of("approval"),
+            ["counterpart.contact_phone"]
+        );
+        assert_eq!(jining.required_fields.relaxed, ["counterpart.address"]);
+
+        let file = dir.write(
+            "jining-2022.toml",
+            &text.replace(
+                "citation = \"济宁 2022 第二十条（二）\"",
+                "citation = \"济宁 2022 第二十条（二）\"\nrelaxed = [\"counterpart.address\", \"counterpart.fax\"]",
+            ),
+        );
+        let shown: Vec<String> = Policies::load(Some(&dir.0))
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with(&file)
+                    && e.contains("`counterpart.fax` is not a required field")),
+            "{shown:?}"
+        );
+        assert!(
+            shown.iter().any(|e| e.contains("relaxed_reason: say why")),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn zichuan_copies_within_one_working_day_and_labels_its_defaults() {
+        let policies = Policies::builtin();
+        let zichuan = policies.get("zichuan-2019").unwrap();
+        assert_eq!(zichuan.rules[FORWARD_NOTICE].within_working_days, 1);
+        assert!(zichuan.rules[FORWARD_NOTICE].citation.contains("三（二）2"));
+        for (name, rule) in &zichuan.rules {
+            if name != FORWARD_NOTICE {
+                assert!(
+                    rule.citation.starts_with("default ("),
+                    "{name}: {}",
+                    rule.citation
+                );
+            }
+        }
+        assert!(!zichuan.rules[REPLY_INQUIRY].deemed_agreed_when_late);
+        let generic = policies.get("generic").unwrap();
+        assert!(generic
+            .rules
+            .values()
+            .all(|r| r.citation.starts_with("default (")));
     }
 
     #[test]
@@ -670,7 +1091,7 @@ citation = "三（二）2"
         let policies = Policies::load(Some(&dir.0)).unwrap();
         assert_eq!(
             policies.names(),
-            ["jining-2022", "yuanqu-2022", "zichuan-2019"]
+            ["generic", "jining-2022", "yuanqu-2022", "zichuan-2019"]
         );
         let zichuan = policies.get("zichuan-2019").unwrap();
         assert_eq!(zichuan.source, file);

@@ -145,7 +145,7 @@ pub fn may_feedback(
     let e = view.entry(department)?;
     let first_answer = matches!(
         feedback_type,
-        FeedbackType::Reply | FeedbackType::InspectionAttendance
+        FeedbackType::Reply | FeedbackType::InspectionAttendance | FeedbackType::Attendance
     );
     let open = EntryState::CLAIMED.contains(&e.state) || (first_answer && e.state.is_unclaimed());
     if !open {

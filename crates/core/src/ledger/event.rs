@@ -171,6 +171,8 @@ pub enum FeedbackType {
     InspectionAttendance,
     InspectionResult,
     CommitmentVerified,
+    /// Who attends a meeting or training the department is invited to.
+    Attendance,
     Other,
 }
 
@@ -185,6 +187,7 @@ impl FeedbackType {
             FeedbackType::InspectionAttendance => "inspection_attendance",
             FeedbackType::InspectionResult => "inspection_result",
             FeedbackType::CommitmentVerified => "commitment_verified",
+            FeedbackType::Attendance => "attendance",
             FeedbackType::Other => "other",
         }
     }

@@ -58,6 +58,9 @@ pub fn raise(entry: &DueEntry, level: AlertLevel, now: DateTime<FixedOffset>) ->
         rules::INSPECTION_SIGNOFF => "sign off this site inspection",
         rules::VERIFY_COMMITMENT => "verify this 告知承诺 commitment",
         rules::DISPOSITION_FEEDBACK => "feed back its disposition of this request",
+        rules::CONFIRM_ATTENDANCE => "confirm who attends this meeting or training",
+        rules::CLAIM_DECISION => "claim the bureau's decision on its request",
+        rules::CLAIM_NOTICE => "claim this notice",
         _ => "claim this record",
     };
     let (department, kind) = (&entry.department, entry.kind.as_str());

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, FixedOffset};
 use serde_json::{json, Value};
 
-use super::event::{ClaimAction, ClaimEvent, Event, FeedbackEvent, RecordEvent};
+use super::event::{ClaimAction, ClaimEvent, Event, FeedbackEvent, FeedbackType, RecordEvent};
 use super::{
     alert_id, flow_of, rfc3339, rules, Alert, AlertLevel, Changes, Context, Entry, EntryState,
     HistoryRow, RecordRow,
@@ -42,7 +42,9 @@ impl RecordState {
     }
 }
 
-/// The rule counting the push of a record from its decision, and the decision time.
+/// The rule counting the push of a record, and the event it counts from (the decision, the
+/// receipt, the day announced): `None` for a record no push deadline applies to, an unknown
+/// event time for one that cannot be judged.
 fn push_rule(
     kind: RecordKind,
     data: &Value,
@@ -68,14 +70,97 @@ fn push_rule(
                 ))
             }
         }
+        // 垣曲 第二十五条: 对需联合踏勘评审的事项……至少提前1个工作日 — the advance notice is for a
+        // joint inspection only; the bureau carries out an 独立 or 委托 one without the departments.
         RecordKind::Notice if data.get("inspection").is_some() => {
-            Some((rules::INSPECTION_NOTICE, at("/inspection/scheduled_at")))
+            (data.pointer("/inspection/mode").and_then(Value::as_str) == Some("联合踏勘评审"))
+                .then(|| (rules::INSPECTION_NOTICE, at("/inspection/scheduled_at")))
         }
         // An inquiry is the sender's own letter, not something forwarded within a period.
         RecordKind::Notice if data.get("inquiry").is_some() => None,
-        RecordKind::Notice => Some(("forward_notice", at("/issued_at"))),
+        // 垣曲 附件 三（四）: 联席会议召开前1个工作日 the materials reach the member units.
+        RecordKind::Notice if data.get("meeting").is_some() => {
+            (data.pointer("/meeting/kind").and_then(Value::as_str) == Some("联席会议"))
+                .then(|| (rules::MEETING_MATERIALS, at("/meeting/starts_at")))
+        }
+        // 淄川 三（二）2: 收到……后一个工作日内抄告 — counted from the receipt. A notice that does not
+        // say when it was received cannot be judged late.
+        RecordKind::Notice => Some((rules::FORWARD_NOTICE, at("/received_at"))),
         _ => None,
     }
+}
+
+/// Working hours between two instants, for the report's percentiles; `None` across a year
+/// without calendar data.
+fn working_hours(
+    ctx: &Context,
+    from: DateTime<FixedOffset>,
+    to: DateTime<FixedOffset>,
+) -> Option<f64> {
+    ctx.calendar
+        .working_seconds_between(from, to)
+        .ok()
+        .map(|s| (s.max(0) as f64 / 3600.0 * 100.0).round() / 100.0)
+}
+
+/// The profile in force for a record, with its item's overrides.
+fn record_policy(record: &RecordRow, ctx: &Context) -> Option<Policy> {
+    let overrides = match ctx.catalog.route(record.kind, &record.data) {
+        Route::To { overrides, .. } => overrides,
+        Route::Unrouted(_) => BTreeMap::new(),
+    };
+    ctx.policy(&overrides)
+}
+
+/// The department that sent a record: the one whose adapter it came through (the catalog's
+/// adapter lists), else the issuer it names, else the issuer an offline push names.
+fn source_department(data: &Value, adapter: &str, ctx: &Context) -> Option<String> {
+    ctx.catalog
+        .departments
+        .iter()
+        .find(|d| d.adapters.iter().any(|a| a == adapter))
+        .map(|d| d.code.clone())
+        .or_else(|| {
+            [
+                data.get("issuer_code"),
+                data.pointer("/offline_push/issuer"),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|c| ctx.catalog.department(c).is_some())
+            .map(str::to_string)
+        })
+}
+
+/// The leaf paths whose values differ between two versions of a record (its `source` left
+/// out), e.g. `license.status`.
+fn changed_paths(old: &Value, new: &Value) -> Vec<String> {
+    fn walk(prefix: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    if prefix.is_empty() && (k == "source" || k == "record_id") {
+                        continue;
+                    }
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, x.get(k), y.get(k), out);
+                }
+            }
+            (a, b) if a != b => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", Some(old), Some(new), &mut out);
+    out
 }
 
 /// When an offline push happened (济宁 第二十条、第二十一条(二)), with its channel.
@@ -101,11 +186,14 @@ fn claim_rule(kind: RecordKind) -> Option<&'static str> {
     }
 }
 
-/// Supervision actions the bureau must decide on and feed back.
-fn needs_disposition(data: &Value) -> bool {
+/// Supervision actions the bureau must decide on and feed back to the department that asked:
+/// 撤回/撤销/注销 (垣曲 第二十三条末段, 石嘴山 三（四）), 变更 (济宁 第二十一条（三）), a failed
+/// commitment (垣曲 第二十四条第三款) and an objection to an approval, which the bureau reviews
+/// (复核, 安康 15).
+pub fn needs_disposition(data: &Value) -> bool {
     matches!(
         data["action"].as_str(),
-        Some("撤回许可" | "撤销许可" | "注销许可" | "告知承诺未履行")
+        Some("撤回许可" | "撤销许可" | "注销许可" | "变更许可" | "审批结果异议" | "告知承诺未履行")
     )
 }
 
@@ -140,14 +228,15 @@ pub fn apply(state: &RecordState, event: &Event, ctx: &Context) -> Changes {
     }
 }
 
-fn new_entry(
+/// An entry pushed to `department` at `at`, without deadlines yet.
+fn base_entry(
     record: &RecordRow,
     department: &str,
     at: DateTime<FixedOffset>,
     policy: Option<&Policy>,
     ctx: &Context,
 ) -> Entry {
-    let mut entry = Entry {
+    Entry {
         record_id: record.record_id.clone(),
         department: department.to_string(),
         kind: record.kind,
@@ -166,14 +255,38 @@ fn new_entry(
         feedback_rule: None,
         feedback_due_at: None,
         calendar_version: ctx.calendar.version().to_string(),
-        deadline_problem: None,
+        deadline_problem: if policy.is_none() {
+            Some(format!("policy '{}' is not defined", ctx.policy))
+        } else {
+            None
+        },
         alert_level: AlertLevel::None,
         note: None,
         outcome: None,
         via: offline_push(&record.data).map(|(_, channel)| channel),
-    };
+        version: record.version,
+        claim_hours: None,
+    }
+}
+
+/// When something the record announces starts: a meeting or a training the departments are
+/// invited to (垣曲 附件 三, 石嘴山 四（二）, 安康 28, 济宁 第二十六条).
+fn attendance_starts(data: &Value) -> Option<DateTime<FixedOffset>> {
+    ["/meeting/starts_at", "/training/starts_at"]
+        .iter()
+        .find_map(|p| data.pointer(p).and_then(Value::as_str))
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+}
+
+fn new_entry(
+    record: &RecordRow,
+    department: &str,
+    at: DateTime<FixedOffset>,
+    policy: Option<&Policy>,
+    ctx: &Context,
+) -> Entry {
+    let mut entry = base_entry(record, department, at, policy, ctx);
     let Some(policy) = policy else {
-        entry.deadline_problem = Some(format!("policy '{}' is not defined", ctx.policy));
         return entry;
     };
     let data = &record.data;
@@ -202,21 +315,45 @@ fn new_entry(
                 then = Some((rules::INSPECTION_SIGNOFF, counted(rule, scheduled)));
             }
         }
+    } else if record.kind == RecordKind::Notice {
+        // A meeting or training: who attends is confirmed by the time it starts; any other
+        // notice (training or policy-change information) is claimed like approval information.
+        if let Some(starts) = attendance_starts(data) {
+            first = Some((rules::CONFIRM_ATTENDANCE, Ok(starts)));
+        } else if let Some(rule) = policy.rule(rules::CLAIM_NOTICE) {
+            first = Some((rules::CLAIM_NOTICE, counted(rule, at)));
+        }
     } else if let Some(rule_name) = claim_rule(record.kind) {
         if let Some(rule) = policy.rule(rule_name) {
             first = Some((rule_name, counted(rule, at)));
         }
-        let period_end = data
-            .pointer("/commitment/period_end")
+        let commitment = data
+            .get("commitment")
+            .filter(|c| c.get("is_commitment") == Some(&json!(true)));
+        let period_end = commitment
+            .and_then(|c| c.get("period_end"))
             .and_then(Value::as_str)
-            .filter(|_| data.pointer("/commitment/is_commitment") == Some(&json!(true)))
             .and_then(end_of);
-        if let (Some(end), Some(rule)) = (period_end, policy.rule(rules::VERIFY_COMMITMENT)) {
+        // 济宁 第二十四条（一）: the bureau sets each item's verification time, or exempts it.
+        let verification = commitment.and_then(|c| c.get("verification"));
+        let exempt = verification.and_then(|v| v.get("exempt")) == Some(&json!(true));
+        let verify_by = verification
+            .and_then(|v| v.get("due_date"))
+            .and_then(Value::as_str)
+            .and_then(end_of);
+        if exempt {
+            entry.note = Some("免予核查: the bureau exempted this commitment from verification (济宁 第二十四条（一）)".into());
+        } else if let Some(by) = verify_by {
+            then = Some((rules::VERIFY_COMMITMENT, Ok(by)));
+        } else if let (Some(end), Some(rule)) = (period_end, policy.rule(rules::VERIFY_COMMITMENT))
+        {
             then = Some((rules::VERIFY_COMMITMENT, counted(rule, end)));
-        } else if record.kind == RecordKind::Supervision && needs_disposition(data) {
-            if let Some(rule) = policy.rule(rules::DISPOSITION_FEEDBACK) {
-                then = Some((rules::DISPOSITION_FEEDBACK, counted(rule, at)));
-            }
+        } else if record.kind == RecordKind::Supervision
+            && needs_disposition(data)
+            && policy.rule(rules::DISPOSITION_FEEDBACK).is_some()
+        {
+            // Counted from the bureau's claim: the deadline is set when it claims.
+            entry.feedback_rule = Some(rules::DISPOSITION_FEEDBACK.to_string());
         }
     }
     if let Some((rule, due)) = first {
@@ -258,20 +395,7 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
         .unwrap_or("")
         .to_string();
     if let Some(existing) = &state.record {
-        // A new version of a known record: keep its routing and deadlines, record the change.
-        let mut record = existing.clone();
-        record.event_id = event_id.to_string();
-        record.data = data.clone();
-        changes.history.push(history(
-            record_id,
-            None,
-            "updated",
-            time,
-            event_id,
-            json!({}),
-        ));
-        changes.record = Some(record);
-        return changes;
+        return apply_update(state, existing, r, ctx);
     }
     let route = ctx.catalog.route(kind, data);
     let overrides = match &route {
@@ -279,18 +403,13 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
         Route::Unrouted(_) => BTreeMap::new(),
     };
     let policy = ctx.policy(&overrides);
-    let source_department = ctx
-        .catalog
-        .departments
-        .iter()
-        .find(|d| d.adapters.contains(&adapter))
-        .map(|d| d.code.clone())
-        .or_else(|| {
-            data.get("issuer_code")
-                .and_then(Value::as_str)
-                .filter(|c| ctx.catalog.department(c).is_some())
-                .map(str::to_string)
-        });
+    let source_department = source_department(data, &adapter, ctx);
+    // A push made outside the platform counts from when it really happened.
+    let pushed_at = offline_push(data).map_or(time, |(at, _)| at);
+    let pusher = match kind {
+        RecordKind::Approval => Some(ctx.catalog.bureau.clone()),
+        _ => source_department.clone(),
+    };
     let mut record = RecordRow {
         record_id: record_id.to_string(),
         kind,
@@ -304,11 +423,13 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
         unrouted: None,
         linked_record_id: None,
         source_department,
+        pusher,
+        pushed_at,
+        push_hours: None,
+        version: 1,
         data: data.clone(),
     };
-    // A push made outside the platform counts from when it really happened.
     let offline = data.get("offline_push");
-    let pushed_at = offline_push(data).map_or(time, |(at, _)| at);
     let mut published = json!({"kind": kind.as_str()});
     if let Some(o) = offline {
         published["offline_push"] = o.clone();
@@ -324,6 +445,9 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
     if let (Some((rule_name, Some(decided))), Some(policy)) = (push_rule(kind, data), &policy) {
         record.decided_at = Some(decided);
         if let Some(rule) = policy.rule(rule_name) {
+            if rule.direction == crate::deadline::Direction::After {
+                record.push_hours = working_hours(ctx, decided, pushed_at);
+            }
             record.push_rule = Some(rule_name.to_string());
             if let Ok(due) = rule.due_at(ctx.calendar, decided) {
                 record.push_due_at = Some(due);
@@ -368,19 +492,26 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
             }
         }
     }
+    // Deciding under a profile outside the period its regulation is in force is shown, not
+    // silent (济宁 第三十七条: 2022-12-10 to 2024-12-09).
+    let out_of_period = policy.as_ref().and_then(|p| out_of_period(p, pushed_at));
     match route {
         Route::To { departments, .. } => {
             for d in departments {
                 changes
                     .entries
                     .push(new_entry(&record, &d, pushed_at, policy.as_ref(), ctx));
+                let mut detail = json!({"catalog": ctx.catalog.version});
+                if let Some(why) = &out_of_period {
+                    detail["policy_out_of_period"] = json!(why);
+                }
                 changes.history.push(history(
                     record_id,
                     Some(&d),
                     "routed",
                     time,
                     event_id,
-                    json!({"catalog": ctx.catalog.version}),
+                    detail,
                 ));
             }
         }
@@ -394,6 +525,80 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
                 json!({"reason": reason}),
             ));
             record.unrouted = Some(reason);
+        }
+    }
+    changes.record = Some(record);
+    changes
+}
+
+/// Why deciding under `policy` at `at` is outside the period its regulation is in force, if it is.
+pub fn out_of_period(policy: &Policy, at: DateTime<FixedOffset>) -> Option<String> {
+    let day = at
+        .with_timezone(&crate::adapter::convert::shanghai())
+        .date_naive();
+    (!policy.period.contains(day)).then(|| {
+        format!(
+            "{} is in force {} ({}), not on {day}",
+            policy.name,
+            policy.period.describe(),
+            policy.period.citation
+        )
+    })
+}
+
+/// A new version of a known record (a licence changed, cancelled or revoked after its push):
+/// the record takes the new data and its version number, the history keeps both (the changed
+/// fields and the event of each version), and every department that holds the record gets it
+/// again as an update with its own claim deadline — an entry at the new version, pushed now.
+/// Departments that returned or passed it on, and a decision delivered to a requester, are left
+/// as they are; an unrouted record stays in the queue.
+fn apply_update(
+    state: &RecordState,
+    existing: &RecordRow,
+    r: &RecordEvent,
+    ctx: &Context,
+) -> Changes {
+    let mut changes = Changes::default();
+    let mut record = existing.clone();
+    record.event_id = r.event_id.clone();
+    record.data = r.data.clone();
+    record.version = existing.version + 1;
+    let changed = changed_paths(&existing.data, &r.data);
+    changes.history.push(history(
+        &r.record_id,
+        None,
+        "updated",
+        r.time,
+        &r.event_id,
+        json!({"version": record.version, "previous_event_id": existing.event_id, "changed": changed}),
+    ));
+    if existing.unrouted.is_none() {
+        let policy = record_policy(&record, ctx);
+        for e in &state.entries {
+            if matches!(e.state, EntryState::Returned | EntryState::Forwarded)
+                || flow_of(e) == "decision"
+            {
+                continue;
+            }
+            let mut next = new_entry(&record, &e.department, r.time, policy.as_ref(), ctx);
+            next.note = Some(format!(
+                "version {} (changed: {})",
+                record.version,
+                if changed.is_empty() {
+                    "nothing but its source".to_string()
+                } else {
+                    changed.join(", ")
+                }
+            ));
+            changes.history.push(history(
+                &r.record_id,
+                Some(&e.department),
+                "update_pushed",
+                r.time,
+                &r.event_id,
+                json!({"version": record.version, "claim_rule": next.claim_rule, "claim_due_at": next.claim_due_at.map(rfc3339)}),
+            ));
+            changes.entries.push(next);
         }
     }
     changes.record = Some(record);
@@ -457,6 +662,21 @@ fn apply_claim(state: &RecordState, c: &ClaimEvent, ctx: &Context) -> Changes {
         (ClaimAction::Claim, Some(mut e)) if e.state.is_unclaimed() => {
             e.state = EntryState::Claimed;
             e.claimed_at = Some(c.at);
+            e.claim_hours = working_hours(ctx, e.pushed_at, c.at);
+            // The disposition of a request is due counted from the bureau's claim of it.
+            if e.feedback_rule.as_deref() == Some(rules::DISPOSITION_FEEDBACK)
+                && e.feedback_due_at.is_none()
+            {
+                if let Some(rule) = record_policy(record, ctx)
+                    .as_ref()
+                    .and_then(|p| p.rule(rules::DISPOSITION_FEEDBACK))
+                {
+                    match rule.due_at(ctx.calendar, c.at) {
+                        Ok(due) => e.feedback_due_at = Some(due),
+                        Err(m) => e.deadline_problem = Some(entry_problem(m)),
+                    }
+                }
+            }
             let latency = (c.at - e.pushed_at).num_milliseconds() as f64 / 1000.0;
             changes
                 .claimed
@@ -521,11 +741,7 @@ fn apply_claim(state: &RecordState, c: &ClaimEvent, ctx: &Context) -> Changes {
                 e.note = Some(format!("forwarded to {to}: {reason}"));
                 h.action = "forwarded".into();
                 h.detail = json!({"to": to, "reason": reason});
-                let overrides = match ctx.catalog.route(record.kind, &record.data) {
-                    Route::To { overrides, .. } => overrides,
-                    Route::Unrouted(_) => BTreeMap::new(),
-                };
-                let policy = ctx.policy(&overrides);
+                let policy = record_policy(record, ctx);
                 // The receiver's deadlines count from the hand-over.
                 let mut next = new_entry(record, &to, c.at, policy.as_ref(), ctx);
                 next.note = Some(format!("forwarded by {}: {reason}", c.department));
@@ -579,6 +795,7 @@ fn apply_claim(state: &RecordState, c: &ClaimEvent, ctx: &Context) -> Changes {
 
 fn apply_feedback(state: &RecordState, f: &FeedbackEvent, ctx: &Context) -> Changes {
     let mut changes = Changes::default();
+    let others = &state.entries;
     let Some(record) = &state.record else {
         return changes;
     };
@@ -619,6 +836,7 @@ fn apply_feedback(state: &RecordState, f: &FeedbackEvent, ctx: &Context) -> Chan
                         (*rule, kind),
                         (rules::REPLY_INQUIRY, "reply")
                             | (rules::CONFIRM_INSPECTION, "inspection_attendance")
+                            | (rules::CONFIRM_ATTENDANCE, "attendance")
                             | (rules::INSPECTION_SIGNOFF, "inspection_result")
                             | (rules::VERIFY_COMMITMENT, "commitment_verified")
                             | (rules::DISPOSITION_FEEDBACK, "disposition")
@@ -647,6 +865,13 @@ fn apply_feedback(state: &RecordState, f: &FeedbackEvent, ctx: &Context) -> Chan
             // A reply or an attendance confirmation answers the record; a lapse does not.
             if e.state.is_unclaimed() && kind != "deemed_agreed" {
                 e.claimed_at = Some(f.at);
+                e.claim_hours = working_hours(ctx, e.pushed_at, f.at);
+            }
+            if f.feedback_type == FeedbackType::Disposition
+                && record.kind == RecordKind::Supervision
+                && needs_disposition(&record.data)
+            {
+                deliver_decision(&mut changes, record, &e, others, f, ctx);
             }
             if state == EntryState::Closed {
                 e.closed_at = Some(f.at);
@@ -665,6 +890,78 @@ fn apply_feedback(state: &RecordState, f: &FeedbackEvent, ctx: &Context) -> Chan
     }
     changes.history.push(h);
     changes
+}
+
+/// The bureau's decision on a request (撤回/撤销/注销/变更, 异议复核, a failed 告知承诺) reaches the
+/// department that asked as a record routed to it: an entry of its own on the request, pushed
+/// when the decision is fed back and due by the profile's `claim_decision` (垣曲 第二十三条末段
+/// 同时推送至监管部门, 济宁 第二十一条（三）, 石嘴山 三（四） 及时函复, 安康 15 及时反馈). It is in its
+/// inbox, goes to its webhook, and its Kafka client reads it on the feedback topic. A requester
+/// that is not known, or that holds an entry on the record already, is said in the history.
+fn deliver_decision(
+    changes: &mut Changes,
+    record: &RecordRow,
+    bureau: &Entry,
+    entries: &[Entry],
+    f: &FeedbackEvent,
+    ctx: &Context,
+) {
+    let Some(requester) = record.source_department.clone() else {
+        changes.history.push(history(
+            &f.record_id,
+            None,
+            "decision_not_delivered",
+            f.at,
+            &f.event_id,
+            json!({"why": "the department that sent the request is not known (its adapter is in no department's list, and it names no issuer)"}),
+        ));
+        return;
+    };
+    if requester == bureau.department {
+        return;
+    }
+    if entries.iter().any(|e| e.department == requester) {
+        changes.history.push(history(
+            &f.record_id,
+            Some(&requester),
+            "decision_not_delivered",
+            f.at,
+            &f.event_id,
+            json!({"why": format!("{requester} holds the record already; the decision is in its history")}),
+        ));
+        return;
+    }
+    let policy = record_policy(record, ctx);
+    let mut entry = base_entry(record, &requester, f.at, policy.as_ref(), ctx);
+    entry.via = None;
+    entry.claim_rule = Some(rules::CLAIM_DECISION.to_string());
+    if let Some(rule) = policy.as_ref().and_then(|p| p.rule(rules::CLAIM_DECISION)) {
+        match rule.due_at(ctx.calendar, f.at) {
+            Ok(due) => entry.claim_due_at = Some(due),
+            Err(m) => entry.deadline_problem = Some(entry_problem(m)),
+        }
+    }
+    let decision = f
+        .details
+        .get("disposition")
+        .or_else(|| f.details.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    entry.note = Some(format!("decision of {}: {decision}", bureau.department));
+    let mut detail = json!({"from": bureau.department, "decision": decision});
+    if let Some(no) = f.details.get("document_no") {
+        detail["document_no"] = no.clone();
+    }
+    detail["claim_due_at"] = json!(entry.claim_due_at.map(rfc3339));
+    changes.history.push(history(
+        &f.record_id,
+        Some(&requester),
+        "decision_delivered",
+        f.at,
+        &f.event_id,
+        detail,
+    ));
+    changes.entries.push(entry);
 }
 
 /// 逾期视为同意: both sides are told — the receiver that its silence counted as agreement, the
@@ -791,6 +1088,10 @@ pub fn feedback_step(
         "inspection_attendance" if e.state.is_unclaimed() => {
             Ok((EntryState::Claimed, Some("attending".into())))
         }
+        "attendance" if flow != "attendance" => Err(
+            "attendance is confirmed for a meeting or training the department is invited to; this record is not one".into(),
+        ),
+        "attendance" if e.state.is_unclaimed() => Ok((EntryState::Closed, Some("attending".into()))),
         "inspection_result" if flow != "inspection" => {
             Err("a sign-off is for a joint site inspection; this record is not one".into())
         }
@@ -808,6 +1109,9 @@ pub fn feedback_step(
             };
             Ok((EntryState::Closed, Some(format!("commitment_{result}"))))
         }
+        "disposition" if flow == "decision" => Err(
+            "this is the bureau's decision on the department's request: claim it; the disposition is the bureau's".into(),
+        ),
         "disposition" if follow_up && record_kind == RecordKind::Supervision => {
             Ok((EntryState::Closed, None))
         }

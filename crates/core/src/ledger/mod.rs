@@ -187,6 +187,16 @@ pub struct RecordRow {
     pub linked_record_id: Option<String>,
     /// The department whose system sent the record (from the catalog's adapter list), if known.
     pub source_department: Option<String>,
+    /// Who pushed the record, for the report's push side: the bureau for approvals, the issuing
+    /// department for supervision information and notices (`None` when not known).
+    pub pusher: Option<String>,
+    /// When the record was pushed: its publication, or the offline push it records.
+    pub pushed_at: DateTime<FixedOffset>,
+    /// Working hours from the event the push rule counts from (the decision, the receipt) to the
+    /// push, computed with the calendar when the record arrives; `None` without such an event.
+    pub push_hours: Option<f64>,
+    /// 1 for the first version; each new version under the same business key adds one.
+    pub version: u32,
     pub data: Value,
 }
 
@@ -274,6 +284,12 @@ pub struct Entry {
     /// How the record reached the department when not through the platform: the offline push
     /// channel (书面公函, 案卷移送, 协调会议).
     pub via: Option<String>,
+    /// The version of the record the entry was pushed for (1, then one more for each update
+    /// delivered after a change of the record).
+    pub version: u32,
+    /// Working hours from the push to the claim (or first answer), computed with the calendar
+    /// when the claim happens; `None` while unclaimed.
+    pub claim_hours: Option<f64>,
 }
 
 impl Entry {
@@ -331,19 +347,36 @@ pub fn flow_of(entry: &Entry) -> &'static str {
     match (entry.claim_rule.as_deref(), entry.feedback_rule.as_deref()) {
         (Some(rules::REPLY_INQUIRY), _) => "inquiry",
         (Some(rules::CONFIRM_INSPECTION), _) => "inspection",
+        (Some(rules::CONFIRM_ATTENDANCE), _) => "attendance",
+        (Some(rules::CLAIM_DECISION), _) => "decision",
+        (Some(rules::CLAIM_NOTICE), _) => "notice",
         (_, Some(rules::VERIFY_COMMITMENT)) => "commitment",
         _ => "claim",
     }
 }
 
+/// Every flow [`flow_of`] names, in the report's order.
+pub const FLOWS: [&str; 7] = [
+    "claim",
+    "commitment",
+    "decision",
+    "notice",
+    "attendance",
+    "inquiry",
+    "inspection",
+];
+
 /// Rule names the ledger sets on entries besides the profile's claim rules.
 pub mod rules {
     pub use crate::deadline::rule_names::{
-        DISPOSITION_FEEDBACK, INSPECTION_NOTICE, INSPECTION_SIGNOFF, REPLY_INQUIRY,
-        VERIFY_COMMITMENT,
+        CLAIM_DECISION, CLAIM_NOTICE, DISPOSITION_FEEDBACK, FORWARD_NOTICE, INSPECTION_NOTICE,
+        INSPECTION_SIGNOFF, MEETING_MATERIALS, REPLY_INQUIRY, VERIFY_COMMITMENT,
     };
     /// A department confirms who attends a joint site inspection, by the time it starts.
     pub const CONFIRM_INSPECTION: &str = "confirm_inspection";
+    /// A department confirms who attends a meeting or training it is invited to, by the time it
+    /// starts (垣曲 附件 三（一）, 济宁 第三十一条（二）, 石嘴山 四（二）, 安康 28).
+    pub const CONFIRM_ATTENDANCE: &str = "confirm_attendance";
 }
 
 /// One line of the append-only history.
@@ -446,7 +479,8 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn policy(&self, overrides: &BTreeMap<String, u32>) -> Option<Policy> {
+    /// The profile in force with a record's per-item overrides.
+    pub fn policy(&self, overrides: &BTreeMap<String, u32>) -> Option<Policy> {
         let base = self.policies.get(self.policy)?;
         Some(
             base.with_overrides(overrides)

@@ -1,64 +1,139 @@
-//! The monthly report (每月通报): per department, kind and flow, how many records were pushed in
-//! the month, how many were claimed and how many on time, how many missed the deadline, how many
-//! are still open, the on-time rate, and the median and 90th-percentile claim time in working
-//! hours; next to the claims, the other flows with their outcomes — inquiries (replied, deemed
-//! agreed), joint inspections (confirmed, signed off), 告知承诺 verifications (verified,
-//! unfulfilled) — and the records forwarded or pushed offline. For an inquiry "claimed" means
-//! answered, for an inspection "confirmed". Pure: a function of the month's entries, the calendar
-//! and the report time.
+//! The monthly report (每月通报, 垣曲 第二十一条: 每月通报审批信息、监管信息上传认领情况; 济宁 第十九条:
+//! 定期通报). Two sides:
+//!
+//! - **推送 (push)**, per pushing party and kind: the bureau for approval information, each
+//!   department for the supervision information and notices it sends. Records pushed in the
+//!   month, how many had a push deadline, on time, late, and the push latency (decision or
+//!   receipt → push) p50/p90 in working hours.
+//! - **认领 (claim)**, per receiving department, kind and flow: pushed, claimed, claimed on time,
+//!   claimed late, still open, of those past their deadline, returned, forwarded, the on-time
+//!   rate over the records that were **due** (an open record not yet due does not count against
+//!   a department), and the claim time p50/p90 in working hours; next to it the other flows'
+//!   outcomes (replied, deemed agreed, attending, signed off, verified, unfulfilled, follow-ups
+//!   overdue). A flow without a deadline shows `—`, never 0.
+//!
+//! The store aggregates: the counts come from one `GROUP BY` over the month's entries and one over
+//! its records, the percentiles from a narrow stream of one number per entry sorted by the
+//! database (working hours the state machine computed with the calendar when the claim or the
+//! push happened). This module defines the figures, gathers the store's rows and writes the
+//! report: JSON with stable English keys, a table and CSV with Chinese headers, department names
+//! next to their codes, and a footnote that says how each figure is counted.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
 use serde::Serialize;
 
-use super::{flow_of, Entry, EntryState};
 use crate::adapter::convert::shanghai;
-use crate::deadline::Calendar;
 
-/// One line of the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Line {
+/// One group of the month's entries as the store counts them (`GROUP BY department, kind,
+/// flow`). `with_deadline` is how many had a claim deadline.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimCounts {
     pub department: String,
     pub kind: String,
-    /// `claim`, `inquiry`, `inspection` or `commitment` (see [`super::flow_of`]).
     pub flow: String,
-    /// Records pushed to the department in the month.
     pub pushed: u64,
-    /// Of those, claimed (by the report time).
+    pub with_deadline: u64,
     pub claimed: u64,
-    /// Claimed no later than the claim deadline.
     pub claimed_on_time: u64,
-    /// Missed the deadline: claimed late, or unclaimed past it.
-    pub overdue: u64,
+    pub claimed_late: u64,
+    pub open: u64,
+    pub missed: u64,
+    pub returned: u64,
+    pub forwarded: u64,
+    pub offline: u64,
+    pub updates: u64,
+    pub replied: u64,
+    pub deemed_agreed: u64,
+    pub attending: u64,
+    pub signed_off: u64,
+    pub verified: u64,
+    pub unfulfilled: u64,
+    pub follow_up_overdue: u64,
+}
+
+/// One group of the month's records as the store counts them (`GROUP BY pusher, kind`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushCounts {
+    /// The pushing party's code; empty when not known.
+    pub pusher: String,
+    pub kind: String,
+    pub pushed: u64,
+    pub with_deadline: u64,
+    pub late: u64,
+}
+
+/// A receiving department's line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClaimLine {
+    pub department: String,
+    /// The catalog's name for the department.
+    pub department_name: Option<String>,
+    pub kind: String,
+    /// `claim`, `commitment`, `decision`, `notice`, `attendance`, `inquiry` or `inspection`.
+    pub flow: String,
+    /// Entries pushed to the department in the month (an update of a record is a push).
+    pub pushed: u64,
+    /// Claimed (answered, confirmed) by the report time.
+    pub claimed: u64,
+    /// Claimed no later than the deadline; `null` when no entry of the line had one.
+    pub claimed_on_time: Option<u64>,
+    /// Claimed after the deadline; `null` without deadlines.
+    pub claimed_late: Option<u64>,
     /// Not claimed yet (pushed or delivered).
-    pub still_open: u64,
+    pub open: u64,
+    /// Not claimed and past the deadline at the report time (open, or closed unanswered: an
+    /// inquiry deemed agreed); `null` without deadlines.
+    pub open_overdue: Option<u64>,
     /// Returned as 非本部门.
     pub returned: u64,
-    /// claimed_on_time / (pushed − returned), 0..1; null when nothing counts.
+    /// Forwarded (转交) before claiming; the receiver's line counts the record.
+    pub forwarded: u64,
+    /// Pushed outside the platform (书面公函, 案卷移送, 协调会议) and entered afterwards.
+    pub offline: u64,
+    /// Of the pushed, updates: a new version of a record pushed after a change.
+    pub updates: u64,
+    /// Entries that were due: claimed, or past the deadline unclaimed; `null` without deadlines.
+    pub due: Option<u64>,
+    /// claimed_on_time ÷ due, 0..1 to two decimals; `null` when nothing was due or there is no
+    /// deadline.
     pub on_time_rate: Option<f64>,
     /// Median working hours from push to claim.
     pub median_claim_hours: Option<f64>,
     /// 90th percentile (nearest rank) working hours from push to claim.
     pub p90_claim_hours: Option<f64>,
-    /// Forwarded (转交) to another department, which has its own line.
-    pub forwarded: u64,
-    /// Pushed outside the platform (书面公函, 案卷移送, 协调会议) and entered afterwards.
-    pub offline: u64,
-    /// Inquiries answered by a reply.
     pub replied: u64,
-    /// Inquiries left unanswered past the deadline under a profile that deems that agreement.
     pub deemed_agreed: u64,
-    /// Joint inspections whose result the department signed off.
+    pub attending: u64,
     pub signed_off: u64,
-    /// 告知承诺 commitments verified (fulfilled or not).
     pub verified: u64,
-    /// Of those, found unfulfilled.
     pub unfulfilled: u64,
     /// The follow-up (disposition, sign-off, verification) done late or still open past its
     /// deadline.
     pub follow_up_overdue: u64,
+}
+
+/// A pushing party's line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PushLine {
+    /// The pushing party's code (`unknown` when the ledger cannot tell).
+    pub pusher: String,
+    pub pusher_name: Option<String>,
+    pub kind: String,
+    /// Records pushed in the month.
+    pub pushed: u64,
+    /// Of those, with a push deadline.
+    pub with_deadline: u64,
+    /// Pushed by the deadline; `null` without deadlines.
+    pub on_time: Option<u64>,
+    /// Pushed after the deadline; `null` without deadlines.
+    pub late: Option<u64>,
+    /// on_time ÷ with_deadline; `null` without deadlines.
+    pub on_time_rate: Option<f64>,
+    /// Median working hours from the decision (or receipt) to the push.
+    pub median_push_hours: Option<f64>,
+    pub p90_push_hours: Option<f64>,
 }
 
 /// The report of one month.
@@ -67,7 +142,22 @@ pub struct Report {
     pub month: String,
     pub generated_at: String,
     pub calendar_version: String,
-    pub lines: Vec<Line>,
+    pub pushes: Vec<PushLine>,
+    pub claims: Vec<ClaimLine>,
+    /// How each figure is counted.
+    pub notes: String,
+}
+
+/// The footnote: how each figure is counted.
+pub const NOTES: &str = "注：推送侧按推送时间计入当月，推送方为审批信息的行政审批局、监管信息和通知的发送部门；按时/逾期推送按该类信息的推送时限（自决定、收到之日起算，踏勘、联席会议为提前时限）判断，无时限者记“—”。认领侧按推送时间计入当月（记录变更后再次推送的计为一次推送）；按时率＝按时认领÷已到期，已到期＝已认领＋逾期未认领，尚未到期的未认领记录不计入；逾期认领与逾期未认领分列，逾期未认领含已逾期仍未认领及逾期视为同意的函询；退回、转交的记录不计入按时率。用时为工作小时（按国务院节假日安排，含调休上班日），取中位数与第90百分位（最近秩）；函询的“认领”为答复，踏勘、会议、培训的“认领”为参会确认。";
+
+/// The catalog's department names by code, for the report.
+pub fn department_names(catalog: &crate::route::Catalog) -> BTreeMap<String, String> {
+    catalog
+        .departments
+        .iter()
+        .map(|d| (d.code.clone(), d.name.clone()))
+        .collect()
 }
 
 /// `YYYY-MM` → the first instants of the month and of the next, Asia/Shanghai.
@@ -108,155 +198,178 @@ fn median(sorted: &[f64]) -> Option<f64> {
     }
 }
 
-/// Builds the report from the entries pushed in the month.
-pub fn monthly(
-    month: &str,
-    entries: &[Entry],
-    calendar: &Calendar,
-    now: DateTime<FixedOffset>,
-) -> Report {
-    let mut m = Monthly::new(month, Arc::new(calendar.clone()), now);
-    for e in entries {
-        m.add(e);
-    }
-    m.finish()
-}
+type ClaimKey = (String, String, String);
 
-/// What one line has gathered so far.
-#[derive(Default)]
-struct Acc {
-    line: Option<Line>,
-    /// Working hours from push to claim, one per claimed entry.
-    hours: Vec<f64>,
-    /// Forwarded before claiming: the receiver's line counts the record.
-    passed_on: u64,
+/// The median and 90th percentile of a group's hours.
+fn group_hours<K: Ord>(map: &mut BTreeMap<K, Vec<f64>>, key: &K) -> (Option<f64>, Option<f64>) {
+    let mut v = map.remove(key).unwrap_or_default();
+    // The store sorts; sorting sorted values costs one pass.
+    v.sort_by(f64::total_cmp);
+    (median(&v).map(round2), percentile(&v, 0.9).map(round2))
 }
+type PushKey = (String, String);
 
-/// The report built one entry at a time, so a month of millions of entries is read as a stream:
-/// what it keeps is the counts per line and one number per claimed entry.
+/// The report being gathered from the store's rows: counts per group, and the working hours of
+/// each group as the store streams them, sorted.
 pub struct Monthly {
     month: String,
-    calendar: Arc<Calendar>,
     now: DateTime<FixedOffset>,
-    groups: BTreeMap<(String, String, &'static str), Acc>,
-    /// Entries added.
+    calendar_version: String,
+    names: BTreeMap<String, String>,
+    claims: BTreeMap<ClaimKey, ClaimCounts>,
+    claim_hours: BTreeMap<ClaimKey, Vec<f64>>,
+    pushes: BTreeMap<PushKey, PushCounts>,
+    push_hours: BTreeMap<PushKey, Vec<f64>>,
+    /// Entries counted.
     pub entries: u64,
 }
 
 impl Monthly {
-    pub fn new(month: &str, calendar: Arc<Calendar>, now: DateTime<FixedOffset>) -> Monthly {
+    /// A report of `month` as it stands at `now`; `names` gives department names by code.
+    pub fn new(
+        month: &str,
+        calendar_version: &str,
+        now: DateTime<FixedOffset>,
+        names: BTreeMap<String, String>,
+    ) -> Monthly {
         Monthly {
             month: month.to_string(),
-            calendar,
             now,
-            groups: BTreeMap::new(),
+            calendar_version: calendar_version.to_string(),
+            names,
+            claims: BTreeMap::new(),
+            claim_hours: BTreeMap::new(),
+            pushes: BTreeMap::new(),
+            push_hours: BTreeMap::new(),
             entries: 0,
         }
     }
 
-    /// Counts one entry pushed in the month.
-    pub fn add(&mut self, e: &Entry) {
-        self.entries += 1;
-        let flow = flow_of(e);
-        let acc = self
-            .groups
-            .entry((e.department.clone(), e.kind.as_str().to_string(), flow))
-            .or_default();
-        let line = acc.line.get_or_insert_with(|| Line {
-            department: e.department.clone(),
-            kind: e.kind.as_str().to_string(),
-            flow: flow.to_string(),
-            pushed: 0,
-            claimed: 0,
-            claimed_on_time: 0,
-            overdue: 0,
-            still_open: 0,
-            returned: 0,
-            on_time_rate: None,
-            median_claim_hours: None,
-            p90_claim_hours: None,
-            forwarded: 0,
-            offline: 0,
-            replied: 0,
-            deemed_agreed: 0,
-            signed_off: 0,
-            verified: 0,
-            unfulfilled: 0,
-            follow_up_overdue: 0,
-        });
-        let now = self.now;
-        line.pushed += 1;
-        line.offline += u64::from(e.via.is_some());
-        line.forwarded += u64::from(e.state == EntryState::Forwarded);
-        match e.outcome.as_deref() {
-            Some("replied") => line.replied += 1,
-            Some("deemed_agreed") => line.deemed_agreed += 1,
-            Some("signed_off") => line.signed_off += 1,
-            Some("commitment_fulfilled") => line.verified += 1,
-            Some("commitment_unfulfilled") => {
-                line.verified += 1;
-                line.unfulfilled += 1;
-            }
-            _ => {}
-        }
-        if let Some(due) = e.feedback_due_at.filter(|_| e.claimed_at.is_some()) {
-            let done = matches!(e.state, EntryState::Closed)
-                .then_some(e.closed_at)
-                .flatten();
-            // For an inquiry the reply is the follow-up as well as the answer; counted once.
-            if flow != "inquiry" && done.map_or(now > due, |at| at > due) {
-                line.follow_up_overdue += 1;
-            }
-        }
-        match (e.claimed_at, e.claim_due_at) {
-            (Some(claimed), due) => {
-                line.claimed += 1;
-                if due.is_none_or(|d| claimed <= d) {
-                    line.claimed_on_time += 1;
-                } else {
-                    line.overdue += 1;
-                }
-                if let Ok(s) = self.calendar.working_seconds_between(e.pushed_at, claimed) {
-                    acc.hours.push(s as f64 / 3600.0);
-                }
-            }
-            (None, due) => match e.state {
-                EntryState::Returned => line.returned += 1,
-                EntryState::Forwarded => acc.passed_on += 1,
-                // Closed unanswered: an inquiry deemed agreed after its deadline.
-                EntryState::Closed => line.overdue += 1,
-                _ => {
-                    line.still_open += 1;
-                    if due.is_some_and(|d| now > d) {
-                        line.overdue += 1;
-                    }
-                }
-            },
-        }
+    /// The report time: what "past the deadline" is measured against.
+    pub fn now(&self) -> DateTime<FixedOffset> {
+        self.now
     }
 
-    /// The report: rates and claim-time percentiles per line.
-    pub fn finish(self) -> Report {
-        let lines = self
-            .groups
-            .into_values()
-            .filter_map(|mut acc| {
-                let mut line = acc.line.take()?;
-                let counted = line.pushed - line.returned - acc.passed_on;
-                line.on_time_rate = (counted > 0)
-                    .then(|| round2(line.claimed_on_time as f64 / counted as f64 * 100.0) / 100.0);
-                acc.hours.sort_by(f64::total_cmp);
-                line.median_claim_hours = median(&acc.hours).map(round2);
-                line.p90_claim_hours = percentile(&acc.hours, 0.9).map(round2);
-                Some(line)
-            })
-            .collect();
+    /// One group of the month's entries.
+    pub fn claim_counts(&mut self, c: ClaimCounts) {
+        self.entries += c.pushed;
+        self.claims
+            .insert((c.department.clone(), c.kind.clone(), c.flow.clone()), c);
+    }
+
+    /// One entry's working hours from push to claim, in the store's order.
+    pub fn claim_hours(&mut self, department: &str, kind: &str, flow: &str, hours: f64) {
+        self.claim_hours
+            .entry((department.into(), kind.into(), flow.into()))
+            .or_default()
+            .push(hours);
+    }
+
+    /// One group of the month's records.
+    pub fn push_counts(&mut self, p: PushCounts) {
+        self.pushes.insert((p.pusher.clone(), p.kind.clone()), p);
+    }
+
+    /// One record's working hours from its decision (or receipt) to its push.
+    pub fn push_hours(&mut self, pusher: &str, kind: &str, hours: f64) {
+        self.push_hours
+            .entry((pusher.into(), kind.into()))
+            .or_default()
+            .push(hours);
+    }
+
+    /// The report: rates and percentiles per line.
+    pub fn finish(mut self) -> Report {
+        let name = |code: &str| self.names.get(code).cloned();
+        let mut claims = Vec::new();
+        for (key, c) in &self.claims {
+            let (median_claim_hours, p90_claim_hours) = group_hours(&mut self.claim_hours, key);
+            let timed = c.with_deadline > 0;
+            let due = c.claimed_on_time + c.claimed_late + c.missed;
+            claims.push(ClaimLine {
+                department: c.department.clone(),
+                department_name: name(&c.department),
+                kind: c.kind.clone(),
+                flow: c.flow.clone(),
+                pushed: c.pushed,
+                claimed: c.claimed,
+                claimed_on_time: timed.then_some(c.claimed_on_time),
+                claimed_late: timed.then_some(c.claimed_late),
+                open: c.open,
+                open_overdue: timed.then_some(c.missed),
+                returned: c.returned,
+                forwarded: c.forwarded,
+                offline: c.offline,
+                updates: c.updates,
+                due: timed.then_some(due),
+                on_time_rate: (timed && due > 0)
+                    .then(|| round2(c.claimed_on_time as f64 / due as f64)),
+                median_claim_hours,
+                p90_claim_hours,
+                replied: c.replied,
+                deemed_agreed: c.deemed_agreed,
+                attending: c.attending,
+                signed_off: c.signed_off,
+                verified: c.verified,
+                unfulfilled: c.unfulfilled,
+                follow_up_overdue: c.follow_up_overdue,
+            });
+        }
+        let mut pushes = Vec::new();
+        for (key, p) in &self.pushes {
+            let (median_push_hours, p90_push_hours) = group_hours(&mut self.push_hours, key);
+            let timed = p.with_deadline > 0;
+            let pusher = if p.pusher.is_empty() {
+                "unknown".to_string()
+            } else {
+                p.pusher.clone()
+            };
+            pushes.push(PushLine {
+                pusher_name: name(&p.pusher),
+                pusher,
+                kind: p.kind.clone(),
+                pushed: p.pushed,
+                with_deadline: p.with_deadline,
+                on_time: timed.then_some(p.with_deadline - p.late),
+                late: timed.then_some(p.late),
+                on_time_rate: timed
+                    .then(|| round2((p.with_deadline - p.late) as f64 / p.with_deadline as f64)),
+                median_push_hours,
+                p90_push_hours,
+            });
+        }
         Report {
             month: self.month,
             generated_at: super::rfc3339(self.now),
-            calendar_version: self.calendar.version().to_string(),
-            lines,
+            calendar_version: self.calendar_version,
+            pushes,
+            claims,
+            notes: NOTES.to_string(),
         }
+    }
+}
+
+/// 审批信息, 监管信息, 通知 for a kind.
+pub fn kind_label(kind: &str) -> &str {
+    match kind {
+        "approval" => "审批信息",
+        "supervision" => "监管信息",
+        "notice" => "通知",
+        other => other,
+    }
+}
+
+/// The Chinese name of a flow.
+pub fn flow_label(flow: &str) -> &str {
+    match flow {
+        "claim" => "认领",
+        "commitment" => "认领及告知承诺核查",
+        "decision" => "处理决定认领",
+        "notice" => "通知认领",
+        "attendance" => "参会确认",
+        "inquiry" => "函询答复",
+        "inspection" => "踏勘确认",
+        other => other,
     }
 }
 
@@ -269,49 +382,6 @@ pub fn excel_safe(s: &str) -> String {
     }
 }
 
-fn opt(x: Option<f64>) -> String {
-    x.map(|v| v.to_string()).unwrap_or_default()
-}
-
-/// CSV with a header, Excel-safe, UTF-8 with BOM so Excel opens Chinese text correctly.
-pub fn to_csv(report: &Report) -> String {
-    let mut w = csv_writer();
-    w.push_str("\u{FEFF}month,department,kind,flow,pushed,claimed,claimed_on_time,overdue,still_open,returned,on_time_rate,median_claim_hours,p90_claim_hours,forwarded,offline,replied,deemed_agreed,signed_off,verified,unfulfilled,follow_up_overdue\r\n");
-    for l in &report.lines {
-        let cells = [
-            report.month.clone(),
-            l.department.clone(),
-            l.kind.clone(),
-            l.flow.clone(),
-            l.pushed.to_string(),
-            l.claimed.to_string(),
-            l.claimed_on_time.to_string(),
-            l.overdue.to_string(),
-            l.still_open.to_string(),
-            l.returned.to_string(),
-            opt(l.on_time_rate),
-            opt(l.median_claim_hours),
-            opt(l.p90_claim_hours),
-            l.forwarded.to_string(),
-            l.offline.to_string(),
-            l.replied.to_string(),
-            l.deemed_agreed.to_string(),
-            l.signed_off.to_string(),
-            l.verified.to_string(),
-            l.unfulfilled.to_string(),
-            l.follow_up_overdue.to_string(),
-        ];
-        let row: Vec<String> = cells.iter().map(|c| csv_cell(&excel_safe(c))).collect();
-        w.push_str(&row.join(","));
-        w.push_str("\r\n");
-    }
-    w
-}
-
-fn csv_writer() -> String {
-    String::new()
-}
-
 fn csv_cell(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -320,84 +390,197 @@ fn csv_cell(s: &str) -> String {
     }
 }
 
-/// The flow-specific counts of a line that are not zero, e.g. `replied 2, deemed_agreed 1`.
-fn other(l: &Line) -> String {
+/// A count, or `—` where the line has no deadline.
+fn dash(x: Option<u64>) -> String {
+    x.map(|v| v.to_string()).unwrap_or_else(|| "—".into())
+}
+
+fn rate(x: Option<f64>, timed: bool) -> String {
+    match x {
+        Some(r) => format!("{:.0}%", r * 100.0),
+        None if timed => String::new(),
+        None => "—".into(),
+    }
+}
+
+fn hours(x: Option<f64>) -> String {
+    x.map(|h| format!("{h:.2}")).unwrap_or_default()
+}
+
+fn with_name(code: &str, name: &Option<String>) -> String {
+    match name {
+        Some(n) => format!("{n}（{code}）"),
+        None => code.to_string(),
+    }
+}
+
+/// The flow-specific counts of a line that are not zero, e.g. `答复 2，视为同意 1`.
+fn other(l: &ClaimLine) -> String {
     let parts: Vec<String> = [
-        ("forwarded", l.forwarded),
-        ("offline", l.offline),
-        ("replied", l.replied),
-        ("deemed_agreed", l.deemed_agreed),
-        ("signed_off", l.signed_off),
-        ("verified", l.verified),
-        ("unfulfilled", l.unfulfilled),
-        ("follow_up_overdue", l.follow_up_overdue),
+        ("线下推送", l.offline),
+        ("变更再推送", l.updates),
+        ("答复", l.replied),
+        ("视为同意", l.deemed_agreed),
+        ("参会", l.attending),
+        ("签字确认", l.signed_off),
+        ("已核查", l.verified),
+        ("未履行承诺", l.unfulfilled),
+        ("后续办理逾期", l.follow_up_overdue),
     ]
     .iter()
     .filter(|(_, n)| *n > 0)
     .map(|(k, n)| format!("{k} {n}"))
     .collect();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(", ")
-    }
+    parts.join("，")
 }
 
-/// A fixed-width table for the terminal.
+const CSV_HEADER: [&str; 19] = [
+    "月份",
+    "方向",
+    "单位代码",
+    "单位名称",
+    "信息类别",
+    "流程",
+    "推送数",
+    "已认领",
+    "按时",
+    "逾期",
+    "未认领",
+    "逾期未认领",
+    "退回",
+    "转交",
+    "按时率",
+    "用时中位数（工作小时）",
+    "用时P90（工作小时）",
+    "其他",
+    "有时限",
+];
+
+/// CSV with Chinese headers, one row per push line (方向 推送) and per claim line (方向 认领),
+/// then the footnote; Excel-safe, UTF-8 with a BOM so Excel opens Chinese text correctly.
+pub fn to_csv(report: &Report) -> String {
+    let mut out = String::from("\u{FEFF}");
+    let mut row = |cells: Vec<String>| {
+        let cells: Vec<String> = cells.iter().map(|c| csv_cell(&excel_safe(c))).collect();
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    };
+    row(CSV_HEADER.iter().map(|s| s.to_string()).collect());
+    for p in &report.pushes {
+        let timed = p.with_deadline > 0;
+        row(vec![
+            report.month.clone(),
+            "推送".into(),
+            p.pusher.clone(),
+            p.pusher_name.clone().unwrap_or_default(),
+            kind_label(&p.kind).into(),
+            "推送".into(),
+            p.pushed.to_string(),
+            String::new(),
+            dash(p.on_time),
+            dash(p.late),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            rate(p.on_time_rate, timed),
+            hours(p.median_push_hours),
+            hours(p.p90_push_hours),
+            String::new(),
+            p.with_deadline.to_string(),
+        ]);
+    }
+    for l in &report.claims {
+        row(vec![
+            report.month.clone(),
+            "认领".into(),
+            l.department.clone(),
+            l.department_name.clone().unwrap_or_default(),
+            kind_label(&l.kind).into(),
+            flow_label(&l.flow).into(),
+            l.pushed.to_string(),
+            l.claimed.to_string(),
+            dash(l.claimed_on_time),
+            dash(l.claimed_late),
+            l.open.to_string(),
+            dash(l.open_overdue),
+            l.returned.to_string(),
+            l.forwarded.to_string(),
+            rate(l.on_time_rate, l.due.is_some()),
+            hours(l.median_claim_hours),
+            hours(l.p90_claim_hours),
+            other(l),
+            dash(l.due.map(|_| l.pushed)),
+        ]);
+    }
+    row(vec![report.notes.clone()]);
+    out
+}
+
+/// A table for the terminal, in two parts (推送情况, 认领情况), then the footnote.
 pub fn to_table(report: &Report) -> String {
     let mut out = format!(
-        "每月通报 {} (calendar {})\n",
-        report.month, report.calendar_version
+        "每月通报 {}（生成于 {}，工作日历 {}）\n\n一、推送情况（审批信息、监管信息上传）\n",
+        report.month, report.generated_at, report.calendar_version
     );
-    out.push_str(&format!(
-        "{:<20} {:<12} {:<11} {:>7} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8} {:>10} {:>9}  {}\n",
-        "DEPARTMENT",
-        "KIND",
-        "FLOW",
-        "PUSHED",
-        "CLAIMED",
-        "ON_TIME",
-        "OVERDUE",
-        "OPEN",
-        "RETURNED",
-        "RATE",
-        "MEDIAN_H",
-        "P90_H",
-        "OTHER"
-    ));
-    for l in &report.lines {
+    out.push_str("| 推送方 | 信息类别 | 推送数 | 有时限 | 按时推送 | 逾期推送 | 按时率 | 用时中位数(工作小时) | 用时P90 |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for p in &report.pushes {
         out.push_str(&format!(
-            "{:<20} {:<12} {:<11} {:>7} {:>8} {:>8} {:>8} {:>6} {:>9} {:>8} {:>10} {:>9}  {}\n",
-            l.department,
-            l.kind,
-            l.flow,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            with_name(&p.pusher, &p.pusher_name),
+            kind_label(&p.kind),
+            p.pushed,
+            p.with_deadline,
+            dash(p.on_time),
+            dash(p.late),
+            rate(p.on_time_rate, p.with_deadline > 0),
+            hours(p.median_push_hours),
+            hours(p.p90_push_hours),
+        ));
+    }
+    if report.pushes.is_empty() {
+        out.push_str("（本月没有推送）\n");
+    }
+    out.push_str("\n二、认领情况\n");
+    out.push_str("| 部门 | 信息类别 | 流程 | 推送数 | 已认领 | 按时认领 | 逾期认领 | 未认领 | 逾期未认领 | 退回 | 转交 | 按时率 | 用时中位数(工作小时) | 用时P90 | 其他 |\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for l in &report.claims {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            with_name(&l.department, &l.department_name),
+            kind_label(&l.kind),
+            flow_label(&l.flow),
             l.pushed,
             l.claimed,
-            l.claimed_on_time,
-            l.overdue,
-            l.still_open,
+            dash(l.claimed_on_time),
+            dash(l.claimed_late),
+            l.open,
+            dash(l.open_overdue),
             l.returned,
-            l.on_time_rate
-                .map(|r| format!("{:.0}%", r * 100.0))
-                .unwrap_or_else(|| "-".into()),
-            l.median_claim_hours
-                .map(|h| format!("{h:.2}"))
-                .unwrap_or_else(|| "-".into()),
-            l.p90_claim_hours
-                .map(|h| format!("{h:.2}"))
-                .unwrap_or_else(|| "-".into()),
+            l.forwarded,
+            rate(l.on_time_rate, l.due.is_some()),
+            hours(l.median_claim_hours),
+            hours(l.p90_claim_hours),
             other(l),
         ));
     }
-    if report.lines.is_empty() {
-        out.push_str("(nothing was pushed in this month)\n");
+    if report.claims.is_empty() {
+        out.push_str("（本月没有推送到部门的记录）\n");
     }
+    out.push('\n');
+    out.push_str(&report.notes);
+    out.push('\n');
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn t(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
 
     #[test]
     fn formula_characters_are_escaped() {
@@ -424,5 +607,56 @@ mod tests {
         assert_eq!(a.to_rfc3339(), "2026-02-01T00:00:00+08:00");
         assert_eq!(b.to_rfc3339(), "2026-03-01T00:00:00+08:00");
         assert!(month_bounds("2026-13").is_err());
+    }
+
+    #[test]
+    fn open_records_not_yet_due_do_not_count_against_a_department() {
+        let names = BTreeMap::from([("szs-wjw".to_string(), "石嘴山市卫生健康委员会".to_string())]);
+        let mut m = Monthly::new("2026-03", "v", t("2026-03-31T12:00:00+08:00"), names);
+        m.claim_counts(ClaimCounts {
+            department: "szs-wjw".into(),
+            kind: "approval".into(),
+            flow: "claim".into(),
+            pushed: 2,
+            with_deadline: 2,
+            open: 2,
+            ..ClaimCounts::default()
+        });
+        m.claim_counts(ClaimCounts {
+            department: "szs-wjw".into(),
+            kind: "notice".into(),
+            flow: "attendance".into(),
+            pushed: 1,
+            claimed: 1,
+            ..ClaimCounts::default()
+        });
+        let r = m.finish();
+        let l = &r.claims[0];
+        assert_eq!(
+            (l.due, l.on_time_rate, l.open_overdue),
+            (Some(0), None, Some(0))
+        );
+        assert_eq!(l.department_name.as_deref(), Some("石嘴山市卫生健康委员会"));
+        // A flow without a deadline shows — for its deadline figures, not 0.
+        let n = &r.claims[1];
+        assert_eq!(
+            (n.claimed_on_time, n.on_time_rate, n.due),
+            (None, None, None)
+        );
+        let table = to_table(&r);
+        assert!(
+            table.contains("石嘴山市卫生健康委员会（szs-wjw）"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 通知 | 参会确认 | 1 | 1 | — | — | 0 | — |"),
+            "{table}"
+        );
+        let csv = to_csv(&r);
+        assert!(
+            csv.starts_with("\u{FEFF}月份,方向,单位代码,单位名称"),
+            "{csv}"
+        );
+        assert!(csv.trim_end().ends_with(NOTES), "{csv}");
     }
 }
