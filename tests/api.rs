@@ -222,7 +222,7 @@ async fn the_openapi_document_is_valid_and_describes_every_route_and_answer() {
         .to_string();
     let (status, report) = get(&gw, &format!("/v1/reports/monthly?month={month}"), &admin).await;
     assert_eq!(status, 200, "{report}");
-    assert!(!report["lines"].as_array().unwrap().is_empty(), "{report}");
+    assert!(!report["claims"].as_array().unwrap().is_empty(), "{report}");
     conforms(&doc, "MonthlyReport", &report);
     for (path, schema) in [
         ("/v1/departments", "DepartmentList"),

@@ -338,14 +338,14 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
             (
                 "deliveries",
                 format!(
-                    "INSERT INTO deliveries SELECT record_id, department, attempts, status, {}, last_error FROM deliveries_v1",
+                    "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error) SELECT record_id, department, attempts, status, {}, last_error FROM deliveries_v1",
                     ms("next_attempt_at")
                 ),
             ),
             (
                 "alert_outbox",
                 format!(
-                    "INSERT INTO alert_outbox SELECT id, record_id, payload, {}, NULL, NULL FROM alert_outbox_v1",
+                    "INSERT INTO alert_outbox (id, record_id, payload, created_at) SELECT id, record_id, payload, {} FROM alert_outbox_v1",
                     ms("created_at")
                 ),
             ),

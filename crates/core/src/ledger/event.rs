@@ -376,11 +376,6 @@ struct LevelOnly {
     level: String,
 }
 
-#[derive(Deserialize)]
-struct RecordIdOnly {
-    record_id: String,
-}
-
 /// The levels the tracker raises on entries; other alerts are notifications.
 pub const RAISED_LEVELS: [&str; 3] = ["due_soon", "overdue", "escalated"];
 
@@ -395,7 +390,21 @@ pub fn decode(kind: RecordKind, payload: &[u8]) -> Result<Decoded, DecodeError> 
         RecordKind::Approval | RecordKind::Supervision | RecordKind::Notice => {
             let env: Envelope<Value> = serde_json::from_slice(payload)
                 .map_err(|e| DecodeError::Envelope(e.to_string()))?;
-            let id: RecordIdOnly = serde_json::from_value(env.data.clone()).map_err(data_error)?;
+            let record_id = match env.data.get("record_id") {
+                Some(Value::String(id)) if !id.is_empty() => id.clone(),
+                Some(other) => {
+                    return Err(DecodeError::Data {
+                        topic,
+                        reason: format!("record_id {other} is not a record id"),
+                    })
+                }
+                None => {
+                    return Err(DecodeError::Data {
+                        topic,
+                        reason: "missing field `record_id`".into(),
+                    })
+                }
+            };
             let time = env.time.ok_or_else(|| DecodeError::Data {
                 topic,
                 reason: "the CloudEvent has no time".into(),
@@ -403,7 +412,7 @@ pub fn decode(kind: RecordKind, payload: &[u8]) -> Result<Decoded, DecodeError> 
             Ok(Decoded::Event(Box::new(Event::Record(RecordEvent {
                 kind,
                 event_id: env.id,
-                record_id: id.record_id,
+                record_id,
                 time,
                 data: env.data,
             }))))
