@@ -48,7 +48,7 @@ impl From<&RecordRow> for RecordView {
             unrouted: r.unrouted.clone(),
             linked_record_id: r.linked_record_id.clone(),
             source_department: r.source_department.clone(),
-            data: r.data.clone(),
+            data: (*r.data).clone(),
         }
     }
 }

@@ -217,7 +217,7 @@ impl Deliverer {
             &format!("/shenguan/adapters/{}", record.adapter),
             &record.record_id,
             record.published_at,
-            record.data.clone(),
+            (*record.data).clone(),
         );
         let body = serde_json::to_vec(&event)?;
         let now = self.clock.now();

@@ -2,6 +2,7 @@
 //! and penalty (行政处罚) decisions of a month, in the columns the `nx-credit` adapters read
 //! (the core's `sgs` writes them). `shenguan export sgs` and `GET /v1/exports/sgs` use it.
 
+use std::sync::Arc;
 use super::store::LedgerStore;
 use crate::schema::RecordKind;
 use crate::sgs::{self, SgsKind};
@@ -34,7 +35,7 @@ pub async fn sgs_file(
         .await?
         .into_iter()
         .filter(|r| kind.includes(r.kind.as_str(), &r.data))
-        .map(|r| r.data)
+        .map(|r| Arc::unwrap_or_clone(r.data))
         .collect();
     let rows = sgs::table(kind, &records);
     let stem = format!(

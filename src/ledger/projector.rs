@@ -29,7 +29,7 @@ struct EventId {
 }
 
 /// Most messages applied in one ledger transaction.
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 2000;
 
 /// How long the projector may receive nothing before it checks that the topics did not grow
 /// past its positions meanwhile.

@@ -468,7 +468,7 @@ fn record_from(row: &Row) -> Result<RecordRow, DbError> {
         pushed_at: row.time("pushed_at")?,
         push_hours: row.opt_real("push_hours")?,
         version: version(row, "version")?,
-        data: data_of(row, "payload")?,
+        data: Arc::new(data_of(row, "payload")?),
     })
 }
 
@@ -584,7 +584,7 @@ fn joined_record(row: &Row) -> Result<RecordRow, DbError> {
         pushed_at: row.time("r_pushed_at")?,
         push_hours: row.opt_real("r_push_hours")?,
         version: version(row, "r_version")?,
-        data: data_of(row, "r_payload")?,
+        data: Arc::new(data_of(row, "r_payload")?),
     })
 }
 

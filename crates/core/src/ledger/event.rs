@@ -6,6 +6,7 @@
 //! ledger applies a record's events in that order whatever order the topics are read in, which is
 //! what makes a rebuild equal to the live ledger (see `fold`).
 
+use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -254,7 +255,8 @@ pub struct RecordEvent {
     pub event_id: String,
     pub record_id: String,
     pub time: DateTime<FixedOffset>,
-    pub data: Value,
+    /// Shared with the record row the fold builds from it.
+    pub data: Arc<Value>,
 }
 
 /// A ledger event decoded from a bus message.
@@ -414,7 +416,7 @@ pub fn decode(kind: RecordKind, payload: &[u8]) -> Result<Decoded, DecodeError> 
                 event_id: env.id,
                 record_id,
                 time,
-                data: env.data,
+                data: Arc::new(env.data),
             }))))
         }
         RecordKind::Claim => {

@@ -27,6 +27,7 @@ pub use event::{
 pub use machine::apply;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
@@ -197,7 +198,8 @@ pub struct RecordRow {
     pub push_hours: Option<f64>,
     /// 1 for the first version; each new version under the same business key adds one.
     pub version: u32,
-    pub data: Value,
+    /// The canonical record, shared with the event it came from and every copy of the row.
+    pub data: Arc<Value>,
 }
 
 /// The licence keys of a record: for an approval its own (许可编号, 许可决定文书号, 统一社会信用代码
