@@ -1,9 +1,13 @@
 //! Value conversions an adapter applies to legacy fields: text normalisation, the date forms
 //! legacy systems write, numbers with 元/万元 units, booleans. Pure functions, exhaustively tested.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::schema::canonical::Canonical;
 
 /// China Standard Time. China has had no daylight saving since 1991, so a fixed offset is exact
 /// for every date the gateway handles and needs no time-zone database.
@@ -75,6 +79,11 @@ pub fn normalize_text(s: &str) -> String {
     normalize(s, false).into_owned()
 }
 
+/// Like [`normalize_text`], borrowing the text when it needs no change (most values).
+pub fn normalize_cow(s: &str) -> std::borrow::Cow<'_, str> {
+    normalize(s, false)
+}
+
 /// Whether a text is empty once normalised, without building the normalised text.
 pub fn is_blank(s: &str) -> bool {
     normalize(s, false).is_empty()
@@ -135,31 +144,66 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 
 /// Applies `convert` to a source value. The error is a reason for a person, without the value.
 pub fn apply(convert: Convert, unit: Unit, v: &Value) -> Result<Value, String> {
-    let text = scalar_text(v).ok_or_else(|| "expected a text or number value".to_string())?;
+    apply_text(convert, unit, scalar_text(v).map(Cow::Owned)).map(|c| c.to_value())
+}
+
+/// Applies `convert` to the normalised text of a source value (`None` when the value is not a
+/// non-empty scalar), giving the canonical value; plain text stays borrowed.
+pub fn apply_text(
+    convert: Convert,
+    unit: Unit,
+    text: Option<Cow<'_, str>>,
+) -> Result<Canonical<'_>, String> {
+    let text = text.ok_or_else(|| "expected a text or number value".to_string())?;
     if convert == Convert::String {
-        return Ok(Value::String(text));
+        return Ok(Canonical::String(text));
     }
     let text = normalize(&text, true);
+    let owned = |s: String| Canonical::String(Cow::Owned(s));
     match convert {
-        Convert::String => Ok(Value::String(text.into_owned())),
-        Convert::Date => parse_date(&text).map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
+        Convert::String => Ok(owned(text.into_owned())),
+        Convert::Date => parse_date(&text).map(|d| owned(format_date(d))),
         Convert::Datetime => parse_datetime(&text)
-            .map(|d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))),
+            .map(|d| owned(d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))),
         Convert::Number => parse_number(&text).map(number),
         Convert::Integer => text
             .replace(',', "")
             .parse::<i64>()
-            .map(Value::from)
+            .map(|i| Canonical::Number(i.into()))
             .map_err(|_| "not a whole number".to_string()),
-        Convert::Bool => parse_bool(&text).map(Value::Bool),
+        Convert::Bool => parse_bool(&text).map(Canonical::Bool),
         Convert::AmountWan => parse_amount_wan(&text, unit).map(number),
     }
 }
 
-fn number(x: f64) -> Value {
+/// `YYYY-MM-DD`, as chrono's `%Y-%m-%d` writes it, without going through its formatter.
+fn format_date(date: NaiveDate) -> String {
+    use chrono::Datelike;
+    let Ok(y @ 0..=9999) = u32::try_from(date.year()) else {
+        return date.format("%Y-%m-%d").to_string();
+    };
+    let (m, d) = (date.month(), date.day());
+    let digit = |n: u32| char::from(b'0' + n as u8);
+    let mut out = String::with_capacity(10);
+    out.extend([
+        digit(y / 1000),
+        digit(y / 100 % 10),
+        digit(y / 10 % 10),
+        digit(y % 10),
+        '-',
+        digit(m / 10),
+        digit(m % 10),
+        '-',
+        digit(d / 10),
+        digit(d % 10),
+    ]);
+    out
+}
+
+fn number(x: f64) -> Canonical<'static> {
     // Round to 6 decimals (1 分 is 0.000001 万元) so 2000元 becomes exactly 0.2.
     let rounded = (x * 1e6).round() / 1e6;
-    serde_json::Number::from_f64(rounded).map_or(Value::Null, Value::Number)
+    serde_json::Number::from_f64(rounded).map_or(Canonical::Null, Canonical::Number)
 }
 
 fn parse_number(s: &str) -> Result<f64, String> {
@@ -340,6 +384,17 @@ mod tests {
             let normalised = normalize_all(s);
             assert_eq!(date(&normalised), "2022-04-26", "{s}");
         }
+    }
+
+    #[test]
+    fn dates_are_written_as_chrono_writes_them() {
+        let mut d = NaiveDate::from_ymd_opt(1949, 1, 1).unwrap();
+        while d <= NaiveDate::from_ymd_opt(2099, 12, 31).unwrap() {
+            assert_eq!(format_date(d), d.format("%Y-%m-%d").to_string());
+            d += chrono::Duration::days(1);
+        }
+        let far = NaiveDate::from_ymd_opt(-5, 3, 4).unwrap();
+        assert_eq!(format_date(far), far.format("%Y-%m-%d").to_string());
     }
 
     #[test]
