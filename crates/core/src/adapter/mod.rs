@@ -219,7 +219,7 @@ impl Adapter {
             }
         }
         let mut errors = Vec::new();
-        let mut business_key = String::new();
+        let mut business_key = String::with_capacity(64);
         for (i, (text, path)) in self.key.iter().enumerate() {
             match path.first_in(record).and_then(Src::text) {
                 Some(v) => {
@@ -299,11 +299,16 @@ impl Field {
         if let (Source::Path(_, path), false, None) = (&self.source, self.multiple, &self.nested) {
             if path.is_plain() {
                 return match path.first_in(scope) {
-                    Some(v) if !v.is_empty() && !v.is_array() => self.convert(v).map(Some),
+                    None => self.missing(),
                     Some(v) if v.is_array() => {
                         Err(self.error("path matched a list; expected one value".into()))
                     }
-                    _ => self.missing(),
+                    // One pass over the text: empty once normalised is missing.
+                    Some(v) => match v.text() {
+                        Some(text) => self.convert_text(Some(text)).map(Some),
+                        None if v.is_object() => self.convert_text(None).map(Some),
+                        None => self.missing(),
+                    },
                 };
             }
         }
@@ -388,7 +393,7 @@ impl Field {
             .collect();
         let mut items = Vec::with_capacity(elements.len());
         for (i, element) in elements.into_iter().enumerate() {
-            let mut object = Vec::new();
+            let mut object = Vec::with_capacity(nested.len());
             for sub in nested {
                 match sub.produce(Scope::Element(element)) {
                     Ok(Some(v)) => canonical::set(&mut object, &sub.parts, v),

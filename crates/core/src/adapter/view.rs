@@ -481,7 +481,8 @@ impl<'de> Visitor<'de> for ViewVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<View<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        // serde_json gives no size hint: room for a few, so short lists are not grown.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
         while let Some(v) = seq.next_element::<View<'de>>()? {
             items.push(v);
         }
@@ -489,7 +490,7 @@ impl<'de> Visitor<'de> for ViewVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<View<'de>, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
             members.push((k, map.next_value::<View<'de>>()?));
         }

@@ -130,11 +130,12 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
-        }
+    loop {
+        let i = next_escape(bytes, start);
         out.extend_from_slice(&bytes[start..i]);
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -154,8 +155,40 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
         }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// The index of the first byte from `i` on that needs an escape, or the length: eight bytes at
+/// a time while none does (most text never does).
+fn next_escape(bytes: &[u8], mut i: usize) -> usize {
+    loop {
+        while let Some(word) = bytes.get(i..i + 8) {
+            if needs_escape(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
+                break;
+            }
+            i += 8;
+        }
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let b = bytes[i];
+            if b < 0x20 || b == b'"' || b == b'\\' {
+                return i;
+            }
+            i += 1;
+        }
+        if i == bytes.len() {
+            return i;
+        }
+    }
+}
+
+/// Whether any of eight bytes is a control character, `"` or `\` (exact: a byte's borrow
+/// only reaches bytes above one that already matched).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5C), 1) != 0
 }
 
 /// The value at a dotted path of an object's members.
@@ -195,7 +228,8 @@ pub fn set<'a>(
                 i
             }
             None => {
-                members.push((p.as_str(), Canonical::Object(Vec::new())));
+                // Room for the members a record's objects usually have, so they do not grow it.
+                members.push((p.as_str(), Canonical::Object(Vec::with_capacity(16))));
                 members.len() - 1
             }
         };
@@ -573,6 +607,16 @@ mod tests {
             let expected = schemas.validate(*kind, &record);
             let actual = schemas.validate_canonical(*kind, &Canonical::of(&record));
             prop_assert_eq!(actual, expected);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_word_needs_an_escape_when_one_of_its_bytes_does(word in any::<u64>(), at in 0usize..8, byte in any::<u8>()) {
+            let mut bytes = word.to_le_bytes();
+            bytes[at] = byte;
+            let expected = bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            prop_assert_eq!(needs_escape(u64::from_le_bytes(bytes)), expected);
         }
     }
 
