@@ -1,6 +1,11 @@
 //! The pure core of ingestion: raw bytes from a legacy system → decoded text → records → mapped
 //! canonical data → validated CloudEvents, or precise rejections that keep the original bytes.
 //! No I/O here: the ingest service de-duplicates and publishes what this returns.
+//!
+//! No JSON tree is built for an accepted record: a JSON body is read through a borrowed view of
+//! the members its adapter reads, the mapping builds a [`Canonical`] record that borrows what no
+//! conversion changed, the compiled schema validates it where it is, and its bytes are written
+//! once, straight into the CloudEvent. The content hash is taken over those same bytes.
 
 use std::borrow::Cow;
 
@@ -65,6 +70,9 @@ pub struct Candidate {
     pub record_id: String,
     pub event_id: String,
     pub business_key: String,
+    /// SHA-256 (first 16 bytes, hex) of the mapped fields as they are published: the event's
+    /// `data` without the `record_id`, `kind` and `source` the gateway fills, written as one
+    /// JSON object. The same content gives the same hash whenever it is received.
     pub content_hash: String,
     /// The CloudEvent, serialised.
     pub event: Vec<u8>,
