@@ -2,10 +2,10 @@
 //! and penalty (行政处罚) decisions of a month, in the columns the `nx-credit` adapters read
 //! (the core's `sgs` writes them). `shenguan export sgs` and `GET /v1/exports/sgs` use it.
 
-use std::sync::Arc;
 use super::store::LedgerStore;
 use crate::schema::RecordKind;
 use crate::sgs::{self, SgsKind};
+use std::sync::Arc;
 
 /// A 双公示 file: its bytes, media type and a file name.
 pub struct SgsFile {

@@ -1,16 +1,26 @@
 //! The pure core of ingestion: raw bytes from a legacy system → decoded text → records → mapped
 //! canonical data → validated CloudEvents, or precise rejections that keep the original bytes.
 //! No I/O here: the ingest service de-duplicates and publishes what this returns.
+//!
+//! No JSON tree is built for an accepted record: a JSON body is read through a borrowed view of
+//! the members its adapter reads, the mapping builds a [`Canonical`] record that borrows what no
+//! conversion changed, the compiled schema validates it where it is, and its bytes are written
+//! once, straight into the CloudEvent. The content hash is taken over those same bytes.
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::adapter::format::{self, Format};
+use crate::adapter::path::Scope;
+use crate::adapter::view::{Parsed, RecordSeed, RecordsSeed, Slots, Src};
 use crate::adapter::Adapter;
+use crate::schema::canonical::{self, Canonical};
 use crate::schema::{RecordKind, Schemas};
 
 /// Namespace of the name-based (v5) UUIDs the gateway derives record and event ids from.
@@ -60,6 +70,9 @@ pub struct Candidate {
     pub record_id: String,
     pub event_id: String,
     pub business_key: String,
+    /// SHA-256 (first 16 bytes, hex) of the mapped fields as they are published: the event's
+    /// `data` without the `record_id`, `kind` and `source` the gateway fills, written as one
+    /// JSON object. The same content gives the same hash whenever it is received.
     pub content_hash: String,
     /// The CloudEvent, serialised.
     pub event: Vec<u8>,
@@ -109,21 +122,43 @@ pub struct BodyRejection {
 
 /// Derives the stable record id from the adapter and business key.
 pub fn record_id(adapter: &str, business_key: &str) -> String {
-    Uuid::new_v5(&NAMESPACE, format!("{adapter}\n{business_key}").as_bytes()).to_string()
+    name_based_id(adapter, business_key)
 }
 
 /// Derives the event id from the record id and its content: the same content gives the same id.
 pub fn event_id(record_id: &str, content_hash: &str) -> String {
-    Uuid::new_v5(
-        &NAMESPACE,
-        format!("{record_id}\n{content_hash}").as_bytes(),
-    )
-    .to_string()
+    name_based_id(record_id, content_hash)
+}
+
+/// The v5 UUID of `first\nsecond` in the gateway's namespace, hyphenated in lower case.
+fn name_based_id(first: &str, second: &str) -> String {
+    let len = first.len() + second.len() + 1;
+    let mut short = [0u8; 256];
+    let mut long = Vec::new();
+    let name: &mut [u8] = if len <= short.len() {
+        &mut short[..len]
+    } else {
+        long.resize(len, 0);
+        &mut long
+    };
+    name[..first.len()].copy_from_slice(first.as_bytes());
+    name[first.len()] = b'\n';
+    name[first.len() + 1..].copy_from_slice(second.as_bytes());
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Uuid::new_v5(&NAMESPACE, name)
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_string()
 }
 
 /// Runs a request body through decoding, parsing, mapping and validation. `format` is the
 /// request's (from its `Content-Type`), default the adapter's; `unit` says whether the bytes are
 /// a whole body or one record as the DLQ stored it (replay).
+///
+/// A JSON record is read through a borrowed view of the body that holds only the members its
+/// adapter reads ([`RecordSeed`]), mapped into a [`Canonical`] record, validated where it is,
+/// and written straight out as the bytes that are published. Should that parse fail, the body
+/// is parsed again the way a whole value is, so every rejection keeps its exact message.
 #[allow(clippy::too_many_arguments)]
 pub fn process(
     adapter: &Adapter,
@@ -155,7 +190,8 @@ pub fn process(
             format.media_type(),
         ));
     }
-    let records = if format == Format::Xlsx {
+    let mut run = Run::new(adapter, schemas, received_at);
+    if format == Format::Xlsx {
         if !body.is_empty() && !body.starts_with(b"PK") {
             return Err(body_rejection(
                 400,
@@ -180,36 +216,160 @@ pub fn process(
                 format.media_type(),
             )
         })?;
-        rows.into_iter()
-            .map(|(raw, v)| (raw, v, "text/csv"))
-            .collect()
-    } else {
-        let (text, charset) = decode(adapter, body, format, request_charset)?;
-        split(adapter, &text, body, format, unit, &charset)?
-    };
-    if records.len() > max_records {
-        return Err(too_many(
-            records.len(),
-            max_records,
-            body,
-            format.media_type(),
-        ));
+        check_count(rows.len(), max_records, body, format)?;
+        return Ok(run.rows(rows));
     }
-    Ok(records
-        .into_iter()
-        .enumerate()
-        .map(|(index, (raw, value, content_type))| {
-            process_record(
-                adapter,
-                schemas,
-                index,
-                raw,
-                value,
-                content_type,
-                received_at,
-            )
-        })
-        .collect())
+    let (text, charset) = decode(adapter, body, format, request_charset)?;
+    let media = format.media_type();
+    let unreadable = |reason: &'static str, title: &'static str, e: String| {
+        body_rejection(400, title, Stage::Parse, reason, e, body, &charset, media)
+    };
+    let malformed = |e: serde_json::Error| {
+        unreadable(
+            "malformed_json",
+            "Malformed JSON",
+            format!("body is not valid JSON: {e}"),
+        )
+    };
+    match format {
+        Format::Csv => {
+            let rows = format::csv_records(&text, &adapter.csv)
+                .map_err(|e| unreadable("malformed_csv", "Malformed CSV", e))?;
+            check_count(rows.len(), max_records, body, format)?;
+            Ok(run.rows(rows))
+        }
+        Format::Xml => {
+            let doc = format::xml_to_json(&text, &adapter.xml)
+                .map_err(|e| unreadable("malformed_xml", "Malformed XML", e))?;
+            let selected = if adapter.has_records_path() {
+                adapter.select_records(&doc)
+            } else {
+                vec![&doc]
+            };
+            check_count(selected.len(), max_records, body, format)?;
+            Ok(run.values(&selected))
+        }
+        Format::Json | Format::Xlsx => {
+            let text: &str = &text;
+            if unit == Unit::Record {
+                let record = match adapter.slots().and_then(|s| parse_one(text, s, false)) {
+                    Some(parsed) => Record::Parsed(parsed),
+                    None => Record::Value(adapter.parse_record(text).map_err(malformed)?),
+                };
+                check_count(1, max_records, body, format)?;
+                let original = || text.as_bytes().to_vec();
+                return Ok(vec![run.record(0, record.scope(), &original, JSON)]);
+            }
+            if !adapter.has_records_path() && text.trim_start().starts_with('[') {
+                let (records, raws) = json_records(adapter, text).map_err(malformed)?;
+                check_count(records.len(), max_records, body, format)?;
+                // A record's own text is what the DLQ keeps when it is rejected: found only then.
+                let known = raws;
+                let raws = std::cell::OnceCell::new();
+                if let Some(known) = known {
+                    raws.get_or_init(|| Some(known));
+                }
+                let original = |index: usize| -> Vec<u8> {
+                    let raws = raws.get_or_init(|| serde_json::from_str(text).ok());
+                    let own = raws.as_ref().and_then(|r| r.get(index));
+                    own.map_or(text, |r| r.get()).as_bytes().to_vec()
+                };
+                return Ok(records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| run.record(i, r.scope(), &|| original(i), JSON))
+                    .collect());
+            }
+            if adapter.has_records_path() {
+                let payload: Value = serde_json::from_str(text).map_err(malformed)?;
+                let selected = adapter.select_records(&payload);
+                check_count(selected.len(), max_records, body, format)?;
+                return Ok(run.values(&selected));
+            }
+            // One record: parsed as strictly as a whole value (numbers range-checked even where
+            // the adapter does not read them).
+            let record = match adapter.slots().and_then(|s| parse_one(text, s, true)) {
+                Some(parsed) => Record::Parsed(parsed),
+                None => Record::Value(serde_json::from_str(text).map_err(malformed)?),
+            };
+            check_count(1, max_records, body, format)?;
+            let original = || text.as_bytes().to_vec();
+            Ok(vec![run.record(0, record.scope(), &original, JSON)])
+        }
+    }
+}
+
+const JSON: &str = "application/json";
+
+/// A record as parsed: into the adapter's slots (or a non-object value), or a whole value.
+enum Record<'t> {
+    Parsed(Parsed<'t>),
+    Value(Value),
+}
+
+impl Record<'_> {
+    fn scope(&self) -> Scope<'_> {
+        match self {
+            Record::Parsed(Parsed::Slots(slots)) => Scope::Record(slots),
+            Record::Parsed(Parsed::Other(view)) => Scope::Element(Src::of(view)),
+            Record::Value(v) => Scope::Element(Src::Value(v)),
+        }
+    }
+}
+
+/// Parses one JSON record into the adapter's slots; `None` when that fails (the caller then
+/// parses it the reference way, for the error).
+fn parse_one<'t>(text: &'t str, slots: &Slots, strict: bool) -> Option<Parsed<'t>> {
+    use serde::de::DeserializeSeed as _;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = RecordSeed { slots, strict }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(parsed)
+}
+
+/// Each record of a top-level JSON array, and each one's own text if it was needed to read them.
+type Records<'t> = (Vec<Record<'t>>, Option<Vec<&'t RawValue>>);
+
+/// The records of a top-level JSON array: in one pass over the body when the adapter reads
+/// named members, otherwise (or should that pass fail) split into each record's own text and
+/// parsed one by one, as before, which words any error exactly as it always was (positions are
+/// those of the record's text) and reads nesting that only the whole array exceeds.
+fn json_records<'t>(adapter: &Adapter, text: &'t str) -> Result<Records<'t>, serde_json::Error> {
+    if let Some(slots) = adapter.slots() {
+        use serde::de::DeserializeSeed as _;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let seed = RecordsSeed(RecordSeed {
+            slots,
+            strict: false,
+        });
+        if let Ok(records) = seed.deserialize(&mut de) {
+            if de.end().is_ok() {
+                return Ok((records.into_iter().map(Record::Parsed).collect(), None));
+            }
+        }
+    }
+    let raws: Vec<&RawValue> = serde_json::from_str(text)?;
+    let mut records = Vec::with_capacity(raws.len());
+    for raw in &raws {
+        let parsed = adapter.slots().and_then(|s| parse_one(raw.get(), s, false));
+        records.push(match parsed {
+            Some(parsed) => Record::Parsed(parsed),
+            None => Record::Value(adapter.parse_record(raw.get())?),
+        });
+    }
+    Ok((records, Some(raws)))
+}
+
+fn check_count(
+    n: usize,
+    max: usize,
+    body: &[u8],
+    format: Format,
+) -> Result<(), Box<BodyRejection>> {
+    if n > max {
+        return Err(too_many(n, max, body, format.media_type()));
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -244,12 +404,13 @@ fn body_rejection(
     })
 }
 
-fn decode(
+/// The body as text (borrowed when it is UTF-8 already) and the name of its charset.
+fn decode<'b>(
     adapter: &Adapter,
-    body: &[u8],
+    body: &'b [u8],
     format: Format,
     request_charset: Option<&str>,
-) -> Result<(String, String), Box<BodyRejection>> {
+) -> Result<(Cow<'b, str>, String), Box<BodyRejection>> {
     let media = format.media_type();
     let declared = if format == Format::Xml {
         format::xml_declared_encoding(body)
@@ -276,8 +437,12 @@ fn decode(
     let name = encoding.name().to_ascii_lowercase();
     if encoding == encoding_rs::UTF_8 {
         let body_no_bom = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+        // Checked with SIMD; the standard library's check says where it fails.
+        if let Ok(s) = simdutf8::basic::from_utf8(body_no_bom) {
+            return Ok((Cow::Borrowed(s), name));
+        }
         return match std::str::from_utf8(body_no_bom) {
-            Ok(s) => Ok((s.to_string(), name)),
+            Ok(s) => Ok((Cow::Borrowed(s), name)),
             Err(e) => Err(body_rejection(
                 400,
                 "Body is not valid UTF-8",
@@ -294,7 +459,7 @@ fn decode(
         };
     }
     match encoding.decode_without_bom_handling_and_without_replacement(body) {
-        Some(text) => Ok((text.into_owned(), name)),
+        Some(text) => Ok((text, name)),
         None => Err(body_rejection(
             400,
             "Body does not match its charset",
@@ -305,101 +470,6 @@ fn decode(
             &name,
             media,
         )),
-    }
-}
-
-/// A record's own bytes, its value (or why it could not be read) and the media type of the bytes.
-type RawRecord = (Vec<u8>, Result<Value, String>, &'static str);
-
-fn split(
-    adapter: &Adapter,
-    text: &str,
-    body: &[u8],
-    format: Format,
-    unit: Unit,
-    charset: &str,
-) -> Result<Vec<RawRecord>, Box<BodyRejection>> {
-    let media = format.media_type();
-    let unreadable = |reason: &'static str, title: &'static str, e: String| {
-        body_rejection(400, title, Stage::Parse, reason, e, body, charset, media)
-    };
-    match format {
-        Format::Csv => {
-            let rows = format::csv_records(text, &adapter.csv)
-                .map_err(|e| unreadable("malformed_csv", "Malformed CSV", e))?;
-            Ok(rows
-                .into_iter()
-                .map(|(raw, v)| (raw, v, "text/csv"))
-                .collect())
-        }
-        Format::Xml => {
-            let doc = format::xml_to_json(text, &adapter.xml)
-                .map_err(|e| unreadable("malformed_xml", "Malformed XML", e))?;
-            let selected = if adapter.has_records_path() {
-                adapter.select_records(&doc)
-            } else {
-                vec![&doc]
-            };
-            // An XML element is kept as its JSON form, which replays as one record.
-            Ok(selected
-                .into_iter()
-                .map(|v| {
-                    (
-                        serde_json::to_vec(v).unwrap_or_default(),
-                        Ok(v.clone()),
-                        "application/json",
-                    )
-                })
-                .collect())
-        }
-        Format::Json | Format::Xlsx => {
-            let malformed = |e: serde_json::Error| {
-                unreadable(
-                    "malformed_json",
-                    "Malformed JSON",
-                    format!("body is not valid JSON: {e}"),
-                )
-            };
-            if unit == Unit::Record {
-                let value = adapter.parse_record(text).map_err(malformed)?;
-                return Ok(vec![(
-                    text.as_bytes().to_vec(),
-                    Ok(value),
-                    "application/json",
-                )]);
-            }
-            let trimmed = text.trim_start();
-            if !adapter.has_records_path() && trimmed.starts_with('[') {
-                // Keep each element's own text: that is what the DLQ stores for a rejected record.
-                let raws: Vec<&RawValue> = serde_json::from_str(text).map_err(malformed)?;
-                let mut out = Vec::with_capacity(raws.len());
-                for raw in raws {
-                    let value = adapter.parse_record(raw.get()).map_err(malformed)?;
-                    out.push((raw.get().as_bytes().to_vec(), Ok(value), "application/json"));
-                }
-                return Ok(out);
-            }
-            let payload: Value = serde_json::from_str(text).map_err(malformed)?;
-            if adapter.has_records_path() {
-                Ok(adapter
-                    .select_records(&payload)
-                    .into_iter()
-                    .map(|v| {
-                        (
-                            serde_json::to_vec(v).unwrap_or_default(),
-                            Ok(v.clone()),
-                            "application/json",
-                        )
-                    })
-                    .collect())
-            } else {
-                Ok(vec![(
-                    text.as_bytes().to_vec(),
-                    Ok(payload),
-                    "application/json",
-                )])
-            }
-        }
     }
 }
 
@@ -416,162 +486,222 @@ fn too_many(n: usize, max: usize, body: &[u8], content_type: &'static str) -> Bo
     )
 }
 
-fn process_record(
-    adapter: &Adapter,
-    schemas: &Schemas,
-    index: usize,
-    raw: Vec<u8>,
-    value: Result<Value, String>,
-    content_type: &'static str,
-    received_at: DateTime<FixedOffset>,
-) -> Outcome {
-    let reject = |stage, reason, errors: Vec<RecordError>, key: Option<String>, raw: Vec<u8>| {
-        Outcome::Rejected(Rejection {
-            index: Some(index),
-            stage,
-            reason,
-            errors,
-            original: raw,
-            charset: "utf-8".into(),
-            content_type,
-            unit: Unit::Record,
-            business_key: key,
-        })
-    };
-    let value = match value {
-        Ok(v) => v,
-        Err(e) => {
-            let errors = vec![RecordError {
-                index: Some(index),
-                path: "$".into(),
-                reason: crate::mask::mask(&e),
-            }];
-            return reject(Stage::Parse, "malformed_row", errors, None, raw);
+/// What one request's records share: the adapter, the schemas, the receive time as written in
+/// every record and event, and a buffer the mapped fields are written into.
+struct Run<'r> {
+    adapter: &'r Adapter,
+    schemas: &'r Schemas,
+    /// `received_at`, RFC 3339 with milliseconds.
+    received: String,
+    /// The CloudEvents `source`, `type` and `dataschema`.
+    source: String,
+    event_type: String,
+    dataschema: String,
+    /// The mapped fields of the record being written (`{…}`, the bytes the content hash covers).
+    fields: Vec<u8>,
+}
+
+impl<'r> Run<'r> {
+    fn new(adapter: &'r Adapter, schemas: &'r Schemas, received_at: DateTime<FixedOffset>) -> Self {
+        Run {
+            adapter,
+            schemas,
+            received: received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+            source: format!("/shenguan/adapters/{}", adapter.name),
+            event_type: format!("cn.shenguan.{}", adapter.kind.versioned()),
+            dataschema: adapter.kind.schema_id(),
+            fields: Vec::with_capacity(4096),
         }
-    };
-    let value = &value;
-    let mapped = match adapter.map(value) {
-        Ok(m) => m,
-        Err(errors) => {
-            let reason = if !value.is_object() {
-                "not_a_record"
-            } else if errors.len() == 1 && errors[0].field == "record" {
-                // A `reject_when` rule of the adapter.
-                "refused_by_adapter"
-            } else {
-                "mapping_failed"
-            };
-            let errors = errors
-                .into_iter()
-                .map(|e| RecordError {
+    }
+
+    /// CSV and Excel rows: each with its own bytes (header and row) and its value, or why the
+    /// row could not be read.
+    fn rows(&mut self, rows: Vec<format::Split>) -> Vec<Outcome> {
+        rows.into_iter()
+            .enumerate()
+            .map(|(index, (raw, value))| match value {
+                Ok(v) => self.record(
+                    index,
+                    Scope::Element(Src::Value(&v)),
+                    &|| raw.clone(),
+                    "text/csv",
+                ),
+                Err(e) => Outcome::Rejected(Rejection {
                     index: Some(index),
-                    path: e.path,
-                    reason: format!("{}: {}", e.field, e.reason),
+                    stage: Stage::Parse,
+                    reason: "malformed_row",
+                    errors: vec![RecordError {
+                        index: Some(index),
+                        path: "$".into(),
+                        reason: crate::mask::mask(&e),
+                    }],
+                    original: raw,
+                    charset: "utf-8".into(),
+                    content_type: "text/csv",
+                    unit: Unit::Record,
+                    business_key: None,
+                }),
+            })
+            .collect()
+    }
+
+    /// Records selected from a parsed document (XML, or JSON with a `records:` path): a rejected
+    /// one is kept as its JSON form, which replays as one record.
+    fn values(&mut self, values: &[&Value]) -> Vec<Outcome> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(index, v)| {
+                let original = || serde_json::to_vec(v).unwrap_or_default();
+                self.record(index, Scope::Element(Src::Value(v)), &original, JSON)
+            })
+            .collect()
+    }
+
+    /// Maps, validates and writes one record; `original` gives its own bytes when it is
+    /// rejected.
+    fn record(
+        &mut self,
+        index: usize,
+        record: Scope<'_>,
+        original: &dyn Fn() -> Vec<u8>,
+        content_type: &'static str,
+    ) -> Outcome {
+        let adapter = self.adapter;
+        let reject = |stage, reason, errors: Vec<RecordError>, key: Option<String>| {
+            Outcome::Rejected(Rejection {
+                index: Some(index),
+                stage,
+                reason,
+                errors,
+                original: original(),
+                charset: "utf-8".into(),
+                content_type,
+                unit: Unit::Record,
+                business_key: key,
+            })
+        };
+        let mapped = match adapter.map(record) {
+            Ok(m) => m,
+            Err(errors) => {
+                let is_object = match record {
+                    Scope::Record(_) => true,
+                    Scope::Element(src) => src.is_object(),
+                };
+                let reason = if !is_object {
+                    "not_a_record"
+                } else if errors.len() == 1 && errors[0].field == "record" {
+                    // A `reject_when` rule of the adapter.
+                    "refused_by_adapter"
+                } else {
+                    "mapping_failed"
+                };
+                let errors = errors
+                    .into_iter()
+                    .map(|e| RecordError {
+                        index: Some(index),
+                        path: e.path,
+                        reason: format!("{}: {}", e.field, e.reason),
+                    })
+                    .collect();
+                return reject(Stage::Map, reason, errors, None);
+            }
+        };
+        let crate::adapter::Mapped {
+            business_key,
+            data: fields,
+        } = mapped;
+        let record_id = record_id(&adapter.name, &business_key);
+        // The record as published: what the gateway fills, then the mapped fields.
+        let mut members: Vec<(&str, Canonical<'_>)> = Vec::with_capacity(fields.len() + 3);
+        fn text(s: &str) -> Canonical<'_> {
+            Canonical::String(Cow::Borrowed(s))
+        }
+        members.push(("record_id", text(&record_id)));
+        members.push(("kind", text(adapter.kind.as_str())));
+        members.push((
+            "source",
+            Canonical::Object(vec![
+                ("system", text(&adapter.system)),
+                ("adapter", text(&adapter.name)),
+                ("business_key", text(&business_key)),
+                ("received_at", text(&self.received)),
+            ]),
+        ));
+        members.extend(fields);
+        let data = Canonical::Object(members);
+        let violations = self.schemas.validate_canonical(adapter.kind, &data);
+        if !violations.is_empty() {
+            let identifier = violations.iter().any(|v| {
+                v.reason.starts_with("统一社会信用代码") || v.reason.starts_with("居民身份证号码")
+            });
+            let reason = if identifier {
+                "invalid_identifier"
+            } else {
+                "schema_violation"
+            };
+            let errors = violations
+                .into_iter()
+                .map(|v| RecordError {
+                    index: Some(index),
+                    path: v.path,
+                    reason: v.reason,
                 })
                 .collect();
-            return reject(Stage::Map, reason, errors, None, raw);
+            return reject(Stage::Validate, reason, errors, Some(business_key.clone()));
         }
-    };
-    let content_hash = {
-        let mut hasher = HashWriter(Sha256::new());
-        serde_json::to_writer(&mut hasher, &mapped.data).expect("a JSON value serialises");
-        hex::encode(&hasher.0.finalize()[..16])
-    };
-    let record_id = record_id(&adapter.name, &mapped.business_key);
-    let event_id = event_id(&record_id, &content_hash);
-    let mut data = Map::with_capacity(mapped.data.len() + 3);
-    data.insert("record_id".into(), Value::String(record_id.clone()));
-    data.insert("kind".into(), Value::String(adapter.kind.as_str().into()));
-    data.insert(
-        "source".into(),
-        json!({
-            "system": adapter.system,
-            "adapter": adapter.name,
-            "business_key": mapped.business_key,
-            "received_at": received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
-        }),
-    );
-    data.extend(mapped.data);
-    let data = Value::Object(data);
-    let violations = schemas.validate(adapter.kind, &data);
-    if !violations.is_empty() {
-        let identifier = violations.iter().any(|v| {
-            v.reason.starts_with("统一社会信用代码") || v.reason.starts_with("居民身份证号码")
-        });
-        let reason = if identifier {
-            "invalid_identifier"
-        } else {
-            "schema_violation"
+        let Canonical::Object(members) = &data else {
+            unreachable!("built as an object")
         };
-        let errors = violations
-            .into_iter()
-            .map(|v| RecordError {
-                index: Some(index),
-                path: v.path,
-                reason: v.reason,
-            })
-            .collect();
-        return reject(
-            Stage::Validate,
-            reason,
-            errors,
-            Some(mapped.business_key),
-            raw,
-        );
-    }
-    let event = Envelope {
-        specversion: "1.0",
-        id: &event_id,
-        source: &format!("/shenguan/adapters/{}", adapter.name),
-        kind: &format!("cn.shenguan.{}", adapter.kind.versioned()),
-        subject: &record_id,
-        time: &received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
-        datacontenttype: "application/json",
-        dataschema: &adapter.kind.schema_id(),
-        partitionkey: &record_id,
-        data: &data,
-    };
-    let event = serde_json::to_vec(&event).expect("a JSON value serialises");
-    Outcome::Accepted(Candidate {
-        index,
-        kind: adapter.kind,
-        record_id,
-        event_id,
-        business_key: mapped.business_key,
-        content_hash,
-        event,
-    })
-}
-
-/// Feeds serialised JSON straight into the hash, without an intermediate buffer.
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
+        // The content hash covers the mapped fields exactly as they are published (the record
+        // without what the gateway fills, which changes with every delivery of it).
+        self.fields.clear();
+        canonical::write_members(&members[3..], &mut self.fields);
+        let content_hash = hex::encode(&Sha256::digest(&self.fields)[..16]);
+        let event_id = event_id(&record_id, &content_hash);
+        let event = self.event(&event_id, &record_id, &members[..3]);
+        drop(data);
+        Outcome::Accepted(Candidate {
+            index,
+            kind: adapter.kind,
+            record_id,
+            event_id,
+            business_key,
+            content_hash,
+            event,
+        })
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    /// The CloudEvent around the record: the members of [`envelope`] in its order, `data` the
+    /// gateway's members and then the mapped fields written for the hash.
+    fn event(&self, event_id: &str, record_id: &str, filled: &[(&str, Canonical<'_>)]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.fields.len() + 640);
+        let mut attribute = |name: &str, value: &str| {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            canonical::write_str(name, &mut out);
+            out.push(b':');
+            canonical::write_str(value, &mut out);
+        };
+        attribute("specversion", "1.0");
+        attribute("id", event_id);
+        attribute("source", &self.source);
+        attribute("type", &self.event_type);
+        attribute("subject", record_id);
+        attribute("time", &self.received);
+        attribute("datacontenttype", JSON);
+        attribute("dataschema", &self.dataschema);
+        attribute("partitionkey", record_id);
+        out.extend_from_slice(b",\"data\":");
+        canonical::write_members(filled, &mut out);
+        if self.fields.len() > 2 {
+            // `{…}` of the gateway's members, then `,` and the mapped fields without their `{`.
+            out.pop();
+            out.push(b',');
+            out.extend_from_slice(&self.fields[1..]);
+        }
+        out.push(b'}');
+        out
     }
-}
-
-/// The envelope of [`envelope`], borrowed, for serialising an accepted record without building
-/// a second JSON tree; the fields are in the same order, so the bytes are the same.
-#[derive(Serialize)]
-struct Envelope<'a> {
-    specversion: &'static str,
-    id: &'a str,
-    source: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    subject: &'a str,
-    time: &'a str,
-    datacontenttype: &'static str,
-    dataschema: &'a str,
-    partitionkey: &'a str,
-    data: &'a Value,
 }
 
 /// A CloudEvents 1.0 structured-mode envelope around `data`.
@@ -600,35 +730,136 @@ pub fn envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::AdapterSet;
+    use serde_json::Map;
+
+    fn shipped() -> (Schemas, AdapterSet) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let schemas = Schemas::load(Some(&root.join("schemas"))).unwrap();
+        let adapters = AdapterSet::load(&root.join("adapters"), &schemas).unwrap();
+        (schemas, adapters)
+    }
+
+    /// Every accepted record of every shipped fixture: the event is the envelope of the record
+    /// as `serde_json` writes it, and the content hash is that of the mapped fields as
+    /// `serde_json` writes them — what a reader of the bus recomputes.
+    #[test]
+    fn the_written_event_is_the_envelope_serde_json_writes_and_the_hash_covers_its_fields() {
+        let (schemas, adapters) = shipped();
+        let received = DateTime::parse_from_rfc3339("2026-01-05T09:00:00.123+08:00").unwrap();
+        let mut checked = 0;
+        for adapter in adapters.iter() {
+            for file in crate::golden::fixture_inputs(adapter) {
+                let name = file.file_name().unwrap().to_string_lossy().to_string();
+                let body = std::fs::read(&file).unwrap();
+                let Ok(outcomes) = process(
+                    adapter,
+                    &schemas,
+                    &body,
+                    Format::from_extension(&name),
+                    Format::charset_from_name(&name).as_deref(),
+                    Unit::Body,
+                    received,
+                    usize::MAX,
+                ) else {
+                    continue;
+                };
+                for o in outcomes {
+                    let Outcome::Accepted(c) = o else { continue };
+                    let event: Value = serde_json::from_slice(&c.event).unwrap();
+                    let data = event["data"].clone();
+                    let expected = envelope(
+                        adapter.kind,
+                        &c.event_id,
+                        &format!("/shenguan/adapters/{}", adapter.name),
+                        &c.record_id,
+                        received,
+                        data.clone(),
+                    );
+                    assert_eq!(c.event, serde_json::to_vec(&expected).unwrap(), "{name}");
+                    let mapped: Map<String, Value> = data
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "record_id" | "kind" | "source"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    let hash =
+                        hex::encode(&Sha256::digest(serde_json::to_vec(&mapped).unwrap())[..16]);
+                    assert_eq!(c.content_hash, hash, "{name}");
+                    assert_eq!(c.event_id, event_id(&c.record_id, &hash));
+                    assert!(schemas.validate(adapter.kind, &data).is_empty(), "{name}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(
+            checked > 30,
+            "only {checked} accepted records among the fixtures"
+        );
+    }
 
     #[test]
-    fn the_borrowed_envelope_serialises_to_the_same_bytes_as_the_json_one() {
-        let time = DateTime::parse_from_rfc3339("2026-11-23T09:00:00.123+08:00").unwrap();
-        let data = json!({"record_id": "r", "kind": "approval", "n": [1, 2, {"z": 1, "a": 2}]});
-        let kind = RecordKind::Approval;
-        let borrowed = Envelope {
-            specversion: "1.0",
-            id: "e",
-            source: "/shenguan/adapters/x",
-            kind: &format!("cn.shenguan.{}", kind.versioned()),
-            subject: "r",
-            time: &time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
-            datacontenttype: "application/json",
-            dataschema: &kind.schema_id(),
-            partitionkey: "r",
-            data: &data,
-        };
+    fn ids_are_the_name_based_uuids_of_their_parts() {
+        let id =
+            |a: &str, b: &str| Uuid::new_v5(&NAMESPACE, format!("{a}\n{b}").as_bytes()).to_string();
         assert_eq!(
-            serde_json::to_vec(&borrowed).unwrap(),
-            serde_json::to_vec(&envelope(
-                kind,
-                "e",
-                "/shenguan/adapters/x",
-                "r",
-                time,
-                data.clone()
-            ))
-            .unwrap()
+            record_id("nx-zwfw-approval", "640200-1"),
+            id("nx-zwfw-approval", "640200-1")
         );
+        assert_eq!(event_id("r", "宁夏"), id("r", "宁夏"));
+    }
+
+    #[test]
+    fn a_rejected_record_of_a_batch_keeps_its_own_text_and_nesting_only_the_batch_exceeds_is_read()
+    {
+        let (schemas, adapters) = shipped();
+        let adapter = adapters.get("nx-zwfw-approval").unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let good = std::fs::read_to_string(
+            root.join("adapters/nx-zwfw/fixtures/nx-zwfw-approval/01-company.json"),
+        )
+        .unwrap();
+        let bad = r#"{"PROJID": "640200-1", "APPLYNAME": "宁夏公司"}"#;
+        // Nested as deep as one record may be on its own, which the batch around it exceeds.
+        let depth = (1..200)
+            .find(|n| {
+                let deep = format!("{{\"XKNR\": {}1{}}}", "[".repeat(*n), "]".repeat(*n));
+                serde_json::from_str::<Value>(&format!("[{deep}]")).is_err()
+            })
+            .unwrap();
+        let deep = format!(
+            "{{\"PROJID\": \"640200-2\", \"XKNR\": {}1{}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        assert!(serde_json::from_str::<Value>(&deep).is_ok());
+        let body = format!("[{good},\n  {bad} , {deep}]");
+        let time = DateTime::parse_from_rfc3339("2026-01-05T09:00:00+08:00").unwrap();
+        let outcomes = process(
+            adapter.as_ref(),
+            &schemas,
+            body.as_bytes(),
+            None,
+            None,
+            Unit::Body,
+            time,
+            10,
+        )
+        .unwrap();
+        assert!(matches!(outcomes[0], Outcome::Accepted(_)));
+        let Outcome::Rejected(r) = &outcomes[1] else {
+            panic!("the second record lacks required fields")
+        };
+        assert_eq!(r.original, bad.as_bytes());
+        assert_eq!(r.reason, "mapping_failed");
+        let Outcome::Rejected(r) = &outcomes[2] else {
+            panic!("the third record's content is a list")
+        };
+        assert_eq!(r.original, deep.as_bytes());
+        assert!(r
+            .errors
+            .iter()
+            .any(|e| e.reason == "license.content: path matched a list; expected one value"));
     }
 }

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::adapter::path::Scope;
+use crate::adapter::view::Src;
 use crate::adapter::Adapter;
 use crate::mask::mask_with;
 use crate::pipeline::{Rejection, Unit};
@@ -80,8 +82,18 @@ fn parse_rejected(adapter: &Adapter, r: &Rejection) -> Option<Value> {
 /// ([`crate::mask::personal_values`]). Empty for a record the adapter cannot map — the text
 /// masking of [`crate::mask::mask`] still applies to it.
 fn personal_values(adapter: &Adapter, record: Option<&Value>) -> Vec<String> {
-    match record.map(|v| adapter.map(v)) {
-        Some(Ok(mapped)) => crate::mask::personal_values(&Value::Object(mapped.data)),
-        _ => Vec::new(),
+    let Some(record) = record else {
+        return Vec::new();
+    };
+    match adapter.map(Scope::Element(Src::Value(record))) {
+        Ok(mapped) => {
+            let data = mapped
+                .data
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_value()))
+                .collect();
+            crate::mask::personal_values(&Value::Object(data))
+        }
+        Err(_) => Vec::new(),
     }
 }

@@ -1,9 +1,13 @@
 //! Value conversions an adapter applies to legacy fields: text normalisation, the date forms
 //! legacy systems write, numbers with 元/万元 units, booleans. Pure functions, exhaustively tested.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::schema::canonical::Canonical;
 
 /// China Standard Time. China has had no daylight saving since 1991, so a fixed offset is exact
 /// for every date the gateway handles and needs no time-zone database.
@@ -75,6 +79,11 @@ pub fn normalize_text(s: &str) -> String {
     normalize(s, false).into_owned()
 }
 
+/// Like [`normalize_text`], borrowing the text when it needs no change (most values).
+pub fn normalize_cow(s: &str) -> std::borrow::Cow<'_, str> {
+    normalize(s, false)
+}
+
 /// Whether a text is empty once normalised, without building the normalised text.
 pub fn is_blank(s: &str) -> bool {
     normalize(s, false).is_empty()
@@ -87,15 +96,74 @@ pub fn normalize_all(s: &str) -> String {
 }
 
 fn normalize(s: &str, punctuation: bool) -> std::borrow::Cow<'_, str> {
-    // Most values need no change: no ASCII white space, and none of the UTF-8 lead bytes of
-    // Unicode white space (0xC2 U+0085/U+00A0, 0xE1 U+1680, 0xE2 U+2000..U+205F, 0xE3 U+3000)
-    // or of the full-width forms (0xEF U+FF01..U+FF5E).
-    let plain = s
-        .bytes()
-        .all(|b| b > b' ' && !matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3 | 0xEF));
-    if plain {
+    // Most values need no change, and stay borrowed.
+    if !changes(s.as_bytes(), punctuation) {
         return std::borrow::Cow::Borrowed(s);
     }
+    std::borrow::Cow::Owned(rewrite(s, punctuation))
+}
+
+/// Whether [`normalize`] may change a text: it holds ASCII white space (other than one space
+/// between two other characters) or a control character, a
+/// Unicode white space (U+0085, U+00A0, U+1680, U+2000–U+200A, U+2028, U+2029, U+202F, U+205F,
+/// U+3000), a full-width digit or Latin letter, or with `punctuation` any full-width form
+/// (U+FF01–U+FF5E). Read from the UTF-8 bytes: Chinese punctuation such as ，、。 is left alone
+/// and so does not need the rewrite.
+fn changes(b: &[u8], punctuation: bool) -> bool {
+    let at = |i: usize| b.get(i).copied().unwrap_or(0);
+    let mut i = 0;
+    while i < b.len() {
+        // Eight bytes at a time past those that cannot start such a character.
+        if let Some(word) = b.get(i..i + 8) {
+            if !may_change(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
+                i += 8;
+                continue;
+            }
+        }
+        let c = b[i];
+        let change = match c {
+            // One space between two other characters stays as it is.
+            b' ' => i == 0 || i + 1 == b.len() || b[i - 1] == b' ' || b[i + 1] <= b' ',
+            0..=0x20 => true,
+            0xC2 => matches!(at(i + 1), 0x85 | 0xA0),
+            0xE1 => at(i + 1) == 0x9A && at(i + 2) == 0x80,
+            0xE2 => matches!(
+                (at(i + 1), at(i + 2)),
+                (0x80, 0x80..=0x8A | 0xA8 | 0xA9 | 0xAF) | (0x81, 0x9F)
+            ),
+            0xE3 => at(i + 1) == 0x80 && at(i + 2) == 0x80,
+            0xEF => match (at(i + 1), at(i + 2)) {
+                (0xBC, t) => matches!(t, 0x90..=0x99 | 0xA1..=0xBA) || (punctuation && t >= 0x81),
+                (0xBD, t) => matches!(t, 0x81..=0x9A) || (punctuation && t <= 0x9E),
+                _ => false,
+            },
+            // Other bytes (ASCII, continuation and other lead bytes) are characters it keeps.
+            _ => false,
+        };
+        if change {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether one of eight bytes is ASCII white space or a control character, or a UTF-8 lead byte
+/// of the characters [`changes`] looks for (0xC2, 0xE0–0xE3, 0xEF). Exact for the word: a
+/// byte's borrow only reaches bytes above one that already matched.
+fn may_change(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let space_or_control = word.wrapping_sub(ONES * 0x21) & !word & HIGH;
+    space_or_control
+        | zero(word ^ (ONES * 0xC2))
+        | zero((word & (ONES * 0xFC)) ^ (ONES * 0xE0))
+        | zero(word ^ (ONES * 0xEF))
+        != 0
+}
+
+fn rewrite(s: &str, punctuation: bool) -> String {
     let mut out = String::with_capacity(s.len());
     let mut pending_space = false;
     for c in s.chars() {
@@ -119,7 +187,7 @@ fn normalize(s: &str, punctuation: bool) -> std::borrow::Cow<'_, str> {
         }
         out.push(c);
     }
-    std::borrow::Cow::Owned(out)
+    out
 }
 
 /// The text of a scalar JSON value, normalised; `None` for null, empty text, arrays and objects.
@@ -135,31 +203,65 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 
 /// Applies `convert` to a source value. The error is a reason for a person, without the value.
 pub fn apply(convert: Convert, unit: Unit, v: &Value) -> Result<Value, String> {
-    let text = scalar_text(v).ok_or_else(|| "expected a text or number value".to_string())?;
+    apply_text(convert, unit, scalar_text(v).map(Cow::Owned)).map(|c| c.to_value())
+}
+
+/// Applies `convert` to the normalised text of a source value (`None` when the value is not a
+/// non-empty scalar), giving the canonical value; plain text stays borrowed.
+pub fn apply_text(
+    convert: Convert,
+    unit: Unit,
+    text: Option<Cow<'_, str>>,
+) -> Result<Canonical<'_>, String> {
+    let text = text.ok_or_else(|| "expected a text or number value".to_string())?;
     if convert == Convert::String {
-        return Ok(Value::String(text));
+        return Ok(Canonical::String(text));
     }
     let text = normalize(&text, true);
+    let owned = |s: String| Canonical::String(Cow::Owned(s));
     match convert {
-        Convert::String => Ok(Value::String(text.into_owned())),
-        Convert::Date => parse_date(&text).map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
-        Convert::Datetime => parse_datetime(&text)
-            .map(|d| Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))),
+        Convert::String => Ok(owned(text.into_owned())),
+        Convert::Date => parse_date(&text).map(|d| owned(format_date(d))),
+        Convert::Datetime => parse_datetime(&text).map(|d| owned(format_datetime(d))),
         Convert::Number => parse_number(&text).map(number),
         Convert::Integer => text
             .replace(',', "")
             .parse::<i64>()
-            .map(Value::from)
+            .map(|i| Canonical::Number(i.into()))
             .map_err(|_| "not a whole number".to_string()),
-        Convert::Bool => parse_bool(&text).map(Value::Bool),
+        Convert::Bool => parse_bool(&text).map(Canonical::Bool),
         Convert::AmountWan => parse_amount_wan(&text, unit).map(number),
     }
 }
 
-fn number(x: f64) -> Value {
+/// `YYYY-MM-DD`, as chrono's `%Y-%m-%d` writes it, without going through its formatter.
+fn format_date(date: NaiveDate) -> String {
+    use chrono::Datelike;
+    let Ok(y @ 0..=9999) = u32::try_from(date.year()) else {
+        return date.format("%Y-%m-%d").to_string();
+    };
+    let (m, d) = (date.month(), date.day());
+    let digit = |n: u32| char::from(b'0' + n as u8);
+    let mut out = String::with_capacity(10);
+    out.extend([
+        digit(y / 1000),
+        digit(y / 100 % 10),
+        digit(y / 10 % 10),
+        digit(y % 10),
+        '-',
+        digit(m / 10),
+        digit(m % 10),
+        '-',
+        digit(d / 10),
+        digit(d % 10),
+    ]);
+    out
+}
+
+fn number(x: f64) -> Canonical<'static> {
     // Round to 6 decimals (1 分 is 0.000001 万元) so 2000元 becomes exactly 0.2.
     let rounded = (x * 1e6).round() / 1e6;
-    serde_json::Number::from_f64(rounded).map_or(Value::Null, Value::Number)
+    serde_json::Number::from_f64(rounded).map_or(Canonical::Null, Canonical::Number)
 }
 
 fn parse_number(s: &str) -> Result<f64, String> {
@@ -223,6 +325,9 @@ type Parts = (NaiveDate, Option<NaiveTime>, Option<FixedOffset>);
 
 fn parse_datetime_parts(s: &str) -> Result<Parts, String> {
     let s = s.trim();
+    if let Some(parts) = plain_datetime(s) {
+        return check_range(parts);
+    }
     let unrecognised = || {
         "unrecognised date; expected e.g. 2022-04-26, 2022/4/26, 2022年4月26日, 20220426 or epoch milliseconds".to_string()
     };
@@ -290,6 +395,60 @@ fn parse_datetime_parts(s: &str) -> Result<Parts, String> {
     check_range((date, time, None))
 }
 
+/// The form most systems write, `2022-04-26` or `2022-04-26 10:30:00` (or with `T`), read
+/// without the general parsers; `None` for anything else, including impossible dates and times,
+/// which the general parsers word.
+fn plain_datetime(s: &str) -> Option<Parts> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if !(b.len() == 10 || b.len() == 19) || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    if b.len() == 10 {
+        return Some((date, None, None));
+    }
+    if !matches!(b[10], b' ' | b'T') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || m > 59 || sec > 59 {
+        return None;
+    }
+    Some((date, Some(NaiveTime::from_hms_opt(h, m, sec)?), None))
+}
+
+/// RFC 3339 to the second, as chrono's `to_rfc3339_opts(SecondsFormat::Secs, false)` writes it.
+fn format_datetime(d: DateTime<FixedOffset>) -> String {
+    use chrono::Timelike;
+    let offset = d.offset().local_minus_utc();
+    if offset % 60 != 0 || d.nanosecond() >= 1_000_000_000 {
+        return d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    }
+    let mut out = String::with_capacity(25);
+    out.push_str(&format_date(d.date_naive()));
+    let two = |out: &mut String, n: u32| {
+        out.push(char::from(b'0' + (n / 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+    };
+    out.push('T');
+    two(&mut out, d.hour());
+    out.push(':');
+    two(&mut out, d.minute());
+    out.push(':');
+    two(&mut out, d.second());
+    out.push(if offset < 0 { '-' } else { '+' });
+    let minutes = offset.unsigned_abs() / 60;
+    two(&mut out, minutes / 60);
+    out.push(':');
+    two(&mut out, minutes % 60);
+    out
+}
+
 fn parse_time(t: &str) -> Option<NaiveTime> {
     let t = t.trim_end_matches('秒');
     let t = t.replace(['时', '点', '分'], ":");
@@ -340,6 +499,110 @@ mod tests {
             let normalised = normalize_all(s);
             assert_eq!(date(&normalised), "2022-04-26", "{s}");
         }
+    }
+
+    proptest::proptest! {
+        /// A text is kept as it is exactly when rewriting it would not change it.
+        #[test]
+        fn a_text_is_rewritten_only_when_that_changes_it(
+            s in "[a-zA-Z0-9 \t\n\x01\u{85}\u{a0}\u{1680}\u{2000}-\u{2030}\u{205f}\u{3000}-\u{3003}\u{ff00}-\u{ff60}宁夏，、。：（）]{0,12}",
+            punctuation in proptest::bool::ANY,
+        ) {
+            let kept = !changes(s.as_bytes(), punctuation);
+            proptest::prop_assert!(!kept || rewrite(&s, punctuation) == s, "{:?}", s);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_word_may_change_when_one_of_its_bytes_may(
+            word in proptest::num::u64::ANY,
+            at in 0usize..8,
+            byte in proptest::num::u8::ANY,
+        ) {
+            let mut bytes = word.to_le_bytes();
+            bytes[at] = byte;
+            let expected = bytes
+                .iter()
+                .any(|&b| b <= 0x20 || matches!(b, 0xC2 | 0xE0..=0xE3 | 0xEF));
+            proptest::prop_assert_eq!(may_change(u64::from_le_bytes(bytes)), expected);
+        }
+    }
+
+    #[test]
+    fn every_character_that_normalising_changes_is_seen_in_the_bytes() {
+        for c in (0..0x11_0000).filter_map(char::from_u32) {
+            let s = format!("a{c}b");
+            for punctuation in [false, true] {
+                if rewrite(&s, punctuation) != s {
+                    assert!(changes(s.as_bytes(), punctuation), "U+{:04X}", c as u32);
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The plain forms read the same with and without the general parsers.
+        #[test]
+        fn plain_dates_and_times_read_as_the_general_parsers_read_them(
+            y in 1940i32..2110, m in 0u32..14, d in 0u32..33,
+            h in 0u32..26, min in 0u32..62, sec in 0u32..62,
+            sep in proptest::sample::select(vec![' ', 'T']),
+            with_time in proptest::bool::ANY,
+        ) {
+            let s = if with_time {
+                format!("{y:04}-{m:02}-{d:02}{sep}{h:02}:{min:02}:{sec:02}")
+            } else {
+                format!("{y:04}-{m:02}-{d:02}")
+            };
+            let general = || -> Result<Parts, String> {
+                // The general path, as it reads a text the plain path passes over.
+                let (date_part, time_part) = match s.find([' ', 'T']) {
+                    Some(i) => (&s[..i], Some(s[i + 1..].trim())),
+                    None => (s.as_str(), None),
+                };
+                let f: Vec<u32> = date_part.split('-').map(|x| x.parse().unwrap()).collect();
+                let date = NaiveDate::from_ymd_opt(f[0] as i32, f[1], f[2])
+                    .ok_or_else(|| format!("{}-{}-{} is not a calendar date", f[0], f[1], f[2]))?;
+                let time = match time_part {
+                    None => None,
+                    Some(t) => Some(parse_time(t).ok_or("unrecognised")?),
+                };
+                check_range((date, time, None))
+            };
+            if let Some(parts) = plain_datetime(&s) {
+                proptest::prop_assert_eq!(check_range(parts), general());
+            }
+            proptest::prop_assert_eq!(
+                parse_datetime_parts(&s).is_ok(),
+                general().is_ok(),
+                "{}", s
+            );
+        }
+
+        #[test]
+        fn instants_are_written_as_chrono_writes_them(
+            secs in -2_000_000_000i64..5_000_000_000,
+            offset_minutes in -900i32..900,
+        ) {
+            let offset = FixedOffset::east_opt(offset_minutes * 60).unwrap();
+            let d = DateTime::from_timestamp(secs, 0).unwrap().with_timezone(&offset);
+            proptest::prop_assert_eq!(
+                format_datetime(d),
+                d.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+            );
+        }
+    }
+
+    #[test]
+    fn dates_are_written_as_chrono_writes_them() {
+        let mut d = NaiveDate::from_ymd_opt(1949, 1, 1).unwrap();
+        while d <= NaiveDate::from_ymd_opt(2099, 12, 31).unwrap() {
+            assert_eq!(format_date(d), d.format("%Y-%m-%d").to_string());
+            d += chrono::Duration::days(1);
+        }
+        let far = NaiveDate::from_ymd_opt(-5, 3, 4).unwrap();
+        assert_eq!(format_date(far), far.format("%Y-%m-%d").to_string());
     }
 
     #[test]

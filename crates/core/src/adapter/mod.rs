@@ -1,21 +1,30 @@
 //! Declarative adapters: a YAML file per legacy format (`adapters/<system>/<name>.yaml`) is
 //! checked completely at start-up and compiled once; mapping a record is then a pure function
-//! from a parsed source record to a canonical record or the full list of what is wrong with it.
+//! from a source record to a canonical record or the full list of what is wrong with it.
+//!
+//! Compiling an adapter also resolves the record members its paths read to slots
+//! ([`view::Slots`]): a JSON record is parsed straight into them, and the mapping reads each
+//! value where it lies in the request text ([`view`]) and builds the canonical record as a
+//! [`Canonical`] tree that borrows whatever needs no conversion.
 
 pub mod convert;
 pub mod format;
 pub mod path;
 pub mod spec;
+pub mod view;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use path::SourcePath;
+use path::{Scope, SourcePath};
 use serde_json::{Map, Value};
+use view::{Slots, Src};
 
 use crate::mask::mask;
+use crate::schema::canonical::{self, Canonical};
 use crate::schema::{RecordKind, Schemas};
 use convert::{scalar_text, Convert, Unit};
 use format::{CsvOptions, Format, XlsxOptions, XmlOptions};
@@ -57,11 +66,12 @@ pub struct FieldError {
     pub reason: String,
 }
 
-/// The result of mapping one source record.
+/// The result of mapping one source record: the mapped fields in order, borrowing the source
+/// and the adapter where no conversion changed a value.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mapped {
+pub struct Mapped<'a> {
     pub business_key: String,
-    pub data: Map<String, Value>,
+    pub data: Vec<(&'a str, Canonical<'a>)>,
 }
 
 struct Table {
@@ -127,9 +137,9 @@ pub struct Adapter {
     key: Vec<(String, SourcePath)>,
     fields: Vec<Field>,
     reject_when: Vec<(Subject, Test, String)>,
-    /// Every record member a path of this adapter reads, sorted; `None` when some path may
-    /// read anything. A record is parsed with only these members (see [`Adapter::parse_record`]).
-    members: Option<Vec<String>>,
+    /// Every record member a path of this adapter reads, with its slot; `None` when some path
+    /// may read anything (records are then parsed whole).
+    slots: Option<Slots>,
 }
 
 impl fmt::Debug for Adapter {
@@ -152,16 +162,23 @@ impl Adapter {
         }
     }
 
-    /// Parses one JSON record for [`Adapter::map`]. An object keeps only the members the
+    /// The record members the adapter reads, with their slots; `None` when a path may read any
+    /// member (the record is then parsed whole, as a `serde_json::Value`).
+    pub fn slots(&self) -> Option<&Slots> {
+        self.slots.as_ref()
+    }
+
+    /// Parses one JSON record as a `serde_json::Value`. An object keeps only the members the
     /// adapter's paths read: the others are checked for syntax and skipped without building
-    /// them, which is most of the parsing cost of a wide export row. The mapping is the same as
-    /// from the full record.
+    /// them. The mapping is the same as from the full record. (The pipeline reads records
+    /// through [`view::RecordSeed`]; this is its reference, and the parse that words a
+    /// malformed record's error.)
     pub fn parse_record(&self, text: &str) -> Result<Value, serde_json::Error> {
-        match &self.members {
-            Some(members) if text.trim_start().starts_with('{') => {
+        match &self.slots {
+            Some(slots) if text.trim_start().starts_with('{') => {
                 use serde::de::DeserializeSeed as _;
                 let mut de = serde_json::Deserializer::from_str(text);
-                let value = Projection(members).deserialize(&mut de)?;
+                let value = Projection(slots.names()).deserialize(&mut de)?;
                 de.end()?;
                 Ok(value)
             }
@@ -174,21 +191,25 @@ impl Adapter {
         self.records.is_some()
     }
 
-    /// Maps one source record. Every problem is reported, not just the first.
-    pub fn map(&self, record: &Value) -> Result<Mapped, Vec<FieldError>> {
-        if !record.is_object() {
-            return Err(vec![FieldError {
-                path: "$".into(),
-                field: "record".into(),
-                reason: format!(
-                    "a record must be a JSON object, found {}",
-                    json_type(record)
-                ),
-            }]);
+    /// Maps one source record: a record parsed into this adapter's slots, or a value (XML,
+    /// CSV and Excel rows, records selected by `records:`). Every problem is reported, not just
+    /// the first.
+    pub fn map<'a>(&'a self, record: Scope<'a>) -> Result<Mapped<'a>, Vec<FieldError>> {
+        if let Scope::Element(src) = record {
+            if !src.is_object() {
+                return Err(vec![FieldError {
+                    path: "$".into(),
+                    field: "record".into(),
+                    reason: format!(
+                        "a record must be a JSON object, found {}",
+                        src.type_phrase()
+                    ),
+                }]);
+            }
         }
         for (subject, test, reason) in &self.reject_when {
             if let Subject::Source(path) = subject {
-                if test.holds(single(path, record).and_then(scalar_text).as_deref()) {
+                if test.holds(path.first_in(record).and_then(Src::text).as_deref()) {
                     return Err(vec![FieldError {
                         path: "$".into(),
                         field: "record".into(),
@@ -198,10 +219,15 @@ impl Adapter {
             }
         }
         let mut errors = Vec::new();
-        let mut key_parts = Vec::with_capacity(self.key.len());
-        for (text, path) in &self.key {
-            match single(path, record).and_then(scalar_text) {
-                Some(v) => key_parts.push(v),
+        let mut business_key = String::with_capacity(64);
+        for (i, (text, path)) in self.key.iter().enumerate() {
+            match path.first_in(record).and_then(Src::text) {
+                Some(v) => {
+                    if i > 0 {
+                        business_key.push('|');
+                    }
+                    business_key.push_str(&v);
+                }
                 None => errors.push(FieldError {
                     path: text.clone(),
                     field: "business key".into(),
@@ -209,28 +235,31 @@ impl Adapter {
                 }),
             }
         }
-        let mut data = Map::new();
+        let mut data = Vec::with_capacity(8);
         for field in &self.fields {
             if let Some((subject, test)) = &field.when {
-                let value = match subject {
-                    Subject::Source(path) => single(path, record).and_then(scalar_text),
-                    Subject::Field(parts) => get_path(&data, parts).and_then(scalar_text),
+                let holds = match subject {
+                    Subject::Source(path) => {
+                        test.holds(path.first_in(record).and_then(Src::text).as_deref())
+                    }
+                    Subject::Field(parts) => test.holds(
+                        canonical::get(&data, parts)
+                            .and_then(Canonical::text)
+                            .as_deref(),
+                    ),
                 };
-                if !test.holds(value.as_deref()) {
+                if !holds {
                     continue;
                 }
             }
             match field.produce(record) {
-                Ok(Some(v)) => set_path(&mut data, &field.parts, v),
+                Ok(Some(v)) => canonical::set(&mut data, &field.parts, v),
                 Ok(None) => {}
                 Err(e) => errors.push(e),
             }
         }
         if errors.is_empty() {
-            Ok(Mapped {
-                business_key: key_parts.join("|"),
-                data,
-            })
+            Ok(Mapped { business_key, data })
         } else {
             Err(errors)
         }
@@ -265,29 +294,34 @@ impl Field {
         }
     }
 
-    fn produce(&self, record: &Value) -> Result<Option<Value>, FieldError> {
+    fn produce<'a>(&'a self, scope: Scope<'a>) -> Result<Option<Canonical<'a>>, FieldError> {
         // The common case — one plain member path to one scalar — without intermediate lists.
-        if let (Source::Path(_, path @ SourcePath::Members(_)), false, None) =
-            (&self.source, self.multiple, &self.nested)
-        {
-            return match path.first(record) {
-                Some(v) if !is_empty(v) && !v.is_array() => self.convert(v).map(Some),
-                Some(v) if v.is_array() => {
-                    Err(self.error("path matched a list; expected one value".into()))
-                }
-                _ => self.missing(),
-            };
+        if let (Source::Path(_, path), false, None) = (&self.source, self.multiple, &self.nested) {
+            if path.is_plain() {
+                return match path.first_in(scope) {
+                    None => self.missing(),
+                    Some(v) if v.is_array() => {
+                        Err(self.error("path matched a list; expected one value".into()))
+                    }
+                    // One pass over the text: empty once normalised is missing.
+                    Some(v) => match v.text() {
+                        Some(text) => self.convert_text(Some(text)).map(Some),
+                        None if v.is_object() => self.convert_text(None).map(Some),
+                        None => self.missing(),
+                    },
+                };
+            }
         }
-        let raw: Vec<&Value> = match &self.source {
-            Source::Value(v) => return Ok(Some(v.clone())),
-            Source::Path(_, path) => path.all(record),
+        let raw: Vec<Src<'a>> = match &self.source {
+            Source::Value(v) => return Ok(Some(Canonical::of(v))),
+            Source::Path(_, path) => path.all_in(scope),
             Source::Concat(pieces) => {
                 let mut joined = String::new();
                 for piece in pieces {
                     match piece {
                         Piece::Text(t) => joined.push_str(t),
                         Piece::Path(p) => {
-                            if let Some(t) = single(p, record).and_then(scalar_text) {
+                            if let Some(t) = p.first_in(scope).and_then(Src::text) {
                                 joined.push_str(&t);
                             }
                         }
@@ -297,20 +331,20 @@ impl Field {
                 return if joined.is_empty() {
                     self.missing()
                 } else {
-                    self.convert(&Value::String(joined)).map(Some)
+                    self.convert_text(Some(Cow::Owned(joined))).map(Some)
                 };
             }
         };
         if let Some(nested) = &self.nested {
             return self.produce_nested(nested, raw);
         }
-        let present: Vec<&Value> = raw
+        let present: Vec<Src<'a>> = raw
             .into_iter()
-            .flat_map(|v| match v {
-                Value::Array(items) if self.multiple => items.iter().collect(),
-                other => vec![other],
+            .flat_map(|v| match v.items() {
+                Some(items) if self.multiple => items,
+                _ => vec![v],
             })
-            .filter(|v| !is_empty(v))
+            .filter(|v| !v.is_empty())
             .collect();
         if present.is_empty() {
             return self.missing();
@@ -318,20 +352,25 @@ impl Field {
         if self.multiple {
             let mut items = Vec::with_capacity(present.len());
             for v in present {
-                match (&self.split, scalar_text(v)) {
+                match (&self.split, v.text()) {
                     (Some(separators), Some(text)) => {
                         for piece in text
                             .split(separators.as_slice())
                             .map(str::trim)
                             .filter(|p| !p.is_empty())
                         {
-                            items.push(self.convert(&Value::String(piece.to_string()))?);
+                            let piece = convert::normalize_text(piece);
+                            items.push(
+                                self.convert_text(
+                                    (!piece.is_empty()).then_some(Cow::Owned(piece)),
+                                )?,
+                            );
                         }
                     }
                     _ => items.push(self.convert(v)?),
                 }
             }
-            return Ok(Some(Value::Array(items)));
+            return Ok(Some(Canonical::List(items)));
         }
         if present.len() > 1 {
             return Err(self.error(format!(
@@ -342,25 +381,22 @@ impl Field {
         self.convert(present[0]).map(Some)
     }
 
-    fn produce_nested(
-        &self,
-        nested: &[Field],
-        raw: Vec<&Value>,
-    ) -> Result<Option<Value>, FieldError> {
-        let elements: Vec<&Value> = raw
+    fn produce_nested<'a>(
+        &'a self,
+        nested: &'a [Field],
+        raw: Vec<Src<'a>>,
+    ) -> Result<Option<Canonical<'a>>, FieldError> {
+        let elements: Vec<Src<'a>> = raw
             .into_iter()
-            .flat_map(|v| match v {
-                Value::Array(items) => items.iter().collect(),
-                other => vec![other],
-            })
+            .flat_map(|v| v.items().unwrap_or_else(|| vec![v]))
             .filter(|v| v.is_object())
             .collect();
         let mut items = Vec::with_capacity(elements.len());
         for (i, element) in elements.into_iter().enumerate() {
-            let mut object = Map::new();
+            let mut object = Vec::with_capacity(nested.len());
             for sub in nested {
-                match sub.produce(element) {
-                    Ok(Some(v)) => set_path(&mut object, &sub.parts, v),
+                match sub.produce(Scope::Element(element)) {
+                    Ok(Some(v)) => canonical::set(&mut object, &sub.parts, v),
                     Ok(None) => {}
                     Err(e) => {
                         return Err(FieldError {
@@ -376,71 +412,143 @@ impl Field {
                 }
             }
             if !object.is_empty() {
-                items.push(Value::Object(object));
+                items.push(Canonical::Object(object));
             }
         }
         if items.is_empty() {
             return self.missing();
         }
-        Ok(Some(Value::Array(items)))
+        Ok(Some(Canonical::List(items)))
     }
 
-    fn missing(&self) -> Result<Option<Value>, FieldError> {
+    fn missing(&self) -> Result<Option<Canonical<'_>>, FieldError> {
         match (&self.default, self.required) {
-            (Some(d), _) => Ok(Some(d.clone())),
+            (Some(d), _) => Ok(Some(Canonical::of(d))),
             (None, true) => Err(self.error("required source value is missing or empty".into())),
             (None, false) => Ok(None),
         }
     }
 
-    fn convert(&self, v: &Value) -> Result<Value, FieldError> {
+    fn convert<'a>(&'a self, v: Src<'a>) -> Result<Canonical<'a>, FieldError> {
+        self.convert_text(v.text())
+    }
+
+    /// Converts the normalised text of a source value (`None` when it is not a non-empty
+    /// scalar) through the field's code table or conversion.
+    fn convert_text<'a>(&'a self, text: Option<Cow<'a, str>>) -> Result<Canonical<'a>, FieldError> {
         if let Some(table) = &self.table {
-            let code = scalar_text(v).ok_or_else(|| self.error("expected a code".into()))?;
-            return match table.values.get(&code).or(table.default.as_ref()) {
-                Some(mapped) => Ok(mapped.clone()),
+            let code = text.ok_or_else(|| self.error("expected a code".into()))?;
+            return match table.values.get(code.as_ref()).or(table.default.as_ref()) {
+                Some(mapped) => Ok(Canonical::of(mapped)),
                 None => Err(self.error(format!(
                     "code '{code}' is not in code table '{}'",
                     table.name
                 ))),
             };
         }
-        convert::apply(self.convert, self.unit, v).map_err(|reason| self.error(reason))
+        convert::apply_text(self.convert, self.unit, text).map_err(|reason| self.error(reason))
     }
-}
 
-/// The record members read by the key, the `reject_when` rules and the fields (their sources
-/// and `when` conditions), sorted and without repeats; `None` if any path may read anything.
-fn record_members(
-    key: &[(String, SourcePath)],
-    fields: &[Field],
-    reject_when: &[(Subject, Test, String)],
-) -> Option<Vec<String>> {
-    let mut paths: Vec<&SourcePath> = key.iter().map(|(_, p)| p).collect();
-    for (subject, _, _) in reject_when {
-        if let Subject::Source(p) = subject {
-            paths.push(p);
-        }
+    /// Whether a general JSONPath is read under the elements this field selects: the member
+    /// they come from is then kept as a `serde_json::Value` for the query.
+    fn reads_general_below(&self) -> bool {
+        self.nested.as_ref().is_some_and(|subs| {
+            subs.iter().any(|s| {
+                s.paths().into_iter().any(SourcePath::is_general) || s.reads_general_below()
+            })
+        })
     }
-    for f in fields {
-        match &f.source {
-            Source::Path(_, p) => paths.push(p),
-            Source::Concat(pieces) => paths.extend(pieces.iter().filter_map(|piece| match piece {
+
+    /// The record paths of the field: its source and its condition.
+    fn paths(&self) -> Vec<&SourcePath> {
+        let mut out = Vec::new();
+        match &self.source {
+            Source::Path(_, p) => out.push(p),
+            Source::Concat(pieces) => out.extend(pieces.iter().filter_map(|piece| match piece {
                 Piece::Path(p) => Some(p),
                 Piece::Text(_) => None,
             })),
             Source::Value(_) => {}
         }
-        if let Some((Subject::Source(p), _)) = &f.when {
+        if let Some((Subject::Source(p), _)) = &self.when {
+            out.push(p);
+        }
+        out
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut SourcePath> {
+        let mut out = Vec::new();
+        match &mut self.source {
+            Source::Path(_, p) => out.push(p),
+            Source::Concat(pieces) => {
+                out.extend(pieces.iter_mut().filter_map(|piece| match piece {
+                    Piece::Path(p) => Some(p),
+                    Piece::Text(_) => None,
+                }))
+            }
+            Source::Value(_) => {}
+        }
+        if let Some((Subject::Source(p), _)) = &mut self.when {
+            out.push(p);
+        }
+        out
+    }
+}
+
+/// The record members read by the key, the `reject_when` rules and the fields (their sources
+/// and `when` conditions), as slots, and each path resolved to its slot; `None` if any path may
+/// read anything. A member a general JSONPath reads (itself or under the elements a field with
+/// sub-fields selects) is parsed as a `serde_json::Value`.
+fn record_slots(
+    key: &mut [(String, SourcePath)],
+    fields: &mut [Field],
+    reject_when: &mut [(Subject, Test, String)],
+) -> Option<Slots> {
+    let mut general: Vec<&str> = Vec::new();
+    let mut paths: Vec<&SourcePath> = key.iter().map(|(_, p)| p).collect();
+    for (subject, _, _) in reject_when.iter() {
+        if let Subject::Source(p) = subject {
             paths.push(p);
         }
     }
-    let mut members = paths
-        .into_iter()
+    for f in fields.iter() {
+        let own = f.paths();
+        if f.reads_general_below() {
+            if let Source::Path(_, p) = &f.source {
+                general.extend(p.root_member());
+            }
+        }
+        paths.extend(own);
+    }
+    for p in &paths {
+        if p.is_general() {
+            general.extend(p.root_member());
+        }
+    }
+    let mut names = paths
+        .iter()
         .map(|p| p.root_member().map(str::to_string))
         .collect::<Option<Vec<String>>>()?;
-    members.sort();
-    members.dedup();
-    Some(members)
+    names.sort();
+    names.dedup();
+    let json = names
+        .iter()
+        .map(|n| general.contains(&n.as_str()))
+        .collect();
+    for (_, p) in key.iter_mut() {
+        p.resolve(&names);
+    }
+    for (subject, _, _) in reject_when.iter_mut() {
+        if let Subject::Source(p) = subject {
+            p.resolve(&names);
+        }
+    }
+    for f in fields.iter_mut() {
+        for p in f.paths_mut() {
+            p.resolve(&names);
+        }
+    }
+    Some(Slots::new(names, json))
 }
 
 /// Deserialises a JSON object keeping only the named members (sorted); anything else as a whole.
@@ -494,56 +602,6 @@ impl<'de> serde::de::Visitor<'de> for Projection<'_> {
         }
         Ok(Value::Object(out))
     }
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::String(s) => convert::is_blank(s),
-        _ => false,
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn single<'a>(path: &SourcePath, record: &'a Value) -> Option<&'a Value> {
-    path.first(record)
-}
-
-fn get_path<'a>(data: &'a Map<String, Value>, parts: &[String]) -> Option<&'a Value> {
-    let (last, parents) = parts.split_last()?;
-    let mut map = data;
-    for p in parents {
-        map = map.get(p)?.as_object()?;
-    }
-    map.get(last)
-}
-
-fn set_path(data: &mut Map<String, Value>, parts: &[String], value: Value) {
-    let Some((last, parents)) = parts.split_last() else {
-        return;
-    };
-    let mut map = data;
-    for p in parents {
-        // Look up before inserting: cloning the key for every field was a measurable cost.
-        if !map.get(p).is_some_and(Value::is_object) {
-            map.insert(p.clone(), Value::Object(Map::new()));
-        }
-        map = map
-            .get_mut(p)
-            .and_then(Value::as_object_mut)
-            .expect("just made an object");
-    }
-    map.insert(last.clone(), value);
 }
 
 /// All adapters of a site, by name.
@@ -800,7 +858,7 @@ impl Linter<'_> {
                 "at least one business-key path is needed for de-duplication",
             );
         }
-        let key: Vec<(String, SourcePath)> = spec
+        let mut key: Vec<(String, SourcePath)> = spec
             .key
             .iter()
             .filter_map(|k| {
@@ -847,7 +905,7 @@ impl Linter<'_> {
                 reject_when.push((subject, test, r.reason.clone()));
             }
         }
-        let members = record_members(&key, &fields, &reject_when);
+        let slots = record_slots(&mut key, &mut fields, &mut reject_when);
         Some(Adapter {
             name: spec.adapter,
             system: spec.system,
@@ -862,7 +920,7 @@ impl Linter<'_> {
             key,
             fields,
             reject_when,
-            members,
+            slots,
         })
     }
 

@@ -6,10 +6,10 @@
 //! ledger applies a record's events in that order whatever order the topics are read in, which is
 //! what makes a rebuild equal to the live ledger (see `fold`).
 
-use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use crate::schema::RecordKind;
 
@@ -507,7 +507,7 @@ mod tests {
             event_id: "z".into(),
             record_id: "r".into(),
             time: at,
-            data: Value::Null,
+            data: Arc::new(Value::Null),
         });
         assert!(record.ord(5) < claim.ord(0));
         assert!(claim.ord(0) < purge.ord(0));

@@ -5,13 +5,19 @@
 //! Schemas are read from the configured directory when it exists (so a site can review them next
 //! to its adapters), otherwise from the copies compiled into the binary. Every schema is checked
 //! against the JSON Schema 2020-12 meta-schema and compiled once; any error stops start-up.
+//!
+//! Each record schema is compiled twice from the same document with the same options: for
+//! `serde_json::Value`s, and for the [`canonical::Canonical`] records the pipeline builds, which
+//! it validates where they are (no conversion to a `Value`), with the same rules and messages.
 
+pub mod canonical;
 pub mod formats;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use canonical::{Canonical, CanonicalJson};
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
 
@@ -165,6 +171,8 @@ pub struct FieldInfo {
 pub struct Schemas {
     documents: BTreeMap<String, Value>,
     validators: BTreeMap<RecordKind, Validator>,
+    /// The same schemas, compiled for canonical records as the pipeline builds them.
+    canonical: BTreeMap<RecordKind, Validator<CanonicalJson>>,
     envelope: Validator,
     /// Where the schemas came from, for the start-up log.
     pub origin: String,
@@ -278,13 +286,35 @@ impl Schemas {
                     message: format!("does not compile: {e}"),
                 })
         };
+        let build_canonical = |name: &str| -> Result<Validator<CanonicalJson>, SchemaError> {
+            jsonschema::options_for::<CanonicalJson>()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .should_validate_formats(true)
+                .with_format("uscc", formats::is_uscc)
+                .with_format("resident-id", formats::is_resident_id)
+                .with_retriever(LocalRetriever(shared.clone()))
+                .build(&documents[name])
+                .map_err(|e| SchemaError {
+                    file: files[name].clone(),
+                    message: format!("does not compile: {e}"),
+                })
+        };
         let mut validators = BTreeMap::new();
+        let mut canonical = BTreeMap::new();
         for kind in RecordKind::ALL {
             match build(kind.versioned()) {
                 Ok(v) => {
                     validators.insert(kind, v);
                 }
                 Err(e) => errors.push(e),
+            }
+            if kind.is_source_kind() {
+                match build_canonical(kind.versioned()) {
+                    Ok(v) => {
+                        canonical.insert(kind, v);
+                    }
+                    Err(e) => errors.push(e),
+                }
             }
         }
         let envelope = build(ENVELOPE);
@@ -296,6 +326,7 @@ impl Schemas {
             Ok(envelope) if errors.is_empty() => Ok(Schemas {
                 documents,
                 validators,
+                canonical,
                 envelope,
                 origin,
             }),
@@ -310,6 +341,22 @@ impl Schemas {
             return Vec::new();
         }
         validator.iter_errors(data).map(|e| violation(&e)).collect()
+    }
+
+    /// Every reason a canonical record of `kind` (approval, supervision or notice) is not valid;
+    /// empty when it is. The same rules and messages as [`Schemas::validate`] on the record as a
+    /// `serde_json::Value`.
+    pub fn validate_canonical(&self, kind: RecordKind, record: &Canonical<'_>) -> Vec<Violation> {
+        let Some(validator) = self.canonical.get(&kind) else {
+            return self.validate(kind, &record.to_value());
+        };
+        if validator.is_valid(record) {
+            return Vec::new();
+        }
+        validator
+            .iter_errors(record)
+            .map(|e| violation(&e))
+            .collect()
     }
 
     /// Every reason `event` is not a valid CloudEvents envelope.
