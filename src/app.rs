@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::deadline::{Calendar, Policies};
 use crate::deliver::Deliverer;
 use crate::ingest::Ingestor;
-use crate::ledger::projector::{Projector, Shared};
+use crate::ledger::projector::{Projector, ProjectorStatus, Shared};
 use crate::ledger::tracker::{self, Clock, SystemClock};
 use crate::route::Catalog;
 use crate::schema::Schemas;
@@ -208,11 +208,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop, stopped) = tokio::sync::watch::channel(false);
 
+    let projector_status = Arc::new(ProjectorStatus::default());
     let projector = Projector {
         ledger: ledger.clone(),
         bus: bus.clone(),
         shared: shared.clone(),
         applied: applied.clone(),
+        status: projector_status.clone(),
     };
     let projector_stop = stopped.clone();
     let projector_task =
@@ -281,6 +283,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ledger,
         shared,
         applied,
+        projector: projector_status,
         apply_wait: Duration::from_millis(settings.delivery.apply_wait_ms),
         clock,
         adapters,
