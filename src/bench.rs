@@ -5,9 +5,9 @@
 //! ledger and tracker with many open items (find what is due, refresh the gauges, build a
 //! monthly report) on SQLite and, given a URL, PostgreSQL; end-to-end latency from ingest to
 //! claimable at a steady rate; and, given a broker, ingest over HTTP into Kafka against a plain
-//! rdkafka producer sending the same bytes, with 1 and with 6 partitions per topic. `--only`
-//! picks workloads. Each line reports throughput or latency percentiles and the process's peak
-//! resident memory.
+//! rdkafka producer sending the same bytes, with 1 and with 6 partitions per topic; and the peer
+//! job against a `shenguan run` process ([`peer`]). `--only` picks workloads. Each line reports
+//! throughput or latency percentiles and the process's peak resident memory.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ use crate::ledger::store::{LedgerStore, SqlLedger};
 use crate::pipeline::{self, Outcome, Unit};
 use crate::schema::RecordKind;
 
+pub mod peer;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -37,8 +39,11 @@ pub struct BenchOptions {
     pub kafka: Option<String>,
     /// Seconds of the steady 1,000 records/s run.
     pub latency_seconds: u64,
-    /// The workloads to run (`pipeline`, `bus`, `ledger`, `latency`, `kafka`); empty runs all.
+    /// The workloads to run (`pipeline`, `bus`, `ledger`, `latency`, `kafka`, `peer`); empty
+    /// runs all.
     pub only: Vec<String>,
+    /// The peer job's warm-up, window and extra `shenguan run` arguments.
+    pub peer: peer::PeerOptions,
 }
 
 impl BenchOptions {
@@ -858,7 +863,7 @@ async fn kafka_run(
 
 /// Runs the benchmarks and prints the table.
 pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()> {
-    const WORKLOADS: [&str; 5] = ["pipeline", "bus", "ledger", "latency", "kafka"];
+    const WORKLOADS: [&str; 6] = ["pipeline", "bus", "ledger", "latency", "kafka", "peer"];
     if let Some(w) = options
         .only
         .iter()
@@ -869,8 +874,10 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
             WORKLOADS.join(", ")
         );
     }
-    if options.kafka.is_none() && options.only.iter().any(|w| w == "kafka") {
-        anyhow::bail!("the kafka workload needs a broker: --kafka HOST:PORT");
+    for w in ["kafka", "peer"] {
+        if options.kafka.is_none() && options.only.iter().any(|o| o == w) {
+            anyhow::bail!("the {w} workload needs a broker: --kafka HOST:PORT");
+        }
     }
     let mut lines = Vec::new();
     let mut add = |l: Line| {
@@ -911,6 +918,14 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
             reset_peak();
             add(kafka_run(&settings, k, options.records, partitions).await?);
         }
+    }
+    if options.runs("peer") {
+        if let Some(k) = &options.kafka {
+            for l in peer::kafka_lines(&settings, k, &options.peer).await? {
+                add(l);
+            }
+        }
+        add(peer::embedded_line(&settings, &options.peer).await?);
     }
     println!("\n| workload | figure | target | peak RSS |\n|---|---|---|---|");
     for l in &lines {

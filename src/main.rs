@@ -84,9 +84,18 @@ enum Command {
         /// Seconds of the steady 1,000 records/s latency run (0 skips it).
         #[arg(long, default_value_t = 30)]
         latency_seconds: u64,
-        /// Only these workloads, comma-separated: pipeline, bus, ledger, latency, kafka.
+        /// Only these workloads, comma-separated: pipeline, bus, ledger, latency, kafka, peer.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Seconds of load before the peer job's measured window.
+        #[arg(long, default_value_t = 10)]
+        peer_warmup: u64,
+        /// Seconds of the peer job's measured window.
+        #[arg(long, default_value_t = 30)]
+        peer_seconds: u64,
+        /// Extra arguments of the peer job's `shenguan run` on Kafka, e.g. "--role ingest".
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        peer_args: String,
     },
     /// A bounded soak run of a gateway process at a steady rate with claims, returns, bad records
     /// and duplicates; fails on any loss, duplicate or steady growth of memory or open files.
@@ -439,8 +448,13 @@ fn main() -> ExitCode {
                     .await
                     .map(|_| true)
             }
-            Command::Bench { records, ledger_items, postgres, kafka, latency_seconds, only } => {
-                let options = shenguan::bench::BenchOptions { records, ledger_items, postgres, kafka, latency_seconds, only };
+            Command::Bench { records, ledger_items, postgres, kafka, latency_seconds, only, peer_warmup, peer_seconds, peer_args } => {
+                let peer = shenguan::bench::peer::PeerOptions {
+                    warmup: std::time::Duration::from_secs(peer_warmup),
+                    seconds: std::time::Duration::from_secs(peer_seconds.max(1)),
+                    args: peer_args.split_whitespace().map(str::to_string).collect(),
+                };
+                let options = shenguan::bench::BenchOptions { records, ledger_items, postgres, kafka, latency_seconds, only, peer };
                 shenguan::bench::run(settings, options).await.map(|_| true)
             }
             Command::Soak { minutes, rate } => {

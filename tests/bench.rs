@@ -31,6 +31,10 @@ async fn one_command_runs_every_workload_and_prints_the_table() {
             "2000",
             "--latency-seconds",
             "2",
+            "--peer-warmup",
+            "1",
+            "--peer-seconds",
+            "2",
             "--postgres",
             &pg,
             "--kafka",
@@ -90,6 +94,89 @@ async fn one_command_runs_every_workload_and_prints_the_table() {
         assert!(figure(kafka, "records/s; ratio") > 0.0, "{kafka}");
         assert!(kafka.contains("all projected into the ledger"), "{kafka}");
     }
+    for l in [line("peer job: plain rdkafka producer"), line("(role all)")] {
+        assert!(figure(l, "records/s") > 0.0, "{l}");
+    }
+}
+
+/// The figures of a peer job line: records/s, request p50 and p99, CPU µs per record.
+fn peer_figures(line: &str) -> (f64, f64, f64, f64) {
+    (
+        figure(line, "records/s"),
+        figure(line, "ms, p99"),
+        figure(&line[line.find("p99").expect("p99")..], "ms;"),
+        figure(line, "µs/record"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_peer_job_reports_throughput_latency_and_cpu_against_kafka_and_embedded() {
+    let broker = Broker::start();
+    // Extra arguments reach the gateway's `run` (here the bus it already has, given again).
+    let extra = format!("--bus kafka://{}", broker.bootstrap());
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--only",
+            "peer",
+            "--peer-warmup",
+            "1",
+            "--peer-seconds",
+            "3",
+            "--peer-args",
+            &extra,
+            "--kafka",
+            &broker.bootstrap(),
+        ])
+        .current_dir(common::repo())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run shenguan bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| peer job"))
+        .collect();
+    assert_eq!(table.len(), 3, "{stdout}");
+    let kafka = table
+        .iter()
+        .find(|l| l.contains(&format!(", Kafka, shenguan run {extra} |")))
+        .unwrap_or_else(|| panic!("no Kafka line with the extra arguments:\n{stdout}"));
+    let embedded = table
+        .iter()
+        .find(|l| l.contains("embedded bus + SQLite ledger (role all)"))
+        .unwrap_or_else(|| panic!("no embedded line:\n{stdout}"));
+    for l in [kafka, embedded] {
+        assert!(
+            l.contains(
+                "B 双公示 records, 100 a request, 8 keep-alive connections, 3 s after 1 s warm-up"
+            ),
+            "{l}"
+        );
+        let (rate, p50, p99, cpu) = peer_figures(l);
+        assert!(rate > 0.0, "{l}");
+        assert!(p50 > 0.0 && p99 >= p50, "{l}");
+        assert!(cpu > 0.0, "{l}");
+        assert!(
+            l.ends_with(" MiB |") && figure(l, " MiB |") > 0.0,
+            "gateway memory: {l}"
+        );
+    }
+    let plain = table
+        .iter()
+        .find(|l| l.contains("plain rdkafka producer, same"))
+        .unwrap_or_else(|| panic!("no plain producer line:\n{stdout}"));
+    assert!(figure(plain, "records/s;") > 0.0, "{plain}");
+    assert!(figure(plain, "% of it") > 0.0, "{plain}");
+    // The ledger caught up with every record the job sent.
+    let (projected, sent) = (
+        figure(embedded, " of "),
+        figure(embedded, " projected at the end"),
+    );
+    assert!(sent > 0.0 && projected <= sent, "{embedded}");
+    assert!(embedded.contains("caught up"), "{embedded}");
 }
 
 #[test]
@@ -98,7 +185,7 @@ fn an_unknown_workload_or_kafka_without_a_broker_is_refused() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(
-            "unknown workload 'nonsense'; the workloads are pipeline, bus, ledger, latency, kafka"
+            "unknown workload 'nonsense'; the workloads are pipeline, bus, ledger, latency, kafka, peer"
         ),
         "{}",
         String::from_utf8_lossy(&out.stderr)
@@ -107,6 +194,14 @@ fn an_unknown_workload_or_kafka_without_a_broker_is_refused() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("the kafka workload needs a broker"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = common::shenguan(&["bench", "--only", "peer"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the peer workload needs a broker: --kafka HOST:PORT"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -117,11 +117,11 @@ pub async fn ingest(
         limit: state.max_body_bytes,
         content_length,
     };
-    if let Some(len) = headers
+    let content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = content_length {
         if len > state.max_body_bytes {
             // Refused before it is read: the DLQ entry records the refusal and the size.
             return Err(dead_letter(
@@ -134,8 +134,9 @@ pub async fn ingest(
             .await);
         }
     }
-    // Read up to the limit; a body that turns out larger is refused (its start is kept).
-    let mut bytes = Vec::new();
+    // Read up to the limit; a body that turns out larger is refused (its start is kept). A
+    // declared length sizes the buffer once, so the body is copied once.
+    let mut bytes = Vec::with_capacity(content_length.unwrap_or(0));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::BodyUnreadable(e.to_string()))?;

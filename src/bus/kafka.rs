@@ -139,8 +139,9 @@ impl KafkaBus {
     }
 }
 
-/// The idempotent `acks=all` producer.
-fn new_producer(servers: &str, settings: &KafkaSettings) -> Result<FutureProducer, BusError> {
+/// The idempotent `acks=all` producer (also the benchmark's plain producer, so that both are
+/// configured alike).
+pub fn new_producer(servers: &str, settings: &KafkaSettings) -> Result<FutureProducer, BusError> {
     let mut config = base_config(servers, settings);
     config
         .set("enable.idempotence", "true")
