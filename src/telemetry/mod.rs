@@ -81,6 +81,9 @@ pub struct Known {
     pub adapters: Vec<(String, String)>,
     /// Every topic the gateway publishes to.
     pub topics: Vec<String>,
+    /// Whether this instance keeps the ledger (roles `all` and `ledger`): its gauges exist from
+    /// the start.
+    pub ledger: bool,
     /// The topics the ledger consumes (the `topic` label of the ledger's lag).
     pub ledger_topics: Vec<String>,
     /// Every catalog department, with whether it takes webhooks.
@@ -155,8 +158,11 @@ impl Metrics {
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "Always 1; the labels tell the running version."),
-            &["version"],
+            Opts::new(
+                BUILD_INFO,
+                "Always 1; the labels tell the running version and the instance's role (all, ingest, ledger).",
+            ),
+            &["version", "role"],
         )
         .expect("valid metric");
         let push_latency = HistogramVec::new(
@@ -292,9 +298,6 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("unique metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
         // Series that exist from the start, so rate() and increase() see their first event.
         for operation in BUS_OPERATIONS {
             bus_errors.with_label_values(&[operation]);
@@ -321,6 +324,13 @@ impl Metrics {
             bus_errors,
             build_info,
         }
+    }
+
+    /// `shenguan_build_info` of this process, with the role it runs.
+    pub fn build_info(&self, role: &str) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), role])
+            .set(1);
     }
 
     /// Creates a catalog department's series at zero: deliveries (when it takes webhooks) and
@@ -396,8 +406,10 @@ impl Metrics {
                     .with_label_values(&[adapter, "deliver", "webhook_failed"]);
             }
         }
-        for kind in KINDS {
-            self.unrouted.with_label_values(&[kind]).set(0);
+        if known.ledger {
+            for kind in KINDS {
+                self.unrouted.with_label_values(&[kind]).set(0);
+            }
         }
         for topic in &known.ledger_topics {
             self.consumer_lag.with_label_values(&["ledger", topic]);
