@@ -269,12 +269,8 @@ impl Metrics {
         registry
             .register(Box::new(oldest_unclaimed.clone()))
             .expect("unique metric");
-        registry
-            .register(Box::new(calendar_days_remaining.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(deadline_uncomputable.clone()))
-            .expect("unique metric");
+        // The calendar's series are the ledger's: registered by `register_known` for a process
+        // that keeps the ledger.
         for c in [
             &ingested,
             &published,
@@ -407,6 +403,9 @@ impl Metrics {
             }
         }
         if known.ledger {
+            // Registered once per process (a second gateway in the same process finds them).
+            let _ = (self.registry).register(Box::new(self.calendar_days_remaining.clone()));
+            let _ = (self.registry).register(Box::new(self.deadline_uncomputable.clone()));
             for kind in KINDS {
                 self.unrouted.with_label_values(&[kind]).set(0);
             }
