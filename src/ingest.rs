@@ -185,10 +185,12 @@ impl Ingestor {
         self
     }
 
-    /// Whether the de-duplication table has caught up with the bus since the process started:
-    /// until then a request waits for it, and `/readyz` of an ingesting instance says so.
+    /// Whether the de-duplication table is ready for traffic: the table in memory has loaded its
+    /// snapshot and caught up with the bus since the process started (until then a request waits
+    /// for it, and `/readyz` of an ingesting instance says so, so that a load balancer sends the
+    /// requests to the other instances). The table in the state store needs no loading.
     pub fn is_warm(&self) -> bool {
-        self.warm.load(Ordering::SeqCst)
+        matches!(self.table, Table::Store(_)) || self.warm.load(Ordering::SeqCst)
     }
 
     /// Catches the de-duplication table up with the bus (retrying until it can, or `stop`), then,

@@ -146,14 +146,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness, for the instance's role: the bus is reachable; an ingesting instance's
-/// de-duplication table has caught up with the bus; a ledger instance's ledger answers. Details
+/// Readiness, for the instance's role: the bus is reachable; an ingesting instance that keeps
+/// its de-duplication table in memory has loaded it and caught up with the bus; a ledger instance's ledger answers. Details
 /// an operator should see without it being a reason to stop traffic follow on their own lines: a
 /// policy profile decided outside its period (ledger instances).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "`ready`, then a line per condition to look at (`policy_out_of_period: …`)", body = String, content_type = "text/plain"),
-        (status = 503, description = "The bus is not reachable, the de-duplication table is still loading, or the ledger does not answer", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The bus is not reachable, the de-duplication table in memory is still loading, or the ledger does not answer", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<String, ApiError> {
     state
