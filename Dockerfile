@@ -30,32 +30,41 @@ WORKDIR /src
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 
-# 1. Dependencies only, in their own layer: it is rebuilt when Cargo.toml or Cargo.lock change,
-#    not when the code does. Empty stand-ins for the crate's lib and bin let cargo build the
-#    whole dependency tree (the slow part: librdkafka, OpenSSL, SQLite).
+# 1. Dependencies only, in their own layer: it is rebuilt when a Cargo.toml or Cargo.lock
+#    changes, not when the code does. Empty stand-ins for the two crates' targets (the gateway's
+#    lib, bin and benchmark, the core's lib) let cargo build the whole dependency tree (the slow
+#    part: librdkafka, OpenSSL, SQLite).
 COPY Cargo.toml Cargo.lock ./
+COPY crates/core/Cargo.toml ./crates/core/
 RUN --mount=type=cache,id=shenguan-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=shenguan-cargo-git,target=/usr/local/cargo/git \
-    mkdir -p src \
+    mkdir -p src benches crates/core/src \
  && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > benches/pipeline.rs \
  && : > src/lib.rs \
+ && : > crates/core/src/lib.rs \
  && cargo build --release --locked \
- && rm -rf src \
+ && rm -rf src benches crates/core/src \
       target/release/shenguan target/release/shenguan.d \
       target/release/deps/shenguan-* target/release/deps/libshenguan-* \
-      target/release/.fingerprint/shenguan-*
+      target/release/deps/shenguan_core-* target/release/deps/libshenguan_core-* \
+      target/release/.fingerprint/shenguan-* target/release/.fingerprint/shenguan-core-*
 
-# 2. The crate. The binary embeds the schemas, the calendar years and the deadline profiles
-#    (include_str!), so those are build input too (tests/deploy checks that every file the
-#    sources include is copied here); adapters and the catalog are only runtime data.
+# 2. The crates. The binary embeds the schemas, the calendar years and the deadline profiles
+#    (include_str!) and the console's templates (askama), so those are build input too
+#    (tests/deploy checks that every file the sources include is copied here); adapters and the
+#    catalog are only runtime data.
 COPY src ./src
+COPY crates ./crates
+COPY benches ./benches
+COPY templates ./templates
 COPY schemas ./schemas
 COPY calendar ./calendar
 COPY policies ./policies
 COPY shenguan.example.toml ./
 RUN --mount=type=cache,id=shenguan-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=shenguan-cargo-git,target=/usr/local/cargo/git \
-    touch src/main.rs src/lib.rs \
+    touch src/main.rs src/lib.rs crates/core/src/lib.rs \
  && cargo build --release --locked \
  && install -D -m 0755 target/release/shenguan /out/shenguan \
  && strip /out/shenguan \

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::deadline::{Calendar, Policies};
 use crate::deliver::Deliverer;
 use crate::ingest::Ingestor;
-use crate::ledger::projector::{Projector, Shared};
+use crate::ledger::projector::{Projector, ProjectorStatus, Shared};
 use crate::ledger::tracker::{self, Clock, SystemClock};
 use crate::route::Catalog;
 use crate::schema::Schemas;
@@ -223,6 +223,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop, stopped) = tokio::sync::watch::channel(false);
 
+    // An ingest instance has no projector: its status stays at the start (read by no route).
+    let projector_status = Arc::new(ProjectorStatus::default());
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<()>)> = Vec::new();
     let mut projector_task = None;
     if role.ingests() {
@@ -237,6 +239,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             bus: bus.clone(),
             shared: shared.clone(),
             applied: applied.clone(),
+            status: projector_status.clone(),
         };
         let projector_stop = stopped.clone();
         projector_task = Some(tokio::spawn(async move {
@@ -317,6 +320,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ledger,
         shared,
         applied,
+        projector: projector_status,
         apply_wait: Duration::from_millis(settings.delivery.apply_wait_ms),
         clock,
         adapters,

@@ -1156,6 +1156,34 @@ async fn a_kafka_broker_killed_mid_stream_loses_nothing_and_duplicates_nothing()
         *on_bus.entry(key.clone()).or_default() += 1;
     }
     let (n, dups, lost) = assert_exactly_once("kafka broker killed", &acknowledged, &on_bus);
+    // The projector resumes after the broker came back: every acknowledged record reaches the
+    // ledger, and /readyz says the projector is not behind.
+    let admin = gw.token("admin", "");
+    let resumed = Instant::now();
+    wait_for_ledger(&gw, &admin, &acknowledged).await;
+    let caught_up = resumed.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let readyz = loop {
+        let r = gw.client.get(gw.url("/readyz")).send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        if status == 200
+            && text.contains("projector_lag: 0 messages behind")
+            && !text.contains("projector_stalled")
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz does not report the projector caught up: {status} {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(readyz.contains("last batch applied"), "{readyz}");
+    println!(
+        "fault: kafka broker sigkill: ledger caught up {} ms after the clients finished",
+        caught_up.as_millis()
+    );
     println!(
         "fault: kafka broker sigkill: 300 records, killed after {at_kill} of 60 batches, \
          {while_down} answered while it was down; answers other than 202 {:?} ({} with \

@@ -160,3 +160,90 @@ async fn ingest_answers_503_when_the_broker_is_gone_and_accepts_nothing() {
         503
     );
 }
+
+/// A department's own Kafka client claims a record the ledger has never seen: the claim waits
+/// for it, the admin is told so, and the gauge of waiting events counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_for_a_record_that_has_not_arrived_waits_and_is_shown() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shenguan.toml");
+    std::fs::write(&config, "[tracker]\ninterval_seconds = 1\n").unwrap();
+    let (url, config) = (broker.url(), config.display().to_string());
+    let gw = Gateway::start(dir.path(), &["--bus", &url, "--config", &config]).await;
+    let admin = gw.token("admin", "");
+    let record_id = uuid::Uuid::new_v4().to_string();
+    let claim = serde_json::json!({
+        "specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(), "source": "/szs-wjw/system",
+        "type": "cn.shenguan.claim.v1", "subject": record_id, "time": "2026-11-23T10:00:00+08:00",
+        "datacontenttype": "application/json",
+        "data": {"record_id": record_id, "department": "szs-wjw", "action": "claim",
+                 "at": "2026-11-23T10:00:00+08:00", "channel": "kafka", "actor": "卫健委系统"}
+    });
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to("shenguan.claim.v1")
+                .key(&record_id)
+                .payload(&claim.to_string()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let detail = loop {
+        let r = gw
+            .client
+            .get(gw.url(&format!("/v1/records/{record_id}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let body: Value = r.json().await.unwrap();
+        let detail = body["detail"].as_str().unwrap_or("").to_string();
+        let metrics = gw
+            .client
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let gauge = metrics
+            .lines()
+            .find(|l| l.starts_with("shenguan_ledger_waiting_events{kind=\"claim\"}"))
+            .unwrap_or("")
+            .to_string();
+        if detail.contains("1 events about it wait") && gauge.ends_with(" 1") {
+            break detail;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiting claim is not shown: detail {detail:?}, gauge {gauge:?}\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        detail,
+        format!("no record {record_id} yet; 1 events about it wait for it to arrive")
+    );
+    // A department is told nothing more than that there is no such record.
+    let wjw = gw.token("department", "szs-wjw");
+    let r = gw
+        .client
+        .get(gw.url(&format!("/v1/records/{record_id}")))
+        .bearer_auth(&wjw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["detail"], format!("no record {record_id}"), "{body}");
+}

@@ -839,6 +839,12 @@ scenario!(a_rebuilt_ledger_equals_the_live_one, |backend| {
     assert!(!f.levels_at("2026-03-05T09:00:00+08:00").await.is_empty());
     f.claim("early", "szs-scjg", "claim", "2026-03-05T10:00:00+08:00")
         .await;
+    assert_eq!(f.ledger.waiting("early").await.unwrap(), 1);
+    assert_eq!(
+        f.ledger.waiting_counts().await.unwrap(),
+        [("claim".to_string(), 1)],
+        "the gauge of events waiting for their record counts the claim"
+    );
     f.approval(
         "early",
         FOOD,
@@ -851,6 +857,14 @@ scenario!(a_rebuilt_ledger_equals_the_live_one, |backend| {
         EntryState::Claimed,
         "the claim that arrived first is applied when its record arrives"
     );
+    assert_eq!(f.ledger.waiting("early").await.unwrap(), 0);
+    assert!(f
+        .ledger
+        .waiting_counts()
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, n)| *n == 0));
     let live = common::ledger_snapshot(&f.url).await;
     assert!(live
         .iter()

@@ -432,7 +432,10 @@ async fn a_profile_out_of_its_period_shows_on_readyz_metrics_and_the_log() {
     // The shipped profile has no period: ready, and the gauge at 0.
     let dir = tempfile::tempdir().unwrap();
     let (gw, _) = gateway(dir.path(), None).await;
-    assert_eq!(get(&gw, "/readyz", "").await.1, "ready\n");
+    let (status, readyz) = get(&gw, "/readyz", "").await;
+    assert_eq!(status, 200, "{readyz}");
+    assert!(readyz.starts_with("ready\n"), "{readyz}");
+    assert!(!readyz.contains("policy_out_of_period"), "{readyz}");
     for _ in 0..50 {
         metrics = get(&gw, "/metrics", "").await.1;
         if metrics.contains("shenguan_policy_out_of_period{policy=\"generic\"} 0") {

@@ -252,7 +252,9 @@ impl ApiError {
 fn domain_problem(e: &DomainError) -> (StatusCode, &'static str, &'static str) {
     use DomainError::*;
     match e {
-        UnknownRecord { .. } => (StatusCode::NOT_FOUND, "unknown-record", "Unknown record"),
+        UnknownRecord { .. } | NotArrived { .. } => {
+            (StatusCode::NOT_FOUND, "unknown-record", "Unknown record")
+        }
         NotRouted { .. } => (
             StatusCode::FORBIDDEN,
             "forbidden",

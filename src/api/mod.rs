@@ -44,6 +44,8 @@ pub struct AppState {
     pub shared: Arc<crate::ledger::projector::Shared>,
     /// Ids of ledger events as the projector applies them.
     pub applied: tokio::sync::broadcast::Sender<String>,
+    /// How the projector is doing (for `/readyz`).
+    pub projector: Arc<crate::ledger::projector::ProjectorStatus>,
     pub apply_wait: std::time::Duration,
     pub clock: Arc<dyn crate::ledger::tracker::Clock>,
     pub adapters: Arc<std::sync::RwLock<Arc<AdapterSet>>>,
@@ -147,12 +149,13 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness, for the instance's role: the bus is reachable; an ingesting instance that keeps
-/// its de-duplication table in memory has loaded it and caught up with the bus; a ledger instance's ledger answers. Details
-/// an operator should see without it being a reason to stop traffic follow on their own lines: a
-/// policy profile decided outside its period (ledger instances).
+/// its de-duplication table in memory has loaded it and caught up with the bus; a ledger
+/// instance's ledger answers. Details an operator should see without it being a reason to stop
+/// traffic follow on their own lines (ledger instances): how far the projector is behind the
+/// ledger topics and whether it stalled, a policy profile decided outside its period.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "`ready`, then a line per condition to look at (`policy_out_of_period: …`)", body = String, content_type = "text/plain"),
+        (status = 200, description = "`ready`, then a line per condition to look at (`projector_lag: …`, `projector_stalled: …`, `policy_out_of_period: …`)", body = String, content_type = "text/plain"),
         (status = 503, description = "The bus is not reachable, the de-duplication table in memory is still loading, or the ledger does not answer", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<String, ApiError> {
@@ -170,6 +173,17 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<String, ApiError> 
     let mut out = String::from("ready\n");
     if let Some(ledger) = &state.ledger {
         ledger.positions().await?;
+        let lag = crate::ledger::projector::lag(
+            state.ingestor.bus.as_ref(),
+            ledger.as_ref(),
+            &state.shared,
+        )
+        .await
+        .ok();
+        for line in state.projector.readiness(lag) {
+            out.push_str(&line);
+            out.push('\n');
+        }
         if let Some(why) = state
             .shared
             .policies

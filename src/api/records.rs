@@ -462,6 +462,18 @@ pub async fn record(
 ) -> Result<Json<RecordHistory>, ApiError> {
     let principal = &caller.principal;
     let Some((record, entries, history)) = state.ledger()?.record(&id).await? else {
+        // An admin learns that events wait for the record; a department learns nothing about a
+        // record that was not routed to it.
+        if matches!(principal, Principal::Admin) {
+            let waiting = state.ledger()?.waiting(&id).await?;
+            if waiting > 0 {
+                return Err(DomainError::NotArrived {
+                    record_id: id,
+                    waiting,
+                }
+                .into());
+            }
+        }
         return Err(DomainError::UnknownRecord { record_id: id }.into());
     };
     let visible: Vec<&Entry> = match principal {

@@ -29,6 +29,7 @@ pub async fn ledger_rebuild(settings: &Settings) -> anyhow::Result<u64> {
         bus,
         shared,
         applied,
+        status: Default::default(),
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     Ok(projector

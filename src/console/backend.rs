@@ -57,6 +57,10 @@ impl From<ApiError> for Failure {
         let (status, message) = match &e {
             ApiError::Domain(refusal) => match refusal {
                 D::UnknownRecord { .. } => (StatusCode::NOT_FOUND, "没有这条记录".to_string()),
+                D::NotArrived { waiting, .. } => (
+                    StatusCode::NOT_FOUND,
+                    format!("这条记录尚未到达；已有 {waiting} 条相关事件等待它到达后生效"),
+                ),
                 D::NotRouted { .. } => (
                     StatusCode::FORBIDDEN,
                     "该记录未推送给本部门，不能查看或办理".to_string(),

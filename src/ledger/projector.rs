@@ -9,6 +9,7 @@
 //! back without the client noticing) is noticed: the projector compares the topics' ends with
 //! its positions when it has been idle for a while, and subscribes again from its positions.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,83 @@ pub struct Projector {
     pub shared: Arc<Shared>,
     /// Ids of events as they are applied, for API calls waiting on their own claim.
     pub applied: broadcast::Sender<String>,
+    /// What `/readyz` says about the projector.
+    pub status: Arc<ProjectorStatus>,
+}
+
+/// How the projector is doing, for `/readyz`: when it last applied a batch, and since when the
+/// topics have grown past its positions without it receiving anything.
+#[derive(Debug, Default)]
+pub struct ProjectorStatus {
+    /// Epoch milliseconds of the last batch applied; 0 before the first.
+    last_applied_ms: AtomicI64,
+    /// Epoch milliseconds since which it is stalled; 0 when it is not.
+    stalled_since_ms: AtomicI64,
+    /// How often it subscribed again after a stall.
+    resubscribed: AtomicU64,
+}
+
+impl ProjectorStatus {
+    fn applied(&self) {
+        self.last_applied_ms.store(now_ms(), Ordering::Relaxed);
+        self.stalled_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn stalled(&self) {
+        let _ = self.stalled_since_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.resubscribed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The lines `/readyz` shows, given how many messages the ledger topics hold past the
+    /// ledger's positions (`None` when the bus could not say): `projector_lag: …`, and
+    /// `projector_stalled: …` while the topics grow and nothing arrives.
+    pub fn readiness(&self, lag: Option<i64>) -> Vec<String> {
+        let now = now_ms();
+        let last = self.last_applied_ms.load(Ordering::Relaxed);
+        let applied = if last == 0 {
+            "nothing applied since start".to_string()
+        } else {
+            format!("last batch applied {} s ago", (now - last).max(0) / 1000)
+        };
+        let mut out = vec![match lag {
+            Some(n) => format!("projector_lag: {n} messages behind the ledger topics; {applied}"),
+            None => {
+                format!("projector_lag: unknown (the bus did not give the topics' ends); {applied}")
+            }
+        }];
+        let since = self.stalled_since_ms.load(Ordering::Relaxed);
+        if since != 0 {
+            out.push(format!(
+                "projector_stalled: the ledger topics grew past the projector's positions and nothing arrived for {} s; subscribed again {} times",
+                (now - since).max(0) / 1000 + STALL_CHECK.as_secs() as i64,
+                self.resubscribed.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// How many messages the ledger topics hold past the ledger's positions, summed over partitions.
+pub async fn lag(
+    bus: &dyn Bus,
+    ledger: &dyn LedgerStore,
+    shared: &Shared,
+) -> Result<i64, ProjectError> {
+    let ends = bus.end_offsets(&shared.ledger_topics()).await?;
+    let positions = ledger.positions().await?;
+    Ok(ends
+        .iter()
+        .map(|(key, end)| (end - positions.get(key).copied().unwrap_or(0)).max(0))
+        .sum())
 }
 
 impl Projector {
@@ -82,6 +160,7 @@ impl Projector {
                     if idle_since.elapsed() >= STALL_CHECK {
                         idle_since = std::time::Instant::now();
                         if self.stalled().await {
+                            self.status.stalled();
                             tracing::warn!("the ledger topics grew past the projector's positions without it receiving anything: subscribing again");
                             let positions = self.ledger.positions().await?;
                             match self.bus.assign(&topics, &positions).await {
@@ -141,6 +220,7 @@ impl Projector {
                     }
                 }
             };
+            self.status.applied();
             let mut rejected = Vec::new();
             for ((outcome, id), (delivery, _)) in outcomes.iter().zip(event_ids).zip(batch.iter()) {
                 applied += 1;
@@ -237,5 +317,33 @@ fn observe(changes: &Changes) {
         if let Some(problem) = &e.deadline_problem {
             events::calendar_missing(&e.record_id, problem);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_shows_the_lag_and_a_stall_until_a_batch_is_applied() {
+        let status = ProjectorStatus::default();
+        assert_eq!(
+            status.readiness(Some(0)),
+            vec!["projector_lag: 0 messages behind the ledger topics; nothing applied since start"]
+        );
+        status.stalled();
+        status.stalled();
+        let lines = status.readiness(Some(42));
+        assert!(lines[0].starts_with("projector_lag: 42 messages behind"));
+        assert!(
+            lines[1].starts_with("projector_stalled: ")
+                && lines[1].ends_with("subscribed again 2 times"),
+            "{lines:?}"
+        );
+        status.applied();
+        let lines = status.readiness(None);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("projector_lag: unknown"));
+        assert!(lines[0].ends_with("last batch applied 0 s ago"));
     }
 }

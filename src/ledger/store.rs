@@ -350,42 +350,43 @@ impl SqlLedger {
 // ---------------------------------------------------------------------------------------------
 // Rows, both ways.
 
-fn record_params(r: &RecordRow) -> Vec<Param> {
+fn record_params(r: RecordRow) -> Vec<Param> {
     let (license_no, document_no, uscc) = r.link_keys();
     let (case_no, title, counterpart) = r.search_keys();
     vec![
-        r.record_id.clone().into(),
+        r.record_id.into(),
         r.kind.as_str().into(),
-        r.event_id.clone().into(),
+        r.event_id.into(),
         r.published_at.into(),
         r.decided_at.into(),
-        r.adapter.clone().into(),
-        r.push_rule.clone().into(),
+        r.adapter.into(),
+        r.push_rule.into(),
         r.push_due_at.into(),
         r.push_late.into(),
-        r.unrouted.clone().into(),
-        r.source_department.clone().into(),
+        r.unrouted.into(),
+        r.source_department.into(),
         license_no.into(),
         document_no.into(),
         uscc.into(),
         case_no.into(),
         title.into(),
         counterpart.into(),
-        r.pusher.clone().into(),
+        r.pusher.into(),
         r.pushed_at.into(),
         Param::Real(r.push_hours),
         i64::from(r.version).into(),
     ]
 }
 
-fn entry_params(e: &Entry) -> Vec<Param> {
+fn entry_params(e: Entry) -> Vec<Param> {
     let (due_rule, due_at) = match e.obligation() {
         Some((rule, due)) => (Some(rule.to_string()), Some(due)),
         None => (None, None),
     };
+    let flow = flow_of(&e);
     vec![
-        e.record_id.clone().into(),
-        e.department.clone().into(),
+        e.record_id.into(),
+        e.department.into(),
         e.kind.as_str().into(),
         e.state.as_str().into(),
         e.pushed_at.into(),
@@ -394,18 +395,18 @@ fn entry_params(e: &Entry) -> Vec<Param> {
         e.returned_at.into(),
         e.feedback_at.into(),
         e.closed_at.into(),
-        e.policy.clone().into(),
-        e.claim_rule.clone().into(),
+        e.policy.into(),
+        e.claim_rule.into(),
         e.claim_due_at.into(),
-        e.feedback_rule.clone().into(),
+        e.feedback_rule.into(),
         e.feedback_due_at.into(),
-        e.calendar_version.clone().into(),
-        e.deadline_problem.clone().into(),
+        e.calendar_version.into(),
+        e.deadline_problem.into(),
         e.alert_level.rank().into(),
-        e.note.clone().into(),
-        e.outcome.clone().into(),
-        e.via.clone().into(),
-        flow_of(e).into(),
+        e.note.into(),
+        e.outcome.into(),
+        e.via.into(),
+        flow.into(),
         due_rule.into(),
         due_at.into(),
         i64::from(e.version).into(),
@@ -413,31 +414,35 @@ fn entry_params(e: &Entry) -> Vec<Param> {
     ]
 }
 
-fn history_params(h: &HistoryRow, n: u32) -> Vec<Param> {
+fn history_params(h: HistoryRow, n: u32) -> Vec<Param> {
+    let detail = h.detail.to_string();
     vec![
-        h.record_id.clone().into(),
+        h.record_id.into(),
         i64::from(n).into(),
-        h.department.clone().into(),
-        h.action.clone().into(),
-        h.actor.clone().into(),
-        h.channel.clone().into(),
+        h.department.into(),
+        h.action.into(),
+        h.actor.into(),
+        h.channel.into(),
         h.at.into(),
-        h.event_id.clone().into(),
-        h.detail.to_string().into(),
+        h.event_id.into(),
+        detail.into(),
     ]
 }
 
-fn event_params(e: &StoredEvent) -> Vec<Param> {
+fn event_params(e: StoredEvent) -> Vec<Param> {
+    // Bus messages the ledger applied are JSON, so UTF-8; anything else is kept readable.
+    let payload = String::from_utf8(e.payload)
+        .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned());
     vec![
-        e.record_id.clone().into(),
-        e.ord.event_id.clone().into(),
+        e.record_id.into(),
+        e.ord.event_id.into(),
         e.ord.at_ms.into(),
         i64::from(e.ord.rank).into(),
         e.kind.as_str().into(),
-        e.topic.clone().into(),
+        e.topic.into(),
         i64::from(e.partition).into(),
         e.offset.into(),
-        String::from_utf8_lossy(&e.payload).into_owned().into(),
+        payload.into(),
     ]
 }
 
@@ -768,10 +773,17 @@ impl LedgerPort for SqlPort<'_> {
         let mut entries = Vec::new();
         let mut events = Vec::new();
         let mut history = Vec::new();
-        for w in &writes.records {
-            let replaced = match &w.history {
-                HistoryWrite::Replace(_) => true,
-                HistoryWrite::Append { .. } => false,
+        let Writes {
+            records: record_writes,
+            counters: counter_deltas,
+            positions: moved_positions,
+            outbox: alerts,
+        } = writes;
+        // The rows are built from the writes by moving their strings, not copying them.
+        for w in record_writes {
+            let (from, rows, replaced) = match w.history {
+                HistoryWrite::Append { from, rows } => (from, rows, false),
+                HistoryWrite::Replace(rows) => (0, rows, true),
             };
             if w.purge {
                 for table in [
@@ -796,17 +808,13 @@ impl LedgerPort for SqlPort<'_> {
                     )
                     .await?;
             }
-            if let Some(r) = &w.record {
+            if let Some(r) = w.record {
                 records.push(record_params(r));
             }
-            entries.extend(w.entries.iter().map(entry_params));
-            events.extend(w.events.iter().map(event_params));
-            let (from, rows) = match &w.history {
-                HistoryWrite::Append { from, rows } => (*from, rows),
-                HistoryWrite::Replace(rows) => (0, rows),
-            };
+            entries.extend(w.entries.into_iter().map(entry_params));
+            events.extend(w.events.into_iter().map(event_params));
             history.extend(
-                rows.iter()
+                rows.into_iter()
                     .enumerate()
                     .map(|(i, h)| history_params(h, from + i as u32)),
             );
@@ -829,8 +837,7 @@ impl LedgerPort for SqlPort<'_> {
             )
             .await?;
         self.ex.insert_rows(&HISTORY, history, "").await?;
-        let counters = writes
-            .counters
+        let counters = counter_deltas
             .iter()
             .map(|c| {
                 vec![
@@ -848,8 +855,7 @@ impl LedgerPort for SqlPort<'_> {
                 "ON CONFLICT (name, department, kind) DO UPDATE SET value = ledger_counters.value + excluded.value",
             )
             .await?;
-        let positions = writes
-            .positions
+        let positions = moved_positions
             .iter()
             .map(|((topic, part), next)| {
                 vec![
@@ -866,8 +872,7 @@ impl LedgerPort for SqlPort<'_> {
                 "ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
             )
             .await?;
-        let outbox = writes
-            .outbox
+        let outbox = alerts
             .iter()
             .map(|a| {
                 let event = crate::pipeline::envelope(

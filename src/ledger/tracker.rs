@@ -268,6 +268,12 @@ pub async fn refresh_gauges(
     for (kind, n) in ledger.unrouted_counts().await? {
         METRICS.unrouted.with_label_values(&[&kind]).set(n);
     }
+    for kind in [RecordKind::Claim, RecordKind::Feedback, RecordKind::Alert] {
+        METRICS.waiting.with_label_values(&[kind.as_str()]).set(0);
+    }
+    for (kind, n) in ledger.waiting_counts().await? {
+        METRICS.waiting.with_label_values(&[&kind]).set(n);
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ pub const OVERDUE: &str = "shenguan_overdue_records";
 pub const OLDEST_UNCLAIMED: &str = "shenguan_oldest_unclaimed_age_seconds";
 pub const BREACHES: &str = "shenguan_deadline_breaches_total";
 pub const UNROUTED: &str = "shenguan_unrouted_records";
+pub const WAITING: &str = "shenguan_ledger_waiting_events";
 pub const DELIVERY_ATTEMPTS: &str = "shenguan_delivery_attempts_total";
 pub const CALENDAR_DAYS_REMAINING: &str = "shenguan_calendar_days_remaining";
 pub const DEADLINE_UNCOMPUTABLE: &str = "shenguan_deadline_uncomputable_total";
@@ -101,6 +102,8 @@ pub struct Metrics {
     pub oldest_unclaimed: prometheus::GaugeVec,
     pub breaches: IntCounterVec,
     pub unrouted: IntGaugeVec,
+    /// Ledger events kept until their record arrives, by the kind of topic they came from.
+    pub waiting: IntGaugeVec,
     pub delivery_attempts: IntCounterVec,
     pub calendar_days_remaining: prometheus::Gauge,
     pub deadline_uncomputable: prometheus::IntCounter,
@@ -214,6 +217,11 @@ impl Metrics {
             "Records waiting in the unrouted queue.",
             &["kind"],
         );
+        let waiting = gauge(
+            WAITING,
+            "Ledger events (claims, feedback, alert levels) kept until the record they are about arrives, by kind.",
+            &["kind"],
+        );
         let delivery_attempts = IntCounterVec::new(
             Opts::new(
                 DELIVERY_ATTEMPTS,
@@ -261,7 +269,7 @@ impl Metrics {
                 .register(Box::new(h.clone()))
                 .expect("unique metric");
         }
-        for g in [&unclaimed, &overdue, &unrouted] {
+        for g in [&unclaimed, &overdue, &unrouted, &waiting] {
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -307,6 +315,7 @@ impl Metrics {
             oldest_unclaimed,
             breaches,
             unrouted,
+            waiting,
             delivery_attempts,
             calendar_days_remaining,
             deadline_uncomputable,
@@ -409,6 +418,9 @@ impl Metrics {
             for kind in KINDS {
                 self.unrouted.with_label_values(&[kind]).set(0);
             }
+        }
+        for kind in ["claim", "feedback", "alert"] {
+            self.waiting.with_label_values(&[kind]).set(0);
         }
         for topic in &known.ledger_topics {
             self.consumer_lag.with_label_values(&["ledger", topic]);

@@ -1151,12 +1151,26 @@ def check_dockerfile() -> None:
           "dependencies are built in their own cached layer before the sources are copied")
     # Every file the sources embed (include_str!/include_bytes!) is copied into the build stage.
     copied = [src.rstrip("/") for c in copies for src in c.split()[:-1] if not src.startswith("--")]
-    for rs in sorted((REPO / "src").rglob("*.rs")):
-        for inc in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', rs.read_text(encoding="utf-8")):
+    sources = sorted((REPO / "src").rglob("*.rs")) + sorted((REPO / "crates").rglob("src/**/*.rs"))
+    for rs in sources:
+        text = rs.read_text(encoding="utf-8")
+        for inc in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"', text):
             target = (rs.parent / inc).resolve()
             rel = target.relative_to(REPO).as_posix() if target.is_relative_to(REPO) else str(target)
             check(any(rel == c or rel.startswith(c + "/") for c in copied),
                   f"build stage copies {rel} ({rs.relative_to(REPO)} includes it)")
+        # askama reads `#[template(path = "…")]` from templates/ when the crate compiles.
+        for tpl in re.findall(r'#\[template\(\s*path\s*=\s*"([^"]+)"', text):
+            rel = f"templates/{tpl}"
+            check(any(rel == c or rel.startswith(c + "/") for c in copied),
+                  f"build stage copies {rel} ({rs.relative_to(REPO)} renders it)")
+    # Every crate of the workspace and every target its manifest names is in the build stage.
+    for member in re.findall(r'"(crates/[^"]+)"', (REPO / "Cargo.toml").read_text(encoding="utf-8")):
+        check(any(member == c or member.startswith(c + "/") for c in copied),
+              f"build stage copies the workspace member {member}")
+    for bench in re.findall(r'\[\[bench\]\]\s*name\s*=\s*"([^"]+)"', (REPO / "Cargo.toml").read_text(encoding="utf-8")):
+        check(f"benches/{bench}.rs" in runs or any(c == "benches" for c in copied),
+              f"the benchmark target benches/{bench}.rs exists in both build steps")
     runtime = ins[last_index:]
     users = [r for w, r in runtime if w == "USER"]
     check(bool(users) and users[-1].split(":")[0] not in ("root", "0"), "runtime runs as a non-root user", str(users))

@@ -13,6 +13,10 @@ use crate::route::Catalog;
 pub enum DomainError {
     #[error("no record {record_id}")]
     UnknownRecord { record_id: String },
+    /// Not here yet, but events about it are (a department's own client claimed it before the
+    /// ledger read it, or the record's topic is behind the others): they apply when it arrives.
+    #[error("no record {record_id} yet; {waiting} events about it wait for it to arrive")]
+    NotArrived { record_id: String, waiting: u64 },
     #[error("record {record_id} was not routed to {department}")]
     NotRouted {
         record_id: String,
