@@ -490,15 +490,25 @@ async fn each_role_serves_its_own_paths_and_names_the_role_that_serves_the_other
         !ml.contains("shenguan_records_ingested_total{"),
         "no ingest series on a ledger instance"
     );
-    // Readiness reflects the role.
-    for gw in [&ingest, &ledger] {
-        let r = gw.client.get(gw.url("/readyz")).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.text().await.unwrap(), "ready\n");
-    }
-    // The record reaches the department through the ledger instance.
+    // Readiness reflects the role: an ingest instance has no projector to report on.
+    let readyz = |gw: &Gateway| {
+        let (url, client) = (gw.url("/readyz"), gw.client.clone());
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(readyz(&ingest).await, (200, "ready\n".to_string()));
+    // The record reaches the department through the ledger instance, which then has nothing
+    // left to apply.
     let scjg = ledger.token("department", "szs-scjg");
     inbox_settles_at(&ledger, &scjg, 1).await;
+    let (status, text) = readyz(&ledger).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("ready\n"), "{text}");
+    assert!(!text.contains("projector_stalled"), "{text}");
+    let (status, text) = readyz(&ingest).await;
+    assert_eq!((status, text.as_str()), (200, "ready\n"));
 }
 
 #[test]
