@@ -157,11 +157,15 @@ pub async fn open_io(
     Ok((state, bus, topics))
 }
 
-/// `shenguan run`.
+/// `shenguan run`: the parts the role runs (see [`crate::role`]).
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let role = settings.role;
+    role.check_bus(&settings.bus.url)
+        .map_err(anyhow::Error::msg)?;
     let defs = load_all(&settings)?;
-    let _lock = crate::datadir::lock(&settings, "gateway")?;
+    let _lock = crate::datadir::lock(&settings, &format!("gateway, role {role}"))?;
     tracing::info!(
+        role = %role,
         schemas = %defs.schemas.origin,
         adapters = defs.adapters.len(),
         catalog = %defs.catalog.version,
@@ -170,10 +174,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "definitions loaded"
     );
     let today = crate::adapter::convert::now_shanghai().date_naive();
-    METRICS
-        .calendar_days_remaining
-        .set(defs.calendar.days_remaining(today) as f64);
-    if defs.calendar.days_remaining(today) < 60 {
+    METRICS.build_info(role.as_str());
+    if role.keeps_ledger() {
+        METRICS
+            .calendar_days_remaining
+            .set(defs.calendar.days_remaining(today) as f64);
+    }
+    if role.keeps_ledger() && defs.calendar.days_remaining(today) < 60 {
         tracing::warn!(last_covered = %defs.calendar.last_covered_date(), "the working-day calendar runs out soon: add next year's State Council arrangement to the calendar directory");
     }
     let source_errors = crate::source::check(&settings.sources, &defs.adapters);
@@ -184,7 +191,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         source_errors.join("\n  ")
     );
     let (state, bus, topics) = open_io(&settings).await?;
-    let ledger = crate::ledger::store::open(&settings.ledger_url()).await?;
+    // An ingest instance opens no ledger: it only publishes.
+    let ledger = match role.keeps_ledger() {
+        true => Some(crate::ledger::store::open(&settings.ledger_url()).await?),
+        false => None,
+    };
     let shared = Arc::new(Shared {
         catalog: defs.catalog.clone(),
         calendar: defs.calendar.clone(),
@@ -192,68 +203,87 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         policy: defs.policy.clone(),
         topics: topics.clone(),
     });
-    METRICS.register_known(&known_labels(&defs, &shared));
+    METRICS.register_known(&known_labels(&defs, &shared, role));
     let auth = Arc::new(Authenticator::new(&settings.auth.tokens, state.clone()).await?);
-    let ingestor = Arc::new(
-        Ingestor::new(
-            defs.schemas.clone(),
-            bus.clone(),
-            state.clone(),
-            topics,
-            settings.server.max_batch_records,
-        )
-        .with_policy(defs.policies.get(&defs.policy).cloned()),
-    );
+    let mut ingestor = Ingestor::new(
+        defs.schemas.clone(),
+        bus.clone(),
+        state.clone(),
+        topics,
+        settings.server.max_batch_records,
+    )
+    .with_policy(defs.policies.get(&defs.policy).cloned());
+    // A process that ingests at rate on Kafka keeps the de-duplication table in memory; on the
+    // embedded bus it stays in the state store, written by group commit (see `ingest::dedup`).
+    if role.ingests() && settings.bus.url.starts_with("kafka://") {
+        ingestor = ingestor.with_table_in_memory();
+    }
+    let ingestor = Arc::new(ingestor);
     let (applied, _) = tokio::sync::broadcast::channel(4096);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop, stopped) = tokio::sync::watch::channel(false);
 
+    // An ingest instance has no projector: its status stays at the start (read by no route).
     let projector_status = Arc::new(ProjectorStatus::default());
-    let projector = Projector {
-        ledger: ledger.clone(),
-        bus: bus.clone(),
-        shared: shared.clone(),
-        applied: applied.clone(),
-        status: projector_status.clone(),
-    };
-    let projector_stop = stopped.clone();
-    let projector_task =
-        tokio::spawn(async move { projector.run(projector_stop, None, true).await });
-    let digest = settings
-        .tracker
-        .digest_time()
-        .map_err(anyhow::Error::msg)?
-        .map(|at| tracker::DigestSchedule {
-            at,
-            state: state.clone(),
-        });
-    let tracker_task = tokio::spawn(tracker::run(
-        ledger.clone(),
-        bus.clone(),
-        shared.clone(),
-        clock.clone(),
-        tracker::TrackerOptions {
-            interval: Duration::from_secs(settings.tracker.interval_seconds.max(1)),
-            digest,
-            retention: settings.retention.clone(),
-        },
-        stopped.clone(),
-    ));
-    let deliverer = Deliverer::new(
-        ledger.clone(),
-        ingestor.clone(),
-        shared.clone(),
-        settings.delivery.clone(),
-        clock.clone(),
-    )?;
-    let delivery_task = tokio::spawn(deliverer.run(stopped.clone()));
-    let notifier = crate::deliver::notify::Notifier::new(
-        bus.clone(),
-        ingestor.clone(),
-        shared.clone(),
-        settings.delivery.clone(),
-    )?;
-    let notify_task = tokio::spawn(notifier.run(stopped.clone()));
+    let mut tasks: Vec<(&str, tokio::task::JoinHandle<()>)> = Vec::new();
+    let mut projector_task = None;
+    if role.ingests() {
+        tasks.push((
+            "de-duplication table",
+            tokio::spawn(ingestor.clone().run_table(stopped.clone())),
+        ));
+    }
+    if let Some(ledger) = &ledger {
+        let projector = Projector {
+            ledger: ledger.clone(),
+            bus: bus.clone(),
+            shared: shared.clone(),
+            applied: applied.clone(),
+            status: projector_status.clone(),
+        };
+        let projector_stop = stopped.clone();
+        projector_task = Some(tokio::spawn(async move {
+            projector.run(projector_stop, None, true).await
+        }));
+        let digest = settings
+            .tracker
+            .digest_time()
+            .map_err(anyhow::Error::msg)?
+            .map(|at| tracker::DigestSchedule {
+                at,
+                state: state.clone(),
+            });
+        tasks.push((
+            "tracker",
+            tokio::spawn(tracker::run(
+                ledger.clone(),
+                bus.clone(),
+                shared.clone(),
+                clock.clone(),
+                tracker::TrackerOptions {
+                    interval: Duration::from_secs(settings.tracker.interval_seconds.max(1)),
+                    digest,
+                    retention: settings.retention.clone(),
+                },
+                stopped.clone(),
+            )),
+        ));
+        let deliverer = Deliverer::new(
+            ledger.clone(),
+            ingestor.clone(),
+            shared.clone(),
+            settings.delivery.clone(),
+            clock.clone(),
+        )?;
+        tasks.push(("delivery", tokio::spawn(deliverer.run(stopped.clone()))));
+        let notifier = crate::deliver::notify::Notifier::new(
+            bus.clone(),
+            ingestor.clone(),
+            shared.clone(),
+            settings.delivery.clone(),
+        )?;
+        tasks.push(("notifications", tokio::spawn(notifier.run(stopped.clone()))));
+    }
 
     let adapters = Arc::new(std::sync::RwLock::new(Arc::new(defs.adapters)));
     let reload_task = tokio::spawn(watch_adapters(
@@ -271,14 +301,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .url
         .strip_prefix("kafka://")
         .map(|s| s.trim_end_matches('/').to_string());
+    // Sources pull records in: ingest work.
+    let no_sources = Vec::new();
     let source_tasks = crate::source::spawn_all(
-        &settings.sources,
+        if role.ingests() {
+            &settings.sources
+        } else {
+            &no_sources
+        },
         source_ctx,
         kafka_servers,
         settings.bus.kafka.clone(),
         stopped.clone(),
     );
     let app_state = Arc::new(AppState {
+        role,
         ingestor,
         ledger,
         shared,
@@ -299,24 +336,31 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, bus = %bus.describe(), data_dir = %settings.data_dir.display(), "shenguan listening");
+    tracing::info!(%addr, %role, bus = %bus.describe(), data_dir = %settings.data_dir.display(), "shenguan listening");
     let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
     // The console (/ui) is HTML for people, with its own sessions and CSRF protection; it is
-    // described in the README, not in the OpenAPI document of the JSON API.
-    let routes = api::router(app_state.clone()).merge(crate::console::router(app_state));
+    // described in the README, not in the OpenAPI document of the JSON API. It is the ledger's.
+    let mut routes = api::router(app_state.clone());
+    if role.keeps_ledger() {
+        routes = routes.merge(crate::console::router(app_state));
+    }
     axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    tracing::info!("stopped accepting requests; stopping the ledger, tracker and delivery");
+    tracing::info!("stopped accepting requests; stopping the background tasks");
     let _ = stop.send(true);
-    match projector_task.await {
-        Ok(Ok(n)) => tracing::info!(applied = n, "projector stopped"),
-        Ok(Err(e)) => tracing::error!(error = %e, "projector stopped with an error"),
-        Err(e) => tracing::error!(error = %e, "projector task failed"),
+    if let Some(task) = projector_task {
+        match task.await {
+            Ok(Ok(n)) => tracing::info!(applied = n, "projector stopped"),
+            Ok(Err(e)) => tracing::error!(error = %e, "projector stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "projector task failed"),
+        }
     }
-    let _ = tracker_task.await;
-    let _ = delivery_task.await;
-    let _ = notify_task.await;
+    for (name, task) in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(task = name, error = %e, "task failed");
+        }
+    }
     let _ = reload_task.await;
     for t in source_tasks {
         let _ = t.await;
@@ -327,20 +371,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The metric label values the definitions give, for the series exported from start-up.
-fn known_labels(defs: &Definitions, shared: &Shared) -> telemetry::Known {
+/// The metric label values the definitions give, for the series exported from start-up: an
+/// ingest instance exports the ingest series, a ledger instance the ledger's (its adapters'
+/// series appear when a DLQ replay runs there).
+fn known_labels(defs: &Definitions, shared: &Shared, role: crate::role::Role) -> telemetry::Known {
+    let ledger = role.keeps_ledger();
     telemetry::Known {
-        adapters: defs
-            .adapters
-            .iter()
+        adapters: (defs.adapters.iter())
+            .filter(|_| role.ingests())
             .map(|a| (a.name.clone(), a.kind.as_str().to_string()))
             .collect(),
         topics: shared.topics.all(),
-        ledger_topics: shared.ledger_topics(),
+        ledger: role.keeps_ledger(),
+        ledger_topics: if ledger {
+            shared.ledger_topics()
+        } else {
+            Vec::new()
+        },
         departments: (defs.catalog.departments.iter())
+            .filter(|_| ledger)
             .map(|d| (d.code.clone(), d.webhook.is_some()))
             .collect(),
         rules: (defs.policies.get(&defs.policy))
+            .filter(|_| ledger)
             .map(|p| p.rules.keys().cloned().collect())
             .unwrap_or_default(),
     }

@@ -40,6 +40,10 @@ pub struct Settings {
     pub adapters_reload_seconds: u64,
     /// Pull sources: `[[sources]]` with `type = "http_poll" | "directory" | "postgres" | "kafka"`.
     pub sources: Vec<crate::source::SourceConfig>,
+    /// What `shenguan run` does: `all` (default: everything in one process), `ingest` (sources,
+    /// `/v1/ingest`, publishing) or `ledger` (projector, tracker, delivery, department API,
+    /// console). `ingest` and `ledger` need a Kafka bus. `--role` and `SHENGUAN_ROLE` override.
+    pub role: crate::role::Role,
     pub server: ServerSettings,
     pub tracker: TrackerSettings,
     pub retention: RetentionSettings,
@@ -62,6 +66,7 @@ impl Default for Settings {
             policy: None,
             adapters_reload_seconds: 2,
             sources: Vec::new(),
+            role: crate::role::Role::All,
             server: ServerSettings::default(),
             tracker: TrackerSettings::default(),
             retention: RetentionSettings::default(),
@@ -307,6 +312,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub bus: Option<String>,
     pub ledger: Option<String>,
+    pub role: Option<crate::role::Role>,
 }
 
 impl Settings {
@@ -352,6 +358,9 @@ impl Settings {
         }
         if let Some(v) = &overrides.ledger {
             settings.ledger.url = Some(v.clone());
+        }
+        if let Some(v) = overrides.role {
+            settings.role = v;
         }
         Ok(settings)
     }

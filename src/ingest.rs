@@ -1,18 +1,35 @@
 //! The ingest service: runs a request through the pure pipeline, drops duplicates, publishes the
 //! accepted records and the rejections (to the DLQ) in one acknowledged batch, and only then
-//! remembers what it published. Shared by the HTTP API and `shenguan dlq replay`.
+//! remembers what it published. Shared by the HTTP API, the sources and `shenguan dlq replay`.
 //!
-//! The de-duplication table lives in the state store, the records on the bus: a crash between
-//! the bus acknowledgement and `remember`, or a publish that failed after the bus had stored
-//! part of it (a Kafka send that timed out while the broker went away), leaves records on the
-//! bus that the table does not know. The client was not answered 202 and sends them again, and
-//! they would be published twice. So the table is treated as a projection of the record topics
-//! with a scan position of its own (a checkpoint in the state store): before the first ingest of
-//! a process and after any failed publish, it catches up by reading the record topics from that
-//! position to their end. The position moves up every few seconds, to an end that every
-//! in-flight request of this process has remembered (see [`Ingestor::checkpoint`]).
+//! A record is a duplicate when the content last published for its business key (of its
+//! adapter) is the same. The de-duplication table that knows the last content has two forms
+//! ([`dedup::Table`]): in the state store, written by group commit (the embedded bus), or in
+//! memory with a snapshot in the state store written in the background (an ingest process on
+//! Kafka: no database round trip per request). Two requests with a record in common run one
+//! after the other ([`dedup::Reservations`]); requests without one run side by side, and their
+//! publishes and commits are grouped.
+//!
+//! The table lives beside the bus, the records on it: a crash between the bus acknowledgement
+//! and `remember`, a process that stopped before its snapshot was written, or a publish that
+//! failed after the bus had stored part of it (a Kafka send that timed out while the broker went
+//! away), leaves records on the bus that the table does not know. The client was not answered
+//! 202 and sends them again, and they would be published twice. So the table is treated as a
+//! projection of the record topics with a scan position of its own (a checkpoint in the state
+//! store): before the first ingest of a process (and before its `/readyz` says ready) and after
+//! any failed publish, it catches up by reading the record topics from that position to their
+//! end. The position moves up every few seconds, to an end that every in-flight request of this
+//! process has remembered — and, for the table in memory, that the snapshot holds (see
+//! [`Ingestor::checkpoint`] and [`Ingestor::flush`]).
+//!
+//! Several ingest processes each keep their own table and know what the others published only
+//! from what was on the topics when they caught up. The same record sent to two of them at the
+//! same moment (or sent again to another one) can be published by both: the bus then holds it
+//! twice, as two messages with the same CloudEvents `id` (derived from the record id and its
+//! content), and every consumer of the record topics applies it once by that id — the ledger
+//! keeps each record's event ids and ignores one it has (`tests/roles.rs` shows it).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,12 +48,16 @@ use crate::schema::{RecordKind, Schemas};
 use crate::state::{Seen, StateError, StateStore};
 use crate::telemetry::events;
 
-/// Lock stripes that keep two concurrent requests from publishing the same business key twice.
-const STRIPES: usize = 64;
+pub mod dedup;
+
+use dedup::{GroupCommit, MemoryTable, Reservations, Table};
 /// The state-store checkpoint holding the de-duplication table's scan position on the bus.
 pub const DEDUP_CHECKPOINT: &str = "shenguan:ingest-dedup";
-/// How often the scan position moves up to the end of the record topics.
+/// How often the scan position moves up to the end of the record topics (and the in-memory
+/// table's snapshot is written).
 const DEDUP_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// Rows per page when the in-memory table loads its snapshot.
+const SNAPSHOT_PAGE: usize = 10_000;
 /// A catch-up scan that reached the reported ends still reads until the topics are quiet this
 /// long: some Kafka-protocol brokers report a high watermark at the start of the last batch.
 const SCAN_QUIET: Duration = Duration::from_millis(300);
@@ -113,13 +134,18 @@ pub struct Ingestor {
     pub state: Arc<dyn StateStore>,
     pub topics: Topics,
     pub max_records: usize,
-    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// The de-duplication table.
+    table: Table,
+    /// Record ids of the requests in flight.
+    reservations: Reservations,
     /// Held shared from a publish until its records are remembered; exclusive while the
     /// de-duplication table catches up with the bus or its scan position moves.
     window: tokio::sync::RwLock<()>,
     /// The table may miss records the bus has: true at start-up and after a failed publish or
     /// remember, until a catch-up scan succeeded.
     stale: AtomicBool,
+    /// The table caught up with the bus at least once: the process is ready to ingest.
+    warm: AtomicBool,
     catching_up: tokio::sync::Mutex<()>,
     last_checkpoint: std::sync::Mutex<Instant>,
     /// The policy profile in force: the canonical fields it requires beyond the schema (垣曲
@@ -138,18 +164,58 @@ impl Ingestor {
         Ingestor {
             schemas,
             bus,
+            table: Table::Store(GroupCommit::new(state.clone())),
             state,
             topics,
             max_records,
-            stripes: (0..STRIPES)
-                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
-                .collect(),
+            reservations: Reservations::default(),
             window: tokio::sync::RwLock::new(()),
             stale: AtomicBool::new(true),
+            warm: AtomicBool::new(false),
             catching_up: tokio::sync::Mutex::new(()),
             last_checkpoint: std::sync::Mutex::new(Instant::now()),
             policy: None,
         }
+    }
+
+    /// The same, keeping the de-duplication table in memory (see [`dedup`]): for a process that
+    /// ingests at rate on Kafka. [`Ingestor::run_table`] loads it and writes its snapshot.
+    pub fn with_table_in_memory(mut self) -> Ingestor {
+        self.table = Table::Memory(MemoryTable::default());
+        self
+    }
+
+    /// Whether the de-duplication table is ready for traffic: the table in memory has loaded its
+    /// snapshot and caught up with the bus since the process started (until then a request waits
+    /// for it, and `/readyz` of an ingesting instance says so, so that a load balancer sends the
+    /// requests to the other instances). The table in the state store needs no loading.
+    pub fn is_warm(&self) -> bool {
+        matches!(self.table, Table::Store(_)) || self.warm.load(Ordering::SeqCst)
+    }
+
+    /// Catches the de-duplication table up with the bus (retrying until it can, or `stop`), then,
+    /// for the table in memory, writes its snapshot every few seconds and once more at `stop`.
+    pub async fn run_table(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self.catch_up().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the de-duplication table cannot catch up with the bus yet");
+                    if crate::source::pause(wait, &mut stop).await {
+                        return;
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        if !matches!(self.table, Table::Memory(_)) {
+            return;
+        }
+        while !crate::source::pause(DEDUP_CHECKPOINT_EVERY, &mut stop).await {
+            self.flush().await;
+        }
+        self.flush().await;
     }
 
     /// The same, checking what `policy` requires of every accepted record.
@@ -268,20 +334,25 @@ impl Ingestor {
                 }
             }
         }
-        // Hold the stripes of every business key in the batch until it is remembered.
-        let stripe_ids: BTreeSet<usize> =
-            candidates.iter().map(|c| stripe(&c.business_key)).collect();
-        let mut guards = Vec::with_capacity(stripe_ids.len());
-        for i in stripe_ids {
-            guards.push(self.stripes[i].clone().lock_owned().await);
-        }
+        // Reserve the batch's records until they are remembered: a concurrent request with one
+        // of them waits, so it sees what this one published.
+        let reserved = self
+            .reservations
+            .reserve(candidates.iter().map(|c| c.record_id.clone()).collect())
+            .await;
         if !candidates.is_empty() {
             self.catch_up().await?;
         }
         let window = self.window.read().await;
-        let keys: Vec<String> = candidates.iter().map(|c| c.business_key.clone()).collect();
-        let last = self.state.last_hashes(&adapter.name, keys).await?;
-        let mut latest: HashMap<&str, Option<String>> = HashMap::new();
+        let keys: Vec<(&str, &str)> = candidates
+            .iter()
+            .map(|c| (c.business_key.as_str(), c.record_id.as_str()))
+            .collect();
+        let last = self
+            .table
+            .last(self.state.as_ref(), &adapter.name, &keys)
+            .await?;
+        let mut latest: HashMap<&str, Option<u64>> = HashMap::new();
         let mut to_remember = Vec::new();
         let mut fresh = Vec::new();
         for (c, stored) in candidates.iter().zip(last) {
@@ -292,11 +363,12 @@ impl Ingestor {
                 event_id: c.event_id.clone(),
                 business_key: c.business_key.clone(),
             };
-            if previous.as_deref() == Some(c.content_hash.as_str()) {
+            let content = dedup::fingerprint(&c.content_hash);
+            if *previous == Some(content) {
                 report.duplicates.push(record);
                 continue;
             }
-            *previous = Some(c.content_hash.clone());
+            *previous = Some(content);
             messages.push(Message {
                 topic: self.topics.name(c.kind),
                 key: c.record_id.clone(),
@@ -319,14 +391,21 @@ impl Ingestor {
             self.stale.store(true, Ordering::SeqCst);
             return Err(e.into());
         }
-        if let Err(e) = self.state.remember(to_remember).await {
-            // Published but not remembered: the next request first catches up from the bus.
-            self.stale.store(true, Ordering::SeqCst);
-            tracing::error!(adapter = %adapter.name, error = %e, "published records could not be remembered for de-duplication");
+        match &self.table {
+            Table::Store(commits) => {
+                if let Err(e) = commits.remember(to_remember).await {
+                    // Published but not remembered: the next request first catches up from the bus.
+                    self.stale.store(true, Ordering::SeqCst);
+                    tracing::error!(adapter = %adapter.name, error = %e, "published records could not be remembered for de-duplication");
+                }
+            }
+            Table::Memory(table) => table.published(to_remember),
         }
         drop(window);
-        drop(guards);
-        self.checkpoint().await;
+        drop(reserved);
+        if let Table::Store(_) = self.table {
+            self.checkpoint().await;
+        }
         for (topic, n) in per_topic {
             events::published(&topic, n);
         }
@@ -370,7 +449,8 @@ impl Ingestor {
     }
 
     /// Brings the de-duplication table up to the bus when it may be behind (first use, or a
-    /// failed publish or remember). No request of this process publishes meanwhile.
+    /// failed publish or remember): the table in memory first loads its snapshot. No request of
+    /// this process publishes meanwhile.
     async fn catch_up(&self) -> Result<(), IngestError> {
         if !self.stale.load(Ordering::SeqCst) {
             return Ok(());
@@ -381,9 +461,31 @@ impl Ingestor {
         }
         let _exclusive = self.window.write().await;
         let started = Instant::now();
+        if let Table::Memory(table) = &self.table {
+            if !table.is_loaded() {
+                let mut after = (String::new(), String::new());
+                loop {
+                    let page = self.state.seen_page(after.clone(), SNAPSHOT_PAGE).await?;
+                    table.load(&page);
+                    match page.last() {
+                        Some(last) if page.len() == SNAPSHOT_PAGE => {
+                            after = (last.adapter.clone(), last.business_key.clone())
+                        }
+                        _ => break,
+                    }
+                }
+                table.loaded.store(true, Ordering::SeqCst);
+                tracing::info!(
+                    records = table.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "de-duplication table loaded from its snapshot"
+                );
+            }
+        }
         let (scanned, recovered) = self.scan().await?;
         // Cleared while no publish runs: a failure after this sets it again.
         self.stale.store(false, Ordering::SeqCst);
+        self.warm.store(true, Ordering::SeqCst);
         if scanned > 0 {
             tracing::info!(
                 messages = scanned,
@@ -458,10 +560,14 @@ impl Ingestor {
             let next = position.entry(tp).or_insert(0);
             *next = (*next).max(end);
         }
-        let recovered = latest.len();
-        self.state.remember(latest.into_values().collect()).await?;
+        let recovered: Vec<Seen> = latest.into_values().collect();
+        let n = recovered.len();
+        if let Table::Memory(table) = &self.table {
+            table.scanned(&recovered);
+        }
+        self.state.remember(recovered).await?;
         self.save_scan_position(&position).await?;
-        Ok((scanned, recovered))
+        Ok((scanned, n))
     }
 
     /// Moves the scan position up to the current end of the record topics, at most every few
@@ -499,6 +605,55 @@ impl Ingestor {
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "de-duplication scan position not moved");
+        }
+    }
+
+    /// Writes the in-memory table's changes to its snapshot in the state store and moves the
+    /// scan position up, as [`Ingestor::checkpoint`] does: the end is read first, the exclusive
+    /// window waits for every request that published before that read to put its records in
+    /// the table, and the changes taken then are written before the position moves. A failed
+    /// write puts the changes back and leaves the position where it was.
+    pub async fn flush(&self) {
+        let Table::Memory(table) = &self.table else {
+            return;
+        };
+        if self.stale.load(Ordering::SeqCst) {
+            return;
+        }
+        let ends = match self.bus.end_offsets(&self.record_topics()).await {
+            Ok(ends) => ends,
+            Err(e) => {
+                tracing::debug!(error = %e, "de-duplication snapshot not written");
+                return;
+            }
+        };
+        let changes = {
+            let _exclusive = self.window.write().await;
+            if self.stale.load(Ordering::SeqCst) {
+                return;
+            }
+            table.take_dirty()
+        };
+        let n = changes.len();
+        if n > 0 {
+            if let Err(e) = self.state.remember(changes.clone()).await {
+                table.put_back(changes);
+                tracing::warn!(error = %e, records = n, "de-duplication snapshot not written; retrying");
+                return;
+            }
+        }
+        let result = match self.scan_position().await {
+            Ok(mut position) => {
+                for (tp, end) in ends {
+                    let next = position.entry(tp).or_insert(0);
+                    *next = (*next).max(end);
+                }
+                self.save_scan_position(&position).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "de-duplication scan position not moved");
         }
     }
 
@@ -675,13 +830,6 @@ pub fn seen_from_event(payload: &[u8]) -> Option<Seen> {
         content_hash,
         record_id: record_id.to_string(),
     })
-}
-
-fn stripe(key: &str) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() as usize) % STRIPES
 }
 
 #[cfg(test)]

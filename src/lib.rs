@@ -25,6 +25,7 @@ pub mod demo;
 pub mod dlq;
 pub mod ingest;
 pub mod ledger;
+pub mod role;
 pub mod soak;
 pub mod source;
 pub mod state;

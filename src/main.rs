@@ -51,6 +51,11 @@ enum Command {
         /// Address for the HTTP API, HOST:PORT (default 127.0.0.1:8080; a host name is resolved).
         #[arg(long, env = "SHENGUAN_LISTEN", value_parser = shenguan::config::parse_listen)]
         listen: Option<SocketAddr>,
+        /// all (default: everything in one process), ingest (sources, /v1/ingest, publishing) or
+        /// ledger (projector, tracker, delivery, department API, console); ingest and ledger
+        /// need a Kafka bus.
+        #[arg(long, env = "SHENGUAN_ROLE", value_enum)]
+        role: Option<shenguan::role::Role>,
     },
     /// A gateway with simulated legacy systems and departments, for a first look.
     Demo {
@@ -332,7 +337,11 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let listen = match &cli.command {
-        Command::Run { listen } | Command::Demo { listen, .. } => *listen,
+        Command::Run { listen, .. } | Command::Demo { listen, .. } => *listen,
+        _ => None,
+    };
+    let role = match &cli.command {
+        Command::Run { role, .. } => *role,
         _ => None,
     };
     let overrides = Overrides {
@@ -340,6 +349,7 @@ fn main() -> ExitCode {
         data_dir: cli.common.data_dir.clone(),
         bus: cli.common.bus.clone(),
         ledger: cli.common.ledger.clone(),
+        role,
     };
     let settings = match Settings::load(cli.common.config.as_deref(), &overrides) {
         Ok(s) => s,

@@ -46,7 +46,7 @@ impl Done {
 
 /// The record and its entries as the ledger holds them, or that there is no such record.
 pub async fn view(state: &AppState, id: &str) -> Result<(RecordRow, Vec<Entry>), ApiError> {
-    match state.ledger.record(id).await? {
+    match state.ledger()?.record(id).await? {
         Some((record, entries, _)) => Ok((record, entries)),
         None => Err(DomainError::UnknownRecord {
             record_id: id.to_string(),

@@ -36,6 +36,12 @@ pub enum ApiError {
     // --- What was asked for.
     #[error("no such endpoint")]
     NoEndpoint,
+    /// A path that instances of another role serve.
+    #[error("this is a {role} instance (--role {role}); this path is served by {served_by} instances (or --role all): send it there")]
+    WrongRole {
+        role: crate::role::Role,
+        served_by: crate::role::Role,
+    },
     #[error("no adapter named '{0}' is loaded")]
     UnknownAdapter(String),
     #[error("no active token with id {0}")]
@@ -104,6 +110,9 @@ pub enum ApiError {
     /// The bus is not reachable (readiness).
     #[error("{0}")]
     NotReady(BusError),
+    /// Something this instance's role needs is not ready yet (readiness).
+    #[error("{0}")]
+    Starting(String),
     #[error("{0}")]
     Ingest(#[from] IngestError),
 }
@@ -152,6 +161,13 @@ impl ApiError {
                 "Not allowed for this token",
             ),
             NoEndpoint => new(StatusCode::NOT_FOUND, "not-found", "Not found"),
+            WrongRole { role, served_by } => new(
+                StatusCode::NOT_FOUND,
+                "wrong-role",
+                "Served by instances of another role",
+            )
+            .with("role", role.as_str())
+            .with("served_by", served_by.as_str()),
             UnknownAdapter(_) => new(StatusCode::NOT_FOUND, "unknown-adapter", "Unknown adapter"),
             UnknownTokenId(_) => new(StatusCode::NOT_FOUND, "unknown-token", "Unknown token"),
             UnknownDlqEntry(_) => new(
@@ -203,7 +219,7 @@ impl ApiError {
                 let (status, slug, title) = domain_problem(refusal);
                 new(status, slug, title)
             }
-            Ledger(_) | State(_) | Publish(_) | NotReady(_) => unavailable(detail),
+            Ledger(_) | State(_) | Publish(_) | NotReady(_) | Starting(_) => unavailable(detail),
             Ingest(IngestError::Body(rejection, dlq_id)) => {
                 let slug = match rejection.rejection.reason {
                     "too_many_records" => "too-many-records",

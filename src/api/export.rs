@@ -71,7 +71,7 @@ pub async fn sgs(
         }
     }
     let file = crate::ledger::export::sgs_file(
-        state.ledger.as_ref(),
+        state.ledger()?,
         &q.month,
         kind,
         format,

@@ -143,7 +143,7 @@ async fn create(
     id: &str,
     data: Value,
 ) -> Result<Response, ApiError> {
-    if let Some((record, _, _)) = state.ledger.record(id).await? {
+    if let Some((record, _, _)) = state.ledger()?.record(id).await? {
         // The same letter sent again: answer with what exists.
         let body = DuplicateAnswer {
             record: (&record).into(),
@@ -152,7 +152,7 @@ async fn create(
         return Ok((StatusCode::OK, Json(body)).into_response());
     }
     let applied = publish_and_wait(state, kind, id, data).await?;
-    let Some((record, entries, _)) = state.ledger.record(id).await? else {
+    let Some((record, entries, _)) = state.ledger()?.record(id).await? else {
         let body = PendingAnswer {
             id: id.to_string(),
             applied,
@@ -461,7 +461,7 @@ async fn list_open(
         }
     };
     let rows = state
-        .ledger
+        .ledger()?
         .obligations(
             rule,
             department.as_deref(),

@@ -27,6 +27,8 @@ use axum::Router;
 use crate::adapter::AdapterSet;
 use crate::auth::Authenticator;
 use crate::ingest::Ingestor;
+use crate::ledger::store::{LedgerError, LedgerStore};
+use crate::role::Role;
 use crate::telemetry::METRICS;
 use caller::MetricsReader;
 use docs::ProblemResponse;
@@ -34,8 +36,11 @@ use error::ApiError;
 
 /// What the handlers share.
 pub struct AppState {
+    /// What this instance does: which routes it serves and what `/readyz` checks.
+    pub role: Role,
     pub ingestor: Arc<Ingestor>,
-    pub ledger: Arc<dyn crate::ledger::store::LedgerStore>,
+    /// The ledger; `None` in an ingest instance, which serves no route that reads it.
+    pub ledger: Option<Arc<dyn crate::ledger::store::LedgerStore>>,
     pub shared: Arc<crate::ledger::projector::Shared>,
     /// Ids of ledger events as the projector applies them.
     pub applied: tokio::sync::broadcast::Sender<String>,
@@ -51,6 +56,21 @@ pub struct AppState {
     pub metrics_public: bool,
 }
 
+impl AppState {
+    /// The ledger, or why this instance has none.
+    pub fn ledger(&self) -> Result<&dyn LedgerStore, LedgerError> {
+        self.ledger.as_deref().ok_or_else(|| {
+            LedgerError::new(
+                "none",
+                format!(
+                    "this is an instance with --role {}, which holds no ledger",
+                    self.role
+                ),
+            )
+        })
+    }
+}
+
 /// Every endpoint of the API, once: `method "path" => handler`. The router registers exactly
 /// these, and [`ROUTES`] lists them for the OpenAPI document's check (`tests/api.rs` fetches
 /// `/openapi.json` from a running gateway and finds each one there with its methods).
@@ -59,8 +79,14 @@ macro_rules! endpoints {
         /// (method, path) of every endpoint the router serves, methods in lower case.
         pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
 
-        fn endpoints(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
-            router$(.route($path, axum::routing::$method($handler)))*
+        /// The endpoints `role` serves (see [`crate::role::served_by`]).
+        fn endpoints(mut router: Router<Arc<AppState>>, role: Role) -> Router<Arc<AppState>> {
+            $(
+                if serves(role, $path) {
+                    router = router.route($path, axum::routing::$method($handler));
+                }
+            )*
+            router
         }
     };
 }
@@ -97,11 +123,22 @@ endpoints! {
     get "/openapi.json" => openapi::document,
 }
 
-/// The JSON API's router: every endpoint of [`ROUTES`], and problem documents for the rest.
+/// The JSON API's router: the endpoints of [`ROUTES`] that the instance's role serves, and
+/// problem documents for the rest.
 pub fn router(state: Arc<AppState>) -> Router {
-    endpoints(Router::new())
+    let role = state.role;
+    endpoints(Router::new(), role)
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Whether an instance of `role` serves `path`.
+fn serves(role: Role, path: &str) -> bool {
+    match crate::role::served_by(path) {
+        None => true,
+        Some(Role::Ingest) => role.ingests(),
+        Some(_) => role.keeps_ledger(),
+    }
 }
 
 /// Liveness: the process is up.
@@ -111,13 +148,15 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the bus is reachable. Details an operator should see without it being a reason
-/// to stop traffic follow on their own lines: how far the projector is behind the ledger topics
-/// and whether it stalled, a policy profile decided outside its period.
+/// Readiness, for the instance's role: the bus is reachable; an ingesting instance that keeps
+/// its de-duplication table in memory has loaded it and caught up with the bus; a ledger
+/// instance's ledger answers. Details an operator should see without it being a reason to stop
+/// traffic follow on their own lines (ledger instances): how far the projector is behind the
+/// ledger topics and whether it stalled, a policy profile decided outside its period.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "`ready`, then a line per condition to look at (`projector_lag: …`, `projector_stalled: …`, `policy_out_of_period: …`)", body = String, content_type = "text/plain"),
-        (status = 503, description = "The bus is not reachable", body = ProblemResponse, content_type = "application/problem+json"),
+        (status = 503, description = "The bus is not reachable, the de-duplication table in memory is still loading, or the ledger does not answer", body = ProblemResponse, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<String, ApiError> {
     state
@@ -126,25 +165,33 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<String, ApiError> 
         .ready()
         .await
         .map_err(ApiError::NotReady)?;
-    let mut out = String::from("ready\n");
-    let lag = crate::ledger::projector::lag(
-        state.ingestor.bus.as_ref(),
-        state.ledger.as_ref(),
-        &state.shared,
-    )
-    .await
-    .ok();
-    for line in state.projector.readiness(lag) {
-        out.push_str(&line);
-        out.push('\n');
+    if state.role.ingests() && !state.ingestor.is_warm() {
+        return Err(ApiError::Starting(
+            "the de-duplication table is catching up with the bus".into(),
+        ));
     }
-    if let Some(why) = state
-        .shared
-        .policies
-        .get(&state.shared.policy)
-        .and_then(|p| crate::ledger::machine::out_of_period(p, state.clock.now()))
-    {
-        out.push_str(&format!("policy_out_of_period: {why}\n"));
+    let mut out = String::from("ready\n");
+    if let Some(ledger) = &state.ledger {
+        ledger.positions().await?;
+        let lag = crate::ledger::projector::lag(
+            state.ingestor.bus.as_ref(),
+            ledger.as_ref(),
+            &state.shared,
+        )
+        .await
+        .ok();
+        for line in state.projector.readiness(lag) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if let Some(why) = state
+            .shared
+            .policies
+            .get(&state.shared.policy)
+            .and_then(|p| crate::ledger::machine::out_of_period(p, state.clock.now()))
+        {
+            out.push_str(&format!("policy_out_of_period: {why}\n"));
+        }
     }
     Ok(out)
 }
@@ -168,6 +215,14 @@ async fn metrics(_reader: MetricsReader) -> Response {
         .into_response()
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NoEndpoint
+/// No route matched: a path the other role serves is named as such (404 `wrong-role`), anything
+/// else is 404 `not-found`.
+async fn not_found(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> ApiError {
+    match crate::role::served_by(uri.path()) {
+        Some(owner) if !serves(state.role, uri.path()) => ApiError::WrongRole {
+            role: state.role,
+            served_by: owner,
+        },
+        _ => ApiError::NoEndpoint,
+    }
 }

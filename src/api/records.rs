@@ -156,7 +156,7 @@ pub async fn inbox(
     let query = inbox_query(params)?;
     let now = state.clock.now();
     let page = state
-        .ledger
+        .ledger()?
         .inbox_page(&department, &query, now)
         .await
         .map_err(|e| match &query.cursor {
@@ -461,11 +461,11 @@ pub async fn record(
     Path(id): Path<String>,
 ) -> Result<Json<RecordHistory>, ApiError> {
     let principal = &caller.principal;
-    let Some((record, entries, history)) = state.ledger.record(&id).await? else {
+    let Some((record, entries, history)) = state.ledger()?.record(&id).await? else {
         // An admin learns that events wait for the record; a department learns nothing about a
         // record that was not routed to it.
         if matches!(principal, Principal::Admin) {
-            let waiting = state.ledger.waiting(&id).await?;
+            let waiting = state.ledger()?.waiting(&id).await?;
             if waiting > 0 {
                 return Err(DomainError::NotArrived {
                     record_id: id,
@@ -538,7 +538,7 @@ pub async fn unrouted(
     State(state): State<Arc<AppState>>,
     _admin: AdminCaller,
 ) -> Result<Json<UnroutedAnswer>, ApiError> {
-    let rows = state.ledger.unrouted().await?;
+    let rows = state.ledger()?.unrouted().await?;
     let records: Vec<RecordView> = rows.iter().map(RecordView::from).collect();
     Ok(Json(UnroutedAnswer {
         count: records.len(),
@@ -632,7 +632,11 @@ pub async fn monthly(
         state.clock.now(),
         report::department_names(&state.shared.catalog),
     );
-    let r = state.ledger.report_month(from, to, builder).await?.finish();
+    let r = state
+        .ledger()?
+        .report_month(from, to, builder)
+        .await?
+        .finish();
     let wants_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

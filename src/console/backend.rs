@@ -160,7 +160,8 @@ pub async fn inbox_page(
     query: &InboxQuery,
 ) -> Result<InboxPage, Failure> {
     state
-        .ledger
+        .ledger()
+        .map_err(Failure::unavailable)?
         .inbox_page(department, query, now(state))
         .await
         .map_err(|e| {
@@ -189,7 +190,8 @@ pub async fn record(
     id: &str,
 ) -> Result<RecordPage, Failure> {
     let found = state
-        .ledger
+        .ledger()
+        .map_err(Failure::unavailable)?
         .record(id)
         .await
         .map_err(Failure::unavailable)?;
@@ -341,7 +343,8 @@ pub async fn obligations(
     limit: usize,
 ) -> Result<Vec<(Entry, RecordRow)>, Failure> {
     state
-        .ledger
+        .ledger()
+        .map_err(Failure::unavailable)?
         .obligations(rule, department, limit)
         .await
         .map_err(Failure::unavailable)
@@ -349,7 +352,12 @@ pub async fn obligations(
 
 /// Records waiting in the unrouted queue.
 pub async fn unrouted(state: &AppState) -> Result<Vec<RecordRow>, Failure> {
-    state.ledger.unrouted().await.map_err(Failure::unavailable)
+    state
+        .ledger()
+        .map_err(Failure::unavailable)?
+        .unrouted()
+        .await
+        .map_err(Failure::unavailable)
 }
 
 /// 指派: routes a record to catalog departments, as `POST /v1/records/{id}/route` does.
@@ -416,10 +424,14 @@ pub async fn replay(
         .filter(|e| ids.is_empty() || ids.contains(&e.id))
         .filter(|e| adapter.is_none_or(|a| e.adapter == a))
     {
-        let replayed =
-            dlq::replay_entry(&state.ingestor, &adapters, Some(state.ledger.as_ref()), e)
-                .await
-                .map_err(Failure::unavailable)?;
+        let replayed = dlq::replay_entry(
+            &state.ingestor,
+            &adapters,
+            Some(state.ledger().map_err(Failure::unavailable)?),
+            e,
+        )
+        .await
+        .map_err(Failure::unavailable)?;
         if !matches!(replayed, dlq::Replayed::Left(_)) {
             marks.push((e.id.clone(), replayed.outcome().to_string()));
         }
@@ -450,7 +462,8 @@ pub async fn monthly_report(state: &AppState, month: &str) -> Result<report::Rep
         report::department_names(&state.shared.catalog),
     );
     Ok(state
-        .ledger
+        .ledger()
+        .map_err(Failure::unavailable)?
         .report_month(from, to, builder)
         .await
         .map_err(Failure::unavailable)?

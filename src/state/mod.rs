@@ -118,8 +118,16 @@ pub trait StateStore: Send + Sync + 'static {
         adapter: &str,
         keys: Vec<String>,
     ) -> Result<Vec<Option<String>>, StateError>;
-    /// Remembers published records.
+    /// Remembers published records, in one transaction; for a key given twice the later wins.
     async fn remember(&self, seen: Vec<Seen>) -> Result<(), StateError>;
+    /// Up to `limit` remembered records after the key `after` (adapter, business key), in key
+    /// order: the whole de-duplication table a page at a time, for an ingest instance that keeps
+    /// it in memory (`("", "")` starts at the beginning).
+    async fn seen_page(
+        &self,
+        after: (String, String),
+        limit: usize,
+    ) -> Result<Vec<Seen>, StateError>;
     /// Every active token.
     async fn tokens(&self) -> Result<Vec<TokenRow>, StateError>;
     /// Stores a new token hash.

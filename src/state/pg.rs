@@ -103,19 +103,56 @@ impl StateStore for PgState {
         if seen.is_empty() {
             return Ok(());
         }
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(|e| self.err(e))?;
-        let now = Utc::now();
+        // One statement for the whole batch: a row per key (the last given), since one INSERT …
+        // ON CONFLICT may not change a row twice.
+        let mut last: std::collections::HashMap<(&str, &str), &Seen> =
+            std::collections::HashMap::with_capacity(seen.len());
         for s in &seen {
-            tx.execute(
-                "INSERT INTO ingest_seen (adapter, business_key, content_hash, record_id, updated_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (adapter, business_key) DO UPDATE SET content_hash = excluded.content_hash, updated_at = excluded.updated_at",
-                &[&s.adapter, &s.business_key, &s.content_hash, &s.record_id, &now],
+            last.insert((s.adapter.as_str(), s.business_key.as_str()), s);
+        }
+        let rows: Vec<&Seen> = last.into_values().collect();
+        let column = |f: fn(&Seen) -> &str| rows.iter().map(|s| f(s)).collect::<Vec<&str>>();
+        let (adapters, keys, hashes, ids) = (
+            column(|s| &s.adapter),
+            column(|s| &s.business_key),
+            column(|s| &s.content_hash),
+            column(|s| &s.record_id),
+        );
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO ingest_seen (adapter, business_key, content_hash, record_id, updated_at)
+             SELECT a, k, h, r, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(a, k, h, r)
+             ON CONFLICT (adapter, business_key) DO UPDATE SET content_hash = excluded.content_hash, updated_at = excluded.updated_at",
+            &[&adapters, &keys, &hashes, &ids, &Utc::now()],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn seen_page(
+        &self,
+        after: (String, String),
+        limit: usize,
+    ) -> Result<Vec<Seen>, StateError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT adapter, business_key, content_hash, record_id FROM ingest_seen
+                 WHERE (adapter, business_key) > ($1, $2) ORDER BY adapter, business_key LIMIT $3",
+                &[&after.0, &after.1, &(limit as i64)],
             )
             .await
             .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))
+        Ok(rows
+            .iter()
+            .map(|r| Seen {
+                adapter: r.get(0),
+                business_key: r.get(1),
+                content_hash: r.get(2),
+                record_id: r.get(3),
+            })
+            .collect())
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRow>, StateError> {

@@ -153,6 +153,29 @@ impl StateStore for SqliteState {
         .await
     }
 
+    async fn seen_page(
+        &self,
+        after: (String, String),
+        limit: usize,
+    ) -> Result<Vec<Seen>, StateError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT adapter, business_key, content_hash, record_id FROM ingest_seen
+                 WHERE (adapter, business_key) > (?1, ?2) ORDER BY adapter, business_key LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![after.0, after.1, limit as i64], |r| {
+                Ok(Seen {
+                    adapter: r.get(0)?,
+                    business_key: r.get(1)?,
+                    content_hash: r.get(2)?,
+                    record_id: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn tokens(&self) -> Result<Vec<TokenRow>, StateError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(

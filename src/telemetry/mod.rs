@@ -82,6 +82,9 @@ pub struct Known {
     pub adapters: Vec<(String, String)>,
     /// Every topic the gateway publishes to.
     pub topics: Vec<String>,
+    /// Whether this instance keeps the ledger (roles `all` and `ledger`): its gauges exist from
+    /// the start.
+    pub ledger: bool,
     /// The topics the ledger consumes (the `topic` label of the ledger's lag).
     pub ledger_topics: Vec<String>,
     /// Every catalog department, with whether it takes webhooks.
@@ -158,8 +161,11 @@ impl Metrics {
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "Always 1; the labels tell the running version."),
-            &["version"],
+            Opts::new(
+                BUILD_INFO,
+                "Always 1; the labels tell the running version and the instance's role (all, ingest, ledger).",
+            ),
+            &["version", "role"],
         )
         .expect("valid metric");
         let push_latency = HistogramVec::new(
@@ -271,12 +277,8 @@ impl Metrics {
         registry
             .register(Box::new(oldest_unclaimed.clone()))
             .expect("unique metric");
-        registry
-            .register(Box::new(calendar_days_remaining.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(deadline_uncomputable.clone()))
-            .expect("unique metric");
+        // The calendar's series are the ledger's: registered by `register_known` for a process
+        // that keeps the ledger.
         for c in [
             &ingested,
             &published,
@@ -300,9 +302,6 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("unique metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
         // Series that exist from the start, so rate() and increase() see their first event.
         for operation in BUS_OPERATIONS {
             bus_errors.with_label_values(&[operation]);
@@ -330,6 +329,13 @@ impl Metrics {
             bus_errors,
             build_info,
         }
+    }
+
+    /// `shenguan_build_info` of this process, with the role it runs.
+    pub fn build_info(&self, role: &str) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), role])
+            .set(1);
     }
 
     /// Creates a catalog department's series at zero: deliveries (when it takes webhooks) and
@@ -405,8 +411,13 @@ impl Metrics {
                     .with_label_values(&[adapter, "deliver", "webhook_failed"]);
             }
         }
-        for kind in KINDS {
-            self.unrouted.with_label_values(&[kind]).set(0);
+        if known.ledger {
+            // Registered once per process (a second gateway in the same process finds them).
+            let _ = (self.registry).register(Box::new(self.calendar_days_remaining.clone()));
+            let _ = (self.registry).register(Box::new(self.deadline_uncomputable.clone()));
+            for kind in KINDS {
+                self.unrouted.with_label_values(&[kind]).set(0);
+            }
         }
         for kind in ["claim", "feedback", "alert"] {
             self.waiting.with_label_values(&[kind]).set(0);

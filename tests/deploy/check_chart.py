@@ -213,6 +213,15 @@ INGRESS = {"ingress": {
     "allowPlainHttp": False,
 }}
 
+# The roles split: ledger pods (3, as PRODUCTION) and autoscaled ingest pods, with the Ingress.
+SPLIT = json.loads(json.dumps(PRODUCTION))
+SPLIT["split"] = {"enabled": True, "ingest": {
+    "replicaCount": 2,
+    "resources": {"requests": {"cpu": "1", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+    "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 10,
+                    "targetCPUUtilizationPercentage": 60}}}
+SPLIT.update(INGRESS)
+
 AUTOSCALED = json.loads(json.dumps(PRODUCTION))
 AUTOSCALED["autoscaling"] = {"enabled": True, "minReplicas": 3, "maxReplicas": 9,
                              "targetCPUUtilizationPercentage": 70}
@@ -426,7 +435,7 @@ def check_schema() -> None:
     check(schema.get("additionalProperties") is False, "values.schema.json rejects unknown top-level keys")
     with helm.Chart.load(CHART) as chart:
         for values, what in ((None, "default values"), (PRODUCTION, "non-default values"),
-                             (AUTOSCALED, "autoscaled values")):
+                             (AUTOSCALED, "autoscaled values"), (SPLIT, "split values")):
             try:
                 chart.validate_schema(values)
                 check(True, f"{what} validate against values.schema.json")
@@ -470,7 +479,8 @@ def check_schema() -> None:
 
 def check_chart() -> None:
     section("helm lint")
-    for values, what in ((None, "default values"), (PRODUCTION, "non-default values")):
+    for values, what in ((None, "default values"), (PRODUCTION, "non-default values"),
+                         (SPLIT, "split values")):
         report = helm.lint(CHART, values, strict=True)
         serious = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
         check(not report.get("errors") and not serious, f"helm lint --strict passes with {what}",
@@ -635,6 +645,9 @@ def check_chart() -> None:
     # ------------------------------------------------------------------ ingress
     check_ingress()
 
+    # ------------------------------------------------------------------ roles
+    check_split()
+
     # ------------------------------------------------------------------ refused
     section("render refuses what cannot work")
     render_fails({"replicaCount": 3}, "replicaCount 3.*kafka.*postgres",
@@ -652,6 +665,13 @@ def check_chart() -> None:
                  "a termination grace period shorter than preStop + shutdown grace")
     render_fails({"secretEnv": {"SHENGUAN_LEDGER": "postgres://u:p@h/db"}}, "ledger",
                  "the ledger URL smuggled in through secretEnv")
+    render_fails({"split": {"enabled": True}}, "split.enabled.*kafka.*postgres",
+                 "split roles with the embedded bus and the SQLite ledger")
+    render_fails({"split": {"enabled": True}, "config": {"bus": {"url": "kafka://k:9092"}}},
+                 "split.enabled.*postgres", "split roles with Kafka but the SQLite ledger")
+    bad_hpa = json.loads(json.dumps(SPLIT))
+    bad_hpa["split"]["ingest"]["autoscaling"]["minReplicas"] = 20
+    render_fails(bad_hpa, "split.ingest.autoscaling.minReplicas", "ingest autoscaling with min > max")
 
 
 def check_ingress() -> None:
@@ -720,6 +740,86 @@ def check_ingress() -> None:
         render_fails(values, expect, f"values.schema.json refuses {what}")
 
 
+def check_split() -> None:
+    """split.enabled: a ledger and an ingest Deployment, each with its Service, PDB and HPA, each
+    running its role, and the Ingress sending /v1/ingest to the ingest pods."""
+    section("render: roles split (ingest and ledger Deployments)")
+    manifests = render(SPLIT, "split") or []
+    deps = {d["metadata"]["name"]: d for d in by_kind(manifests, "Deployment")}
+    check(sorted(deps) == ["sg-shenguan-ingest", "sg-shenguan-ledger"],
+          "split: the Deployments sg-shenguan-ledger and sg-shenguan-ingest", str(sorted(deps)))
+    services = {s["metadata"]["name"]: s for s in by_kind(manifests, "Service")}
+    check(sorted(services) == ["sg-shenguan", "sg-shenguan-ingest"],
+          "split: the Services sg-shenguan (ledger) and sg-shenguan-ingest", str(sorted(services)))
+    if len(deps) != 2 or len(services) != 2:
+        return
+    ledger, ingest = deps["sg-shenguan-ledger"], deps["sg-shenguan-ingest"]
+    for role, dep in (("ledger", ledger), ("ingest", ingest)):
+        what = f"split {role}"
+        spec = dep["spec"]
+        pod = spec["template"]["spec"]
+        main = container(pod, "shenguan")
+        check(main.get("args") == ["run", "--role", role], f"{what}: runs `shenguan run --role {role}`",
+              str(main.get("args")))
+        labels = spec["template"]["metadata"]["labels"]
+        check(labels.get("app.kubernetes.io/component") == role and
+              spec["selector"]["matchLabels"].get("app.kubernetes.io/component") == role,
+              f"{what}: pods labelled and selected as component {role}")
+        check(all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items()),
+              f"{what}: selector matches the pod labels")
+        env = {e["name"]: e for e in main.get("env", [])}
+        check("secretKeyRef" in env.get("SHENGUAN_LEDGER", {}).get("valueFrom", {}),
+              f"{what}: the PostgreSQL URL (state, tokens{'' if role == 'ingest' else ', ledger'}) from the Secret")
+        check(spec.get("strategy", {}).get("type") == "RollingUpdate", f"{what}: RollingUpdate")
+        check_security(what, pod)
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            check(main.get(probe, {}).get("httpGet", {}).get("path") == path, f"{what}: {probe} {path}")
+        other = ingest if role == "ledger" else ledger
+        other_labels = other["spec"]["template"]["metadata"]["labels"]
+        check(not all(other_labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items()),
+              f"{what}: its selector does not take the other role's pods")
+    check(ledger["spec"].get("replicas") == 3, "split ledger: replicaCount 3")
+    check("replicas" not in ingest["spec"], "split ingest: replicas left to its HPA")
+    main = container(ingest["spec"]["template"]["spec"], "shenguan")
+    check(main.get("resources", {}).get("requests", {}).get("cpu") == "1",
+          "split ingest: its own resources")
+    for name, role in (("sg-shenguan", "ledger"), ("sg-shenguan-ingest", "ingest")):
+        sel = services[name]["spec"]["selector"]
+        check(sel.get("app.kubernetes.io/component") == role, f"split: Service {name} selects the {role} pods",
+              str(sel))
+    pdbs = {p["metadata"]["name"]: p for p in by_kind(manifests, "PodDisruptionBudget")}
+    check(sorted(pdbs) == ["sg-shenguan-ingest", "sg-shenguan-ledger"], "split: a PDB per role", str(sorted(pdbs)))
+    hpas = {h["metadata"]["name"]: h for h in by_kind(manifests, "HorizontalPodAutoscaler")}
+    check(sorted(hpas) == ["sg-shenguan-ingest"], "split: an HPA for the ingest Deployment only "
+          "(the ledger's autoscaling is off)", str(sorted(hpas)))
+    if "sg-shenguan-ingest" in hpas:
+        h = hpas["sg-shenguan-ingest"]["spec"]
+        check(h["scaleTargetRef"]["name"] == "sg-shenguan-ingest" and h["minReplicas"] == 2
+              and h["maxReplicas"] == 10, "split: the ingest HPA scales the ingest Deployment 2–10")
+    auto = json.loads(json.dumps(SPLIT))
+    auto["autoscaling"] = {"enabled": True, "minReplicas": 2, "maxReplicas": 4,
+                           "targetCPUUtilizationPercentage": 70}
+    both = {h["metadata"]["name"]: h["spec"]["scaleTargetRef"]["name"]
+            for h in by_kind(render(auto, "split, both autoscaled") or [], "HorizontalPodAutoscaler")}
+    check(both == {"sg-shenguan-ingest": "sg-shenguan-ingest", "sg-shenguan-ledger": "sg-shenguan-ledger"},
+          "split: with autoscaling on, an HPA per role, each on its Deployment", str(both))
+    ingress = one(manifests, "Ingress", "split")
+    if ingress:
+        for rule in ingress["spec"]["rules"]:
+            paths = [(p["path"], p["backend"]["service"]["name"]) for p in rule["http"]["paths"]]
+            check(paths[0] == ("/v1/ingest", "sg-shenguan-ingest") and
+                  all(svc == "sg-shenguan" for _, svc in paths[1:]),
+                  f"split: Ingress {rule['host']} sends /v1/ingest to the ingest pods, the rest to the ledger",
+                  str(paths))
+    sm = one(manifests, "ServiceMonitor", "split")
+    if sm:
+        wanted = sm["spec"]["selector"]["matchLabels"]
+        check(all(all(s["metadata"]["labels"].get(k) == v for k, v in wanted.items()) for s in services.values()),
+              "split: the ServiceMonitor scrapes both roles' Services")
+    notes = render_notes(SPLIT)
+    check("--role ingest" in notes and "sg-shenguan-ingest" in notes, "split: NOTES.txt names the roles", notes)
+
+
 def render_notes(values: dict) -> str:
     with helm.Chart.load(CHART) as chart:
         out = chart.render(values, name="sg", namespace="gov")
@@ -779,7 +879,8 @@ def check_compose() -> None:
     if not compose:
         return
     services = compose.get("services", {})
-    expected = {"kafka", "postgres", "shenguan", "prometheus", "alertmanager", "grafana", "simulator"}
+    expected = {"kafka", "postgres", "shenguan", "shenguan-ingest", "gateway", "prometheus", "alertmanager",
+                "grafana", "simulator"}
     check(expected <= set(services), "services: " + ", ".join(sorted(expected)), str(sorted(services)))
     declared_volumes = set((compose.get("volumes") or {}).keys())
     for name, svc in services.items():
@@ -860,7 +961,7 @@ def check_compose() -> None:
 
     sim = services.get("simulator", {})
     check("simulator" in sim.get("profiles", []), "simulator: in the `simulator` profile")
-    check(sim.get("depends_on", {}).get("shenguan", {}).get("condition") == "service_healthy",
+    check(sim.get("depends_on", {}).get("gateway", {}).get("condition") == "service_healthy",
           "simulator: waits for the gateway")
     sim_binds = bind_mounts(sim)
     entry = sim.get("entrypoint") or []
@@ -868,8 +969,9 @@ def check_compose() -> None:
     script_text = script.read_text(encoding="utf-8") if script and script.is_file() else ""
     check("shenguan demo --target" in script_text, "simulator: runs `shenguan demo --target` against the gateway",
           str(script))
-    check(env_map(sim.get("environment")).get("SHENGUAN_DEMO_TARGET") == "http://shenguan:8080",
-          "simulator: targets http://shenguan:8080")
+    check(env_map(sim.get("environment")).get("SHENGUAN_DEMO_TARGET") == "http://gateway:8080",
+          "simulator: targets http://gateway:8080 (both roles behind it)")
+    check_compose_roles(services)
 
     check(str(services.get("prometheus", {}).get("image", "")).startswith("prom/prometheus:"), "prometheus: prom/prometheus")
     check(str(services.get("alertmanager", {}).get("image", "")).startswith("prom/alertmanager:"), "alertmanager: prom/alertmanager")
@@ -887,6 +989,42 @@ def check_compose() -> None:
         check(re.search(rf"^{var}=", example, re.M) is not None, f"${{{var}}} is documented in deploy/.env.example")
 
     check_monitoring_wiring(services)
+
+
+def check_compose_roles(services: dict) -> None:
+    """The two roles as two services on one broker and one PostgreSQL, and the gateway in front."""
+    section("docker-compose.yml: roles")
+    ledger, ingest, front = services.get("shenguan", {}), services.get("shenguan-ingest", {}), services.get("gateway", {})
+    le, ie = env_map(ledger.get("environment")), env_map(ingest.get("environment"))
+    check(le.get("SHENGUAN_ROLE") == "ledger", "shenguan: runs the ledger role")
+    check(ie.get("SHENGUAN_ROLE") == "ingest", "shenguan-ingest: runs the ingest role")
+    check(ie.get("SHENGUAN_LEDGER") == le.get("SHENGUAN_LEDGER"),
+          "shenguan-ingest: the same PostgreSQL (tokens, de-duplication snapshot)")
+    check(ie.get("SHENGUAN_CONFIG") == le.get("SHENGUAN_CONFIG")
+          and bind_mounts(ingest) == [b for b in bind_mounts(ledger)],
+          "shenguan-ingest: the same configuration and definitions (so the same Kafka bus)")
+    check(not ingest.get("ports") and not ledger.get("ports"),
+          "the roles publish no host port: the gateway is the one address (so ingest can be scaled)")
+    check(ingest.get("read_only") is True and "ALL" in ingest.get("cap_drop", []),
+          "shenguan-ingest: read-only root file system, no capabilities")
+    deps = front.get("depends_on", {})
+    check(all(deps.get(d, {}).get("condition") == "service_healthy" for d in ("shenguan", "shenguan-ingest")),
+          "gateway: waits for both roles to be ready")
+    check(front.get("read_only") is True and "ALL" in front.get("cap_drop", []),
+          "gateway: read-only root file system, no capabilities")
+    conf_path = container_to_repo(bind_mounts(front), "/etc/nginx/nginx.conf")
+    check(conf_path is not None and conf_path.is_file(), "gateway: nginx.conf is mounted from the repository",
+          str(conf_path))
+    if conf_path and conf_path.is_file():
+        conf = conf_path.read_text(encoding="utf-8")
+        ingest_loc = re.search(r"location /v1/ingest/ \{(.*?)\}", conf, re.S)
+        root_loc = re.search(r"location / \{(.*?)\}", conf, re.S)
+        check(ingest_loc is not None and "http://shenguan-ingest:8080" in ingest_loc.group(1),
+              "gateway: /v1/ingest/ goes to shenguan-ingest:8080")
+        check(root_loc is not None and "http://shenguan:8080" in root_loc.group(1),
+              "gateway: everything else goes to shenguan:8080 (the ledger)")
+        check("resolver 127.0.0.11" in conf, "gateway: names resolved per request (scaled replicas are found)")
+        check("client_max_body_size 16m" in conf, "gateway: takes bodies as large as the gateway does")
 
 
 def check_monitoring_wiring(services: dict) -> None:
@@ -910,6 +1048,9 @@ def check_monitoring_wiring(services: dict) -> None:
     targets = [t for sc in conf.get("scrape_configs", []) for s in sc.get("static_configs", [])
                for t in s.get("targets", [])]
     check("shenguan:8080" in targets, "prometheus scrapes shenguan:8080", str(targets))
+    dns = [n for sc in conf.get("scrape_configs", []) for d in sc.get("dns_sd_configs", [])
+           for n in d.get("names", [])]
+    check("shenguan-ingest" in dns, "prometheus scrapes every shenguan-ingest replica (DNS)", str(dns))
     am_targets = [t for am in conf.get("alerting", {}).get("alertmanagers", [])
                   for s in am.get("static_configs", []) for t in s.get("targets", [])]
     check("alertmanager:9093" in am_targets, "prometheus sends alerts to alertmanager:9093", str(am_targets))

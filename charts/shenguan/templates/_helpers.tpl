@@ -39,6 +39,42 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+Per role, (dict "root" . "role" "all"|"ingest"|"ledger"). Role all is the combined mode: the
+release's name, its labels and selector as they always were. With split.enabled each role's
+Deployment, Service, PDB and HPA are named <fullname>-<role>, except the ledger's Service, which
+keeps <fullname> (the API and console of people and department systems), and select the role's
+pods by app.kubernetes.io/component.
+*/}}
+{{- define "shenguan.nameFor" -}}
+{{- $fullname := include "shenguan.fullname" .root }}
+{{- if eq .role "all" }}{{ $fullname }}{{ else }}{{ printf "%s-%s" $fullname .role | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- end }}
+
+{{- define "shenguan.selectorFor" -}}
+{{ include "shenguan.selectorLabels" .root }}
+{{- if ne .role "all" }}
+app.kubernetes.io/component: {{ .role }}
+{{- end }}
+{{- end }}
+
+{{- define "shenguan.labelsFor" -}}
+helm.sh/chart: {{ include "shenguan.chart" .root }}
+{{ include "shenguan.selectorLabels" .root }}
+app.kubernetes.io/version: {{ .root.Values.image.tag | default .root.Chart.AppVersion | quote }}
+app.kubernetes.io/component: {{ if eq .role "all" }}gateway{{ else }}{{ .role }}{{ end }}
+app.kubernetes.io/part-of: shenguan
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The roles the chart runs: ["all"], or ["ledger", "ingest"] with split.enabled. */}}
+{{- define "shenguan.roles" -}}
+{{- if .Values.split.enabled }}["ledger","ingest"]{{ else }}["all"]{{ end }}
+{{- end }}
+
 {{- define "shenguan.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "shenguan.fullname" .) .Values.serviceAccount.name }}
@@ -95,6 +131,17 @@ Modes. "true" or "" (empty is false in templates).
 Checks that cannot be expressed in values.schema.json. Each failure says what to change.
 */}}
 {{- define "shenguan.validate" -}}
+{{- if and .Values.split.enabled (not (include "shenguan.shared" .)) }}
+{{- fail (printf "split.enabled runs ingest and ledger pods that meet on the bus: set config.bus.url to kafka://host:port and ledger.type to postgres (got bus %q, ledger %q)" .Values.config.bus.url .Values.ledger.type) }}
+{{- end }}
+{{- with .Values.split.ingest.autoscaling }}
+{{- if and .enabled (gt (int .minReplicas) (int .maxReplicas)) }}
+{{- fail "split.ingest.autoscaling.minReplicas must not exceed split.ingest.autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and .enabled (not .targetCPUUtilizationPercentage) (not .targetMemoryUtilizationPercentage) }}
+{{- fail "split.ingest.autoscaling needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" }}
+{{- end }}
+{{- end }}
 {{- $replicated := or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled }}
 {{- if and $replicated (not (include "shenguan.shared" .)) }}
 {{- fail (printf "replicaCount %v%s needs a shared bus and ledger: set config.bus.url to kafka://host:port and ledger.type to postgres (got bus %q, ledger %q). The embedded bus and the SQLite ledger are files on one pod's volume; a second pod would not see them." .Values.replicaCount (ternary " with autoscaling" "" .Values.autoscaling.enabled) .Values.config.bus.url .Values.ledger.type) }}
