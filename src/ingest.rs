@@ -768,13 +768,9 @@ fn required_fields(
     let Outcome::Accepted(c) = outcome else {
         return outcome;
     };
-    let data = serde_json::from_slice::<serde_json::Value>(&c.event)
-        .ok()
-        .and_then(|mut e| e.get_mut("data").map(serde_json::Value::take))
-        .unwrap_or_default();
     let missing = policy
         .required_fields
-        .missing(&policy.name, c.kind.as_str(), &data);
+        .missing_in_event(&policy.name, c.kind.as_str(), &c.event);
     if missing.is_empty() {
         return Outcome::Accepted(c);
     }

@@ -232,20 +232,85 @@ fn field_label(path: &str) -> &'static str {
     }
 }
 
+/// A dotted canonical path (`counterpart.address`) as a JSON pointer.
+fn pointer_of(path: &str) -> String {
+    format!("/{}", path.replace('.', "/"))
+}
+
+/// Whether a value is there: not absent, not null, not empty text.
+fn present_in_value(data: &serde_json::Value, pointer: &str) -> bool {
+    match data.pointer(pointer) {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::String(s)) => !s.trim().is_empty(),
+        Some(_) => true,
+    }
+}
+
+/// [`present_in_value`] over unparsed JSON: each object on the path is read as a map of
+/// unparsed members, so the rest of the record is only scanned. An object whose member names
+/// carry escapes is read whole.
+fn present_in_raw(data: &serde_json::value::RawValue, path: &str) -> bool {
+    let mut at = data;
+    for name in path.split('.') {
+        match serde_json::from_str::<BTreeMap<&str, &serde_json::value::RawValue>>(at.get()) {
+            Ok(members) => match members.get(name) {
+                Some(v) => at = v,
+                None => return false,
+            },
+            Err(_) => {
+                return serde_json::from_str::<serde_json::Value>(data.get())
+                    .is_ok_and(|v| present_in_value(&v, &pointer_of(path)))
+            }
+        }
+    }
+    let text = at.get().trim_start();
+    match text.as_bytes().first() {
+        Some(b'n') | None => false,
+        Some(b'"') => serde_json::from_str::<String>(text).is_ok_and(|s| !s.trim().is_empty()),
+        Some(_) => true,
+    }
+}
+
 impl RequiredFields {
     /// What a canonical record of `kind` lacks of the fields `policy` requires (a value that is
     /// absent, null or empty text). Pure; the ingest path calls it right after the pipeline
     /// accepted a record and sends a record that lacks any to the DLQ with these reasons.
     pub fn missing(&self, policy: &str, kind: &str, data: &serde_json::Value) -> Vec<MissingField> {
-        self.of(kind)
+        self.report(policy, self.of(kind), |path| {
+            present_in_value(data, &pointer_of(path))
+        })
+    }
+
+    /// The same, read from a published CloudEvent's bytes (the canonical record is its `data`):
+    /// only the members on the required paths are parsed, and a kind the profile requires
+    /// nothing of reads nothing.
+    pub fn missing_in_event(&self, policy: &str, kind: &str, event: &[u8]) -> Vec<MissingField> {
+        let fields = self.of(kind);
+        if fields.is_empty() {
+            return Vec::new();
+        }
+        #[derive(serde::Deserialize)]
+        struct Event<'a> {
+            #[serde(borrow)]
+            data: &'a serde_json::value::RawValue,
+        }
+        let data = serde_json::from_slice::<Event>(event).ok().map(|e| e.data);
+        self.report(policy, fields, |path| {
+            data.is_some_and(|d| present_in_raw(d, path))
+        })
+    }
+
+    fn report(
+        &self,
+        policy: &str,
+        fields: Vec<&str>,
+        present: impl Fn(&str) -> bool,
+    ) -> Vec<MissingField> {
+        fields
             .into_iter()
             .filter_map(|path| {
-                let pointer = format!("/{}", path.replace('.', "/"));
-                let present = match data.pointer(&pointer) {
-                    None | Some(serde_json::Value::Null) => false,
-                    Some(serde_json::Value::String(s)) => !s.trim().is_empty(),
-                    Some(_) => true,
-                };
+                let pointer = pointer_of(path);
+                let present = present(path);
                 let label = field_label(path);
                 (!present).then(|| MissingField {
                     reason: format!(
@@ -931,6 +996,39 @@ mod tests {
             .required_fields
             .missing("jining-2022", "supervision", &record)
             .is_empty());
+    }
+
+    #[test]
+    fn the_event_bytes_are_read_as_the_record_is() {
+        let policies = Policies::builtin();
+        let jining = &policies.get("jining-2022").unwrap().required_fields;
+        let records = [
+            serde_json::json!({"counterpart": {"contact_phone": "  ", "address": null}}),
+            serde_json::json!({"counterpart": {"contact_phone": "0952-1", "address": "石嘴山市"}}),
+            serde_json::json!({"counterpart": {"contact_phone": 952, "address": ["x"]}}),
+            serde_json::json!({"counterpart": {"contact_phone": "\u{3000}"}}),
+            serde_json::json!({"counterpart": {"con\"tact": 1, "address": "a"}}),
+            serde_json::json!({"counterpart": "text"}),
+            serde_json::json!({"title": "no counterpart"}),
+        ];
+        for record in records {
+            let event = serde_json::to_vec(
+                &serde_json::json!({"id": "e1", "type": "approval", "data": &record}),
+            )
+            .unwrap();
+            let from_value = jining.missing("jining-2022", "approval", &record);
+            let from_event = jining.missing_in_event("jining-2022", "approval", &event);
+            assert_eq!(from_event, from_value, "{record}");
+        }
+        assert!(jining
+            .missing_in_event("jining-2022", "supervision", b"not json")
+            .is_empty());
+        assert_eq!(
+            jining
+                .missing_in_event("jining-2022", "approval", b"not json")
+                .len(),
+            2
+        );
     }
 
     #[test]
