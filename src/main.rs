@@ -86,9 +86,12 @@ enum Command {
         /// Kafka bootstrap host:port for the ingest-to-Kafka run.
         #[arg(long)]
         kafka: Option<String>,
-        /// Seconds of the steady 1,000 records/s latency run (0 skips it).
+        /// Seconds of the steady-rate latency run (0 skips it).
         #[arg(long, default_value_t = 30)]
         latency_seconds: u64,
+        /// Records per second the latency run sends (a multiple of 100, in batches every 10 ms).
+        #[arg(long, default_value_t = 1000)]
+        latency_rate: u64,
         /// Only these workloads, comma-separated: pipeline, bus, ledger, latency, kafka, peer.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -458,13 +461,13 @@ fn main() -> ExitCode {
                     .await
                     .map(|_| true)
             }
-            Command::Bench { records, ledger_items, postgres, kafka, latency_seconds, only, peer_warmup, peer_seconds, peer_args } => {
+            Command::Bench { records, ledger_items, postgres, kafka, latency_seconds, latency_rate, only, peer_warmup, peer_seconds, peer_args } => {
                 let peer = shenguan::bench::peer::PeerOptions {
                     warmup: std::time::Duration::from_secs(peer_warmup),
                     seconds: std::time::Duration::from_secs(peer_seconds.max(1)),
                     args: peer_args.split_whitespace().map(str::to_string).collect(),
                 };
-                let options = shenguan::bench::BenchOptions { records, ledger_items, postgres, kafka, latency_seconds, only, peer };
+                let options = shenguan::bench::BenchOptions { records, ledger_items, postgres, kafka, latency_seconds, latency_rate, only, peer };
                 shenguan::bench::run(settings, options).await.map(|_| true)
             }
             Command::Soak { minutes, rate } => {

@@ -31,6 +31,8 @@ async fn one_command_runs_every_workload_and_prints_the_table() {
             "2000",
             "--latency-seconds",
             "2",
+            "--latency-rate",
+            "2000",
             "--peer-warmup",
             "1",
             "--peer-seconds",
@@ -88,6 +90,8 @@ async fn one_command_runs_every_workload_and_prints_the_table() {
     }
     let latency = line("end to end: ingested → claimable");
     assert!(figure(latency, "samples") > 0.0, "{latency}");
+    assert!(latency.contains("2000 records/s for 2 s"), "{latency}");
+    assert!(figure(latency, "records/s sent") > 0.0, "{latency}");
     for partitions in [1, 6] {
         let kafka = line(&format!("{partitions} partition(s) per topic"));
         assert!(figure(kafka, "records/s; raw") > 0.0, "{kafka}");
@@ -194,6 +198,13 @@ fn an_unknown_workload_or_kafka_without_a_broker_is_refused() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("the kafka workload needs a broker"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = common::shenguan(&["bench", "--only", "latency", "--latency-rate", "150"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--latency-rate 150: give a multiple of 100"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
