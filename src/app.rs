@@ -442,7 +442,7 @@ async fn watch_adapters(
     let dir = settings.adapters_dir.clone();
     let mut last = adapters_fingerprint(&dir);
     loop {
-        if crate::source::pause(
+        if crate::stop::pause(
             Duration::from_secs(settings.adapters_reload_seconds),
             &mut stop,
         )

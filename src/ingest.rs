@@ -202,7 +202,7 @@ impl Ingestor {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the de-duplication table cannot catch up with the bus yet");
-                    if crate::source::pause(wait, &mut stop).await {
+                    if crate::stop::pause(wait, &mut stop).await {
                         return;
                     }
                     wait = (wait * 2).min(Duration::from_secs(10));
@@ -212,7 +212,7 @@ impl Ingestor {
         if !matches!(self.table, Table::Memory(_)) {
             return;
         }
-        while !crate::source::pause(DEDUP_CHECKPOINT_EVERY, &mut stop).await {
+        while !crate::stop::pause(DEDUP_CHECKPOINT_EVERY, &mut stop).await {
             self.flush().await;
         }
         self.flush().await;

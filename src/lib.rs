@@ -29,4 +29,5 @@ pub mod role;
 pub mod soak;
 pub mod source;
 pub mod state;
+pub mod stop;
 pub mod telemetry;

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod openapi;
 pub mod problem;
 pub mod records;
+pub mod served;
 pub mod views;
 
 use std::sync::Arc;
@@ -79,7 +80,7 @@ macro_rules! endpoints {
         /// (method, path) of every endpoint the router serves, methods in lower case.
         pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
 
-        /// The endpoints `role` serves (see [`crate::role::served_by`]).
+        /// The endpoints `role` serves (see [`served::served_by`]).
         fn endpoints(mut router: Router<Arc<AppState>>, role: Role) -> Router<Arc<AppState>> {
             $(
                 if serves(role, $path) {
@@ -134,7 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Whether an instance of `role` serves `path`.
 fn serves(role: Role, path: &str) -> bool {
-    match crate::role::served_by(path) {
+    match served::served_by(path) {
         None => true,
         Some(Role::Ingest) => role.ingests(),
         Some(_) => role.keeps_ledger(),
@@ -218,7 +219,7 @@ async fn metrics(_reader: MetricsReader) -> Response {
 /// No route matched: a path the other role serves is named as such (404 `wrong-role`), anything
 /// else is 404 `not-found`.
 async fn not_found(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> ApiError {
-    match crate::role::served_by(uri.path()) {
+    match served::served_by(uri.path()) {
         Some(owner) if !serves(state.role, uri.path()) => ApiError::WrongRole {
             role: state.role,
             served_by: owner,

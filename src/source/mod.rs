@@ -15,7 +15,6 @@ pub mod pg_poll;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -180,16 +179,7 @@ pub fn spawn_all(
         .collect()
 }
 
-/// Waits `d` or until stop; returns true when stopping.
-pub async fn pause(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(d) => *stop.borrow(),
-        _ = stop.changed() => true,
-    }
-}
+pub use crate::stop::pause;
 
 /// Replaces `${NAME}` with the environment variable NAME (for passwords in URLs).
 pub fn expand_env(s: &str) -> Result<String, String> {

@@ -190,6 +190,17 @@ fn rewrite(s: &str, punctuation: bool) -> String {
     out
 }
 
+/// The text of a canonical scalar, normalised; `None` for null, empty text, lists and objects.
+pub fn canonical_text<'a>(v: &'a Canonical<'a>) -> Option<Cow<'a, str>> {
+    let s = match v {
+        Canonical::String(s) => normalize_cow(s),
+        Canonical::Number(n) => Cow::Owned(n.to_string()),
+        Canonical::Bool(b) => Cow::Owned(b.to_string()),
+        _ => return None,
+    };
+    (!s.is_empty()).then_some(s)
+}
+
 /// The text of a scalar JSON value, normalised; `None` for null, empty text, arrays and objects.
 pub fn scalar_text(v: &Value) -> Option<String> {
     let s = match v {

@@ -244,7 +244,7 @@ impl Adapter {
                     }
                     Subject::Field(parts) => test.holds(
                         canonical::get(&data, parts)
-                            .and_then(Canonical::text)
+                            .and_then(convert::canonical_text)
                             .as_deref(),
                     ),
                 };

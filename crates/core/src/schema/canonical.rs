@@ -63,17 +63,6 @@ impl<'a> Canonical<'a> {
         }
     }
 
-    /// The text of a scalar, normalised; `None` for null, empty text, lists and objects.
-    pub fn text(&self) -> Option<Cow<'_, str>> {
-        let s = match self {
-            Canonical::String(s) => crate::adapter::convert::normalize_cow(s),
-            Canonical::Number(n) => Cow::Owned(n.to_string()),
-            Canonical::Bool(b) => Cow::Owned(b.to_string()),
-            _ => return None,
-        };
-        (!s.is_empty()).then_some(s)
-    }
-
     /// Appends the value's JSON, as `serde_json::to_writer` writes it.
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {
