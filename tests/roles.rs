@@ -116,18 +116,27 @@ async fn inbox_settles_at(ledger: &Gateway, token: &str, want: usize) -> Vec<Str
     }
 }
 
-/// Every message on a topic as (key, event), read from the beginning until `want` arrived and
-/// the topic stayed quiet for 3 s.
+/// Every message on a topic as (key, event), read from the beginning of every partition until
+/// `want` arrived and the topic stayed quiet for 3 s. The partitions are assigned, not joined
+/// through a consumer group, so no rebalance can leave one of them unread.
 async fn topic(bootstrap: &str, topic: &str, want: usize) -> Vec<(String, Value)> {
     let consumer: StreamConsumer = rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("roles-test-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        partitions
+            .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    assert!(partitions.count() > 0, "{topic} has no partitions");
+    consumer.assign(&partitions).unwrap();
     let mut out = Vec::new();
     loop {
         let quiet = if out.len() >= want { 3 } else { 60 };
