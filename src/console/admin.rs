@@ -521,14 +521,7 @@ async fn accounts_page(
 ) -> Response {
     let users = match state.ingestor.state.users().await {
         Ok(u) => u,
-        Err(e) => {
-            return Person::error_page(
-                &op.0,
-                state,
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("状态库暂不可用：{e}"),
-            )
-        }
+        Err(e) => return op.0.state_unavailable(state, e),
     };
     let now = accounts::unix_now();
     let rows = users
@@ -650,12 +643,7 @@ pub async fn create_account(
             secret: password,
             back: "/ui/admin/accounts",
         }),
-        Err(accounts::AccountError::State(e)) => Person::error_page(
-            &op.0,
-            &state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("状态库暂不可用：{e}"),
-        ),
+        Err(accounts::AccountError::State(e)) => op.0.state_unavailable(&state, e),
         Err(e) => {
             accounts_page(
                 &state,
@@ -767,14 +755,7 @@ pub async fn tokens(
 ) -> Response {
     let list = match state.ingestor.state.token_list().await {
         Ok(l) => l,
-        Err(e) => {
-            return Person::error_page(
-                &op.0,
-                &state,
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("状态库暂不可用：{e}"),
-            )
-        }
+        Err(e) => return op.0.state_unavailable(&state, e),
     };
     let rows = list
         .into_iter()
@@ -874,14 +855,7 @@ pub async fn liaisons(
 ) -> Response {
     let stored = match state.ingestor.state.liaisons().await {
         Ok(l) => l,
-        Err(e) => {
-            return Person::error_page(
-                &op.0,
-                &state,
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("状态库暂不可用：{e}"),
-            )
-        }
+        Err(e) => return op.0.state_unavailable(&state, e),
     };
     let rows = backend::catalog(&state)
         .departments

@@ -644,6 +644,15 @@ impl Person {
         ErrorPage::in_layout(self.layout(state, "无法完成", ""), status, message)
     }
 
+    /// The state store did not answer, as a page (503).
+    pub fn state_unavailable(&self, state: &AppState, e: impl std::fmt::Display) -> Response {
+        self.error_page(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("状态库暂不可用：{e}"),
+        )
+    }
+
     /// A backend failure as a page.
     pub fn failure_page(&self, state: &AppState, f: super::backend::Failure) -> Response {
         self.error_page(state, f.status, f.message)
