@@ -454,7 +454,7 @@ async fn the_postgres_inbox_pages_through_ten_thousand_records_once_each() {
         .collect();
     for chunk in events.chunks(1000) {
         ledger
-            .apply_batch(Arc::from(chunk.to_vec()), shared.clone(), false)
+            .apply_batch(chunk.to_vec().into(), shared.clone(), false)
             .await
             .unwrap();
     }

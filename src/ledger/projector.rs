@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::port::Outcome;
 pub use super::shared::{Shared, LEDGER_KINDS};
-use super::store::{LedgerError, LedgerStore};
+use super::store::{Batch, LedgerError, LedgerStore, Prepared};
 use super::Changes;
-use crate::bus::{Bus, BusError, Delivery, Message};
+use crate::bus::{Bus, BusError, Delivery, Message, Subscription};
 use crate::schema::RecordKind;
 use crate::telemetry::events;
 
@@ -133,6 +133,9 @@ pub async fn lag(
 impl Projector {
     /// Applies messages until `stop` turns true (live) or, with `until_idle`, until no message
     /// arrived for that long (rebuild). Returns how many messages were applied.
+    ///
+    /// Receiving runs beside applying: a task reads and decodes the messages as they come while
+    /// the previous batch is written, and each batch takes whatever it has queued meanwhile.
     pub async fn run(
         &self,
         mut stop: watch::Receiver<bool>,
@@ -141,69 +144,47 @@ impl Projector {
     ) -> Result<u64, ProjectError> {
         let topics = self.shared.ledger_topics();
         let positions = self.ledger.positions().await?;
-        let mut sub = self.bus.assign(&topics, &positions).await?;
+        let sub = self.bus.assign(&topics, &positions).await?;
+        // One burst queued while one is written: double buffering, no more.
+        let (tx, mut rx) = mpsc::channel(MAX_BATCH);
+        let receiver = Receiver {
+            bus: self.bus.clone(),
+            ledger: self.ledger.clone(),
+            shared: self.shared.clone(),
+            status: self.status.clone(),
+            topics,
+        };
+        let mut receiving = tokio::spawn(receiver.run(sub, stop.clone(), until_idle, tx));
+        // Stops the receiving task when this returns, whichever way.
+        let _receiving = AbortOnDrop(receiving.abort_handle());
         let mut applied = 0u64;
-        let wait = until_idle.unwrap_or(Duration::from_millis(500));
-        let mut idle_since = std::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return Ok(applied);
             }
-            let next = tokio::select! {
-                r = sub.next(wait) => r,
+            let first = tokio::select! {
+                p = rx.recv() => p,
                 _ = stop.changed() => continue,
             };
-            let delivery = match next {
-                Ok(Some(d)) => d,
-                Ok(None) if until_idle.is_some() => return Ok(applied),
-                Ok(None) => {
-                    if idle_since.elapsed() >= STALL_CHECK {
-                        idle_since = std::time::Instant::now();
-                        if self.stalled().await {
-                            self.status.stalled();
-                            tracing::warn!("the ledger topics grew past the projector's positions without it receiving anything: subscribing again");
-                            let positions = self.ledger.positions().await?;
-                            match self.bus.assign(&topics, &positions).await {
-                                Ok(s) => sub = s,
-                                Err(e) => events::bus_error("consume", &e),
-                            }
-                        }
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    events::bus_error("consume", &e);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            let Some(first) = first else {
+                // The receiving task ended: idle after a rebuild, or a failure it reports.
+                return match (&mut receiving).await {
+                    Ok(Ok(())) => Ok(applied),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) if e.is_cancelled() => Ok(applied),
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
             };
-            idle_since = std::time::Instant::now();
             // Whatever else is already waiting goes into the same transaction: one commit for
             // a burst instead of one per record.
-            let mut batch = Vec::new();
-            let mut next = Some(delivery);
-            while let Some(d) = next.take() {
-                if let Some(kind) = self.shared.topics.kind_of(&d.topic) {
-                    batch.push((d, kind));
-                }
-                if batch.len() < MAX_BATCH {
-                    next = sub.next(Duration::ZERO).await.ok().flatten();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
-            // The event ids, for the API requests waiting to see their event applied: read
-            // without building the rest of the event.
-            let event_ids: Vec<Option<String>> = batch
-                .iter()
-                .map(|(d, _)| {
-                    serde_json::from_slice::<EventId>(&d.payload)
-                        .ok()
-                        .map(|e| e.id)
-                })
-                .collect();
-            let batch: super::store::Batch = batch.into();
+            let batch: Batch = batch.into();
             let outcomes = loop {
                 match self
                     .ledger
@@ -222,8 +203,9 @@ impl Projector {
             };
             self.status.applied();
             let mut rejected = Vec::new();
-            for ((outcome, id), (delivery, _)) in outcomes.iter().zip(event_ids).zip(batch.iter()) {
+            for (outcome, prepared) in outcomes.iter().zip(batch.iter()) {
                 applied += 1;
+                let delivery = &prepared.delivery;
                 match outcome {
                     Outcome::Applied(changes) if live => observe(changes),
                     Outcome::Waiting => tracing::info!(
@@ -234,6 +216,13 @@ impl Projector {
                     Outcome::Rejected(e) if live => rejected.push(self.dead_letter(delivery, e)),
                     _ => {}
                 }
+                // For the API requests waiting to see their event applied.
+                let id = match prepared.event_id() {
+                    Some(id) => Some(id.to_string()),
+                    None => serde_json::from_slice::<EventId>(&delivery.payload)
+                        .ok()
+                        .map(|e| e.id),
+                };
                 if let Some(id) = id {
                     let _ = self.applied.send(id);
                 }
@@ -245,20 +234,6 @@ impl Projector {
                 }
             }
         }
-    }
-
-    /// Whether the ledger topics hold messages past the stored positions.
-    async fn stalled(&self) -> bool {
-        let (Ok(ends), Ok(positions)) = (
-            self.bus.end_offsets(&self.shared.ledger_topics()).await,
-            self.ledger.positions().await,
-        ) else {
-            return false;
-        };
-        ends.iter().any(|(key, end)| {
-            let at = positions.get(key).copied().unwrap_or(0);
-            *end > at
-        })
     }
 
     /// The DLQ entry for a message on a ledger topic that is not a ledger event.
@@ -291,6 +266,92 @@ impl Projector {
             key: id,
             payload: serde_json::to_vec(&event).expect("a JSON value serialises"),
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The projector's receiving side: reads the ledger topics from the ledger's positions, decodes
+/// each message as it arrives, and notices a consumer that stopped receiving.
+struct Receiver {
+    bus: Arc<dyn Bus>,
+    ledger: Arc<dyn LedgerStore>,
+    shared: Arc<Shared>,
+    status: Arc<ProjectorStatus>,
+    topics: Vec<String>,
+}
+
+impl Receiver {
+    /// Sends every message, decoded, until `stop`, or (with `until_idle`) until none arrived for
+    /// that long, or the applying side is gone.
+    async fn run(
+        self,
+        mut sub: Box<dyn Subscription>,
+        mut stop: watch::Receiver<bool>,
+        until_idle: Option<Duration>,
+        tx: mpsc::Sender<Prepared>,
+    ) -> Result<(), ProjectError> {
+        let wait = until_idle.unwrap_or(Duration::from_millis(500));
+        let mut idle_since = std::time::Instant::now();
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let next = tokio::select! {
+                r = sub.next(wait) => r,
+                _ = stop.changed() => continue,
+            };
+            match next {
+                Ok(Some(d)) => {
+                    idle_since = std::time::Instant::now();
+                    if let Some(kind) = self.shared.topics.kind_of(&d.topic) {
+                        if tx.send(Prepared::new(d, kind)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(None) if until_idle.is_some() => return Ok(()),
+                Ok(None) => {
+                    if idle_since.elapsed() >= STALL_CHECK {
+                        idle_since = std::time::Instant::now();
+                        if self.stalled().await {
+                            self.status.stalled();
+                            tracing::warn!("the ledger topics grew past the projector's positions without it receiving anything: subscribing again");
+                            let positions = self.ledger.positions().await?;
+                            match self.bus.assign(&self.topics, &positions).await {
+                                Ok(s) => sub = s,
+                                Err(e) => events::bus_error("consume", &e),
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    events::bus_error("consume", &e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Whether the ledger topics hold messages past the stored positions.
+    async fn stalled(&self) -> bool {
+        let (Ok(ends), Ok(positions)) = (
+            self.bus.end_offsets(&self.shared.ledger_topics()).await,
+            self.ledger.positions().await,
+        ) else {
+            return false;
+        };
+        ends.iter().any(|(key, end)| {
+            let at = positions.get(key).copied().unwrap_or(0);
+            *end > at
+        })
     }
 }
 

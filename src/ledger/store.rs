@@ -20,6 +20,7 @@ use super::sql::{self, COUNTERS, ENTRIES, EVENTS, HISTORY, OUTBOX, POSITIONS, RE
 use super::sqlite::SqliteDb;
 use super::{flow_of, AlertLevel, DueEntry, Entry, EntryState, HistoryRow, RecordRow};
 use crate::bus::{Delivery, Positions};
+use crate::ledger::event::{decode, DecodeError, Decoded};
 use crate::ledger::machine::RecordState;
 use crate::ledger::port::{
     self, Counter, HistoryWrite, Input, LedgerPort, Outcome, Stored, StoredEvent, Writes,
@@ -140,9 +141,61 @@ pub fn like_pattern(term: &str) -> String {
 /// An outbox alert: (alert id, record id, CloudEvent payload).
 pub type OutboxRow = (String, String, Vec<u8>);
 
-/// Bus messages to apply together, with the kind of record each topic carries; shared, so a
-/// retry after a failed transaction copies nothing.
-pub type Batch = Arc<[(Delivery, RecordKind)]>;
+/// A bus message for the ledger with the kind of record its topic carries, decoded when it was
+/// received: decoding is pure, so the projector does it while the previous batch is written.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub delivery: Delivery,
+    pub kind: RecordKind,
+    pub decoded: Result<Decoded, DecodeError>,
+}
+
+impl Prepared {
+    pub fn new(delivery: Delivery, kind: RecordKind) -> Prepared {
+        let decoded = decode(kind, &delivery.payload);
+        Prepared {
+            delivery,
+            kind,
+            decoded,
+        }
+    }
+
+    /// The CloudEvents id of the event, when the message is one.
+    pub fn event_id(&self) -> Option<&str> {
+        match &self.decoded {
+            Ok(Decoded::Event(e)) => Some(e.event_id()),
+            _ => None,
+        }
+    }
+}
+
+/// Bus messages to apply together; shared, so a retry after a failed transaction copies
+/// nothing.
+#[derive(Debug, Clone)]
+pub struct Batch(Arc<[Prepared]>);
+
+impl std::ops::Deref for Batch {
+    type Target = [Prepared];
+    fn deref(&self) -> &[Prepared] {
+        &self.0
+    }
+}
+
+impl From<Vec<Prepared>> for Batch {
+    fn from(items: Vec<Prepared>) -> Batch {
+        Batch(items.into())
+    }
+}
+
+impl From<Vec<(Delivery, RecordKind)>> for Batch {
+    fn from(items: Vec<(Delivery, RecordKind)>) -> Batch {
+        items
+            .into_iter()
+            .map(|(d, kind)| Prepared::new(d, kind))
+            .collect::<Vec<_>>()
+            .into()
+    }
+}
 
 /// The ledger: what the projector, the tracker, the deliverer and the API read and write.
 #[async_trait]
@@ -1194,12 +1247,13 @@ impl LedgerStore for SqlLedger {
             Box::pin(async move {
                 let inputs: Vec<Input> = batch
                     .iter()
-                    .map(|(d, kind)| Input {
-                        topic: &d.topic,
-                        partition: d.partition,
-                        offset: d.offset,
-                        kind: *kind,
-                        payload: &d.payload,
+                    .map(|p| Input {
+                        topic: &p.delivery.topic,
+                        partition: p.delivery.partition,
+                        offset: p.delivery.offset,
+                        kind: p.kind,
+                        payload: &p.delivery.payload,
+                        decoded: &p.decoded,
                     })
                     .collect();
                 let ctx = shared.context();

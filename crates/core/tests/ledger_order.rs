@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, FixedOffset, TimeZone};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use shenguan_core::deadline::{Calendar, Policies};
+use shenguan_core::ledger::event::decode;
 use shenguan_core::ledger::machine::RecordState;
 use shenguan_core::ledger::port::{
     apply_batch, Counter, HistoryWrite, Input, LedgerPort, Stored, StoredEvent, Writes,
@@ -469,14 +470,20 @@ fn run(stream: &[(usize, i64, Message)], rng: &mut Rng, mut memory: Memory) -> M
     while i < stream.len() {
         let n = 1 + rng.below(6) as usize;
         let burst = &stream[i..(i + n).min(stream.len())];
+        let decoded: Vec<_> = burst
+            .iter()
+            .map(|(_, _, m)| decode(m.kind, &m.payload))
+            .collect();
         let inputs: Vec<Input> = burst
             .iter()
-            .map(|(t, offset, m)| Input {
+            .zip(&decoded)
+            .map(|((t, offset, m), decoded)| Input {
                 topic: &topic_names[*t],
                 partition: 0,
                 offset: *offset,
                 kind: m.kind,
                 payload: &m.payload,
+                decoded,
             })
             .collect();
         futures_lite_block_on(apply_batch(&mut memory, &inputs, &ctx, true)).unwrap();

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::event::{ClaimAction, ClaimEvent, Event, FeedbackEvent, FeedbackType, RecordEvent};
 use super::{
-    alert_id, flow_of, rfc3339, rules, Alert, AlertLevel, Changes, Context, Entry, EntryState,
+    alert_id, at, flow_of, rfc3339, rules, Alert, AlertLevel, Changes, Context, Entry, EntryState,
     HistoryRow, RecordRow,
 };
 use crate::deadline::{Policy, Rule};
@@ -49,43 +49,43 @@ fn push_rule(
     kind: RecordKind,
     data: &Value,
 ) -> Option<(&'static str, Option<DateTime<FixedOffset>>)> {
-    let at = |p: &str| -> Option<DateTime<FixedOffset>> {
-        let v = data.pointer(p)?.as_str()?;
+    let time = |p: &str| -> Option<DateTime<FixedOffset>> {
+        let v = at(data, p)?.as_str()?;
         DateTime::parse_from_rfc3339(v)
             .ok()
             .or_else(|| crate::adapter::convert::parse_datetime(v).ok())
     };
     match kind {
-        RecordKind::Approval => Some(("push_approval", at("/decided_at"))),
+        RecordKind::Approval => Some(("push_approval", time("/decided_at"))),
         RecordKind::Supervision => {
             if data["action"] == "告知承诺未履行" {
                 Some((
                     "push_commitment_failure",
-                    at("/commitment_check/period_end"),
+                    time("/commitment_check/period_end"),
                 ))
             } else {
                 Some((
                     "push_supervision",
-                    at("/decided_at").or_else(|| at("/decision_date")),
+                    time("/decided_at").or_else(|| time("/decision_date")),
                 ))
             }
         }
         // 垣曲 第二十五条: 对需联合踏勘评审的事项……至少提前1个工作日 — the advance notice is for a
         // joint inspection only; the bureau carries out an 独立 or 委托 one without the departments.
         RecordKind::Notice if data.get("inspection").is_some() => {
-            (data.pointer("/inspection/mode").and_then(Value::as_str) == Some("联合踏勘评审"))
-                .then(|| (rules::INSPECTION_NOTICE, at("/inspection/scheduled_at")))
+            (at(data, "/inspection/mode").and_then(Value::as_str) == Some("联合踏勘评审"))
+                .then(|| (rules::INSPECTION_NOTICE, time("/inspection/scheduled_at")))
         }
         // An inquiry is the sender's own letter, not something forwarded within a period.
         RecordKind::Notice if data.get("inquiry").is_some() => None,
         // 垣曲 附件 三（四）: 联席会议召开前1个工作日 the materials reach the member units.
         RecordKind::Notice if data.get("meeting").is_some() => {
-            (data.pointer("/meeting/kind").and_then(Value::as_str) == Some("联席会议"))
-                .then(|| (rules::MEETING_MATERIALS, at("/meeting/starts_at")))
+            (at(data, "/meeting/kind").and_then(Value::as_str) == Some("联席会议"))
+                .then(|| (rules::MEETING_MATERIALS, time("/meeting/starts_at")))
         }
         // 淄川 三（二）2: 收到……后一个工作日内抄告 — counted from the receipt. A notice that does not
         // say when it was received cannot be judged late.
-        RecordKind::Notice => Some((rules::FORWARD_NOTICE, at("/received_at"))),
+        RecordKind::Notice => Some((rules::FORWARD_NOTICE, time("/received_at"))),
         _ => None,
     }
 }
@@ -121,15 +121,12 @@ fn source_department(data: &Value, adapter: &str, ctx: &Context) -> Option<Strin
         .find(|d| d.adapters.iter().any(|a| a == adapter))
         .map(|d| d.code.clone())
         .or_else(|| {
-            [
-                data.get("issuer_code"),
-                data.pointer("/offline_push/issuer"),
-            ]
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .find(|c| ctx.catalog.department(c).is_some())
-            .map(str::to_string)
+            [data.get("issuer_code"), at(data, "/offline_push/issuer")]
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .find(|c| ctx.catalog.department(c).is_some())
+                .map(str::to_string)
         })
 }
 
@@ -274,7 +271,7 @@ fn base_entry(
 fn attendance_starts(data: &Value) -> Option<DateTime<FixedOffset>> {
     ["/meeting/starts_at", "/training/starts_at"]
         .iter()
-        .find_map(|p| data.pointer(p).and_then(Value::as_str))
+        .find_map(|p| at(data, p).and_then(Value::as_str))
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
 }
 
@@ -389,8 +386,7 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
         &r.data,
     );
     let mut changes = Changes::default();
-    let adapter = data
-        .pointer("/source/adapter")
+    let adapter = at(data, "/source/adapter")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();

@@ -15,7 +15,8 @@ use super::machine::RecordState;
 use super::{Alert, Changes, Context, Entry, HistoryRow};
 use crate::schema::RecordKind;
 
-/// A bus message to apply.
+/// A bus message to apply, decoded already: [`decode`] is pure, so a caller runs it while the
+/// previous batch is being written.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     pub topic: &'a str,
@@ -24,6 +25,8 @@ pub struct Input<'a> {
     /// The kind of record the topic carries.
     pub kind: RecordKind,
     pub payload: &'a [u8],
+    /// What [`decode`] made of `payload`.
+    pub decoded: &'a Result<Decoded, DecodeError>,
 }
 
 /// A logged event as the store keeps it: where it sorts, where it came from, its bytes.
@@ -253,7 +256,7 @@ pub async fn apply_batch<P: LedgerPort>(
     partitions.sort();
     partitions.dedup();
     let positions = port.lock_positions(partitions).await?;
-    // Decode what is new; keep the order.
+    // Take what is new; keep the order.
     let mut decoded: Vec<Option<Result<Decoded, DecodeError>>> = Vec::with_capacity(batch.len());
     let mut ids: Vec<String> = Vec::new();
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -266,7 +269,7 @@ pub async fn apply_batch<P: LedgerPort>(
             decoded.push(None);
             continue;
         }
-        let d = decode(input.kind, input.payload);
+        let d = input.decoded.clone();
         if let Ok(Decoded::Event(e)) = &d {
             ids.push(e.record_id().to_string());
         }
