@@ -489,8 +489,9 @@ async fn apply_run(settings: &Settings, store: &str, records: usize) -> anyhow::
         approval_deliveries(settings, records, &shared.topics.name(RecordKind::Approval))?;
     let (ledger, cleanup, label) = open_bench_ledger(store).await?;
     ledger.clear().await?;
-    // As the projector receives them: bursts of messages already on the bus, decoded by a
-    // receiving task while the previous burst is written; decoding is on the clock.
+    // As the projector receives and writes them: bursts of messages already on the bus, decoded
+    // by a receiving task and each worked out while the previous one is written; all of it on
+    // the clock.
     let bursts: Vec<Vec<(Delivery, RecordKind)>> = deliveries
         .chunks(crate::ledger::projector::MAX_BATCH)
         .map(<[_]>::to_vec)
@@ -506,9 +507,17 @@ async fn apply_run(settings: &Settings, store: &str, records: usize) -> anyhow::
             }
         }
     });
+    let ledger: Arc<dyn crate::ledger::store::LedgerStore> = Arc::new(ledger);
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    let mut applier = crate::ledger::applier::Applier::new(ledger, shared.clone(), true, stop);
     let mut applied = 0;
     while let Some(batch) = rx.recv().await {
-        applied += ledger.apply_batch(batch, shared.clone(), true).await?.len();
+        if let Some((_, outcomes)) = applier.push(batch).await? {
+            applied += outcomes.len();
+        }
+    }
+    if let Some((_, outcomes)) = applier.finish().await? {
+        applied += outcomes.len();
     }
     receiving.await?;
     let secs = t.elapsed().as_secs_f64();

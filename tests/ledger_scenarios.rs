@@ -2577,3 +2577,157 @@ async fn the_projector_applies_what_arrives_while_it_writes_once_each() {
         .collect::<Vec<_>>();
     assert_eq!(rebuilt_report, live_report);
 }
+
+/// A claim for approval `id` at `offset` on the claim topic.
+fn claim_delivery(id: &str, offset: i64) -> Delivery {
+    Delivery {
+        topic: "shenguan.claim.v1".into(),
+        partition: 0,
+        offset,
+        key: Some(id.to_string()),
+        payload: serde_json::to_vec(&json!({
+            "specversion": "1.0", "id": format!("claim-{id}"), "source": "/test",
+            "type": "cn.shenguan.claim.v1", "subject": id, "time": "2026-03-03T09:00:00+08:00",
+            "data": {"record_id": id, "department": "szs-scjg", "action": "claim", "at": "2026-03-03T09:00:00+08:00"}
+        }))
+        .unwrap(),
+        timestamp_ms: 0,
+        headers: Vec::new(),
+    }
+}
+
+scenario!(
+    bursts_worked_out_while_the_one_before_is_written_give_the_serial_ledger,
+    |backend| {
+        use shenguan::ledger::applier::Applier;
+        let shared = shared("yuanqu-2022");
+        // Approvals, the same burst delivered again (its plan is made before the first is
+        // written, so it must not hold), claims of records in the burst being written (worked
+        // out only after it), claims that arrive before their records, and those records.
+        let approvals = |from: i64, n: i64| -> Vec<(Delivery, RecordKind)> {
+            (from..from + n)
+                .map(|i| {
+                    (
+                        approval_delivery(&format!("q{i}"), 0, i),
+                        RecordKind::Approval,
+                    )
+                })
+                .collect()
+        };
+        let claims =
+            |ids: std::ops::Range<i64>, first_offset: i64| -> Vec<(Delivery, RecordKind)> {
+                ids.enumerate()
+                    .map(|(n, i)| {
+                        (
+                            claim_delivery(&format!("q{i}"), first_offset + n as i64),
+                            RecordKind::Claim,
+                        )
+                    })
+                    .collect()
+            };
+        let bursts: Vec<Vec<(Delivery, RecordKind)>> = vec![
+            approvals(0, 60),
+            approvals(0, 60),
+            claims(0..30, 0),
+            claims(100..110, 30),
+            approvals(60, 60),
+            approvals(120, 20),
+            claims(30..60, 40),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let (pipelined, _) = backend.open(&dir).await;
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        let mut applier = Applier::new(pipelined.clone(), shared.clone(), true, stop);
+        let mut outcomes = Vec::new();
+        for burst in &bursts {
+            if let Some((_, o)) = applier.push(burst.clone().into()).await.unwrap() {
+                outcomes.push(o);
+            }
+        }
+        outcomes.push(applier.finish().await.unwrap().unwrap().1);
+        assert_eq!(outcomes.len(), bursts.len());
+        assert!(
+            outcomes[1].iter().all(|o| matches!(o, Outcome::Duplicate)),
+            "the burst delivered again changes nothing: {:?}",
+            &outcomes[1][..2]
+        );
+        assert!(outcomes[3].iter().all(|o| matches!(o, Outcome::Waiting)));
+        // The same bursts one after the other, each in its own transaction.
+        let dir2 = tempfile::tempdir().unwrap();
+        let serial = match backend {
+            Backend::Sqlite => backend.open(&dir2).await.0,
+            Backend::Postgres => backend.open(&dir2).await.0,
+        };
+        for burst in &bursts {
+            serial
+                .apply_batch(burst.clone().into(), shared.clone(), true)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            pipelined.positions().await.unwrap(),
+            serial.positions().await.unwrap()
+        );
+        let gauges = |l: Arc<dyn LedgerStore>| async move {
+            let mut g: Vec<(String, String, i64)> = l
+                .gauges()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|g| (g.department, g.kind, g.unclaimed))
+                .collect();
+            g.sort();
+            g
+        };
+        let (a, b) = (
+            gauges(pipelined.clone()).await,
+            gauges(serial.clone()).await,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.iter().map(|g| g.2).sum::<i64>(), 140 - 70);
+        for i in [0, 29, 30, 59, 60, 100, 109, 139] {
+            let id = format!("q{i}");
+            let (p, s) = (
+                pipelined.record(&id).await.unwrap().expect("record"),
+                serial.record(&id).await.unwrap().expect("record"),
+            );
+            assert_eq!(p.1, s.1, "{id}: entries");
+            let actions = |h: &[shenguan::ledger::HistoryRow]| {
+                h.iter().map(|h| h.action.clone()).collect::<Vec<_>>()
+            };
+            assert_eq!(actions(&p.2), actions(&s.2), "{id}: history");
+            let claimed = p.1[0].claimed_at.is_some();
+            assert_eq!(claimed, i < 60 || (100..110).contains(&i), "{id}");
+        }
+        // A plan made before another writer (a second instance) applied the same messages does
+        // not hold when it is written: the batch is worked out again and changes nothing.
+        let burst: shenguan::ledger::store::Batch = approvals(140, 10).into();
+        let planned = pipelined
+            .plan_batch(burst.clone(), shared.clone(), true)
+            .await;
+        let first = pipelined
+            .apply_batch(burst.clone(), shared.clone(), true)
+            .await
+            .unwrap();
+        assert!(first.iter().all(|o| matches!(o, Outcome::Applied(_))));
+        let again = pipelined
+            .write_planned(planned, shared.clone(), true)
+            .await
+            .unwrap();
+        assert!(
+            again.iter().all(|o| matches!(o, Outcome::Duplicate)),
+            "{:?}",
+            &again[..1]
+        );
+        let (_, entries, history) = pipelined.record("q145").await.unwrap().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            history.iter().filter(|h| h.action == "published").count(),
+            1
+        );
+        assert_eq!(
+            pipelined.positions().await.unwrap()[&("shenguan.approval.v1".to_string(), 0)],
+            150
+        );
+    }
+);

@@ -5,6 +5,7 @@
 
 pub use shenguan_core::ledger::*;
 
+pub mod applier;
 pub mod error;
 pub mod exec;
 pub mod export;

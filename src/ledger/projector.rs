@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::applier::{Applier, Written};
 use super::port::Outcome;
 pub use super::shared::{Shared, LEDGER_KINDS};
-use super::store::{Batch, LedgerError, LedgerStore, Prepared};
+use super::store::{LedgerError, LedgerStore, Prepared};
 use super::Changes;
 use crate::bus::{Bus, BusError, Delivery, Message, Subscription};
 use crate::schema::RecordKind;
@@ -158,80 +159,88 @@ impl Projector {
         // Stops the receiving task when this returns, whichever way.
         let _receiving = AbortOnDrop(receiving.abort_handle());
         let mut applied = 0u64;
+        let mut applier =
+            Applier::new(self.ledger.clone(), self.shared.clone(), live, stop.clone());
         loop {
             if *stop.borrow() {
+                if let Ok(Some(written)) = applier.finish().await {
+                    self.settled(written, live, &mut applied).await;
+                }
                 return Ok(applied);
             }
-            let first = tokio::select! {
-                p = rx.recv() => p,
-                _ = stop.changed() => continue,
-            };
-            let Some(first) = first else {
-                // The receiving task ended: idle after a rebuild, or a failure it reports.
-                return match (&mut receiving).await {
-                    Ok(Ok(())) => Ok(applied),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) if e.is_cancelled() => Ok(applied),
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
-                };
-            };
-            // Whatever else is already waiting goes into the same transaction: one commit for
-            // a burst instead of one per record.
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            let batch: Batch = batch.into();
-            let outcomes = loop {
-                match self
-                    .ledger
-                    .apply_batch(batch.clone(), self.shared.clone(), live)
-                    .await
-                {
-                    Ok(c) => break c,
-                    Err(e) => {
-                        tracing::error!(error = %e, "ledger update failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        if *stop.borrow() {
-                            return Ok(applied);
+            let written = tokio::select! {
+                p = rx.recv() => {
+                    let Some(first) = p else {
+                        // The receiving task ended: idle after a rebuild, or a failure it
+                        // reports.
+                        let written = applier.finish().await;
+                        let received = (&mut receiving).await;
+                        if let Some(w) = written? {
+                            self.settled(w, live, &mut applied).await;
+                        }
+                        return match received {
+                            Ok(Ok(())) => Ok(applied),
+                            Ok(Err(e)) => Err(e),
+                            Err(e) if e.is_cancelled() => Ok(applied),
+                            Err(e) => std::panic::resume_unwind(e.into_panic()),
+                        };
+                    };
+                    // Whatever else is already waiting goes into the same transaction: one
+                    // commit for a burst instead of one per record.
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
                         }
                     }
+                    applier.push(batch.into()).await
                 }
+                w = applier.written(), if applier.is_writing() => w,
+                _ = stop.changed() => continue,
             };
-            self.status.applied();
-            let mut rejected = Vec::new();
-            for (outcome, prepared) in outcomes.iter().zip(batch.iter()) {
-                applied += 1;
-                let delivery = &prepared.delivery;
-                match outcome {
-                    Outcome::Applied(changes) if live => observe(changes),
-                    Outcome::Waiting => tracing::info!(
-                        topic = %delivery.topic,
-                        offset = delivery.offset,
-                        "event kept until its record arrives"
-                    ),
-                    Outcome::Rejected(e) if live => rejected.push(self.dead_letter(delivery, e)),
-                    _ => {}
-                }
-                // For the API requests waiting to see their event applied.
-                let id = match prepared.event_id() {
-                    Some(id) => Some(id.to_string()),
-                    None => serde_json::from_slice::<EventId>(&delivery.payload)
-                        .ok()
-                        .map(|e| e.id),
-                };
-                if let Some(id) = id {
-                    let _ = self.applied.send(id);
-                }
+            match written {
+                Ok(Some(w)) => self.settled(w, live, &mut applied).await,
+                Ok(None) => {}
+                // Only a write given up at stop fails.
+                Err(_) if *stop.borrow() => return Ok(applied),
+                Err(e) => return Err(e.into()),
             }
-            if !rejected.is_empty() {
-                // The messages are on their topics still; this makes them visible.
-                if let Err(e) = self.bus.publish(rejected).await {
-                    events::bus_error("publish", &e);
-                }
+        }
+    }
+
+    /// What follows a written burst: the metrics of what it changed, the DLQ entries of what
+    /// was not a ledger event, and the ids of its events for the API requests waiting on them.
+    async fn settled(&self, (batch, outcomes): Written, live: bool, applied: &mut u64) {
+        self.status.applied();
+        let mut rejected = Vec::new();
+        for (outcome, prepared) in outcomes.iter().zip(batch.iter()) {
+            *applied += 1;
+            let delivery = &prepared.delivery;
+            match outcome {
+                Outcome::Applied(changes) if live => observe(changes),
+                Outcome::Waiting => tracing::info!(
+                    topic = %delivery.topic,
+                    offset = delivery.offset,
+                    "event kept until its record arrives"
+                ),
+                Outcome::Rejected(e) if live => rejected.push(self.dead_letter(delivery, e)),
+                _ => {}
+            }
+            let id = match prepared.event_id() {
+                Some(id) => Some(id.to_string()),
+                None => serde_json::from_slice::<EventId>(&delivery.payload)
+                    .ok()
+                    .map(|e| e.id),
+            };
+            if let Some(id) = id {
+                let _ = self.applied.send(id);
+            }
+        }
+        if !rejected.is_empty() {
+            // The messages are on their topics still; this makes them visible.
+            if let Err(e) = self.bus.publish(rejected).await {
+                events::bus_error("publish", &e);
             }
         }
     }

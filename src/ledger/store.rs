@@ -18,7 +18,7 @@ use super::pg::PgDb;
 use super::shared::Shared;
 use super::sql::{self, COUNTERS, ENTRIES, EVENTS, HISTORY, OUTBOX, POSITIONS, RECORDS};
 use super::sqlite::SqliteDb;
-use super::{flow_of, AlertLevel, DueEntry, Entry, EntryState, HistoryRow, RecordRow};
+use super::{flow_of, AlertLevel, DueEntry, Entry, EntryState, HistoryRow, RecordKeys, RecordRow};
 use crate::bus::{Delivery, Positions};
 use crate::ledger::event::{decode, DecodeError, Decoded};
 use crate::ledger::machine::RecordState;
@@ -160,6 +160,14 @@ impl Prepared {
         }
     }
 
+    /// The record the event is about, when the message is one.
+    pub fn record_id(&self) -> Option<&str> {
+        match &self.decoded {
+            Ok(Decoded::Event(e)) => Some(e.record_id()),
+            _ => None,
+        }
+    }
+
     /// The CloudEvents id of the event, when the message is one.
     pub fn event_id(&self) -> Option<&str> {
         match &self.decoded {
@@ -215,6 +223,21 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> Result<Vec<Outcome>, LedgerError>;
     /// A record with its entries and history (with its links to the licence it concerns, or to
     /// the supervision that concerns it, looked up now).
+    /// Works a batch out on the reading connection, outside any transaction, so it can be done
+    /// while the previous batch is written. The caller makes sure no record of `batch` is in a
+    /// batch written meanwhile (the plan would not see its changes); positions written meanwhile
+    /// are checked by [`LedgerStore::write_planned`]. A plan that cannot be made is left to the
+    /// write.
+    async fn plan_batch(&self, batch: Batch, shared: Arc<Shared>, live: bool) -> Planned;
+    /// Writes a planned batch in one transaction: the plan as it is when nothing it applies was
+    /// applied since it was made, else the batch worked out again inside the transaction, as
+    /// [`LedgerStore::apply_batch`] does.
+    async fn write_planned(
+        &self,
+        planned: Planned,
+        shared: Arc<Shared>,
+        live: bool,
+    ) -> Result<Vec<Outcome>, LedgerError>;
     async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError>;
     /// How many events about `record_id` wait for the record to arrive.
     async fn waiting(&self, record_id: &str) -> Result<u64, LedgerError>;
@@ -404,8 +427,14 @@ impl SqlLedger {
 // Rows, both ways.
 
 fn record_params(r: RecordRow) -> Vec<Param> {
-    let (license_no, document_no, uscc) = r.link_keys();
-    let (case_no, title, counterpart) = r.search_keys();
+    let RecordKeys {
+        license_no,
+        document_no,
+        uscc,
+        case_no,
+        title,
+        counterpart,
+    } = r.keys;
     vec![
         r.record_id.into(),
         r.kind.as_str().into(),
@@ -527,6 +556,14 @@ fn record_from(row: &Row) -> Result<RecordRow, DbError> {
         push_hours: row.opt_real("push_hours")?,
         version: version(row, "version")?,
         data: Arc::new(data_of(row, "payload")?),
+        keys: RecordKeys {
+            license_no: row.opt_text("link_license_no")?,
+            document_no: row.opt_text("link_document_no")?,
+            uscc: row.opt_text("link_uscc")?,
+            case_no: row.opt_text("case_no")?,
+            title: row.opt_text("title")?,
+            counterpart: row.opt_text("counterpart")?,
+        },
     })
 }
 
@@ -643,6 +680,14 @@ fn joined_record(row: &Row) -> Result<RecordRow, DbError> {
         push_hours: row.opt_real("r_push_hours")?,
         version: version(row, "r_version")?,
         data: Arc::new(data_of(row, "r_payload")?),
+        keys: RecordKeys {
+            license_no: row.opt_text("r_link_license_no")?,
+            document_no: row.opt_text("r_link_document_no")?,
+            uscc: row.opt_text("r_link_uscc")?,
+            case_no: row.opt_text("r_case_no")?,
+            title: row.opt_text("r_title")?,
+            counterpart: row.opt_text("r_counterpart")?,
+        },
     })
 }
 
@@ -822,110 +867,75 @@ impl LedgerPort for SqlPort<'_> {
     }
 
     async fn write(&mut self, writes: Writes) -> Result<(), DbError> {
-        let mut records = Vec::new();
-        let mut entries = Vec::new();
-        let mut events = Vec::new();
-        let mut history = Vec::new();
+        let (rows, positions) = WriteRows::from(writes);
+        rows.write(self.ex, positions).await
+    }
+}
+
+/// A batch's writes as statement parameters. Built from [`Writes`] by moving their strings, not
+/// copying them; a batch worked out ahead ([`Planned`]) builds them outside the transaction.
+pub struct WriteRows {
+    /// Records whose rows are deleted first: everything (a purge) or only the history (folded
+    /// again).
+    deletes: Vec<(String, bool)>,
+    records: Vec<Vec<Param>>,
+    entries: Vec<Vec<Param>>,
+    events: Vec<Vec<Param>>,
+    history: Vec<Vec<Param>>,
+    counters: Vec<Vec<Param>>,
+    outbox: Vec<Vec<Param>>,
+}
+
+impl WriteRows {
+    /// The rows, and the positions apart (a plan settles them when it is written).
+    fn from(writes: Writes) -> (WriteRows, Vec<((String, i32), i64)>) {
+        let mut rows = WriteRows {
+            deletes: Vec::new(),
+            records: Vec::new(),
+            entries: Vec::new(),
+            events: Vec::new(),
+            history: Vec::new(),
+            counters: Vec::new(),
+            outbox: Vec::new(),
+        };
         let Writes {
             records: record_writes,
             counters: counter_deltas,
-            positions: moved_positions,
+            positions,
             outbox: alerts,
         } = writes;
-        // The rows are built from the writes by moving their strings, not copying them.
         for w in record_writes {
-            let (from, rows, replaced) = match w.history {
+            let (from, history, replaced) = match w.history {
                 HistoryWrite::Append { from, rows } => (from, rows, false),
                 HistoryWrite::Replace(rows) => (0, rows, true),
             };
-            if w.purge {
-                for table in [
-                    "ledger_records",
-                    "ledger_entries",
-                    "ledger_history",
-                    "ledger_events",
-                    "deliveries",
-                ] {
-                    self.ex
-                        .execute(
-                            &format!("DELETE FROM {table} WHERE record_id = $1"),
-                            vec![w.record_id.clone().into()],
-                        )
-                        .await?;
-                }
-            } else if replaced {
-                self.ex
-                    .execute(
-                        "DELETE FROM ledger_history WHERE record_id = $1",
-                        vec![w.record_id.clone().into()],
-                    )
-                    .await?;
+            if w.purge || replaced {
+                rows.deletes.push((w.record_id.clone(), w.purge));
             }
             if let Some(r) = w.record {
-                records.push(record_params(r));
+                rows.records.push(record_params(r));
             }
-            entries.extend(w.entries.into_iter().map(entry_params));
-            events.extend(w.events.into_iter().map(event_params));
-            history.extend(
-                rows.into_iter()
+            rows.entries.extend(w.entries.into_iter().map(entry_params));
+            rows.events.extend(w.events.into_iter().map(event_params));
+            rows.history.extend(
+                history
+                    .into_iter()
                     .enumerate()
                     .map(|(i, h)| history_params(h, from + i as u32)),
             );
         }
-        self.ex
-            .insert_rows(
-                &EVENTS,
-                events,
-                "ON CONFLICT (record_id, event_id) DO NOTHING",
-            )
-            .await?;
-        self.ex
-            .insert_rows(&RECORDS, records, &sql::upsert(&RECORDS, &["record_id"]))
-            .await?;
-        self.ex
-            .insert_rows(
-                &ENTRIES,
-                entries,
-                &sql::upsert(&ENTRIES, &["record_id", "department"]),
-            )
-            .await?;
-        self.ex.insert_rows(&HISTORY, history, "").await?;
-        let counters = counter_deltas
-            .iter()
+        rows.counters = counter_deltas
+            .into_iter()
             .map(|c| {
                 vec![
                     c.name.as_str().into(),
-                    c.department.clone().into(),
+                    c.department.into(),
                     c.kind.as_str().into(),
                     c.delta.into(),
                 ]
             })
             .collect();
-        self.ex
-            .insert_rows(
-                &COUNTERS,
-                counters,
-                "ON CONFLICT (name, department, kind) DO UPDATE SET value = ledger_counters.value + excluded.value",
-            )
-            .await?;
-        let positions = moved_positions
-            .iter()
-            .map(|((topic, part), next)| {
-                vec![
-                    topic.clone().into(),
-                    i64::from(*part).into(),
-                    (*next).into(),
-                ]
-            })
-            .collect();
-        self.ex
-            .insert_rows(
-                &POSITIONS,
-                positions,
-                "ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
-            )
-            .await?;
-        let outbox = alerts
+        rows.outbox = alerts
             .iter()
             .map(|a| {
                 let event = crate::pipeline::envelope(
@@ -946,11 +956,117 @@ impl LedgerPort for SqlPort<'_> {
                 ]
             })
             .collect();
-        self.ex
-            .insert_rows(&OUTBOX, outbox, "ON CONFLICT (id) DO NOTHING")
+        (rows, positions)
+    }
+
+    /// Runs the statements, in the transaction `ex` is in.
+    async fn write(
+        self,
+        ex: &mut dyn Exec,
+        positions: Vec<((String, i32), i64)>,
+    ) -> Result<(), DbError> {
+        for (record_id, purge) in self.deletes {
+            let tables: &[&str] = if purge {
+                &[
+                    "ledger_records",
+                    "ledger_entries",
+                    "ledger_history",
+                    "ledger_events",
+                    "deliveries",
+                ]
+            } else {
+                &["ledger_history"]
+            };
+            for table in tables {
+                ex.execute(
+                    &format!("DELETE FROM {table} WHERE record_id = $1"),
+                    vec![record_id.clone().into()],
+                )
+                .await?;
+            }
+        }
+        ex.insert_rows(
+            &EVENTS,
+            self.events,
+            "ON CONFLICT (record_id, event_id) DO NOTHING",
+        )
+        .await?;
+        ex.insert_rows(
+            &RECORDS,
+            self.records,
+            &sql::upsert(&RECORDS, &["record_id"]),
+        )
+        .await?;
+        ex.insert_rows(
+            &ENTRIES,
+            self.entries,
+            &sql::upsert(&ENTRIES, &["record_id", "department"]),
+        )
+        .await?;
+        ex.insert_rows(&HISTORY, self.history, "").await?;
+        ex.insert_rows(
+            &COUNTERS,
+            self.counters,
+            "ON CONFLICT (name, department, kind) DO UPDATE SET value = ledger_counters.value + excluded.value",
+        )
+        .await?;
+        let positions = positions
+            .into_iter()
+            .map(|((topic, part), next)| vec![topic.into(), i64::from(part).into(), next.into()])
+            .collect();
+        ex.insert_rows(
+            &POSITIONS,
+            positions,
+            "ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
+        )
+        .await?;
+        ex.insert_rows(&OUTBOX, self.outbox, "ON CONFLICT (id) DO NOTHING")
             .await?;
         Ok(())
     }
+}
+
+/// The stored positions of some partitions, read without locking them.
+async fn read_positions(
+    ex: &mut dyn Exec,
+    partitions: &[(String, i32)],
+) -> Result<HashMap<(String, i32), i64>, DbError> {
+    let mut out = HashMap::new();
+    for (topic, part) in partitions {
+        let rows = ex
+            .query(
+                "SELECT next_offset FROM ledger_positions WHERE topic = $1 AND part = $2",
+                vec![topic.clone().into(), i64::from(*part).into()],
+            )
+            .await?;
+        for row in rows.iter("ledger_positions") {
+            out.insert((topic.clone(), *part), row.int("next_offset")?);
+        }
+    }
+    Ok(out)
+}
+
+/// A batch worked out on the reading connection ([`LedgerStore::plan_batch`]), to be written by
+/// [`LedgerStore::write_planned`].
+pub struct Planned {
+    batch: Batch,
+    /// The plan and its rows; `None` when it could not be made (the write works it out again).
+    work: Option<(port::Plan, WriteRows)>,
+}
+
+/// The core's inputs over a batch's messages.
+fn inputs(batch: &Batch) -> Vec<Input<'_>> {
+    batch
+        .iter()
+        .map(|p| Input {
+            topic: &p.delivery.topic,
+            partition: p.delivery.partition,
+            offset: p.delivery.offset,
+            kind: p.kind,
+            payload: &p.delivery.payload,
+            decoded: &p.decoded,
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1245,20 +1361,68 @@ impl LedgerStore for SqlLedger {
     ) -> Result<Vec<Outcome>, LedgerError> {
         self.write(move |ex| {
             Box::pin(async move {
-                let inputs: Vec<Input> = batch
-                    .iter()
-                    .map(|p| Input {
-                        topic: &p.delivery.topic,
-                        partition: p.delivery.partition,
-                        offset: p.delivery.offset,
-                        kind: p.kind,
-                        payload: &p.delivery.payload,
-                        decoded: &p.decoded,
-                    })
-                    .collect();
+                let inputs = inputs(&batch);
                 let ctx = shared.context();
                 let mut port = SqlPort { ex };
                 port::apply_batch(&mut port, &inputs, &ctx, live).await
+            })
+        })
+        .await
+    }
+
+    async fn plan_batch(&self, batch: Batch, shared: Arc<Shared>, live: bool) -> Planned {
+        let read = batch.clone();
+        let work = self
+            .read(move |ex| {
+                Box::pin(async move {
+                    let inputs = inputs(&read);
+                    let ctx = shared.context();
+                    let positions = read_positions(ex, &port::partitions(&inputs)).await?;
+                    let mut port = SqlPort { ex };
+                    let mut plan = port::plan(&mut port, &positions, &inputs, &ctx, live).await?;
+                    let (rows, positions) = WriteRows::from(std::mem::take(&mut plan.writes));
+                    plan.writes.positions = positions;
+                    Ok((plan, rows))
+                })
+            })
+            .await;
+        match work {
+            Ok(work) => Planned {
+                batch,
+                work: Some(work),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "working a ledger batch out ahead failed; it is worked out again when written");
+                Planned { batch, work: None }
+            }
+        }
+    }
+
+    async fn write_planned(
+        &self,
+        planned: Planned,
+        shared: Arc<Shared>,
+        live: bool,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        self.write(move |ex| {
+            Box::pin(async move {
+                let Planned { batch, work } = planned;
+                let inputs = inputs(&batch);
+                let mut port = SqlPort { ex };
+                let locked = port.lock_positions(port::partitions(&inputs)).await?;
+                match work {
+                    Some((mut plan, rows)) if plan.holds(&locked) => {
+                        plan.settle(&locked);
+                        rows.write(port.ex, plan.writes.positions).await?;
+                        Ok(plan.outcomes)
+                    }
+                    _ => {
+                        let ctx = shared.context();
+                        let plan = port::plan(&mut port, &locked, &inputs, &ctx, live).await?;
+                        port.write(plan.writes).await?;
+                        Ok(plan.outcomes)
+                    }
+                }
             })
         })
         .await

@@ -257,6 +257,8 @@ pub struct RecordEvent {
     pub time: DateTime<FixedOffset>,
     /// Shared with the record row the fold builds from it.
     pub data: Arc<Value>,
+    /// What the record is looked up by, read from `data` when it was decoded.
+    pub keys: super::RecordKeys,
 }
 
 /// A ledger event decoded from a bus message.
@@ -416,6 +418,7 @@ pub fn decode(kind: RecordKind, payload: &[u8]) -> Result<Decoded, DecodeError> 
                 event_id: env.id,
                 record_id,
                 time,
+                keys: super::RecordKeys::of(kind, &env.data),
                 data: Arc::new(env.data),
             }))))
         }
@@ -508,6 +511,7 @@ mod tests {
             record_id: "r".into(),
             time: at,
             data: Arc::new(Value::Null),
+            keys: Default::default(),
         });
         assert!(record.ord(5) < claim.ord(0));
         assert!(claim.ord(0) < purge.ord(0));

@@ -424,6 +424,7 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
         push_hours: None,
         version: 1,
         data: data.clone(),
+        keys: r.keys.clone(),
     };
     let offline = data.get("offline_push");
     let mut published = json!({"kind": kind.as_str()});
@@ -558,6 +559,7 @@ fn apply_update(
     let mut record = existing.clone();
     record.event_id = r.event_id.clone();
     record.data = r.data.clone();
+    record.keys = r.keys.clone();
     record.version = existing.version + 1;
     let changed = changed_paths(&existing.data, &r.data);
     changes.history.push(history(

@@ -200,6 +200,9 @@ pub struct RecordRow {
     pub version: u32,
     /// The canonical record, shared with the event it came from and every copy of the row.
     pub data: Arc<Value>,
+    /// What the record is looked up by (from `data`).
+    #[serde(skip)]
+    pub keys: RecordKeys,
 }
 
 /// The licence keys of a record: for an approval its own (许可编号, 许可决定文书号, 统一社会信用代码
@@ -219,37 +222,50 @@ pub fn at<'a>(data: &'a Value, pointer: &str) -> Option<&'a Value> {
 impl RecordRow {
     /// See [`LinkKeys`].
     pub fn link_keys(&self) -> LinkKeys {
-        match self.kind {
-            RecordKind::Approval => {
-                let text = |p: &str| {
-                    at(&self.data, p)
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                };
-                (
-                    text("/license/license_no"),
-                    text("/license/document_no"),
-                    text("/counterpart/uscc"),
-                )
-            }
-            RecordKind::Supervision => affected_keys(&self.data),
-            _ => (None, None, None),
-        }
-    }
-
-    /// What a person searches a record by: (办件编号 or document number, 事项名称 or title,
-    /// 相对人 name).
-    pub fn search_keys(&self) -> (Option<String>, Option<String>, Option<String>) {
-        let text = |p: &str| {
-            at(&self.data, p)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
         (
-            text("/case_no").or_else(|| text("/document_no")),
-            text("/item/name").or_else(|| text("/title")),
-            text("/counterpart/name"),
+            self.keys.license_no.clone(),
+            self.keys.document_no.clone(),
+            self.keys.uscc.clone(),
         )
+    }
+}
+
+/// What a record is looked up by, read from its data once, when its event is decoded (while the
+/// data is fresh in the processor's cache), and kept as columns of its row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordKeys {
+    /// [`LinkKeys`]: 许可编号, 许可决定文书号, 统一社会信用代码.
+    pub license_no: Option<String>,
+    pub document_no: Option<String>,
+    pub uscc: Option<String>,
+    /// What a person searches a record by: 办件编号 or document number, 事项名称 or title, 相对人
+    /// name.
+    pub case_no: Option<String>,
+    pub title: Option<String>,
+    pub counterpart: Option<String>,
+}
+
+impl RecordKeys {
+    /// The keys of a record of `kind` with `data`.
+    pub fn of(kind: RecordKind, data: &Value) -> RecordKeys {
+        let text = |p: &str| at(data, p).and_then(Value::as_str).map(str::to_string);
+        let (license_no, document_no, uscc) = match kind {
+            RecordKind::Approval => (
+                text("/license/license_no"),
+                text("/license/document_no"),
+                text("/counterpart/uscc"),
+            ),
+            RecordKind::Supervision => affected_keys(data),
+            _ => (None, None, None),
+        };
+        RecordKeys {
+            license_no,
+            document_no,
+            uscc,
+            case_no: text("/case_no").or_else(|| text("/document_no")),
+            title: text("/item/name").or_else(|| text("/title")),
+            counterpart: text("/counterpart/name"),
+        }
     }
 }
 

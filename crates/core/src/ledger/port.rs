@@ -238,6 +238,18 @@ impl Working {
     }
 }
 
+/// The partitions a batch reads, sorted (the order positions are locked in, so two instances
+/// cannot deadlock).
+pub fn partitions(batch: &[Input<'_>]) -> Vec<(String, i32)> {
+    let mut partitions: Vec<(String, i32)> = batch
+        .iter()
+        .map(|i| (i.topic.to_string(), i.partition))
+        .collect();
+    partitions.sort();
+    partitions.dedup();
+    partitions
+}
+
 /// Applies bus messages in order and writes the result through `port`, all in the port's one
 /// transaction: a message at or before its partition's stored position changes nothing, each
 /// event is logged with its record and folded in its record's order, and the positions move past
@@ -249,13 +261,56 @@ pub async fn apply_batch<P: LedgerPort>(
     ctx: &Context<'_>,
     live: bool,
 ) -> Result<Vec<Outcome>, P::Error> {
-    let mut partitions: Vec<(String, i32)> = batch
-        .iter()
-        .map(|i| (i.topic.to_string(), i.partition))
-        .collect();
-    partitions.sort();
-    partitions.dedup();
-    let positions = port.lock_positions(partitions).await?;
+    let positions = port.lock_positions(partitions(batch)).await?;
+    let plan = plan(port, &positions, batch, ctx, live).await?;
+    port.write(plan.writes).await?;
+    Ok(plan.outcomes)
+}
+
+/// A batch worked out against what the store held when `port` read it: what became of each
+/// message and what to write. [`apply_batch`] writes it at once, in the transaction it was read
+/// in. A store may also work a batch out before the transaction that writes it — while the
+/// previous batch is being written — provided no record of the batch is written in between:
+/// then the plan still holds if [`Plan::holds`] against the positions that transaction locks,
+/// and [`Plan::settle`] moves its positions past what was written meanwhile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub outcomes: Vec<Outcome>,
+    pub writes: Writes,
+    /// Per partition, the lowest offset the plan applies as new.
+    first_new: BTreeMap<(String, i32), i64>,
+}
+
+impl Plan {
+    /// Whether nothing the plan applies as new has been applied since its positions were read:
+    /// every partition's locked position is at or before the first offset it applies.
+    pub fn holds(&self, locked: &HashMap<(String, i32), i64>) -> bool {
+        self.first_new
+            .iter()
+            .all(|(key, first)| locked.get(key).copied().unwrap_or(0) <= *first)
+    }
+
+    /// Takes each partition's position to at least `locked`, where a batch written since the
+    /// plan's positions were read moved it.
+    pub fn settle(&mut self, locked: &HashMap<(String, i32), i64>) {
+        for (key, next) in &mut self.writes.positions {
+            if let Some(at) = locked.get(key) {
+                *next = (*next).max(*at);
+            }
+        }
+    }
+}
+
+/// Works a batch out against the store behind `port`, given the partitions' positions: see
+/// [`apply_batch`], which is this and the write.
+pub async fn plan<P: LedgerPort>(
+    port: &mut P,
+    positions: &HashMap<(String, i32), i64>,
+    batch: &[Input<'_>],
+    ctx: &Context<'_>,
+    live: bool,
+) -> Result<Plan, P::Error> {
+    let mut first_new: BTreeMap<(String, i32), i64> = BTreeMap::new();
     // Take what is new; keep the order.
     let mut decoded: Vec<Option<Result<Decoded, DecodeError>>> = Vec::with_capacity(batch.len());
     let mut ids: Vec<String> = Vec::new();
@@ -269,6 +324,10 @@ pub async fn apply_batch<P: LedgerPort>(
             decoded.push(None);
             continue;
         }
+        let first = first_new
+            .entry((input.topic.to_string(), input.partition))
+            .or_insert(input.offset);
+        *first = (*first).min(input.offset);
         let d = input.decoded.clone();
         if let Ok(Decoded::Event(e)) = &d {
             ids.push(e.record_id().to_string());
@@ -420,8 +479,11 @@ pub async fn apply_batch<P: LedgerPort>(
             delta,
         })
         .collect();
-    port.write(writes).await?;
-    Ok(outcomes)
+    Ok(Plan {
+        outcomes,
+        writes,
+        first_new,
+    })
 }
 
 /// Folds a record again from all its events, because `event` sorts before one already folded
