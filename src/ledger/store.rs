@@ -872,6 +872,9 @@ impl LedgerPort for SqlPort<'_> {
     }
 }
 
+/// The next offset to read of each partition a batch moves.
+type NextOffsets = Vec<((String, i32), i64)>;
+
 /// A batch's writes as statement parameters. Built from [`Writes`] by moving their strings, not
 /// copying them; a batch worked out ahead ([`Planned`]) builds them outside the transaction.
 pub struct WriteRows {
@@ -888,7 +891,7 @@ pub struct WriteRows {
 
 impl WriteRows {
     /// The rows, and the positions apart (a plan settles them when it is written).
-    fn from(writes: Writes) -> (WriteRows, Vec<((String, i32), i64)>) {
+    fn from(writes: Writes) -> (WriteRows, NextOffsets) {
         let mut rows = WriteRows {
             deletes: Vec::new(),
             records: Vec::new(),
@@ -960,11 +963,7 @@ impl WriteRows {
     }
 
     /// Runs the statements, in the transaction `ex` is in.
-    async fn write(
-        self,
-        ex: &mut dyn Exec,
-        positions: Vec<((String, i32), i64)>,
-    ) -> Result<(), DbError> {
+    async fn write(self, ex: &mut dyn Exec, positions: NextOffsets) -> Result<(), DbError> {
         for (record_id, purge) in self.deletes {
             let tables: &[&str] = if purge {
                 &[
