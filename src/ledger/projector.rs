@@ -5,6 +5,10 @@
 //! breach counter; a rebuild does not, so replaying history never double-counts. A message that
 //! is not a ledger event goes to the DLQ with its bytes and the reason.
 //!
+//! A task of its own receives and decodes the messages as they arrive. Under a backlog, each
+//! burst is worked out while the one before it is written ([`super::applier`]); under light
+//! traffic the next burst waits for the write and takes everything that arrived meanwhile.
+//!
 //! A consumer that stops receiving while the topics grow past its positions (a broker that came
 //! back without the client noticing) is noticed: the projector compares the topics' ends with
 //! its positions when it has been idle for a while, and subscribes again from its positions.
@@ -32,6 +36,9 @@ struct EventId {
 
 /// Most messages applied in one ledger transaction.
 pub const MAX_BATCH: usize = 2000;
+
+/// How often the projector looks whether a backlog has queued while it writes a burst.
+const BACKLOG_CHECK: Duration = Duration::from_millis(5);
 
 /// How long the projector may receive nothing before it checks that the topics did not grow
 /// past its positions meanwhile.
@@ -168,8 +175,12 @@ impl Projector {
                 }
                 return Ok(applied);
             }
+            // While a burst is written, the next is taken and worked out beside it only when a
+            // backlog has queued (a rebuild, a burst of traffic); otherwise it waits for the write
+            // and takes everything that arrived meanwhile, so light traffic still makes bursts.
+            let backlog = rx.len() >= MAX_BATCH / 2;
             let written = tokio::select! {
-                p = rx.recv() => {
+                p = rx.recv(), if !applier.is_writing() || backlog => {
                     let Some(first) = p else {
                         // The receiving task ended: idle after a rebuild, or a failure it
                         // reports.
@@ -197,6 +208,7 @@ impl Projector {
                     applier.push(batch.into()).await
                 }
                 w = applier.written(), if applier.is_writing() => w,
+                _ = tokio::time::sleep(BACKLOG_CHECK), if applier.is_writing() && !backlog => continue,
                 _ = stop.changed() => continue,
             };
             match written {
