@@ -989,21 +989,7 @@ async fn two_instances_on_one_postgres_elect_one_tracker_and_publish_every_alert
     assert_eq!(unique.len(), 120, "no alert raised twice");
     // The claims that close them queue alerts both instances may publish.
     for i in 0..40 {
-        let id = format!("m{i}");
-        let d = Delivery {
-            topic: shared.topics.name(RecordKind::Claim),
-            partition: 0,
-            offset: i,
-            key: Some(id.clone()),
-            payload: serde_json::to_vec(&json!({
-                "specversion": "1.0", "id": format!("claim-{id}"), "source": "/test",
-                "type": "cn.shenguan.claim.v1", "subject": id, "time": "2026-03-07T09:00:00+08:00",
-                "data": {"record_id": id, "department": "szs-scjg", "action": "claim", "at": "2026-03-07T09:00:00+08:00"}
-            }))
-            .unwrap(),
-            timestamp_ms: 0,
-            headers: Vec::new(),
-        };
+        let d = claim_delivery(&format!("m{i}"), i, "2026-03-07T09:00:00+08:00");
         a.apply_batch(vec![(d, RecordKind::Claim)].into(), shared.clone(), true)
             .await
             .unwrap();
@@ -2578,8 +2564,8 @@ async fn the_projector_applies_what_arrives_while_it_writes_once_each() {
     assert_eq!(rebuilt_report, live_report);
 }
 
-/// A claim for approval `id` at `offset` on the claim topic.
-fn claim_delivery(id: &str, offset: i64) -> Delivery {
+/// A claim by szs-scjg of record `id` at `at`, at `offset` on the claim topic.
+fn claim_delivery(id: &str, offset: i64, at: &str) -> Delivery {
     Delivery {
         topic: "shenguan.claim.v1".into(),
         partition: 0,
@@ -2587,8 +2573,8 @@ fn claim_delivery(id: &str, offset: i64) -> Delivery {
         key: Some(id.to_string()),
         payload: serde_json::to_vec(&json!({
             "specversion": "1.0", "id": format!("claim-{id}"), "source": "/test",
-            "type": "cn.shenguan.claim.v1", "subject": id, "time": "2026-03-03T09:00:00+08:00",
-            "data": {"record_id": id, "department": "szs-scjg", "action": "claim", "at": "2026-03-03T09:00:00+08:00"}
+            "type": "cn.shenguan.claim.v1", "subject": id, "time": at,
+            "data": {"record_id": id, "department": "szs-scjg", "action": "claim", "at": at}
         }))
         .unwrap(),
         timestamp_ms: 0,
@@ -2619,7 +2605,11 @@ scenario!(
                 ids.enumerate()
                     .map(|(n, i)| {
                         (
-                            claim_delivery(&format!("q{i}"), first_offset + n as i64),
+                            claim_delivery(
+                                &format!("q{i}"),
+                                first_offset + n as i64,
+                                "2026-03-03T09:00:00+08:00",
+                            ),
                             RecordKind::Claim,
                         )
                     })

@@ -6,7 +6,9 @@
 //! before it is written on the writing one; then it is written once that one is committed
 //! ([`LedgerStore::write_planned`]). The plan cannot see what the burst being written changes,
 //! so a burst with a record in common with it waits for it to be committed before it is worked
-//! out; positions moved meanwhile are checked when the plan is written.
+//! out; positions moved meanwhile are checked when the plan is written. A burst handed over
+//! while nothing is written has nothing to overlap with and is worked out in the transaction
+//! that writes it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::port::Outcome;
 use super::shared::Shared;
-use super::store::{Batch, LedgerError, LedgerStore};
+use super::store::{Batch, LedgerError, LedgerStore, Planned};
 
 /// A burst being written.
 struct Writing {
@@ -77,13 +79,18 @@ impl Applier {
         {
             written = self.written().await?;
         }
-        let planned = self
-            .ledger
-            .plan_batch(batch.clone(), self.shared.clone(), self.live)
-            .await;
-        if self.writing.is_some() {
+        // With nothing being written there is nothing to overlap: the write works the burst out
+        // in its own transaction.
+        let planned = if self.writing.is_some() {
+            let planned = self
+                .ledger
+                .plan_batch(batch.clone(), self.shared.clone(), self.live)
+                .await;
             written = self.written().await?;
-        }
+            planned
+        } else {
+            Planned::later(batch.clone())
+        };
         let (ledger, shared, live, stop, retry) = (
             self.ledger.clone(),
             self.shared.clone(),

@@ -221,8 +221,6 @@ pub trait LedgerStore: Send + Sync + 'static {
         shared: Arc<Shared>,
         live: bool,
     ) -> Result<Vec<Outcome>, LedgerError>;
-    /// A record with its entries and history (with its links to the licence it concerns, or to
-    /// the supervision that concerns it, looked up now).
     /// Works a batch out on the reading connection, outside any transaction, so it can be done
     /// while the previous batch is written. The caller makes sure no record of `batch` is in a
     /// batch written meanwhile (the plan would not see its changes); positions written meanwhile
@@ -238,6 +236,8 @@ pub trait LedgerStore: Send + Sync + 'static {
         shared: Arc<Shared>,
         live: bool,
     ) -> Result<Vec<Outcome>, LedgerError>;
+    /// A record with its entries and history (with its links to the licence it concerns, or to
+    /// the supervision that concerns it, looked up now).
     async fn record(&self, record_id: &str) -> Result<Option<RecordView>, LedgerError>;
     /// How many events about `record_id` wait for the record to arrive.
     async fn waiting(&self, record_id: &str) -> Result<u64, LedgerError>;
@@ -1025,24 +1025,26 @@ impl WriteRows {
     }
 }
 
-/// The stored positions of some partitions, read without locking them.
-async fn read_positions(
-    ex: &mut dyn Exec,
-    partitions: &[(String, i32)],
-) -> Result<HashMap<(String, i32), i64>, DbError> {
-    let mut out = HashMap::new();
-    for (topic, part) in partitions {
-        let rows = ex
-            .query(
-                "SELECT next_offset FROM ledger_positions WHERE topic = $1 AND part = $2",
-                vec![topic.clone().into(), i64::from(*part).into()],
-            )
-            .await?;
-        for row in rows.iter("ledger_positions") {
-            out.insert((topic.clone(), *part), row.int("next_offset")?);
-        }
-    }
-    Ok(out)
+/// Every stored position, read without locking it.
+async fn stored_positions(ex: &mut dyn Exec) -> Result<Positions, DbError> {
+    let rows = ex
+        .query(
+            "SELECT topic, part, next_offset FROM ledger_positions",
+            vec![],
+        )
+        .await?;
+    rows.iter("ledger_positions")
+        .map(|r| {
+            let part = r.int("part")?;
+            Ok((
+                (
+                    r.text("topic")?,
+                    i32::try_from(part).map_err(|_| r.bad("part", format!("{part}")))?,
+                ),
+                r.int("next_offset")?,
+            ))
+        })
+        .collect()
 }
 
 /// A batch worked out on the reading connection ([`LedgerStore::plan_batch`]), to be written by
@@ -1051,6 +1053,13 @@ pub struct Planned {
     batch: Batch,
     /// The plan and its rows; `None` when it could not be made (the write works it out again).
     work: Option<(port::Plan, WriteRows)>,
+}
+
+impl Planned {
+    /// A batch not worked out ahead: the write works it out in its transaction.
+    pub fn later(batch: Batch) -> Planned {
+        Planned { batch, work: None }
+    }
 }
 
 /// The core's inputs over a batch's messages.
@@ -1326,30 +1335,7 @@ impl LedgerStore for SqlLedger {
     }
 
     async fn positions(&self) -> Result<Positions, LedgerError> {
-        self.read(|ex| {
-            Box::pin(async move {
-                let rows = ex
-                    .query(
-                        "SELECT topic, part, next_offset FROM ledger_positions",
-                        vec![],
-                    )
-                    .await?;
-                rows.iter("ledger_positions")
-                    .map(|r| {
-                        let part = r.int("part")?;
-                        Ok((
-                            (
-                                r.text("topic")?,
-                                i32::try_from(part)
-                                    .map_err(|_| r.bad("part", format!("{part}")))?,
-                            ),
-                            r.int("next_offset")?,
-                        ))
-                    })
-                    .collect()
-            })
-        })
-        .await
+        self.read(|ex| Box::pin(stored_positions(ex))).await
     }
 
     async fn apply_batch(
@@ -1376,7 +1362,7 @@ impl LedgerStore for SqlLedger {
                 Box::pin(async move {
                     let inputs = inputs(&read);
                     let ctx = shared.context();
-                    let positions = read_positions(ex, &port::partitions(&inputs)).await?;
+                    let positions = stored_positions(ex).await?;
                     let mut port = SqlPort { ex };
                     let mut plan = port::plan(&mut port, &positions, &inputs, &ctx, live).await?;
                     let (rows, positions) = WriteRows::from(std::mem::take(&mut plan.writes));
@@ -1392,7 +1378,7 @@ impl LedgerStore for SqlLedger {
             },
             Err(e) => {
                 tracing::warn!(error = %e, "working a ledger batch out ahead failed; it is worked out again when written");
-                Planned { batch, work: None }
+                Planned::later(batch)
             }
         }
     }
