@@ -56,6 +56,15 @@ pub const DEDUP_CHECKPOINT: &str = "shenguan:ingest-dedup";
 /// How often the scan position moves up to the end of the record topics (and the in-memory
 /// table's snapshot is written).
 const DEDUP_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// How often the in-memory table's changes are appended to its snapshot's log: each second's
+/// worth is 16 bytes a record published.
+const DEDUP_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Pieces of the in-memory table's log read at a time.
+const LOG_PAGE: usize = 16;
+/// Entries a piece holds when the log is replaced by the table (16 MiB).
+const PIECE_ENTRIES: usize = 1 << 20;
+/// Entries the log may hold beyond twice the table's records before a start replaces it.
+const COMPACT_SLACK: usize = 1_000_000;
 /// Rows per page when the in-memory table loads its snapshot.
 const SNAPSHOT_PAGE: usize = 10_000;
 /// A catch-up scan that reached the reported ends still reads until the topics are quiet this
@@ -194,7 +203,7 @@ impl Ingestor {
     }
 
     /// Catches the de-duplication table up with the bus (retrying until it can, or `stop`), then,
-    /// for the table in memory, writes its snapshot every few seconds and once more at `stop`.
+    /// for the table in memory, appends its changes to its snapshot every second and once more at `stop`.
     pub async fn run_table(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut wait = Duration::from_millis(500);
         loop {
@@ -212,7 +221,7 @@ impl Ingestor {
         if !matches!(self.table, Table::Memory(_)) {
             return;
         }
-        while !crate::stop::pause(DEDUP_CHECKPOINT_EVERY, &mut stop).await {
+        while !crate::stop::pause(DEDUP_FLUSH_EVERY, &mut stop).await {
             self.flush().await;
         }
         self.flush().await;
@@ -374,12 +383,7 @@ impl Ingestor {
                 key: c.record_id.clone(),
                 payload: c.event.clone(),
             });
-            to_remember.push(Seen {
-                adapter: adapter.name.clone(),
-                business_key: c.business_key.clone(),
-                content_hash: c.content_hash.clone(),
-                record_id: c.record_id.clone(),
-            });
+            to_remember.push(c);
             fresh.push((c.kind, record));
         }
         let mut per_topic: HashMap<String, usize> = HashMap::new();
@@ -393,13 +397,27 @@ impl Ingestor {
         }
         match &self.table {
             Table::Store(commits) => {
-                if let Err(e) = commits.remember(to_remember).await {
+                let seen = to_remember
+                    .iter()
+                    .map(|c| Seen {
+                        adapter: adapter.name.clone(),
+                        business_key: c.business_key.clone(),
+                        content_hash: c.content_hash.clone(),
+                        record_id: c.record_id.clone(),
+                    })
+                    .collect();
+                if let Err(e) = commits.remember(seen).await {
                     // Published but not remembered: the next request first catches up from the bus.
                     self.stale.store(true, Ordering::SeqCst);
                     tracing::error!(adapter = %adapter.name, error = %e, "published records could not be remembered for de-duplication");
                 }
             }
-            Table::Memory(table) => table.published(to_remember),
+            Table::Memory(table) => table.published(
+                &adapter.name,
+                to_remember
+                    .iter()
+                    .map(|c| (c.record_id.as_str(), c.content_hash.as_str())),
+            ),
         }
         drop(window);
         drop(reserved);
@@ -463,18 +481,7 @@ impl Ingestor {
         let started = Instant::now();
         if let Table::Memory(table) = &self.table {
             if !table.is_loaded() {
-                let mut after = (String::new(), String::new());
-                loop {
-                    let page = self.state.seen_page(after.clone(), SNAPSHOT_PAGE).await?;
-                    table.load(&page);
-                    match page.last() {
-                        Some(last) if page.len() == SNAPSHOT_PAGE => {
-                            after = (last.adapter.clone(), last.business_key.clone())
-                        }
-                        _ => break,
-                    }
-                }
-                table.loaded.store(true, Ordering::SeqCst);
+                self.load_table(table).await?;
                 tracing::info!(
                     records = table.len(),
                     ms = started.elapsed().as_millis() as u64,
@@ -562,10 +569,17 @@ impl Ingestor {
         }
         let recovered: Vec<Seen> = latest.into_values().collect();
         let n = recovered.len();
-        if let Table::Memory(table) = &self.table {
-            table.scanned(&recovered);
+        match &self.table {
+            Table::Memory(table) => {
+                table.scanned(&recovered);
+                let changes = table.take_changes();
+                if let Err(e) = self.write_changes(&changes).await {
+                    table.put_back(changes);
+                    return Err(e.into());
+                }
+            }
+            Table::Store(_) => self.state.remember(recovered).await?,
         }
-        self.state.remember(recovered).await?;
         self.save_scan_position(&position).await?;
         Ok((scanned, n))
     }
@@ -632,15 +646,13 @@ impl Ingestor {
             if self.stale.load(Ordering::SeqCst) {
                 return;
             }
-            table.take_dirty()
+            table.take_changes()
         };
-        let n = changes.len();
-        if n > 0 {
-            if let Err(e) = self.state.remember(changes.clone()).await {
-                table.put_back(changes);
-                tracing::warn!(error = %e, records = n, "de-duplication snapshot not written; retrying");
-                return;
-            }
+        if let Err(e) = self.write_changes(&changes).await {
+            let n = changes.entries.len();
+            table.put_back(changes);
+            tracing::warn!(error = %e, records = n, "de-duplication snapshot not written; retrying");
+            return;
         }
         let result = match self.scan_position().await {
             Ok(mut position) => {
@@ -655,6 +667,78 @@ impl Ingestor {
         if let Err(e) = result {
             tracing::warn!(error = %e, "de-duplication scan position not moved");
         }
+    }
+
+    /// Appends the in-memory table's changes to its snapshot's log, with the activity of each
+    /// adapter they carry.
+    async fn write_changes(&self, changes: &dedup::Changes) -> Result<(), StateError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().to_rfc3339();
+        let activity = changes
+            .new_records
+            .iter()
+            .map(|(adapter, records)| crate::state::AdapterActivity {
+                adapter: adapter.clone(),
+                records: *records,
+                last_at: Some(now.clone()),
+            })
+            .collect();
+        self.state
+            .dedup_append(dedup::encode(changes.entries.iter().copied()), activity)
+            .await
+    }
+
+    /// Loads the in-memory table from its snapshot's log. A log much longer than the table (a
+    /// record changed many times) is replaced by the table. Without a log, the table in the
+    /// state store (written by a gateway on the embedded bus, or before the log) is read
+    /// instead, and written as the log by the catch-up that follows.
+    async fn load_table(&self, table: &MemoryTable) -> Result<(), IngestError> {
+        let (mut after, mut logged) = (i64::MIN, 0usize);
+        loop {
+            let pieces = self.state.dedup_log(after, LOG_PAGE).await?;
+            for (seq, piece) in &pieces {
+                if !table.load(piece) {
+                    return Err(IngestError::State(StateError {
+                        path: format!("de-duplication log piece {seq}"),
+                        message: format!(
+                            "{} bytes, not a whole number of 16-byte entries",
+                            piece.len()
+                        ),
+                    }));
+                }
+                logged += piece.len() / 16;
+                after = *seq;
+            }
+            if pieces.len() < LOG_PAGE {
+                break;
+            }
+        }
+        if after == i64::MIN {
+            let mut from = (String::new(), String::new());
+            loop {
+                let page = self.state.seen_page(from.clone(), SNAPSHOT_PAGE).await?;
+                table.load_seen(&page);
+                match page.last() {
+                    Some(last) if page.len() == SNAPSHOT_PAGE => {
+                        from = (last.adapter.clone(), last.business_key.clone())
+                    }
+                    _ => break,
+                }
+            }
+        } else if logged > 2 * table.len() + COMPACT_SLACK {
+            self.state
+                .dedup_compact(after, table.pieces(PIECE_ENTRIES))
+                .await?;
+            tracing::info!(
+                entries = logged,
+                records = table.len(),
+                "de-duplication log replaced by the table"
+            );
+        }
+        table.loaded.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     async fn scan_position(&self) -> Result<Positions, IngestError> {

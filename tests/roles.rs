@@ -16,6 +16,7 @@ use common::*;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message as _;
 use serde_json::Value;
+use shenguan::state::StateStore as _;
 
 const ADAPTER: &str = "nx-zwfw-approval";
 
@@ -320,6 +321,90 @@ async fn an_ingest_and_a_ledger_instance_deliver_every_record_once_across_a_kill
         messages.len(),
         per_event.values().filter(|n| **n > 1).count(),
         ids.len()
+    );
+}
+
+/// How many record ids an answer lists as `accepted` and as `duplicates`.
+fn answered(r: &Value) -> (usize, usize) {
+    let n = |list: &str| r[list].as_array().map_or(0, Vec::len);
+    (n("accepted"), n("duplicates"))
+}
+
+/// Bytes in the log of an ingest instance's de-duplication table.
+fn logged_bytes(db: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT COALESCE(SUM(LENGTH(entries)), 0) FROM ingest_dedup",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingest_instance_knows_what_it_published_after_a_restart_and_from_yesterdays_snapshot() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, config) = (broker.url(), config(dir.path()));
+    let mut ingest = start(dir.path(), "ingest", &bus, &config).await;
+    let token = ingest.token("adapter", ADAPTER);
+    ready(&ingest).await;
+    let (s, r) = ingest
+        .ingest(ADAPTER, &token, "application/json", batch(0, 20))
+        .await;
+    assert_eq!((s, answered(&r)), (202, (20, 0)), "{r}");
+    ingest.stop();
+    // The snapshot is a log of 16 bytes a record published.
+    let db = dir.path().join("ingest").join("ledger.db");
+    assert_eq!(logged_bytes(&db), 20 * 16);
+
+    ingest.restart().await;
+    ready(&ingest).await;
+    let (s, r) = ingest
+        .ingest(ADAPTER, &token, "application/json", batch(0, 20))
+        .await;
+    assert_eq!((s, answered(&r)), (202, (0, 20)), "{r}");
+    ingest.stop();
+
+    // Yesterday's snapshot: the same records as rows of the state store's table, and no log.
+    let messages = topic(&broker.bootstrap(), "shenguan.approval.v1", 20).await;
+    assert_eq!(messages.len(), 20);
+    let seen: Vec<_> = messages
+        .iter()
+        .map(|(_, e)| shenguan::ingest::seen_from_event(&serde_json::to_vec(e).unwrap()).unwrap())
+        .collect();
+    shenguan::state::SqliteState::open(&db)
+        .unwrap()
+        .remember(seen)
+        .await
+        .unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DELETE FROM ingest_dedup; DELETE FROM ingest_activity;")
+        .unwrap();
+
+    ingest.restart().await;
+    ready(&ingest).await;
+    let (s, r) = ingest
+        .ingest(ADAPTER, &token, "application/json", batch(0, 25))
+        .await;
+    assert_eq!((s, answered(&r)), (202, (5, 20)), "{r}");
+    ingest.stop();
+    assert_eq!(
+        logged_bytes(&db),
+        25 * 16,
+        "the old rows were written as the log"
+    );
+    let activity = shenguan::state::SqliteState::open(&db)
+        .unwrap()
+        .adapter_activity()
+        .await
+        .unwrap();
+    assert_eq!(activity.len(), 1);
+    assert_eq!(
+        (activity[0].adapter.as_str(), activity[0].records),
+        (ADAPTER, 25)
     );
 }
 

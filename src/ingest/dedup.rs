@@ -6,17 +6,17 @@
 //! - in the state store ([`GroupCommit`]), for the embedded setup: each request's published
 //!   records are written by the next commit, which takes the records of every request waiting at
 //!   that moment — one transaction (one disk sync) for all of them instead of one per request;
-//! - in memory ([`MemoryTable`]), for an ingest process on Kafka: 16 bytes of id and 8 bytes of
-//!   content fingerprint per record (30–60 bytes with the hash table's slack), no database round
-//!   trip per request. What changed since the
-//!   last snapshot is written to the state store in the background; at start the table loads the
-//!   snapshot, then reads the record topics from the snapshot's scan position to their end
+//! - in memory ([`MemoryTable`]), for an ingest process on Kafka: 8 bytes of record key and 8
+//!   bytes of content fingerprint per record (about 17 bytes with the buckets' slack), no
+//!   database round trip per request. What changed since the last snapshot is appended to a log
+//!   in the state store in the background (16 bytes a change); at start the table loads the log,
+//!   then reads the record topics from the snapshot's scan position to their end
 //!   (`Ingestor::catch_up`), so what was published but not yet in the snapshot is known again.
 //!
 //! [`Reservations`] makes two requests with a record in common run one after the other, so the
 //! second sees what the first published; requests without one run side by side.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -36,16 +36,24 @@ pub fn fingerprint(content_hash: &str) -> u64 {
     }
 }
 
-/// A record id (a name-based UUID of the adapter and business key) as 16 bytes (two words, so a
-/// table entry is 24 bytes); an id of another form by a hash of it, with the upper word all ones.
-fn id_key(record_id: &str) -> (u64, u64) {
+/// A record id (a name-based UUID of the adapter and business key) as the table's 8-byte key:
+/// its two halves folded together (SHA-1 output, so every bit is as good as any other); an id of
+/// another form by a hash of it.
+///
+/// Two ids may share a key (about one pair in 2^64): then the table holds the content of the one
+/// published last, and a resend of the other is published again — never dropped, since a
+/// record counts as a duplicate only when its 8-byte content fingerprint matches too.
+fn id_key(record_id: &str) -> u64 {
     match uuid::Uuid::try_parse(record_id) {
-        Ok(u) => u.as_u64_pair(),
+        Ok(u) => {
+            let (hi, lo) = u.as_u64_pair();
+            hi ^ lo
+        }
         Err(_) => {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             record_id.hash(&mut h);
-            (u64::MAX, h.finish())
+            h.finish()
         }
     }
 }
@@ -149,39 +157,114 @@ impl GroupCommit {
     }
 }
 
-/// Hashes a table key by its own bits. A key is a name-based UUID (SHA-1 output) or, for an id
-/// of another form, a hash already: hashing it again (SipHash, the standard map's default) was
-/// a tenth of what the table cost per record.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
+/// Keys in a bucket are found by the top bits of the key.
+const BUCKET_BITS: u32 = 16;
 
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// Record key → content fingerprint, 16 bytes a record: 65,536 sorted arrays chosen by the top
+/// bits of the key (the keys are hashes, so the buckets fill evenly). A bucket grows by an
+/// eighth at a time, so the whole stays within a few percent of 16 bytes a record and never
+/// needs a second copy of itself to grow, as one hash table would (at 2 million records a
+/// standard hash map of the same pairs holds 4 million slots and, while it grows, both).
+struct Keys {
+    buckets: Vec<Vec<(u64, u64)>>,
+    len: usize,
+}
 
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys {
+            buckets: (0..1usize << BUCKET_BITS).map(|_| Vec::new()).collect(),
+            len: 0,
         }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = self.0.rotate_left(29) ^ n;
     }
 }
 
-/// A map keyed by a record id's 16 bytes.
-type IdMap<V> = HashMap<(u64, u64), V, std::hash::BuildHasherDefault<IdHasher>>;
+impl Keys {
+    fn bucket(key: u64) -> usize {
+        (key >> (64 - BUCKET_BITS)) as usize
+    }
 
-/// The de-duplication table in memory: record id → fingerprint of the content last published,
-/// and the entries changed since the last snapshot.
+    fn get(&self, key: u64) -> Option<u64> {
+        let b = &self.buckets[Keys::bucket(key)];
+        b.binary_search_by_key(&key, |e| e.0).ok().map(|i| b[i].1)
+    }
+
+    /// Sets the fingerprint of `key`; `true` when the key is new.
+    fn insert(&mut self, key: u64, fingerprint: u64) -> bool {
+        let b = &mut self.buckets[Keys::bucket(key)];
+        match b.binary_search_by_key(&key, |e| e.0) {
+            Ok(i) => {
+                b[i].1 = fingerprint;
+                false
+            }
+            Err(i) => {
+                if b.len() == b.capacity() {
+                    b.reserve_exact(b.len() / 8 + 2);
+                }
+                b.insert(i, (key, fingerprint));
+                self.len += 1;
+                true
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets.iter().flatten().copied()
+    }
+}
+
+/// Bytes of one entry in a piece of the table's log: the key and the fingerprint, little-endian.
+const ENTRY: usize = 16;
+
+/// Entries as a piece of the log.
+pub fn encode(entries: impl ExactSizeIterator<Item = (u64, u64)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY);
+    for (k, f) in entries {
+        out.extend_from_slice(&k.to_le_bytes());
+        out.extend_from_slice(&f.to_le_bytes());
+    }
+    out
+}
+
+/// The entries of a piece of the log; a piece whose length is not a whole number of entries
+/// was not written by this table.
+pub fn decode(piece: &[u8]) -> Option<impl Iterator<Item = (u64, u64)> + '_> {
+    if !piece.len().is_multiple_of(ENTRY) {
+        return None;
+    }
+    Some(piece.chunks_exact(ENTRY).map(|e| {
+        let (k, f) = e.split_at(8);
+        (
+            u64::from_le_bytes(k.try_into().expect("8 bytes")),
+            u64::from_le_bytes(f.try_into().expect("8 bytes")),
+        )
+    }))
+}
+
+/// What changed since the last snapshot write: the log entries in the order they happened, and
+/// per adapter that published some of them how many were new records.
+#[derive(Default)]
+pub struct Changes {
+    pub entries: Vec<(u64, u64)>,
+    pub new_records: std::collections::BTreeMap<String, u64>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.new_records.is_empty()
+    }
+}
+
+/// The de-duplication table in memory: record key → fingerprint of the content last published
+/// (16 bytes a record, [`Keys`]), and the changes not yet in its snapshot.
+///
+/// The snapshot in the state store is a log: every snapshot write appends one piece holding the
+/// changes since the one before (16 bytes a change, whatever the size of the table), and a start
+/// that finds the log much longer than the table replaces it by the table ([`MemoryTable::pieces`]).
 #[derive(Default)]
 pub struct MemoryTable {
-    last: RwLock<IdMap<u64>>,
-    /// Changed since the last snapshot, by record id (which the adapter and business key
-    /// determine): written by `flush`.
-    dirty: Mutex<IdMap<Seen>>,
+    keys: RwLock<Keys>,
+    changes: Mutex<Changes>,
     /// The snapshot has been loaded.
     pub loaded: AtomicBool,
 }
@@ -189,8 +272,8 @@ pub struct MemoryTable {
 impl MemoryTable {
     /// The fingerprint last published for each record id.
     pub fn last<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<Option<u64>> {
-        let last = self.last.read().expect("table lock");
-        ids.map(|id| last.get(&id_key(id)).copied()).collect()
+        let keys = self.keys.read().expect("table lock");
+        ids.map(|id| keys.get(id_key(id))).collect()
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -199,60 +282,90 @@ impl MemoryTable {
 
     /// Records in the table.
     pub fn len(&self) -> usize {
-        self.last.read().expect("table lock").len()
+        self.keys.read().expect("table lock").len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn put(&self, seen: &[Seen]) {
-        let mut last = self.last.write().expect("table lock");
-        for s in seen {
-            last.insert(id_key(&s.record_id), fingerprint(&s.content_hash));
+    /// Puts `(record id, content hash)` pairs in the table and among the changes.
+    fn put<'a>(&self, seen: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+        let mut keys = self.keys.write().expect("table lock");
+        let mut changes = self.changes.lock().expect("changes lock");
+        let mut new = 0;
+        for (id, hash) in seen {
+            let (k, f) = (id_key(id), fingerprint(hash));
+            new += u64::from(keys.insert(k, f));
+            changes.entries.push((k, f));
         }
+        new
     }
 
-    /// A page of the snapshot.
-    pub fn load(&self, page: &[Seen]) {
-        self.put(page);
-    }
-
-    /// What a catch-up scan found on the bus (already written to the snapshot by the scan).
-    pub fn scanned(&self, seen: &[Seen]) {
-        self.put(seen);
-        // The bus is the truth: an older change not yet written must not overwrite it.
-        let mut dirty = self.dirty.lock().expect("dirty lock");
-        for s in seen {
-            dirty.remove(&id_key(&s.record_id));
-        }
-    }
-
-    /// Records this process published.
-    pub fn published(&self, seen: Vec<Seen>) {
-        if seen.is_empty() {
+    /// Records this process published: `(record id, content hash)` of `adapter`. They count in
+    /// the adapter's activity (new records, and when the last new or changed one was published).
+    pub fn published<'a>(&self, adapter: &str, seen: impl Iterator<Item = (&'a str, &'a str)>) {
+        let mut seen = seen.peekable();
+        if seen.peek().is_none() {
             return;
         }
-        self.put(&seen);
-        let mut dirty = self.dirty.lock().expect("dirty lock");
-        for s in seen {
-            dirty.insert(id_key(&s.record_id), s);
-        }
+        let new = self.put(seen);
+        let mut changes = self.changes.lock().expect("changes lock");
+        *changes.new_records.entry(adapter.to_string()).or_default() += new;
     }
 
-    /// The changes since the last snapshot, for writing.
-    pub fn take_dirty(&self) -> Vec<Seen> {
-        std::mem::take(&mut *self.dirty.lock().expect("dirty lock"))
-            .into_values()
+    /// What a catch-up scan found on the bus. They join the changes after those already there,
+    /// so an older change not yet written cannot overwrite them. They do not count in the
+    /// adapters' activity: the process that published them counted them.
+    pub fn scanned(&self, seen: &[Seen]) {
+        self.put(
+            seen.iter()
+                .map(|s| (s.record_id.as_str(), s.content_hash.as_str())),
+        );
+    }
+
+    /// A piece of the snapshot's log; `false` when it is not one.
+    pub fn load(&self, piece: &[u8]) -> bool {
+        let Some(entries) = decode(piece) else {
+            return false;
+        };
+        let mut keys = self.keys.write().expect("table lock");
+        for (k, f) in entries {
+            keys.insert(k, f);
+        }
+        true
+    }
+
+    /// Records of the de-duplication table in the state store (a snapshot written before the
+    /// table had a log of its own): they become changes, to be written to the log. They count
+    /// in the adapters' activity already, as rows of that table.
+    pub fn load_seen(&self, page: &[Seen]) {
+        self.scanned(page);
+    }
+
+    /// The whole table as pieces of at most `per` entries, to replace a long log.
+    pub fn pieces(&self, per: usize) -> Vec<Vec<u8>> {
+        let keys = self.keys.read().expect("table lock");
+        let all: Vec<(u64, u64)> = keys.iter().collect();
+        all.chunks(per.max(1))
+            .map(|c| encode(c.iter().copied()))
             .collect()
     }
 
-    /// Changes whose write failed, unless a newer change of the same record arrived meanwhile.
-    pub fn put_back(&self, changes: Vec<Seen>) {
-        let mut dirty = self.dirty.lock().expect("dirty lock");
-        for s in changes {
-            dirty.entry(id_key(&s.record_id)).or_insert(s);
+    /// The changes since the last snapshot write, for writing.
+    pub fn take_changes(&self) -> Changes {
+        std::mem::take(&mut *self.changes.lock().expect("changes lock"))
+    }
+
+    /// Changes whose write failed: they go back before those made meanwhile.
+    pub fn put_back(&self, mut earlier: Changes) {
+        let mut changes = self.changes.lock().expect("changes lock");
+        let later = std::mem::take(&mut *changes);
+        earlier.entries.extend(later.entries);
+        for (adapter, n) in later.new_records {
+            *earlier.new_records.entry(adapter).or_default() += n;
         }
+        *changes = earlier;
     }
 }
 
@@ -323,22 +436,76 @@ mod tests {
     fn the_memory_table_keeps_the_last_content_and_what_changed() {
         let t = MemoryTable::default();
         let id = uuid::Uuid::new_v4().to_string();
-        let seen = |hash: &str| Seen {
-            adapter: "a".into(),
-            business_key: "k".into(),
-            content_hash: hash.into(),
-            record_id: id.clone(),
-        };
+        let other = uuid::Uuid::new_v4().to_string();
         assert_eq!(t.last([id.as_str()].into_iter()), vec![None]);
-        t.published(vec![seen("0000000000000001")]);
-        t.published(vec![seen("0000000000000002")]);
+        t.published("a", [(id.as_str(), "0000000000000001")].into_iter());
+        t.published(
+            "a",
+            [(id.as_str(), "0000000000000002"), (other.as_str(), "03")].into_iter(),
+        );
         assert_eq!(t.last([id.as_str()].into_iter()), vec![Some(2)]);
-        let changes = t.take_dirty();
-        assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].content_hash, "0000000000000002");
-        t.published(vec![seen("0000000000000003")]);
+        assert_eq!(t.len(), 2);
+        let changes = t.take_changes();
+        assert_eq!(changes.entries.len(), 3, "every change, in order");
+        assert_eq!(changes.entries[1].1, 2);
+        assert_eq!(changes.new_records.get("a"), Some(&2));
+        t.published("b", [(id.as_str(), "0000000000000004")].into_iter());
         t.put_back(changes);
-        assert_eq!(t.take_dirty()[0].content_hash, "0000000000000003");
+        let again = t.take_changes();
+        assert_eq!(again.entries.len(), 4);
+        assert_eq!(
+            again.entries.last().unwrap().1,
+            4,
+            "the later change stays last"
+        );
+        assert_eq!(
+            again.new_records.get("b"),
+            Some(&0),
+            "a changed record is not new"
+        );
+
+        // The log written from the changes, or the table as pieces, gives the same table.
+        let from_log = MemoryTable::default();
+        assert!(from_log.load(&encode(again.entries.iter().copied())));
+        let from_pieces = MemoryTable::default();
+        for p in t.pieces(1) {
+            assert!(from_pieces.load(&p));
+        }
+        for table in [&from_log, &from_pieces] {
+            assert_eq!(
+                table.last([id.as_str(), other.as_str()].into_iter()),
+                t.last([id.as_str(), other.as_str()].into_iter())
+            );
+        }
+        assert!(!from_log.load(b"not sixteen"), "not a piece of the log");
+    }
+
+    #[test]
+    fn the_keys_stay_sorted_and_close_to_sixteen_bytes_a_record() {
+        let mut keys = Keys::default();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut all = Vec::new();
+        for i in 0..200_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            assert!(keys.insert(rng, i));
+            all.push((rng, i));
+        }
+        assert!(!keys.insert(all[7].0, 1), "an existing key is updated");
+        all[7].1 = 1;
+        assert_eq!(keys.len, all.len());
+        for (k, f) in &all {
+            assert_eq!(keys.get(*k), Some(*f));
+        }
+        let listed: Vec<u64> = keys.iter().map(|(k, _)| k).collect();
+        assert!(listed.windows(2).all(|w| w[0] < w[1]), "in key order");
+        let slots: usize = keys.buckets.iter().map(Vec::capacity).sum();
+        assert!(
+            slots < all.len() * 5 / 4,
+            "{slots} slots for {} records",
+            all.len()
+        );
     }
 
     #[tokio::test]

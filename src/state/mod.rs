@@ -128,6 +128,19 @@ pub trait StateStore: Send + Sync + 'static {
         after: (String, String),
         limit: usize,
     ) -> Result<Vec<Seen>, StateError>;
+    /// Appends one piece of the log of an ingest process's in-memory de-duplication table
+    /// (packed record keys and content fingerprints, see `crate::ingest::dedup`), and adds what
+    /// it carries to each adapter's activity, in one transaction.
+    async fn dedup_append(
+        &self,
+        entries: Vec<u8>,
+        activity: Vec<AdapterActivity>,
+    ) -> Result<(), StateError>;
+    /// Up to `limit` pieces of that log after sequence number `after`, in order.
+    async fn dedup_log(&self, after: i64, limit: usize) -> Result<Vec<(i64, Vec<u8>)>, StateError>;
+    /// Replaces the log's pieces numbered up to `upto` by `pieces`, which take the numbers just
+    /// below and up to `upto` (so that pieces appended since keep their place after them).
+    async fn dedup_compact(&self, upto: i64, pieces: Vec<Vec<u8>>) -> Result<(), StateError>;
     /// Every active token.
     async fn tokens(&self) -> Result<Vec<TokenRow>, StateError>;
     /// Stores a new token hash.

@@ -23,11 +23,18 @@ impl SqliteState {
             message: e.to_string(),
         };
         let conn = sqlite_connect(path).map_err(|e| err(&e))?;
+        // Small tables and an append-only log: the ledger's 64 MiB page cache would only hold
+        // the log's pages, written once, in the process's memory (4 MiB).
+        conn.pragma_update(None, "cache_size", -4096)
+            .map_err(|e| err(&e))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS ingest_seen (
                  adapter TEXT NOT NULL, business_key TEXT NOT NULL, content_hash TEXT NOT NULL,
                  record_id TEXT NOT NULL, updated_at TEXT NOT NULL,
                  PRIMARY KEY (adapter, business_key)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS ingest_dedup (seq INTEGER PRIMARY KEY, entries BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS ingest_activity (
+                 adapter TEXT PRIMARY KEY, records INTEGER NOT NULL, last_at TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS auth_tokens (
                  id TEXT PRIMARY KEY, role TEXT NOT NULL, subject TEXT NOT NULL,
                  sha256 BLOB NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT);
@@ -172,6 +179,57 @@ impl StateStore for SqliteState {
                 })
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn dedup_append(
+        &self,
+        entries: Vec<u8>,
+        activity: Vec<AdapterActivity>,
+    ) -> Result<(), StateError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("INSERT INTO ingest_dedup (entries) VALUES (?1)", [&entries])?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO ingest_activity (adapter, records, last_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (adapter) DO UPDATE SET records = records + excluded.records,
+                     last_at = MAX(last_at, excluded.last_at)",
+                )?;
+                for a in &activity {
+                    stmt.execute(params![a.adapter, a.records as i64, a.last_at])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn dedup_log(&self, after: i64, limit: usize) -> Result<Vec<(i64, Vec<u8>)>, StateError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, entries FROM ingest_dedup WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows =
+                stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn dedup_compact(&self, upto: i64, pieces: Vec<Vec<u8>>) -> Result<(), StateError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM ingest_dedup WHERE seq <= ?1", [upto])?;
+            let first = upto - pieces.len() as i64 + 1;
+            for (i, p) in pieces.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO ingest_dedup (seq, entries) VALUES (?1, ?2)",
+                    params![first + i as i64, p],
+                )?;
+            }
+            tx.commit()
         })
         .await
     }
@@ -555,7 +613,10 @@ impl StateStore for SqliteState {
     async fn adapter_activity(&self) -> Result<Vec<AdapterActivity>, StateError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT adapter, COUNT(*), MAX(updated_at) FROM ingest_seen GROUP BY adapter ORDER BY adapter",
+                "SELECT adapter, SUM(records), MAX(last_at) FROM (
+                     SELECT adapter, COUNT(*) AS records, MAX(updated_at) AS last_at FROM ingest_seen GROUP BY adapter
+                     UNION ALL SELECT adapter, records, last_at FROM ingest_activity)
+                 GROUP BY adapter ORDER BY adapter",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(AdapterActivity {

@@ -1,7 +1,8 @@
-//! The state store's contract for the console's accounts and sessions: one body, run on SQLite
-//! and on a real PostgreSQL server. Opening a store again (yesterday's data) keeps everything.
+//! The state store's contract for the console's accounts and sessions, the adapters' activity
+//! and the in-memory de-duplication table's log: one body, run on SQLite and on a real
+//! PostgreSQL server. Opening a store again (yesterday's data) keeps everything.
 
-use shenguan::state::{Seen, SessionRow, StateStore, UserRow};
+use shenguan::state::{AdapterActivity, Seen, SessionRow, StateStore, UserRow};
 
 use crate::common::*;
 
@@ -177,6 +178,70 @@ async fn contract(store: &dyn StateStore) {
         ("a", 2)
     );
     assert!(activity[0].last_at.is_some());
+
+    // The log of an ingest process's in-memory de-duplication table: pieces in order, each
+    // adding its adapters' new records to their activity.
+    assert!(store.dedup_log(i64::MIN, 10).await.unwrap().is_empty());
+    let at = |t: &str| Some(format!("2026-12-0{t}T08:00:00+00:00"));
+    let activity = |adapter: &str, records: u64, t: &str| AdapterActivity {
+        adapter: adapter.into(),
+        records,
+        last_at: at(t),
+    };
+    store
+        .dedup_append(vec![1; 32], vec![activity("a", 3, "7")])
+        .await
+        .unwrap();
+    store
+        .dedup_append(
+            vec![2; 16],
+            vec![activity("a", 0, "8"), activity("b", 1, "8")],
+        )
+        .await
+        .unwrap();
+    let log = store.dedup_log(i64::MIN, 10).await.unwrap();
+    assert_eq!(
+        log.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        vec![vec![1; 32], vec![2; 16]]
+    );
+    assert!(log[0].0 < log[1].0);
+    assert_eq!(
+        store.dedup_log(log[0].0, 1).await.unwrap(),
+        log[1..].to_vec()
+    );
+    let activity = store.adapter_activity().await.unwrap();
+    let counts: Vec<(&str, u64)> = activity
+        .iter()
+        .map(|a| (a.adapter.as_str(), a.records))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![("a", 5), ("b", 1)],
+        "the table's rows and the log's new records"
+    );
+    let last_a = activity[0].last_at.as_deref().unwrap();
+    assert!(last_a.starts_with("2026-12-08"), "{last_a}");
+
+    // Replacing the pieces up to the first keeps the second after the replacement.
+    store
+        .dedup_compact(log[0].0, vec![vec![3; 16], vec![4; 16]])
+        .await
+        .unwrap();
+    let compacted: Vec<Vec<u8>> = store
+        .dedup_log(i64::MIN, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(compacted, vec![vec![3; 16], vec![4; 16], vec![2; 16]]);
+    store.dedup_append(vec![5; 16], Vec::new()).await.unwrap();
+    let last = store.dedup_log(i64::MIN, 10).await.unwrap();
+    assert_eq!(
+        last.last().unwrap().1,
+        vec![5; 16],
+        "appended after everything"
+    );
 }
 
 #[tokio::test]
