@@ -409,6 +409,54 @@ async fn an_ingest_instance_knows_what_it_published_after_a_restart_and_from_yes
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_start_replaces_a_log_much_longer_than_the_table_by_the_table() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, config) = (broker.url(), config(dir.path()));
+    let mut ingest = start(dir.path(), "ingest", &bus, &config).await;
+    let token = ingest.token("adapter", ADAPTER);
+    ready(&ingest).await;
+    let (s, r) = ingest
+        .ingest(ADAPTER, &token, "application/json", batch(0, 20))
+        .await;
+    assert_eq!((s, answered(&r)), (202, (20, 0)), "{r}");
+    ingest.stop();
+
+    // One record changed 1.2 million times: the log holds 1.2 million entries for 21 records.
+    let db = dir.path().join("ingest").join("ledger.db");
+    let mut piece = Vec::with_capacity(1_200_000 * 16);
+    for n in 0..1_200_000u64 {
+        piece.extend_from_slice(&0x5eed_u64.to_le_bytes());
+        piece.extend_from_slice(&n.to_le_bytes());
+    }
+    shenguan::state::SqliteState::open(&db)
+        .unwrap()
+        .dedup_append(piece, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(logged_bytes(&db), (20 + 1_200_000) * 16);
+
+    ingest.restart().await;
+    ready(&ingest).await;
+    let (s, r) = ingest
+        .ingest(ADAPTER, &token, "application/json", batch(0, 20))
+        .await;
+    assert_eq!((s, answered(&r)), (202, (0, 20)), "{r}");
+    ingest.stop();
+    assert_eq!(logged_bytes(&db), 21 * 16, "the table, once per record");
+    assert!(ingest
+        .logs()
+        .contains("de-duplication log replaced by the table"));
+
+    ingest.restart().await;
+    ready(&ingest).await;
+    let (s, r) = ingest
+        .ingest(ADAPTER, &token, "application/json", batch(0, 21))
+        .await;
+    assert_eq!((s, answered(&r)), (202, (1, 20)), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_same_record_sent_to_two_ingest_instances_at_once_is_applied_once() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
