@@ -346,10 +346,14 @@ impl MemoryTable {
     /// The whole table as pieces of at most `per` entries, to replace a long log.
     pub fn pieces(&self, per: usize) -> Vec<Vec<u8>> {
         let keys = self.keys.read().expect("table lock");
-        let all: Vec<(u64, u64)> = keys.iter().collect();
-        all.chunks(per.max(1))
-            .map(|c| encode(c.iter().copied()))
-            .collect()
+        let per = per.max(1);
+        let mut pieces = Vec::with_capacity(keys.len.div_ceil(per));
+        let mut entries = keys.iter().peekable();
+        while entries.peek().is_some() {
+            let piece: Vec<(u64, u64)> = entries.by_ref().take(per).collect();
+            pieces.push(encode(piece.into_iter()));
+        }
+        pieces
     }
 
     /// The changes since the last snapshot write, for writing.
