@@ -157,6 +157,10 @@ pub struct Ingestor {
     /// The table caught up with the bus at least once: the process is ready to ingest.
     warm: AtomicBool,
     catching_up: tokio::sync::Mutex<()>,
+    /// Held from taking the in-memory table's changes until they are in its log, so that the
+    /// log's pieces follow each other in the order the changes were taken (taken only while
+    /// holding `window` exclusively).
+    snapshot: tokio::sync::Mutex<()>,
     last_checkpoint: std::sync::Mutex<Instant>,
     /// The policy profile in force: the canonical fields it requires beyond the schema (垣曲
     /// 第二十二条（二）, 济宁 第二十条（二）). `None` requires nothing more.
@@ -183,6 +187,7 @@ impl Ingestor {
             stale: AtomicBool::new(true),
             warm: AtomicBool::new(false),
             catching_up: tokio::sync::Mutex::new(()),
+            snapshot: tokio::sync::Mutex::new(()),
             last_checkpoint: std::sync::Mutex::new(Instant::now()),
             policy: None,
         }
@@ -572,6 +577,7 @@ impl Ingestor {
         let n = recovered.len();
         match &self.table {
             Table::Memory(table) => {
+                let _writing = self.snapshot.lock().await;
                 table.scanned(&recovered);
                 let changes = table.take_changes();
                 if let Err(e) = self.write_changes(&changes).await {
@@ -642,12 +648,13 @@ impl Ingestor {
                 return;
             }
         };
-        let changes = {
+        let (changes, _writing) = {
             let _exclusive = self.window.write().await;
             if self.stale.load(Ordering::SeqCst) {
                 return;
             }
-            table.take_changes()
+            let writing = self.snapshot.lock().await;
+            (table.take_changes(), writing)
         };
         if let Err(e) = self.write_changes(&changes).await {
             let n = changes.entries.len();
