@@ -5,8 +5,8 @@
 //! A record is a duplicate when the content last published for its business key (of its
 //! adapter) is the same. The de-duplication table that knows the last content has two forms
 //! ([`dedup::Table`]): in the state store, written by group commit (the embedded bus), or in
-//! memory with a snapshot in the state store written in the background (an ingest process on
-//! Kafka: no database round trip per request). Two requests with a record in common run one
+//! memory with a snapshot in the state store, a log its changes are appended to every second
+//! (an ingest process on Kafka: no database round trip per request). Two requests with a record in common run one
 //! after the other ([`dedup::Reservations`]); requests without one run side by side, and their
 //! publishes and commits are grouped.
 //!
@@ -18,8 +18,9 @@
 //! projection of the record topics with a scan position of its own (a checkpoint in the state
 //! store): before the first ingest of a process (and before its `/readyz` says ready) and after
 //! any failed publish, it catches up by reading the record topics from that position to their
-//! end. The position moves up every few seconds, to an end that every in-flight request of this
-//! process has remembered — and, for the table in memory, that the snapshot holds (see
+//! end. The position moves up every few seconds (every second for the table in memory), to an
+//! end that every in-flight request of this process has remembered — and, for the table in
+//! memory, that the snapshot holds (see
 //! [`Ingestor::checkpoint`] and [`Ingestor::flush`]).
 //!
 //! Several ingest processes each keep their own table and know what the others published only
@@ -53,8 +54,8 @@ pub mod dedup;
 use dedup::{GroupCommit, MemoryTable, Reservations, Table};
 /// The state-store checkpoint holding the de-duplication table's scan position on the bus.
 pub const DEDUP_CHECKPOINT: &str = "shenguan:ingest-dedup";
-/// How often the scan position moves up to the end of the record topics (and the in-memory
-/// table's snapshot is written).
+/// How often the scan position of the table in the state store moves up to the end of the
+/// record topics.
 const DEDUP_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// How often the in-memory table's changes are appended to its snapshot's log: each second's
 /// worth is 16 bytes a record published.
@@ -209,7 +210,8 @@ impl Ingestor {
     }
 
     /// Catches the de-duplication table up with the bus (retrying until it can, or `stop`), then,
-    /// for the table in memory, appends its changes to its snapshot every second and once more at `stop`.
+    /// for the table in memory, appends its changes to its snapshot every second and once more
+    /// at `stop`.
     pub async fn run_table(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut wait = Duration::from_millis(500);
         loop {
@@ -716,7 +718,7 @@ impl Ingestor {
                         ),
                     }));
                 }
-                logged += piece.len() / 16;
+                logged += piece.len() / dedup::ENTRY;
                 after = *seq;
             }
             if pieces.len() < LOG_PAGE {
@@ -727,7 +729,7 @@ impl Ingestor {
             let mut from = (String::new(), String::new());
             loop {
                 let page = self.state.seen_page(from.clone(), SNAPSHOT_PAGE).await?;
-                table.load_seen(&page);
+                table.scanned(&page);
                 match page.last() {
                     Some(last) if page.len() == SNAPSHOT_PAGE => {
                         from = (last.adapter.clone(), last.business_key.clone())

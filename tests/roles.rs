@@ -342,8 +342,17 @@ fn logged_bytes(db: &std::path::Path) -> i64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_ingest_instance_knows_what_it_published_after_a_restart_and_from_yesterdays_snapshot() {
+/// An ingest instance on its own broker that has published records 0–19 and stopped.
+struct Ingested {
+    broker: Broker,
+    _dir: tempfile::TempDir,
+    ingest: Gateway,
+    token: String,
+    /// The instance's state store, where its de-duplication table's log is.
+    db: std::path::PathBuf,
+}
+
+async fn ingested_twenty() -> Ingested {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let (bus, config) = (broker.url(), config(dir.path()));
@@ -355,48 +364,62 @@ async fn an_ingest_instance_knows_what_it_published_after_a_restart_and_from_yes
         .await;
     assert_eq!((s, answered(&r)), (202, (20, 0)), "{r}");
     ingest.stop();
-    // The snapshot is a log of 16 bytes a record published.
     let db = dir.path().join("ingest").join("ledger.db");
-    assert_eq!(logged_bytes(&db), 20 * 16);
+    Ingested {
+        broker,
+        _dir: dir,
+        ingest,
+        token,
+        db,
+    }
+}
 
-    ingest.restart().await;
-    ready(&ingest).await;
-    let (s, r) = ingest
-        .ingest(ADAPTER, &token, "application/json", batch(0, 20))
-        .await;
-    assert_eq!((s, answered(&r)), (202, (0, 20)), "{r}");
-    ingest.stop();
+impl Ingested {
+    /// Starts the instance again, sends records `from..to` and stops it: (accepted, duplicates).
+    async fn resend(&mut self, from: u32, to: u32) -> (usize, usize) {
+        self.ingest.restart().await;
+        ready(&self.ingest).await;
+        let (s, r) = self
+            .ingest
+            .ingest(ADAPTER, &self.token, "application/json", batch(from, to))
+            .await;
+        assert_eq!(s, 202, "{r}");
+        self.ingest.stop();
+        answered(&r)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingest_instance_knows_what_it_published_after_a_restart_and_from_yesterdays_snapshot() {
+    let mut run = ingested_twenty().await;
+    // The snapshot is a log of 16 bytes a record published.
+    assert_eq!(logged_bytes(&run.db), 20 * 16);
+    assert_eq!(run.resend(0, 20).await, (0, 20));
 
     // Yesterday's snapshot: the same records as rows of the state store's table, and no log.
-    let messages = topic(&broker.bootstrap(), "shenguan.approval.v1", 20).await;
+    let messages = topic(&run.broker.bootstrap(), "shenguan.approval.v1", 20).await;
     assert_eq!(messages.len(), 20);
     let seen: Vec<_> = messages
         .iter()
         .map(|(_, e)| shenguan::ingest::seen_from_event(&serde_json::to_vec(e).unwrap()).unwrap())
         .collect();
-    shenguan::state::SqliteState::open(&db)
+    shenguan::state::SqliteState::open(&run.db)
         .unwrap()
         .remember(seen)
         .await
         .unwrap();
-    rusqlite::Connection::open(&db)
+    rusqlite::Connection::open(&run.db)
         .unwrap()
         .execute_batch("DELETE FROM ingest_dedup; DELETE FROM ingest_activity;")
         .unwrap();
 
-    ingest.restart().await;
-    ready(&ingest).await;
-    let (s, r) = ingest
-        .ingest(ADAPTER, &token, "application/json", batch(0, 25))
-        .await;
-    assert_eq!((s, answered(&r)), (202, (5, 20)), "{r}");
-    ingest.stop();
+    assert_eq!(run.resend(0, 25).await, (5, 20));
     assert_eq!(
-        logged_bytes(&db),
+        logged_bytes(&run.db),
         25 * 16,
         "the old rows were written as the log"
     );
-    let activity = shenguan::state::SqliteState::open(&db)
+    let activity = shenguan::state::SqliteState::open(&run.db)
         .unwrap()
         .adapter_activity()
         .await
@@ -410,50 +433,27 @@ async fn an_ingest_instance_knows_what_it_published_after_a_restart_and_from_yes
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_replaces_a_log_much_longer_than_the_table_by_the_table() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (bus, config) = (broker.url(), config(dir.path()));
-    let mut ingest = start(dir.path(), "ingest", &bus, &config).await;
-    let token = ingest.token("adapter", ADAPTER);
-    ready(&ingest).await;
-    let (s, r) = ingest
-        .ingest(ADAPTER, &token, "application/json", batch(0, 20))
-        .await;
-    assert_eq!((s, answered(&r)), (202, (20, 0)), "{r}");
-    ingest.stop();
-
+    let mut run = ingested_twenty().await;
     // One record changed 1.2 million times: the log holds 1.2 million entries for 21 records.
-    let db = dir.path().join("ingest").join("ledger.db");
     let mut piece = Vec::with_capacity(1_200_000 * 16);
     for n in 0..1_200_000u64 {
         piece.extend_from_slice(&0x5eed_u64.to_le_bytes());
         piece.extend_from_slice(&n.to_le_bytes());
     }
-    shenguan::state::SqliteState::open(&db)
+    shenguan::state::SqliteState::open(&run.db)
         .unwrap()
         .dedup_append(piece, Vec::new())
         .await
         .unwrap();
-    assert_eq!(logged_bytes(&db), (20 + 1_200_000) * 16);
+    assert_eq!(logged_bytes(&run.db), (20 + 1_200_000) * 16);
 
-    ingest.restart().await;
-    ready(&ingest).await;
-    let (s, r) = ingest
-        .ingest(ADAPTER, &token, "application/json", batch(0, 20))
-        .await;
-    assert_eq!((s, answered(&r)), (202, (0, 20)), "{r}");
-    ingest.stop();
-    assert_eq!(logged_bytes(&db), 21 * 16, "the table, once per record");
-    assert!(ingest
+    assert_eq!(run.resend(0, 20).await, (0, 20));
+    assert_eq!(logged_bytes(&run.db), 21 * 16, "the table, once per record");
+    assert!(run
+        .ingest
         .logs()
         .contains("de-duplication log replaced by the table"));
-
-    ingest.restart().await;
-    ready(&ingest).await;
-    let (s, r) = ingest
-        .ingest(ADAPTER, &token, "application/json", batch(0, 21))
-        .await;
-    assert_eq!((s, answered(&r)), (202, (1, 20)), "{r}");
+    assert_eq!(run.resend(0, 21).await, (1, 20));
 }
 
 #[tokio::test(flavor = "multi_thread")]

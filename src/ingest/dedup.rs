@@ -7,8 +7,8 @@
 //!   records are written by the next commit, which takes the records of every request waiting at
 //!   that moment — one transaction (one disk sync) for all of them instead of one per request;
 //! - in memory ([`MemoryTable`]), for an ingest process on Kafka: 8 bytes of record key and 8
-//!   bytes of content fingerprint per record (about 17 bytes with the buckets' slack), no
-//!   database round trip per request. What changed since the last snapshot is appended to a log
+//!   bytes of content fingerprint per record (about 30 bytes measured, with the buckets' slack
+//!   and the allocator's), no database round trip per request. What changed since the last snapshot is appended to a log
 //!   in the state store in the background (16 bytes a change); at start the table loads the log,
 //!   then reads the record topics from the snapshot's scan position to their end
 //!   (`Ingestor::catch_up`), so what was published but not yet in the snapshot is known again.
@@ -214,7 +214,7 @@ impl Keys {
 }
 
 /// Bytes of one entry in a piece of the table's log: the key and the fingerprint, little-endian.
-const ENTRY: usize = 16;
+pub const ENTRY: usize = 16;
 
 /// Entries as a piece of the log.
 pub fn encode(entries: impl ExactSizeIterator<Item = (u64, u64)>) -> Vec<u8> {
@@ -289,36 +289,37 @@ impl MemoryTable {
         self.len() == 0
     }
 
-    /// Puts `(record id, content hash)` pairs in the table and among the changes.
-    fn put<'a>(&self, seen: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    /// Puts `(record id, content hash)` pairs in the table and among the changes; with an
+    /// adapter, they count in its activity (new records, and when the last new or changed one
+    /// was published).
+    fn put<'a>(&self, adapter: Option<&str>, seen: impl Iterator<Item = (&'a str, &'a str)>) {
         let mut keys = self.keys.write().expect("table lock");
         let mut changes = self.changes.lock().expect("changes lock");
+        let before = changes.entries.len();
         let mut new = 0;
         for (id, hash) in seen {
             let (k, f) = (id_key(id), fingerprint(hash));
             new += u64::from(keys.insert(k, f));
             changes.entries.push((k, f));
         }
-        new
-    }
-
-    /// Records this process published: `(record id, content hash)` of `adapter`. They count in
-    /// the adapter's activity (new records, and when the last new or changed one was published).
-    pub fn published<'a>(&self, adapter: &str, seen: impl Iterator<Item = (&'a str, &'a str)>) {
-        let mut seen = seen.peekable();
-        if seen.peek().is_none() {
-            return;
+        if let Some(adapter) = adapter.filter(|_| changes.entries.len() > before) {
+            *changes.new_records.entry(adapter.to_string()).or_default() += new;
         }
-        let new = self.put(seen);
-        let mut changes = self.changes.lock().expect("changes lock");
-        *changes.new_records.entry(adapter.to_string()).or_default() += new;
     }
 
-    /// What a catch-up scan found on the bus. They join the changes after those already there,
-    /// so an older change not yet written cannot overwrite them. They do not count in the
-    /// adapters' activity: the process that published them counted them.
+    /// Records this process published: `(record id, content hash)` of `adapter`.
+    pub fn published<'a>(&self, adapter: &str, seen: impl Iterator<Item = (&'a str, &'a str)>) {
+        self.put(Some(adapter), seen);
+    }
+
+    /// Records found elsewhere: by a catch-up scan on the bus, or as rows of the table in the
+    /// state store (a snapshot written before the table had a log of its own). They join the
+    /// changes after those already there, so an older change not yet written cannot overwrite
+    /// them. They do not count in the adapters' activity: the process that published them
+    /// counted them, and the rows count as rows.
     pub fn scanned(&self, seen: &[Seen]) {
         self.put(
+            None,
             seen.iter()
                 .map(|s| (s.record_id.as_str(), s.content_hash.as_str())),
         );
@@ -334,13 +335,6 @@ impl MemoryTable {
             keys.insert(k, f);
         }
         true
-    }
-
-    /// Records of the de-duplication table in the state store (a snapshot written before the
-    /// table had a log of its own): they become changes, to be written to the log. They count
-    /// in the adapters' activity already, as rows of that table.
-    pub fn load_seen(&self, page: &[Seen]) {
-        self.scanned(page);
     }
 
     /// The whole table as pieces of at most `per` entries, to replace a long log.
