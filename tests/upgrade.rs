@@ -5,6 +5,10 @@
 //! the SQLite ledger in the data directory, once with the ledger in PostgreSQL (`ledger.sql`, a
 //! `pg_dump` of its database). `meta.json` holds the tokens it issued and the record ids. The
 //! new gateway starts on them, rebuilds its ledger from the bus, and shows the same claims.
+//!
+//! `v4-sqlite.tar.gz` holds the same steps made by the version whose SQLite ledger clustered its
+//! entries and history by record id (`WITHOUT ROWID`): today's gateway keeps that ledger and
+//! copies those two tables into rowid tables, without a rebuild.
 
 mod common;
 
@@ -63,7 +67,10 @@ async fn state_of(gw: &Gateway, token: &str, id: &str) -> String {
     }
 }
 
-async fn the_upgraded_gateway_shows_yesterdays_claims(gw: &Gateway, meta: &Value) {
+/// What the log of the upgraded gateway says it did with yesterday's ledger.
+const REBUILT: &str = "rebuilt from the bus topics";
+
+async fn the_upgraded_gateway_shows_yesterdays_claims(gw: &Gateway, meta: &Value, says: &str) {
     let department = meta["tokens"]["department"].as_str().unwrap();
     // Tokens issued by the earlier version still work.
     assert_eq!(
@@ -82,8 +89,8 @@ async fn the_upgraded_gateway_shows_yesterdays_claims(gw: &Gateway, meta: &Value
     assert_eq!(status, 200, "{inbox}");
     assert_eq!(inbox["records"].as_array().unwrap().len(), 1, "{inbox}");
     assert!(
-        gw.logs().contains("rebuilt from the bus topics"),
-        "the upgrade says what it does:\n{}",
+        gw.logs().contains(says),
+        "the upgrade says what it does ({says}):\n{}",
         gw.logs()
     );
     // And it goes on: the open record can be claimed now.
@@ -104,7 +111,49 @@ async fn a_gateway_opens_a_data_directory_of_the_first_ledger_schema() {
     let dir = tempfile::tempdir().unwrap();
     let meta = unpack("v1-sqlite.tar.gz", dir.path());
     let gw = Gateway::start(&dir.path().join("data"), &[]).await;
-    the_upgraded_gateway_shows_yesterdays_claims(&gw, &meta).await;
+    the_upgraded_gateway_shows_yesterdays_claims(&gw, &meta, REBUILT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_keeps_a_sqlite_ledger_that_clustered_its_entries_and_copies_them_to_rowid_tables(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = unpack("v4-sqlite.tar.gz", dir.path());
+    let data = dir.path().join("data");
+    let clustered = |table: &str| -> bool {
+        let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+        let sql: String = db
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap();
+        sql.to_uppercase().contains("WITHOUT ROWID")
+    };
+    assert!(clustered("ledger_entries") && clustered("ledger_history"));
+    let gw = Gateway::start(&data, &[]).await;
+    the_upgraded_gateway_shows_yesterdays_claims(&gw, &meta, "its rows were copied").await;
+    assert!(
+        !gw.logs().contains(REBUILT),
+        "kept, not rebuilt:\n{}",
+        gw.logs()
+    );
+    assert!(!clustered("ledger_entries") && !clustered("ledger_history"));
+    let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+    let leftovers: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE '%_clustered'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(leftovers, 0);
+    // The three records' entries, kept.
+    let entries: i64 = db
+        .query_row("SELECT COUNT(*) FROM ledger_entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(entries, 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,5 +176,5 @@ async fn a_gateway_opens_a_postgres_ledger_of_the_first_ledger_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
     let gw = Gateway::start(&dir.path().join("data"), &["--ledger", &url]).await;
-    the_upgraded_gateway_shows_yesterdays_claims(&gw, &meta).await;
+    the_upgraded_gateway_shows_yesterdays_claims(&gw, &meta, REBUILT).await;
 }

@@ -116,6 +116,25 @@ impl Table {
     }
 }
 
+/// Rows for `table` (all its columns, in order), inserted with `tail` (`ON CONFLICT …`) after
+/// the values.
+#[derive(Debug)]
+pub struct Insert {
+    pub table: &'static Table,
+    pub rows: Vec<Vec<Param>>,
+    pub tail: String,
+}
+
+impl Insert {
+    pub fn new(table: &'static Table, rows: Vec<Vec<Param>>, tail: impl Into<String>) -> Insert {
+        Insert {
+            table,
+            rows,
+            tail: tail.into(),
+        }
+    }
+}
+
 /// A cell of a result row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -338,13 +357,9 @@ pub trait Exec: Send {
     async fn query(&mut self, sql: &str, params: Vec<Param>) -> Result<Rows, DbError>;
     /// Runs a statement; returns the number of rows it changed.
     async fn execute(&mut self, sql: &str, params: Vec<Param>) -> Result<u64, DbError>;
-    /// Inserts rows into `table` (all its columns, in order), then `tail` (`ON CONFLICT …`).
-    async fn insert_rows(
-        &mut self,
-        table: &Table,
-        rows: Vec<Vec<Param>>,
-        tail: &str,
-    ) -> Result<(), DbError>;
+    /// Runs the inserts, in order. PostgreSQL's executor sends them one after another without
+    /// waiting for each answer (pipelining), so the server works on one while the next is built.
+    async fn insert_rows(&mut self, inserts: Vec<Insert>) -> Result<(), DbError>;
     /// Runs a script of statements without parameters (schema changes).
     async fn script(&mut self, sql: &str) -> Result<(), DbError>;
 }

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::error::LedgerError;
-use super::exec::{Cell, DbError, Dialect, Exec, Param, Rows, Table, Ty};
+use super::exec::{Cell, DbError, Dialect, Exec, Insert, Param, Rows, Ty};
 use crate::db::{chain, pg_pool, redact};
 
 fn db(e: tokio_postgres::Error) -> DbError {
@@ -61,6 +61,67 @@ fn cells(row: &tokio_postgres::Row) -> Result<Vec<Cell>, DbError> {
 }
 
 /// Statements on one PostgreSQL client or transaction.
+/// `INSERT INTO table (columns) SELECT * FROM UNNEST($1::type[], …) tail`: all the rows in one
+/// statement, each column bound as an array.
+fn unnest_insert(insert: &Insert) -> String {
+    let casts: Vec<String> = insert
+        .table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| {
+            let ty = match ty {
+                Ty::Int => "bigint",
+                Ty::Text => "text",
+                Ty::Real => "float8",
+            };
+            format!("${}::{ty}[]", i + 1)
+        })
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) SELECT * FROM UNNEST({}) {}",
+        insert.table.name,
+        insert.table.column_list(),
+        casts.join(", "),
+        insert.tail
+    )
+}
+
+/// The rows of an insert as one array a column, for [`unnest_insert`].
+fn column_arrays(insert: &Insert) -> Vec<Box<dyn ToSql + Sync + Send + '_>> {
+    let rows = &insert.rows;
+    let mut arrays: Vec<Box<dyn ToSql + Sync + Send + '_>> = Vec::new();
+    for (i, (_, ty)) in insert.table.columns.iter().enumerate() {
+        arrays.push(match ty {
+            Ty::Int => Box::new(
+                rows.iter()
+                    .map(|r| match &r[i] {
+                        Param::Int(v) => *v,
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<i64>>>(),
+            ),
+            Ty::Text => Box::new(
+                rows.iter()
+                    .map(|r| match &r[i] {
+                        Param::Text(v) => v.as_deref(),
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<&str>>>(),
+            ),
+            Ty::Real => Box::new(
+                rows.iter()
+                    .map(|r| match &r[i] {
+                        Param::Real(v) => *v,
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<f64>>>(),
+            ),
+        });
+    }
+    arrays
+}
+
 pub struct PgExec<'a, C: GenericClient> {
     pub client: &'a C,
 }
@@ -90,68 +151,33 @@ impl<C: GenericClient + Send + Sync> Exec for PgExec<'_, C> {
         self.client.execute(&stmt, &refs(&params)).await.map_err(db)
     }
 
-    async fn insert_rows(
-        &mut self,
-        table: &Table,
-        rows: Vec<Vec<Param>>,
-        tail: &str,
-    ) -> Result<(), DbError> {
-        if rows.is_empty() {
-            return Ok(());
+    async fn insert_rows(&mut self, inserts: Vec<Insert>) -> Result<(), DbError> {
+        let inserts: Vec<Insert> = inserts.into_iter().filter(|i| !i.rows.is_empty()).collect();
+        // Prepared first, in order (a statement not prepared yet is a round trip of its own), so
+        // that the executions below go out in order too: each is sent when it is first polled,
+        // while the server still works on the ones before it.
+        let mut statements = Vec::with_capacity(inserts.len());
+        for insert in &inserts {
+            let stmt = self
+                .client
+                .prepare_cached(&unnest_insert(insert))
+                .await
+                .map_err(db)?;
+            statements.push(stmt);
         }
-        // One array per column.
-        let mut arrays: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut casts = Vec::new();
-        for (i, (_, ty)) in table.columns.iter().enumerate() {
-            let n = i + 1;
-            match ty {
-                Ty::Int => {
-                    let v: Vec<Option<i64>> = rows
-                        .iter()
-                        .map(|r| match &r[i] {
-                            Param::Int(v) => *v,
-                            _ => None,
-                        })
-                        .collect();
-                    arrays.push(Box::new(v));
-                    casts.push(format!("${n}::bigint[]"));
-                }
-                Ty::Text => {
-                    let v: Vec<Option<String>> = rows
-                        .iter()
-                        .map(|r| match &r[i] {
-                            Param::Text(v) => v.clone(),
-                            _ => None,
-                        })
-                        .collect();
-                    arrays.push(Box::new(v));
-                    casts.push(format!("${n}::text[]"));
-                }
-                Ty::Real => {
-                    let v: Vec<Option<f64>> = rows
-                        .iter()
-                        .map(|r| match &r[i] {
-                            Param::Real(v) => *v,
-                            _ => None,
-                        })
-                        .collect();
-                    arrays.push(Box::new(v));
-                    casts.push(format!("${n}::float8[]"));
-                }
-            }
-        }
-        let sql = format!(
-            "INSERT INTO {} ({}) SELECT * FROM UNNEST({}) {tail}",
-            table.name,
-            table.column_list(),
-            casts.join(", ")
-        );
-        let stmt = self.client.prepare_cached(&sql).await.map_err(db)?;
-        let params: Vec<&(dyn ToSql + Sync)> = arrays
+        let client = self.client;
+        let executions = inserts
             .iter()
-            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        self.client.execute(&stmt, &params).await.map_err(db)?;
+            .zip(&statements)
+            .map(|(insert, stmt)| async move {
+                let arrays = column_arrays(insert);
+                let params: Vec<&(dyn ToSql + Sync)> = arrays
+                    .iter()
+                    .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                client.execute(stmt, &params).await.map_err(db)
+            });
+        futures::future::try_join_all(executions).await?;
         Ok(())
     }
 

@@ -159,9 +159,15 @@ pub fn upsert(table: &Table, key: &[&str]) -> String {
     )
 }
 
-/// The tables and indexes, in a dialect: the integer type, SQLite's `WITHOUT ROWID` for tables
-/// keyed by their primary key, and the covering index the tracker reads (SQLite has no
+/// The tables and indexes, in a dialect: the integer type, SQLite's `WITHOUT ROWID` for the small
+/// tables keyed by their primary key, and the covering index the tracker reads (SQLite has no
 /// `INCLUDE`: the columns join the key).
+///
+/// On SQLite, the tables that grow by a record at a time — records, entries, history, events —
+/// keep their rows in a rowid table, in the order they were written, and their key (a record id,
+/// random) in an index of its own. A burst of a thousand records then appends its rows to the
+/// last pages of each table and touches a few pages of each key index, where a table clustered by
+/// record id would write a page of its own for nearly every row (see [`ROWID_TABLES`]).
 pub fn ddl(dialect: Dialect) -> String {
     let unclaimed = state_in("", &EntryState::UNCLAIMED);
     let (int, real, without_rowid) = match dialect {
@@ -199,7 +205,7 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     feedback_due_at {int}, calendar_version TEXT NOT NULL, deadline_problem TEXT,
     alert_level {int} NOT NULL, note TEXT, outcome TEXT, via TEXT, flow TEXT NOT NULL, due_rule TEXT,
     due_at {int}, version {int} NOT NULL, claim_hours {real},
-    PRIMARY KEY (record_id, department)){without_rowid};
+    PRIMARY KEY (record_id, department));
 CREATE INDEX IF NOT EXISTS entries_by_department ON ledger_entries (department, pushed_at);
 CREATE INDEX IF NOT EXISTS entries_by_department_state ON ledger_entries (department, state, due_at);
 CREATE INDEX IF NOT EXISTS entries_pushed ON ledger_entries (pushed_at);
@@ -208,7 +214,7 @@ CREATE INDEX IF NOT EXISTS entries_unclaimed ON ledger_entries (department, kind
 CREATE TABLE IF NOT EXISTS ledger_history (
     record_id TEXT NOT NULL, n {int} NOT NULL, department TEXT, action TEXT NOT NULL, actor TEXT,
     channel TEXT, at {int} NOT NULL, event_id TEXT NOT NULL, detail TEXT NOT NULL,
-    PRIMARY KEY (record_id, n)){without_rowid};
+    PRIMARY KEY (record_id, n));
 CREATE TABLE IF NOT EXISTS ledger_events (
     record_id TEXT NOT NULL, event_id TEXT NOT NULL, at_ms {int} NOT NULL, rank {int} NOT NULL,
     kind TEXT NOT NULL, topic TEXT NOT NULL, part {int} NOT NULL, pos {int} NOT NULL, payload TEXT NOT NULL,
@@ -303,6 +309,12 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
     } else {
         None
     };
+    // Today's schema, with tables SQLite stored the way of an earlier version: kept, and copied.
+    let clustered = if dialect == Dialect::Sqlite && version.as_deref() == Some(SCHEMA_VERSION) {
+        clustered_tables(ex).await?
+    } else {
+        Vec::new()
+    };
     if has_meta && version.as_deref() != Some(SCHEMA_VERSION) {
         tracing::warn!(
             from = version.as_deref().unwrap_or("none"),
@@ -329,6 +341,20 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
         }
     }
     ex.script(&ddl(dialect)).await?;
+    for table in &clustered {
+        let copied = ex
+            .execute(
+                &format!("INSERT INTO {table} SELECT * FROM {table}_clustered"),
+                vec![],
+            )
+            .await?;
+        ex.script(&format!("DROP TABLE {table}_clustered")).await?;
+        tracing::info!(
+            table = %table,
+            rows = copied,
+            "the ledger table now keeps its rows in write order, its key in an index; its rows were copied"
+        );
+    }
     if old {
         let ms = |column: &str| match dialect {
             Dialect::Sqlite => format!("CAST(strftime('%s', {column}) AS INTEGER) * 1000"),
@@ -385,6 +411,46 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
     )
     .await?;
     Ok(())
+}
+
+/// The SQLite tables of the projection that an earlier version clustered by record id (`WITHOUT
+/// ROWID`) and this one keeps as rowid tables: see [`ddl`].
+pub const ROWID_TABLES: [&str; 2] = ["ledger_entries", "ledger_history"];
+
+/// Moves the SQLite tables of [`ROWID_TABLES`] that are still clustered aside (renamed
+/// `<table>_clustered`, their indexes dropped, so that [`ddl`] creates them anew), and names them;
+/// [`migrate`] copies their rows into the new tables. Their rows are kept as they are: the
+/// columns did not change, only how SQLite stores them.
+async fn clustered_tables(ex: &mut dyn Exec) -> Result<Vec<&'static str>, DbError> {
+    let mut moved = Vec::new();
+    for table in ROWID_TABLES {
+        let rows = ex
+            .query(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1",
+                vec![Param::from(table)],
+            )
+            .await?;
+        let Some(row) = rows.iter("sqlite_master").next() else {
+            continue;
+        };
+        if !row.text("sql")?.to_uppercase().contains("WITHOUT ROWID") {
+            continue;
+        }
+        let indexes = ex
+            .query(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL",
+                vec![Param::from(table)],
+            )
+            .await?;
+        for index in indexes.iter("sqlite_master") {
+            ex.script(&format!("DROP INDEX {}", index.text("name")?))
+                .await?;
+        }
+        ex.script(&format!("ALTER TABLE {table} RENAME TO {table}_clustered"))
+            .await?;
+        moved.push(table);
+    }
+    Ok(moved)
 }
 
 /// The receiving side of the monthly report: the month's entries (`$1` ≤ pushed_at < `$2`)

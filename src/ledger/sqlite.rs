@@ -13,7 +13,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
 use super::error::LedgerError;
-use super::exec::{sqlite_placeholders, Cell, DbError, Dialect, Exec, Param, Rows, Table};
+use super::exec::{sqlite_placeholders, Cell, DbError, Dialect, Exec, Insert, Param, Rows};
 
 impl rusqlite::ToSql for Param {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -86,27 +86,24 @@ impl Exec for SqliteExec<'_> {
         self.execute_now(sql, &params)
     }
 
-    async fn insert_rows(
-        &mut self,
-        table: &Table,
-        rows: Vec<Vec<Param>>,
-        tail: &str,
-    ) -> Result<(), DbError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let placeholders: Vec<String> =
-            (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({}) {tail}",
-            table.name,
-            table.column_list(),
-            placeholders.join(", ")
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(db)?;
-        for row in &rows {
-            stmt.execute(rusqlite::params_from_iter(row.iter()))
-                .map_err(db)?;
+    async fn insert_rows(&mut self, inserts: Vec<Insert>) -> Result<(), DbError> {
+        for Insert { table, rows, tail } in inserts {
+            if rows.is_empty() {
+                continue;
+            }
+            let placeholders: Vec<String> =
+                (1..=table.columns.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES ({}) {tail}",
+                table.name,
+                table.column_list(),
+                placeholders.join(", ")
+            );
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(db)?;
+            for row in &rows {
+                stmt.execute(rusqlite::params_from_iter(row.iter()))
+                    .map_err(db)?;
+            }
         }
         Ok(())
     }
