@@ -32,9 +32,11 @@ pub fn sqlite_connect(path: &Path) -> Result<Connection, Box<dyn std::error::Err
 /// How often a [`Checkpointer`] copies the write-ahead log back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// The write-ahead log a [`Checkpointer`] lets grow before it restarts the log: 16,384 pages
-/// (64 MiB of 4 KiB pages).
-const WAL_LIMIT_PAGES: i64 = 16_384;
+/// The write-ahead log a [`Checkpointer`] lets grow before it restarts the log: 65,536 pages
+/// (256 MiB of 4 KiB pages). A restart holds the writer back while it copies what is left and
+/// syncs the database file, so it is kept rare: with a limit of 64 MiB the ledger applied a
+/// burst of 40,000 records 8–14% slower.
+const WAL_LIMIT_PAGES: i64 = 65_536;
 
 /// How long a restart of the log waits for the readers that still use it; writers wait as long
 /// (at most this, once per [`WAL_LIMIT_PAGES`] of log), and a restart that cannot get its turn

@@ -2,6 +2,7 @@
 //! (the record and its entries, one per department). Pure and synchronous; the order of a
 //! record's events and the events that wait for their record are [`super::fold`]'s business.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset};
@@ -104,7 +105,7 @@ fn working_hours(
 }
 
 /// The profile in force for a record, with its item's overrides.
-fn record_policy(record: &RecordRow, ctx: &Context) -> Option<Policy> {
+fn record_policy<'a>(record: &RecordRow, ctx: &Context<'a>) -> Option<Cow<'a, Policy>> {
     let overrides = match ctx.catalog.route(record.kind, &record.data) {
         Route::To { overrides, .. } => overrides,
         Route::Unrouted(_) => BTreeMap::new(),
@@ -497,7 +498,7 @@ fn apply_record(state: &RecordState, r: &RecordEvent, ctx: &Context) -> Changes 
             for d in departments {
                 changes
                     .entries
-                    .push(new_entry(&record, &d, pushed_at, policy.as_ref(), ctx));
+                    .push(new_entry(&record, &d, pushed_at, policy.as_deref(), ctx));
                 let mut detail = json!({"catalog": ctx.catalog.version});
                 if let Some(why) = &out_of_period {
                     detail["policy_out_of_period"] = json!(why);
@@ -578,7 +579,7 @@ fn apply_update(
             {
                 continue;
             }
-            let mut next = new_entry(&record, &e.department, r.time, policy.as_ref(), ctx);
+            let mut next = new_entry(&record, &e.department, r.time, policy.as_deref(), ctx);
             next.note = Some(format!(
                 "version {} (changed: {})",
                 record.version,
@@ -644,9 +645,13 @@ fn apply_claim(state: &RecordState, c: &ClaimEvent, ctx: &Context) -> Changes {
                     Route::Unrouted(_) => BTreeMap::new(),
                 };
                 let policy = ctx.policy(&overrides);
-                changes
-                    .entries
-                    .push(new_entry(record, &c.department, c.at, policy.as_ref(), ctx));
+                changes.entries.push(new_entry(
+                    record,
+                    &c.department,
+                    c.at,
+                    policy.as_deref(),
+                    ctx,
+                ));
                 let mut r = record.clone();
                 r.unrouted = None;
                 changes.record = Some(r);
@@ -741,7 +746,7 @@ fn apply_claim(state: &RecordState, c: &ClaimEvent, ctx: &Context) -> Changes {
                 h.detail = json!({"to": to, "reason": reason});
                 let policy = record_policy(record, ctx);
                 // The receiver's deadlines count from the hand-over.
-                let mut next = new_entry(record, &to, c.at, policy.as_ref(), ctx);
+                let mut next = new_entry(record, &to, c.at, policy.as_deref(), ctx);
                 next.note = Some(format!("forwarded by {}: {reason}", c.department));
                 let mut received = history(
                     &c.record_id,
@@ -930,7 +935,7 @@ fn deliver_decision(
         return;
     }
     let policy = record_policy(record, ctx);
-    let mut entry = base_entry(record, &requester, f.at, policy.as_ref(), ctx);
+    let mut entry = base_entry(record, &requester, f.at, policy.as_deref(), ctx);
     entry.via = None;
     entry.claim_rule = Some(rules::CLAIM_DECISION.to_string());
     if let Some(rule) = policy.as_ref().and_then(|p| p.rule(rules::CLAIM_DECISION)) {

@@ -26,6 +26,7 @@ pub use event::{
 };
 pub use machine::apply;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -503,13 +504,17 @@ pub struct Context<'a> {
     pub policy: &'a str,
 }
 
-impl Context<'_> {
-    /// The profile in force with a record's per-item overrides.
-    pub fn policy(&self, overrides: &BTreeMap<String, u32>) -> Option<Policy> {
+impl<'a> Context<'a> {
+    /// The profile in force with a record's per-item overrides: the profile itself, not a copy,
+    /// when the item has none (nearly every record).
+    pub fn policy(&self, overrides: &BTreeMap<String, u32>) -> Option<Cow<'a, Policy>> {
         let base = self.policies.get(self.policy)?;
-        Some(
+        if overrides.is_empty() {
+            return Some(Cow::Borrowed(base));
+        }
+        Some(Cow::Owned(
             base.with_overrides(overrides)
                 .unwrap_or_else(|_| base.clone()),
-        )
+        ))
     }
 }
