@@ -388,6 +388,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    if let Command::Run { .. } = &cli.command {
+        settings.role.tune_allocator();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
