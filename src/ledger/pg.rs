@@ -60,7 +60,6 @@ fn cells(row: &tokio_postgres::Row) -> Result<Vec<Cell>, DbError> {
     Ok(out)
 }
 
-/// Statements on one PostgreSQL client or transaction.
 /// `INSERT INTO table (columns) SELECT * FROM UNNEST($1::type[], …) tail`: all the rows in one
 /// statement, each column bound as an array.
 fn unnest_insert(insert: &Insert) -> String {
@@ -89,39 +88,36 @@ fn unnest_insert(insert: &Insert) -> String {
 
 /// The rows of an insert as one array a column, for [`unnest_insert`].
 fn column_arrays(insert: &Insert) -> Vec<Box<dyn ToSql + Sync + Send + '_>> {
+    /// Column `i` of every row, as `pick` reads its cell (a cell of another type is null).
+    fn column<'a, T>(
+        rows: &'a [Vec<Param>],
+        i: usize,
+        pick: fn(&'a Param) -> Option<T>,
+    ) -> Vec<Option<T>> {
+        rows.iter().map(|r| pick(&r[i])).collect()
+    }
     let rows = &insert.rows;
     let mut arrays: Vec<Box<dyn ToSql + Sync + Send + '_>> = Vec::new();
     for (i, (_, ty)) in insert.table.columns.iter().enumerate() {
         arrays.push(match ty {
-            Ty::Int => Box::new(
-                rows.iter()
-                    .map(|r| match &r[i] {
-                        Param::Int(v) => *v,
-                        _ => None,
-                    })
-                    .collect::<Vec<Option<i64>>>(),
-            ),
-            Ty::Text => Box::new(
-                rows.iter()
-                    .map(|r| match &r[i] {
-                        Param::Text(v) => v.as_deref(),
-                        _ => None,
-                    })
-                    .collect::<Vec<Option<&str>>>(),
-            ),
-            Ty::Real => Box::new(
-                rows.iter()
-                    .map(|r| match &r[i] {
-                        Param::Real(v) => *v,
-                        _ => None,
-                    })
-                    .collect::<Vec<Option<f64>>>(),
-            ),
+            Ty::Int => Box::new(column(rows, i, |p| match p {
+                Param::Int(v) => *v,
+                _ => None,
+            })),
+            Ty::Text => Box::new(column(rows, i, |p| match p {
+                Param::Text(v) => v.as_deref(),
+                _ => None,
+            })),
+            Ty::Real => Box::new(column(rows, i, |p| match p {
+                Param::Real(v) => *v,
+                _ => None,
+            })),
         });
     }
     arrays
 }
 
+/// Statements on one PostgreSQL client or transaction.
 pub struct PgExec<'a, C: GenericClient> {
     pub client: &'a C,
 }
