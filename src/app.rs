@@ -213,9 +213,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.server.max_batch_records,
     )
     .with_policy(defs.policies.get(&defs.policy).cloned());
-    // A process that ingests at rate on Kafka keeps the de-duplication table in memory; on the
-    // embedded bus it stays in the state store, written by group commit (see `ingest::dedup`).
-    if role.ingests() && settings.bus.url.starts_with("kafka://") {
+    // A process that ingests keeps the de-duplication table in memory, on either bus: no request
+    // waits for a commit of its own besides the publish (see `ingest::dedup`).
+    if role.ingests() {
         ingestor = ingestor.with_table_in_memory();
     }
     let ingestor = Arc::new(ingestor);

@@ -392,6 +392,7 @@ fn main() -> ExitCode {
         settings.role.tune_allocator();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(settings.role.max_blocking_threads())
         .enable_all()
         .build()
         .expect("tokio runtime");

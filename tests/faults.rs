@@ -320,7 +320,13 @@ async fn sigkill_during_ingest_loses_nothing_and_publishes_nothing_twice() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     gw.restart().await;
-    assert_eq!(get(&gw, "/readyz", "").await.0, 200, "{}", gw.logs());
+    // Ready once the de-duplication table has loaded its log and caught up with the bus (the
+    // clients' resends wait for it meanwhile).
+    let restarted = &gw;
+    until(30, "ready after the restart", || async move {
+        get(restarted, "/readyz", "").await.0 == 200
+    })
+    .await;
     tokio::time::timeout(Duration::from_secs(120), sender)
         .await
         .expect("clients done")

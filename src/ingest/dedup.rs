@@ -3,15 +3,16 @@
 //! A record is a duplicate when the content last published for its record id (its adapter and
 //! business key) is the same. The table has two forms ([`Table`]):
 //!
-//! - in the state store ([`GroupCommit`]), for the embedded setup: each request's published
-//!   records are written by the next commit, which takes the records of every request waiting at
-//!   that moment — one transaction (one disk sync) for all of them instead of one per request;
-//! - in memory ([`MemoryTable`]), for an ingest process on Kafka: 8 bytes of record key and 8
-//!   bytes of content fingerprint per record (about 30 bytes measured, with the buckets' slack
-//!   and the allocator's), no database round trip per request. What changed since the last snapshot is appended to a log
-//!   in the state store in the background (16 bytes a change); at start the table loads the log,
-//!   then reads the record topics from the snapshot's scan position to their end
-//!   (`Ingestor::catch_up`), so what was published but not yet in the snapshot is known again.
+//! - in memory ([`MemoryTable`]), for the gateway: 8 bytes of record key and 8 bytes of content
+//!   fingerprint per record (about 18 bytes measured, with the chunks' slack), no database round
+//!   trip per request. What changed since the last snapshot is appended to a log in the state
+//!   store in the background (16 bytes a change); at start the table loads the log, then reads
+//!   the record topics from the snapshot's scan position to their end (`Ingestor::catch_up`), so
+//!   what was published but not yet in the snapshot is known again;
+//! - in the state store ([`GroupCommit`]), for `shenguan dlq replay`, a command that runs once
+//!   and has no table to load: each request's published records are written by the next commit,
+//!   which takes the records of every request waiting at that moment — one transaction (one disk
+//!   sync) for all of them instead of one per request.
 //!
 //! [`Reservations`] makes two requests with a record in common run one after the other, so the
 //! second sees what the first published; requests without one run side by side.
@@ -159,21 +160,54 @@ impl GroupCommit {
 
 /// Keys in a bucket are found by the top bits of the key.
 const BUCKET_BITS: u32 = 16;
+/// Entries in a chunk: 128 bytes.
+const CHUNK: usize = 8;
+/// Chunks in a block of the pool: 512 KiB.
+const BLOCK_CHUNKS: usize = 4096;
+/// No chunk.
+const NO_CHUNK: u32 = u32::MAX;
 
-/// Record key → content fingerprint, 16 bytes a record: 65,536 sorted arrays chosen by the top
-/// bits of the key (the keys are hashes, so the buckets fill evenly). A bucket grows by an
-/// eighth at a time, so the whole stays within a few percent of 16 bytes a record and never
-/// needs a second copy of itself to grow, as one hash table would (at 2 million records a
-/// standard hash map of the same pairs holds 4 million slots and, while it grows, both).
+type Chunk = [(u64, u64); CHUNK];
+
+/// A bucket: its chain of chunks and how many entries it holds.
+#[derive(Clone, Copy)]
+struct Bucket {
+    first: u32,
+    last: u32,
+    len: u32,
+}
+
+/// Record key → content fingerprint, 16 bytes a record: 65,536 buckets chosen by the top bits
+/// of the key (the keys are hashes, so the buckets fill evenly), each a chain of chunks of 8
+/// entries taken from one pool of 512 KiB blocks. A record added to a full chunk takes a new
+/// chunk: nothing is moved or freed as the table grows, so the memory is the entries, half a
+/// chunk per bucket (4 MiB) and 4 bytes a chunk for the chains — about 18 bytes a record at 2
+/// million. (Sorted arrays per bucket, grown by an eighth at a time, measured 30 bytes a record:
+/// the allocator's size classes and what it kept of the arrays' moves. One hash table would
+/// need a second copy of itself to grow.) A look-up reads the bucket's chunks, about 4 at 2
+/// million records.
 struct Keys {
-    buckets: Vec<Vec<(u64, u64)>>,
+    buckets: Vec<Bucket>,
+    /// The chunks; a chunk's index is its block times [`BLOCK_CHUNKS`] plus its place in it.
+    blocks: Vec<Box<[Chunk]>>,
+    /// The chunk after each chunk in its bucket's chain.
+    next: Vec<u32>,
     len: usize,
 }
 
 impl Default for Keys {
     fn default() -> Keys {
         Keys {
-            buckets: (0..1usize << BUCKET_BITS).map(|_| Vec::new()).collect(),
+            buckets: vec![
+                Bucket {
+                    first: NO_CHUNK,
+                    last: NO_CHUNK,
+                    len: 0,
+                };
+                1usize << BUCKET_BITS
+            ],
+            blocks: Vec::new(),
+            next: Vec::new(),
             len: 0,
         }
     }
@@ -184,32 +218,88 @@ impl Keys {
         (key >> (64 - BUCKET_BITS)) as usize
     }
 
+    fn chunk(&self, index: u32) -> &Chunk {
+        let i = index as usize;
+        &self.blocks[i / BLOCK_CHUNKS][i % BLOCK_CHUNKS]
+    }
+
+    fn chunk_mut(&mut self, index: u32) -> &mut Chunk {
+        let i = index as usize;
+        &mut self.blocks[i / BLOCK_CHUNKS][i % BLOCK_CHUNKS]
+    }
+
+    /// The entries of bucket `b`, chunk by chunk: (chunk index, entries used in it).
+    fn chain(&self, b: usize) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let bucket = self.buckets[b];
+        let mut at = bucket.first;
+        let mut left = bucket.len as usize;
+        std::iter::from_fn(move || {
+            if at == NO_CHUNK || left == 0 {
+                return None;
+            }
+            let here = (at, left.min(CHUNK));
+            left -= here.1;
+            at = self.next[at as usize];
+            Some(here)
+        })
+    }
+
+    /// Where `key` is: (chunk index, place in it).
+    fn find(&self, key: u64) -> Option<(u32, usize)> {
+        self.chain(Keys::bucket(key)).find_map(|(c, used)| {
+            self.chunk(c)[..used]
+                .iter()
+                .position(|e| e.0 == key)
+                .map(|i| (c, i))
+        })
+    }
+
     fn get(&self, key: u64) -> Option<u64> {
-        let b = &self.buckets[Keys::bucket(key)];
-        b.binary_search_by_key(&key, |e| e.0).ok().map(|i| b[i].1)
+        self.find(key).map(|(c, i)| self.chunk(c)[i].1)
     }
 
     /// Sets the fingerprint of `key`; `true` when the key is new.
     fn insert(&mut self, key: u64, fingerprint: u64) -> bool {
-        let b = &mut self.buckets[Keys::bucket(key)];
-        match b.binary_search_by_key(&key, |e| e.0) {
-            Ok(i) => {
-                b[i].1 = fingerprint;
-                false
-            }
-            Err(i) => {
-                if b.len() == b.capacity() {
-                    b.reserve_exact(b.len() / 8 + 2);
-                }
-                b.insert(i, (key, fingerprint));
-                self.len += 1;
-                true
-            }
+        if let Some((c, i)) = self.find(key) {
+            self.chunk_mut(c)[i].1 = fingerprint;
+            return false;
         }
+        let b = Keys::bucket(key);
+        let bucket = self.buckets[b];
+        let place = bucket.len as usize % CHUNK;
+        let last = if place == 0 {
+            let new = self.new_chunk();
+            match bucket.last {
+                NO_CHUNK => self.buckets[b].first = new,
+                last => self.next[last as usize] = new,
+            }
+            self.buckets[b].last = new;
+            new
+        } else {
+            bucket.last
+        };
+        self.chunk_mut(last)[place] = (key, fingerprint);
+        self.buckets[b].len += 1;
+        self.len += 1;
+        true
+    }
+
+    /// A chunk at the end of the pool, which takes a new block when the last one is full.
+    fn new_chunk(&mut self) -> u32 {
+        let index = self.next.len();
+        if index == self.blocks.len() * BLOCK_CHUNKS {
+            self.blocks
+                .push(vec![[(0, 0); CHUNK]; BLOCK_CHUNKS].into_boxed_slice());
+        }
+        self.next.push(NO_CHUNK);
+        u32::try_from(index).expect("fewer than 2^32 chunks (34 billion records)")
     }
 
     fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.buckets.iter().flatten().copied()
+        (0..self.buckets.len()).flat_map(move |b| {
+            self.chain(b)
+                .flat_map(move |(c, used)| self.chunk(c)[..used].iter().copied())
+        })
     }
 }
 
@@ -479,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn the_keys_stay_sorted_and_close_to_sixteen_bytes_a_record() {
+    fn the_keys_hold_every_record_once_in_close_to_sixteen_bytes_a_record() {
         let mut keys = Keys::default();
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut all = Vec::new();
@@ -496,14 +586,19 @@ mod tests {
         for (k, f) in &all {
             assert_eq!(keys.get(*k), Some(*f));
         }
-        let listed: Vec<u64> = keys.iter().map(|(k, _)| k).collect();
-        assert!(listed.windows(2).all(|w| w[0] < w[1]), "in key order");
-        let slots: usize = keys.buckets.iter().map(Vec::capacity).sum();
+        assert_eq!(keys.get(0x1234), None);
+        let mut listed: Vec<(u64, u64)> = keys.iter().collect();
+        listed.sort_unstable();
+        all.sort_unstable();
+        assert_eq!(listed, all, "every record once, with its last fingerprint");
+        // The chunks in use: the entries and at most one part-filled chunk per bucket.
+        let chunks = keys.next.len();
         assert!(
-            slots < all.len() * 5 / 4,
-            "{slots} slots for {} records",
+            chunks * CHUNK <= all.len() + keys.buckets.len() * (CHUNK - 1),
+            "{chunks} chunks for {} records",
             all.len()
         );
+        assert_eq!(keys.blocks.len(), chunks.div_ceil(BLOCK_CHUNKS));
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use crate::bus::{Bus, Message};
 use crate::schema::RecordKind;
 use crate::telemetry::{events, METRICS};
 
-pub use super::levels::{level_at, level_due, DUE_SOON_HORIZON};
+pub use super::levels::{due_scan_bound, level_at, level_due, DUE_SOON_HORIZON};
 
 /// The alerts due at `now`: for every entry whose open obligation has reached a higher level
 /// than the one raised so far, the alert that raises it (alert.v1). Publishing them is the
@@ -33,7 +33,8 @@ pub async fn due_alerts(
     published: &std::collections::HashSet<String>,
 ) -> Result<Vec<Alert>, LedgerError> {
     let mut out = Vec::new();
-    for entry in ledger.entries_due_before(now + DUE_SOON_HORIZON).await? {
+    let bound = due_scan_bound(&shared.policies, &shared.calendar, now);
+    for entry in ledger.entries_due_before(bound).await? {
         let Some(policy) = shared.policies.get(&entry.policy) else {
             continue;
         };

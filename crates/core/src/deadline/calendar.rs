@@ -371,6 +371,36 @@ impl Calendar {
         Ok(total.num_seconds())
     }
 
+    /// The latest instant `t` with `working_seconds_between(from, t) <= seconds`: where `seconds`
+    /// of working time after `from` run out, moved past the days off that follow when they run
+    /// out at the end of a working day. Every instant after it is more than `seconds` of working
+    /// time away from `from`.
+    pub fn last_within_working_seconds(
+        &self,
+        from: DateTime<FixedOffset>,
+        seconds: u32,
+    ) -> Result<DateTime<FixedOffset>, MissingYear> {
+        let tz = shanghai();
+        let start = from.with_timezone(&tz).naive_local();
+        let mut left = TimeDelta::seconds(i64::from(seconds));
+        let mut day = start.date();
+        loop {
+            let next = Step::Forward.apply(day)?;
+            if self.is_working_day(day)? {
+                let lo = start.max(day.and_time(NaiveTime::MIN));
+                let rest_of_day = next.and_time(NaiveTime::MIN) - lo;
+                if rest_of_day > left {
+                    return Ok(tz
+                        .from_local_datetime(&(lo + left))
+                        .single()
+                        .expect("a fixed offset maps every local time in range to one instant"));
+                }
+                left -= rest_of_day;
+            }
+            day = next;
+        }
+    }
+
     /// The last date with holiday data (31 December of the last covered year).
     pub fn last_covered_date(&self) -> NaiveDate {
         let last = self.years.keys().next_back().copied();
@@ -872,6 +902,57 @@ work = []
             calendar.working_seconds_between(saturday, monday).unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn the_last_instant_within_working_time_skips_days_off_and_is_the_bound_of_working_seconds() {
+        let calendar = Calendar::builtin();
+        let within = |from: &str, hours: u32| {
+            calendar
+                .last_within_working_seconds(at(from), hours * 3600)
+                .unwrap()
+        };
+        // Inside the same working day.
+        assert_eq!(
+            within("2026-12-09T10:00:00+08:00", 8),
+            at("2026-12-09T18:00:00+08:00")
+        );
+        // Running out at the end of a Friday: every instant of the weekend is as far, so the
+        // bound is Monday's start.
+        assert_eq!(
+            within("2026-12-11T16:00:00+08:00", 8),
+            at("2026-12-14T00:00:00+08:00")
+        );
+        // 国庆节: 12 h from 30 September 18:00 run out at 8 October 06:00 (as the working
+        // seconds above count them); from a day off, the count starts on the next working day.
+        assert_eq!(
+            within("2026-09-30T18:00:00+08:00", 12),
+            at("2026-10-08T06:00:00+08:00")
+        );
+        assert_eq!(
+            within("2026-10-03T09:00:00+08:00", 4),
+            at("2026-10-08T04:00:00+08:00")
+        );
+        assert_eq!(
+            within("2026-10-03T09:00:00+08:00", 0),
+            at("2026-10-08T00:00:00+08:00")
+        );
+        // It is the bound of `working_seconds_between`: at it the time is used up, past it over.
+        for (from, hours) in [
+            ("2026-12-11T16:00:00+08:00", 8),
+            ("2026-09-30T18:00:00+08:00", 12),
+            ("2026-04-30T20:30:00+08:00", 30),
+        ] {
+            let last = within(from, hours);
+            let limit = i64::from(hours) * 3600;
+            assert!(calendar.working_seconds_between(at(from), last).unwrap() <= limit);
+            let past = last + chrono::Duration::seconds(1);
+            assert!(calendar.working_seconds_between(at(from), past).unwrap() > limit);
+        }
+        // Past the data: an error, not a guess.
+        assert!(calendar
+            .last_within_working_seconds(at("2026-12-31T20:00:00+08:00"), 8 * 3600)
+            .is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use chrono::{DateTime, FixedOffset};
 
 use super::{alert_id, rules, Alert, AlertLevel, DueEntry, Entry};
-use crate::deadline::{Calendar, Policy};
+use crate::deadline::{Calendar, Policies, Policy};
 
 /// The alert level an entry's open obligation (claim, reply, confirmation, sign-off,
 /// verification, disposition) has reached at `now`.
@@ -44,10 +44,34 @@ pub fn level_due(
     }
 }
 
-/// How far ahead of now a deadline can be and still be "due soon": the due-soon window is a few
-/// working hours, and the longest run of days off in the State Council arrangements is 9 days,
-/// so three weeks covers it with room to spare. Deadlines further out are not read at all.
+/// How far ahead of now a deadline can be and still be "due soon" when the calendar cannot say:
+/// the due-soon window is a few working hours, and the longest run of days off in the State
+/// Council arrangements is 9 days, so three weeks covers it with room to spare.
 pub const DUE_SOON_HORIZON: chrono::Duration = chrono::Duration::days(21);
+
+/// The bound below which the tracker reads deadlines at `now`: just past the last instant that
+/// is within the longest due-soon window of `policies` in working time
+/// ([`Calendar::last_within_working_seconds`]). A deadline at or after it has more working time
+/// left than any profile's window, so it has no level to raise yet and is not read: what the
+/// tracker reads at each tick is what is due soon or overdue, not every fresh claim due within
+/// days. [`DUE_SOON_HORIZON`] from `now` when the calendar has no data for the days ahead.
+pub fn due_scan_bound(
+    policies: &Policies,
+    calendar: &Calendar,
+    now: DateTime<FixedOffset>,
+) -> DateTime<FixedOffset> {
+    let hours = policies
+        .names()
+        .into_iter()
+        .filter_map(|name| policies.get(name))
+        .map(|p| p.due_soon_working_hours)
+        .max()
+        .unwrap_or(0);
+    match calendar.last_within_working_seconds(now, hours.saturating_mul(3600)) {
+        Ok(last) => last + chrono::Duration::seconds(1),
+        Err(_) => now + DUE_SOON_HORIZON,
+    }
+}
 
 /// The alert that raises `entry` to `level` at `now`. Its id is fixed per record, department,
 /// rule and level, so however often it is published the ledger applies it once.
@@ -88,5 +112,50 @@ pub fn raise(entry: &DueEntry, level: AlertLevel, now: DateTime<FixedOffset>) ->
             }
             _ => format!("{department} still did not {what} ({kind}); escalated"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn the_due_scan_reads_up_to_the_end_of_the_due_soon_window_in_working_time() {
+        let (policies, calendar) = (Policies::builtin(), Calendar::builtin());
+        let hours = policies
+            .names()
+            .into_iter()
+            .map(|n| policies.get(n).unwrap().due_soon_working_hours)
+            .max()
+            .unwrap();
+        assert_eq!(hours, 8, "the builtin profiles' window");
+        // Friday 16:00: the 8 working hours end with the day, and the weekend adds none.
+        let friday = at("2026-12-11T16:00:00+08:00");
+        let bound = due_scan_bound(&policies, &calendar, friday);
+        assert_eq!(bound, at("2026-12-14T00:00:01+08:00"));
+        let policy = policies.get("yuanqu-2022").unwrap();
+        // A claim due on Monday at 00:00 is due soon on Friday; one due later has no level yet.
+        let monday = at("2026-12-14T00:00:00+08:00");
+        assert_eq!(
+            level_due(monday, policy, &calendar, friday),
+            AlertLevel::DueSoon
+        );
+        assert!(monday < bound);
+        let later = at("2026-12-14T23:59:59+08:00");
+        assert_eq!(
+            level_due(later, policy, &calendar, friday),
+            AlertLevel::None
+        );
+        assert!(later >= bound);
+        // Past the calendar's data the horizon is kept.
+        let late = at("2026-12-31T20:00:00+08:00");
+        assert_eq!(
+            due_scan_bound(&policies, &calendar, late),
+            late + DUE_SOON_HORIZON
+        );
     }
 }
