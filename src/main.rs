@@ -391,11 +391,11 @@ fn main() -> ExitCode {
     if let Command::Run { .. } = &cli.command {
         settings.role.tune_allocator();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .max_blocking_threads(settings.role.max_blocking_threads())
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = settings.role.max_blocking_threads() {
+        builder.max_blocking_threads(n);
+    }
+    let runtime = builder.enable_all().build().expect("tokio runtime");
     let result: anyhow::Result<bool> = runtime.block_on(async move {
         match cli.command {
             Command::Run { .. } => app::run(settings).await.map(|_| true),

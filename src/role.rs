@@ -97,13 +97,12 @@ impl Role {
         }
     }
 
-    /// The blocking threads of the process's runtime: an ingest process runs each request's
-    /// pipeline on one, and more threads than twice the cores only hold more memory.
-    pub fn max_blocking_threads(self) -> usize {
-        match self {
-            Role::Ingest => std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
-            _ => 512,
-        }
+    /// The most blocking threads of the process's runtime, where it is not the runtime's
+    /// default: an ingest process runs each request's pipeline on one, and more threads than
+    /// twice the cores only hold more memory (each has a heap of its own).
+    pub fn max_blocking_threads(self) -> Option<usize> {
+        (self == Role::Ingest)
+            .then(|| std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)
     }
 }
 
