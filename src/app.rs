@@ -240,6 +240,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             shared: shared.clone(),
             applied: applied.clone(),
             status: projector_status.clone(),
+            burst: settings.ledger.burst,
         };
         let projector_stop = stopped.clone();
         projector_task = Some(tokio::spawn(async move {

@@ -475,7 +475,7 @@ fn approval_deliveries(
 }
 
 /// Applies `records` approvals to an empty ledger the way the projector does (bursts of
-/// [`MAX_BATCH`](crate::ledger::projector::MAX_BATCH) in one transaction each).
+/// `[ledger] burst` in one transaction each).
 async fn apply_run(settings: &Settings, store: &str, records: usize) -> anyhow::Result<Line> {
     let defs = crate::app::load_all(settings)?;
     let shared = Arc::new(crate::ledger::projector::Shared {
@@ -493,7 +493,7 @@ async fn apply_run(settings: &Settings, store: &str, records: usize) -> anyhow::
     // by a receiving task and each worked out while the previous one is written; all of it on
     // the clock.
     let bursts: Vec<Vec<(Delivery, RecordKind)>> = deliveries
-        .chunks(crate::ledger::projector::MAX_BATCH)
+        .chunks(settings.ledger.burst)
         .map(<[_]>::to_vec)
         .collect();
     drop(deliveries);

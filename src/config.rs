@@ -237,13 +237,30 @@ impl Default for BusSettings {
     }
 }
 
-/// `[ledger]`: the gateway's own state (ingest de-duplication, tokens).
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[ledger]`: the gateway's own state (ingest de-duplication, tokens) and how the projector
+/// writes the ledger.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerSettings {
     /// `sqlite:PATH` (default `sqlite:<data_dir>/ledger.db`) for one gateway, or
     /// `postgres://user:password@host:port/db` when several gateway instances share the ledger.
     pub url: Option<String>,
+    /// Most bus messages the projector applies in one ledger transaction (default
+    /// [`DEFAULT_BURST`](crate::ledger::projector::DEFAULT_BURST), at most [`MAX_BURST`]). Larger
+    /// bursts apply a backlog faster on a large ledger and hold more messages in memory.
+    pub burst: usize,
+}
+
+/// The largest `[ledger] burst`.
+pub const MAX_BURST: usize = 100_000;
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings {
+            url: None,
+            burst: crate::ledger::projector::DEFAULT_BURST,
+        }
+    }
 }
 
 /// `[auth]`: bearer tokens.
@@ -419,7 +436,15 @@ impl Settings {
     fn from_file(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read configuration {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("configuration {}: {e}", path.display()))
+        let settings: Settings = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("configuration {}: {e}", path.display()))?;
+        let burst = settings.ledger.burst;
+        anyhow::ensure!(
+            (1..=MAX_BURST).contains(&burst),
+            "configuration {}: [ledger] burst = {burst}: must be from 1 to {MAX_BURST} messages a transaction",
+            path.display()
+        );
+        Ok(settings)
     }
 
     /// The ledger URL: `sqlite:PATH` (default `sqlite:<data_dir>/ledger.db`) or `postgres://…`.

@@ -2452,11 +2452,12 @@ scenario!(
 /// The projector receives and decodes the next burst while it writes one: records published
 /// while bursts are written all arrive, once each, with the positions at the topic's end; a
 /// message that is not a ledger event among them is read past and leaves the others alone; a
-/// rebuild of the same topics gives the same ledger.
+/// rebuild of the same topics gives the same ledger. The live projector takes bursts of the
+/// default size; the rebuild, bursts of 7 messages (`[ledger] burst`).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_projector_applies_what_arrives_while_it_writes_once_each() {
     use shenguan::bus::{Bus, Message};
-    use shenguan::ledger::projector::{ProjectorStatus, MAX_BATCH};
+    use shenguan::ledger::projector::{ProjectorStatus, DEFAULT_BURST as MAX_BATCH};
     let dir = tempfile::tempdir().unwrap();
     let bus: Arc<dyn Bus> =
         Arc::new(shenguan::bus::embedded::EmbeddedBus::open(&dir.path().join("bus.db")).unwrap());
@@ -2466,16 +2467,17 @@ async fn the_projector_applies_what_arrives_while_it_writes_once_each() {
     ))
     .await
     .unwrap();
-    let projector = |ledger: Arc<dyn LedgerStore>| shenguan::ledger::projector::Projector {
+    let projector = |ledger: Arc<dyn LedgerStore>, burst| shenguan::ledger::projector::Projector {
         ledger,
         bus: bus.clone(),
         shared: shared("yuanqu-2022"),
         applied: tokio::sync::broadcast::channel(16).0,
         status: Arc::new(ProjectorStatus::default()),
+        burst,
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let live = {
-        let p = projector(ledger.clone());
+        let p = projector(ledger.clone(), MAX_BATCH);
         tokio::spawn(async move { p.run(stop, None, true).await })
     };
     // More than two bursts, published in pieces while the projector writes.
@@ -2549,7 +2551,7 @@ async fn the_projector_applies_what_arrives_while_it_writes_once_each() {
     .await
     .unwrap();
     let (_keep, stop) = tokio::sync::watch::channel(false);
-    let n = projector(rebuilt.clone())
+    let n = projector(rebuilt.clone(), 7)
         .run(stop, Some(std::time::Duration::from_millis(500)), false)
         .await
         .unwrap();

@@ -47,8 +47,7 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 fn connect(path: &Path) -> Result<Connection, BusError> {
     let conn =
         Connection::open(path).map_err(|e| BusError::Fatal(format!("{}: {e}", path.display())))?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(unavailable)?;
+    crate::db::wait_when_busy(&conn).map_err(unavailable)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL")

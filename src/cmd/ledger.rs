@@ -30,6 +30,7 @@ pub async fn ledger_rebuild(settings: &Settings) -> anyhow::Result<u64> {
         shared,
         applied,
         status: Default::default(),
+        burst: settings.ledger.burst,
     };
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     Ok(projector

@@ -1,6 +1,6 @@
 //! The projector: consumes the ledger topics (records, claims, feedback, alert levels) from the
 //! positions stored in the ledger and applies each message with its new position; the messages
-//! already waiting when one arrives (up to [`MAX_BATCH`]) go into the same transaction, so a
+//! already waiting when one arrives (up to [`Projector::burst`]) go into the same transaction, so a
 //! burst costs one commit. In live mode it also updates the claim-latency histogram and the
 //! breach counter; a rebuild does not, so replaying history never double-counts. A message that
 //! is not a ledger event goes to the DLQ with its bytes and the reason.
@@ -34,8 +34,12 @@ struct EventId {
     id: String,
 }
 
-/// Most messages applied in one ledger transaction.
-pub const MAX_BATCH: usize = 2000;
+/// Most messages applied in one ledger transaction unless `[ledger] burst` says otherwise. Each
+/// message of a burst costs about 30 KB of memory while it is worked out and written (its bytes,
+/// the decoded record, the rows), and up to three bursts are in hand at once (one queued, one
+/// worked out, one written); on a large ledger a larger burst writes fewer pages per record, see
+/// the README's benchmarks.
+pub const DEFAULT_BURST: usize = 2000;
 
 /// How often the projector looks whether a backlog has queued while it writes a burst.
 const BACKLOG_CHECK: Duration = Duration::from_millis(5);
@@ -61,6 +65,8 @@ pub struct Projector {
     pub applied: broadcast::Sender<String>,
     /// What `/readyz` says about the projector.
     pub status: Arc<ProjectorStatus>,
+    /// Most messages applied in one transaction (`[ledger] burst`).
+    pub burst: usize,
 }
 
 /// How the projector is doing, for `/readyz`: when it last applied a batch, and since when the
@@ -151,10 +157,11 @@ impl Projector {
         live: bool,
     ) -> Result<u64, ProjectError> {
         let topics = self.shared.ledger_topics();
+        let burst = self.burst.max(1);
         let positions = self.ledger.positions().await?;
         let sub = self.bus.assign(&topics, &positions).await?;
         // One burst queued while one is written: double buffering, no more.
-        let (tx, mut rx) = mpsc::channel(MAX_BATCH);
+        let (tx, mut rx) = mpsc::channel(burst);
         let receiver = Receiver {
             bus: self.bus.clone(),
             ledger: self.ledger.clone(),
@@ -178,7 +185,7 @@ impl Projector {
             // While a burst is written, the next is taken and worked out beside it only when a
             // backlog has queued (a rebuild, a burst of traffic); otherwise it waits for the write
             // and takes everything that arrived meanwhile, so light traffic still makes bursts.
-            let backlog = rx.len() >= MAX_BATCH / 2;
+            let backlog = rx.len() >= burst / 2;
             let written = tokio::select! {
                 p = rx.recv(), if !applier.is_writing() || backlog => {
                     let Some(first) = p else {
@@ -199,7 +206,7 @@ impl Projector {
                     // Whatever else is already waiting goes into the same transaction: one
                     // commit for a burst instead of one per record.
                     let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
+                    while batch.len() < burst {
                         match rx.try_recv() {
                             Ok(p) => batch.push(p),
                             Err(_) => break,
