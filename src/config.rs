@@ -246,10 +246,17 @@ pub struct LedgerSettings {
     /// `postgres://user:password@host:port/db` when several gateway instances share the ledger.
     pub url: Option<String>,
     /// Most bus messages the projector applies in one ledger transaction (default
-    /// [`DEFAULT_BURST`](crate::ledger::projector::DEFAULT_BURST), at most [`MAX_BURST`]). Larger
-    /// bursts apply a backlog faster on a large ledger and hold more messages in memory.
+    /// [`DEFAULT_BURST`], at most [`MAX_BURST`]). Larger bursts apply a backlog faster on a
+    /// large ledger and hold more messages in memory.
     pub burst: usize,
 }
+
+/// Most messages applied in one ledger transaction unless `[ledger] burst` says otherwise. Each
+/// message of a burst costs about 30 KB of memory while it is worked out and written (its bytes,
+/// the decoded record, the rows), and up to three bursts are in hand at once (one queued, one
+/// worked out, one written); on a large ledger a larger burst writes fewer pages per record, see
+/// the README's benchmarks.
+pub const DEFAULT_BURST: usize = 2000;
 
 /// The largest `[ledger] burst`.
 pub const MAX_BURST: usize = 100_000;
@@ -258,7 +265,7 @@ impl Default for LedgerSettings {
     fn default() -> Self {
         LedgerSettings {
             url: None,
-            burst: crate::ledger::projector::DEFAULT_BURST,
+            burst: DEFAULT_BURST,
         }
     }
 }

@@ -2457,7 +2457,8 @@ scenario!(
 #[tokio::test(flavor = "multi_thread")]
 async fn the_projector_applies_what_arrives_while_it_writes_once_each() {
     use shenguan::bus::{Bus, Message};
-    use shenguan::ledger::projector::{ProjectorStatus, DEFAULT_BURST as MAX_BATCH};
+    use shenguan::config::DEFAULT_BURST as MAX_BATCH;
+    use shenguan::ledger::projector::ProjectorStatus;
     let dir = tempfile::tempdir().unwrap();
     let bus: Arc<dyn Bus> =
         Arc::new(shenguan::bus::embedded::EmbeddedBus::open(&dir.path().join("bus.db")).unwrap());

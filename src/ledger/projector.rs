@@ -34,13 +34,6 @@ struct EventId {
     id: String,
 }
 
-/// Most messages applied in one ledger transaction unless `[ledger] burst` says otherwise. Each
-/// message of a burst costs about 30 KB of memory while it is worked out and written (its bytes,
-/// the decoded record, the rows), and up to three bursts are in hand at once (one queued, one
-/// worked out, one written); on a large ledger a larger burst writes fewer pages per record, see
-/// the README's benchmarks.
-pub const DEFAULT_BURST: usize = 2000;
-
 /// How often the projector looks whether a backlog has queued while it writes a burst.
 const BACKLOG_CHECK: Duration = Duration::from_millis(5);
 
@@ -65,7 +58,7 @@ pub struct Projector {
     pub applied: broadcast::Sender<String>,
     /// What `/readyz` says about the projector.
     pub status: Arc<ProjectorStatus>,
-    /// Most messages applied in one transaction (`[ledger] burst`).
+    /// Most messages applied in one transaction (`[ledger] burst`, 2,000 unless configured).
     pub burst: usize,
 }
 
