@@ -96,6 +96,7 @@ fn the_rendered_configuration_is_what_the_gateway_accepts() {
     );
     assert_eq!(default.log.format, "json");
     assert!(default.auth.tokens.is_empty());
+    assert_eq!(default.ledger.burst, shenguan::config::DEFAULT_BURST);
 
     let production = load(&tmp.path().join("production/shenguan.toml"));
     assert_eq!(
@@ -111,6 +112,7 @@ fn the_rendered_configuration_is_what_the_gateway_accepts() {
         production.ledger.url, None,
         "the PostgreSQL URL comes from the Secret (SHENGUAN_LEDGER), not the ConfigMap"
     );
+    assert_eq!(production.ledger.burst, 8000, "ledger.burst of the values");
     assert_eq!(production.policy.as_deref(), Some("jining-2022"));
     assert_eq!(production.server.shutdown_grace_seconds, 40);
     let roles: Vec<(&str, &str)> = production

@@ -151,7 +151,8 @@ PRODUCTION = {
     "image": {"repository": "registry.example.gov.cn/shenguan/shenguan", "tag": "0.1.0",
               "pullPolicy": "IfNotPresent"},
     "ledger": {"type": "postgres",
-               "url": f"postgres://shenguan:{PG_PASSWORD}@pg.db.svc:5432/shenguan"},
+               "url": f"postgres://shenguan:{PG_PASSWORD}@pg.db.svc:5432/shenguan",
+               "burst": 8000},
     "auth": {"tokens": [
         {"role": "adapter", "subject": "nx-zwfw-approval", "sha256": TOKEN_HASHES[0]},
         {"role": "admin", "sha256": TOKEN_HASHES[1]},
@@ -659,6 +660,7 @@ def check_chart() -> None:
     render_fails({"autoscaling": {"enabled": True}}, "autoscaling",
                  "autoscaling with the embedded bus and the SQLite ledger")
     render_fails({"ledger": {"type": "postgres"}}, "ledger.url", "a PostgreSQL ledger without a URL")
+    render_fails({"ledger": {"burst": 0}}, "burst", "a ledger burst of 0 messages")
     render_fails({"ledger": {"url": "postgres://u:p@h/db"}}, "ledger.type postgres",
                  "a ledger URL with ledger.type sqlite")
     render_fails({"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds",

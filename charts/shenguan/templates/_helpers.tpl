@@ -274,6 +274,7 @@ client_id = {{ $c.bus.kafka.client_id | toJson }}
 {{- else }}
 url = "sqlite:/var/lib/shenguan/ledger.db"
 {{- end }}
+burst = {{ int64 (.Values.ledger.burst | default 2000) }}
 
 [auth]
 metrics_public = {{ $c.auth.metrics_public }}
