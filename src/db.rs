@@ -30,11 +30,9 @@ pub fn sqlite_connect(path: &Path) -> Result<Connection, Box<dyn std::error::Err
 }
 
 /// Makes a connection that finds the database locked try again every millisecond, for up to
-/// about 10 s, instead of giving up at once. SQLite's own busy timeout sleeps 1, 2, 5, 10, … up
-/// to 100 ms between tries, so a writer held back for a few milliseconds by a restart of the log
-/// ([`Checkpointer`]) slept on long after the lock was free: those sleeps were the slowest 1%
-/// of the path from ingest to a department's inbox at 1,000 records/s (p99 56–127 ms, with
-/// restarts of the log every few seconds; 16–18 ms without any).
+/// about 10 s. SQLite's busy timeout sleeps 1, 2, 5, 10, … up to 100 ms between tries, so a
+/// writer held back for a moment by a restart of the log ([`Checkpointer`]) could sleep on for
+/// tens of milliseconds after the lock was free.
 pub fn wait_when_busy(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_handler(Some(|tries| retry_within(tries, 10_000)))
 }
