@@ -250,18 +250,24 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
-    /// Readers that take turns, so that at every moment one of them holds a snapshot, while a
-    /// writer commits 12 MiB over a few seconds: the log still stays near its limit.
-    #[test]
-    fn the_log_stays_bounded_while_readers_always_hold_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let wal = dir.path().join("t.db-wal");
+    /// A database in `dir` with a table `t (n, b)`, its log's path and a writer that does not
+    /// sync.
+    fn table_t(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Connection) {
+        let path = dir.join("t.db");
         let writer = sqlite_connect(&path).unwrap();
         writer.pragma_update(None, "synchronous", "OFF").unwrap();
         writer
             .execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB NOT NULL)")
             .unwrap();
+        (path, dir.join("t.db-wal"), writer)
+    }
+
+    /// Readers that take turns, so that at every moment one of them holds a snapshot, while a
+    /// writer commits 12 MiB over a few seconds: the log still stays near its limit.
+    #[test]
+    fn the_log_stays_bounded_while_readers_always_hold_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, wal, writer) = table_t(dir.path());
         let _checkpointer = Checkpointer::with_limit(&path, 256).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..2u64)
@@ -306,13 +312,7 @@ mod tests {
     #[test]
     fn a_large_log_is_cut_back_once_the_database_is_idle() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let wal = dir.path().join("t.db-wal");
-        let writer = sqlite_connect(&path).unwrap();
-        writer.pragma_update(None, "synchronous", "OFF").unwrap();
-        writer
-            .execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB NOT NULL)")
-            .unwrap();
+        let (path, wal, writer) = table_t(dir.path());
         let _checkpointer = Checkpointer::with_limit(&path, i64::MAX).unwrap();
         writer.execute_batch("BEGIN").unwrap();
         for n in 0..18_000 {

@@ -1,7 +1,7 @@
 //! The projector: consumes the ledger topics (records, claims, feedback, alert levels) from the
 //! positions stored in the ledger and applies each message with its new position; the messages
-//! already waiting when one arrives (up to [`Projector::burst`]) go into the same transaction, so a
-//! burst costs one commit. In live mode it also updates the claim-latency histogram and the
+//! already waiting when one arrives (up to [`Projector::burst`]) go into the same transaction,
+//! so a burst costs one commit. In live mode it also updates the claim-latency histogram and the
 //! breach counter; a rebuild does not, so replaying history never double-counts. A message that
 //! is not a ledger event goes to the DLQ with its bytes and the reason.
 //!
