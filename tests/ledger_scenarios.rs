@@ -1017,6 +1017,119 @@ async fn two_instances_on_one_postgres_elect_one_tracker_and_publish_every_alert
     assert!(a.claim_outbox("a", lease, 1000).await.unwrap().is_empty());
 }
 
+/// An approval of 食品经营许可 with its licence's numbers, as the bus delivers it.
+fn licensed_approval(id: &str, license_no: &str, version: &str, offset: i64) -> Delivery {
+    let event = json!({
+        "specversion": "1.0", "id": format!("ev-{id}-{license_no}"), "source": "/test", "type": "cn.shenguan.approval.v1",
+        "subject": id, "time": "2026-03-02T11:00:00+08:00", "datacontenttype": "application/json",
+        "data": {"record_id": id, "kind": "approval", "item": {"code": FOOD, "name": "x"},
+                 "source": {"adapter": "nx-zwfw-approval", "updated_at": version},
+                 "decided_at": "2026-03-02T10:00:00+08:00",
+                 "license": {"license_no": license_no, "document_no": format!("石审服食经许字〔2026〕第{offset}号")}}
+    });
+    Delivery {
+        topic: "shenguan.approval.v1".into(),
+        partition: 0,
+        offset,
+        key: None,
+        payload: serde_json::to_vec(&event).unwrap(),
+        timestamp_ms: 0,
+        headers: Vec::new(),
+    }
+}
+
+/// A request of 市场监管局 to revoke the licence `license_no`.
+fn revocation(id: &str, license_no: &str) -> Value {
+    json!({
+        "specversion": "1.0", "id": format!("ev-{id}"), "source": "/test", "type": "cn.shenguan.supervision.v1", "subject": id,
+        "time": "2026-03-10T09:00:00+08:00", "datacontenttype": "application/json",
+        "data": {"record_id": id, "kind": "supervision", "action": "撤销许可",
+                 "source": {"adapter": "nx-scjg-supervision"},
+                 "decision_date": "2026-03-09", "decided_at": "2026-03-09T16:00:00+08:00",
+                 "affected_license": {"license_no": license_no},
+                 "request": {"type": "撤销", "reason": "以欺骗手段取得许可", "evidence": [{"name": "现场检查笔录"}]}}
+    })
+}
+
+scenario!(
+    links_are_found_through_the_sorted_index_and_beyond_it_and_follow_an_updated_licence,
+    |backend| {
+        let mut f = Feed::new(backend, "yuanqu-2022").await;
+        let link_rows = "SELECT COUNT(*) FROM ledger_links";
+        // 20,000 licensed approvals in bursts of 2,000: on SQLite, the burst that reaches the
+        // batch size indexes the link keys of all of them (许可编号 and 决定文书号: two each);
+        // PostgreSQL indexes them with each row.
+        let n = shenguan::ledger::sql::LINK_BATCH;
+        let mut offset = 0;
+        while offset < n {
+            let burst: Vec<(Delivery, RecordKind)> = (offset..(offset + 2000).min(n))
+                .map(|i| {
+                    let id = if i == 0 {
+                        "ap-old".to_string()
+                    } else {
+                        format!("ap{i}")
+                    };
+                    let license = if i == 0 {
+                        "JY-OLD".to_string()
+                    } else {
+                        format!("JY{i}")
+                    };
+                    (
+                        licensed_approval(&id, &license, "1", i),
+                        RecordKind::Approval,
+                    )
+                })
+                .collect();
+            f.ledger
+                .apply_batch(burst.into(), f.shared.clone(), true)
+                .await
+                .unwrap();
+            offset += 2000;
+        }
+        let indexed = match backend {
+            Backend::Sqlite => 2 * n,
+            Backend::Postgres => 0,
+        };
+        assert_eq!(common::ledger_scalar(&f.url, link_rows).await, indexed);
+        // One more, beyond the index: found by reading the records changed since.
+        f.apply(
+            licensed_approval("ap-new", "JY-NEW", "1", n),
+            RecordKind::Approval,
+        )
+        .await;
+        assert_eq!(common::ledger_scalar(&f.url, link_rows).await, indexed);
+        for (sv, license, approval) in [
+            ("sv-old", "JY-OLD", "ap-old"),
+            ("sv-new", "JY-NEW", "ap-new"),
+        ] {
+            f.send(RecordKind::Supervision, revocation(sv, license))
+                .await;
+            let (record, _, _) = f.ledger.record(sv).await.unwrap().unwrap();
+            assert_eq!(record.linked_record_id.as_deref(), Some(approval), "{sv}");
+            let (_, _, history) = f.ledger.record(approval).await.unwrap().unwrap();
+            assert!(
+                history
+                    .iter()
+                    .any(|h| h.action == "supervision" && h.detail["supervision_record_id"] == sv),
+                "{approval} shows {sv}"
+            );
+        }
+        // The indexed approval's licence number is corrected: the index still holds the old
+        // number, and the look-up follows the record, not the index.
+        f.apply(
+            licensed_approval("ap-old", "JY-FIXED", "2", n + 1),
+            RecordKind::Approval,
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("sv-old").await.unwrap().unwrap();
+        assert_eq!(record.linked_record_id, None, "JY-OLD names no licence now");
+        f.send(RecordKind::Supervision, revocation("sv-fixed", "JY-FIXED"))
+            .await;
+        let (record, _, _) = f.ledger.record("sv-fixed").await.unwrap().unwrap();
+        assert_eq!(record.linked_record_id.as_deref(), Some("ap-old"));
+    }
+);
+
 scenario!(
     a_revocation_request_is_linked_to_its_licence_and_needs_a_disposition_in_time,
     |backend| {

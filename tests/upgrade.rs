@@ -6,9 +6,9 @@
 //! `pg_dump` of its database). `meta.json` holds the tokens it issued and the record ids. The
 //! new gateway starts on them, rebuilds its ledger from the bus, and shows the same claims.
 //!
-//! `v4-sqlite.tar.gz` holds the same steps made by the version whose SQLite ledger clustered its
-//! entries and history by record id (`WITHOUT ROWID`): today's gateway keeps that ledger and
-//! copies those two tables into rowid tables, without a rebuild.
+//! `v4-sqlite.tar.gz` holds the same steps made by a version whose ledger (schema 4) keyed its
+//! tables by record id: today's gateway, which keys them by the record's number, rebuilds that
+//! ledger from the bus.
 
 mod common;
 
@@ -115,45 +115,48 @@ async fn a_gateway_opens_a_data_directory_of_the_first_ledger_schema() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_gateway_keeps_a_sqlite_ledger_that_clustered_its_entries_and_copies_them_to_rowid_tables(
-) {
+async fn a_gateway_rebuilds_a_sqlite_ledger_keyed_by_record_id_into_numbered_tables() {
     let dir = tempfile::tempdir().unwrap();
     let meta = unpack("v4-sqlite.tar.gz", dir.path());
     let data = dir.path().join("data");
-    let clustered = |table: &str| -> bool {
+    let columns = |table: &str| -> Vec<String> {
         let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
-        let sql: String = db
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [table],
-                |r| r.get(0),
-            )
+        let mut stmt = db
+            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
             .unwrap();
-        sql.to_uppercase().contains("WITHOUT ROWID")
+        let names = stmt.query_map([table], |r| r.get(0)).unwrap();
+        names.map(Result::unwrap).collect()
     };
-    assert!(clustered("ledger_entries") && clustered("ledger_history"));
+    assert!(!columns("ledger_entries").contains(&"seq".to_string()));
     let gw = Gateway::start(&data, &[]).await;
-    the_upgraded_gateway_shows_yesterdays_claims(&gw, &meta, "its rows were copied").await;
-    assert!(
-        !gw.logs().contains(REBUILT),
-        "kept, not rebuilt:\n{}",
-        gw.logs()
-    );
-    assert!(!clustered("ledger_entries") && !clustered("ledger_history"));
+    the_upgraded_gateway_shows_yesterdays_claims(&gw, &meta, "the ledger's schema changed").await;
+    assert!(gw.logs().contains(REBUILT), "{}", gw.logs());
+    for table in [
+        "ledger_records",
+        "ledger_entries",
+        "ledger_history",
+        "ledger_events",
+    ] {
+        assert_eq!(
+            columns(table)[0],
+            "seq",
+            "{table} is keyed by the record's number"
+        );
+    }
+    // The three records, numbered once each, and their entries.
     let db = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
-    let leftovers: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE '%_clustered'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(leftovers, 0);
-    // The three records' entries, kept.
-    let entries: i64 = db
-        .query_row("SELECT COUNT(*) FROM ledger_entries", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(entries, 3);
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM ledger_ids"), 3);
+    assert_eq!(count("SELECT COUNT(DISTINCT seq) FROM ledger_records"), 3);
+    assert_eq!(count("SELECT COUNT(*) FROM ledger_entries"), 3);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM ledger_entries e JOIN ledger_ids i ON i.seq = e.seq
+             WHERE i.record_id = e.record_id"
+        ),
+        3,
+        "every entry carries the number of its own record"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -164,6 +164,16 @@ impl Rows {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+
+    /// The integer `column` of the first row (a `COUNT(*)`, a `MAX`), 0 when there is no row.
+    pub fn first_int(&self, what: &'static str, column: &str) -> Result<i64, DbError> {
+        Ok(self
+            .iter(what)
+            .next()
+            .map(|r| r.int(column))
+            .transpose()?
+            .unwrap_or(0))
+    }
 }
 
 /// Why a database call failed, or why a row could not be read.
@@ -323,6 +333,16 @@ impl Dialect {
         }
     }
 
+    /// `IN (…)` over a JSON array of 64-bit integers bound at `param` ([`json_numbers`]).
+    pub fn in_numbers(self, param: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("IN (SELECT value FROM json_each({param}))"),
+            Dialect::Postgres => format!(
+                "= ANY(ARRAY(SELECT CAST(jsonb_array_elements_text(CAST({param} AS TEXT)::jsonb) AS BIGINT)))"
+            ),
+        }
+    }
+
     /// What locks the rows a `SELECT` reads until the transaction ends (SQLite's write
     /// transaction holds the whole database already).
     pub fn for_update(self) -> &'static str {
@@ -346,6 +366,13 @@ pub fn json_list<S: AsRef<str>>(items: &[S]) -> Param {
     Param::Text(Some(
         serde_json::to_string(&items.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
             .expect("texts serialise"),
+    ))
+}
+
+/// A JSON array of 64-bit integers, for [`Dialect::in_numbers`].
+pub fn json_numbers(items: &[i64]) -> Param {
+    Param::Text(Some(
+        serde_json::to_string(items).expect("numbers serialise"),
     ))
 }
 

@@ -13,10 +13,10 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 pub use super::error::LedgerError;
-use super::exec::{json_list, DbError, Dialect, Exec, Insert, Param, Row, Rows};
+use super::exec::{json_list, json_numbers, DbError, Dialect, Exec, Insert, Param, Row, Rows};
 use super::pg::PgDb;
 use super::shared::Shared;
-use super::sql::{self, COUNTERS, ENTRIES, EVENTS, HISTORY, OUTBOX, POSITIONS, RECORDS};
+use super::sql::{self, COUNTERS, ENTRIES, EVENTS, HISTORY, IDS, OUTBOX, POSITIONS, RECORDS};
 use super::sqlite::SqliteDb;
 use super::{flow_of, AlertLevel, DueEntry, Entry, EntryState, HistoryRow, RecordKeys, RecordRow};
 use crate::bus::{Delivery, Positions};
@@ -426,6 +426,11 @@ impl SqlLedger {
 // ---------------------------------------------------------------------------------------------
 // Rows, both ways.
 
+/// The cell of a record's number (`seq`) or change number (`changed`) in a row built ahead: the
+/// burst's write fills it in ([`numbered`]).
+const UNNUMBERED: Param = Param::Int(None);
+
+/// The row of `ledger_records`, in its columns' order.
 fn record_params(r: RecordRow) -> Vec<Param> {
     let RecordKeys {
         license_no,
@@ -436,6 +441,7 @@ fn record_params(r: RecordRow) -> Vec<Param> {
         counterpart,
     } = r.keys;
     vec![
+        UNNUMBERED,
         r.record_id.into(),
         r.kind.as_str().into(),
         r.event_id.into(),
@@ -457,6 +463,7 @@ fn record_params(r: RecordRow) -> Vec<Param> {
         r.pushed_at.into(),
         Param::Real(r.push_hours),
         i64::from(r.version).into(),
+        UNNUMBERED,
     ]
 }
 
@@ -467,6 +474,7 @@ fn entry_params(e: Entry) -> Vec<Param> {
     };
     let flow = flow_of(&e);
     vec![
+        UNNUMBERED,
         e.record_id.into(),
         e.department.into(),
         e.kind.as_str().into(),
@@ -499,6 +507,7 @@ fn entry_params(e: Entry) -> Vec<Param> {
 fn history_params(h: HistoryRow, n: u32) -> Vec<Param> {
     let detail = h.detail.to_string();
     vec![
+        UNNUMBERED,
         h.record_id.into(),
         i64::from(n).into(),
         h.department.into(),
@@ -516,6 +525,7 @@ fn event_params(e: StoredEvent) -> Vec<Param> {
     let payload = String::from_utf8(e.payload)
         .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned());
     vec![
+        UNNUMBERED,
         e.record_id.into(),
         e.ord.event_id.into(),
         e.ord.at_ms.into(),
@@ -643,8 +653,7 @@ fn record_select() -> String {
     format!("{}, ev.payload AS payload", RECORDS.prefixed("r"))
 }
 
-const RECORD_JOIN: &str =
-    "JOIN ledger_events ev ON ev.record_id = r.record_id AND ev.event_id = r.event_id";
+const RECORD_JOIN: &str = "JOIN ledger_events ev ON ev.seq = r.seq AND ev.event_id = r.event_id";
 
 /// Entry and record columns of one joined row: the record's are prefixed `r_`.
 fn entry_record_select() -> String {
@@ -750,19 +759,39 @@ impl LedgerPort for SqlPort<'_> {
             return Ok(Vec::new());
         }
         let d = self.ex.dialect();
-        let mut stored: HashMap<String, Stored> = HashMap::new();
+        // The records' numbers, once: a record without one is not in the ledger at all.
         let rows = self
             .ex
             .query(
                 &format!(
-                    "SELECT {} FROM ledger_records r {RECORD_JOIN} WHERE r.record_id {}",
-                    record_select(),
+                    "SELECT seq FROM ledger_ids WHERE record_id {}",
                     d.in_list("$1")
                 ),
                 vec![json_list(&record_ids)],
             )
             .await?;
+        let numbers = rows
+            .iter("ledger_ids")
+            .map(|r| r.int("seq"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut stored: HashMap<String, Stored> = HashMap::new();
+        let rows = self
+            .ex
+            .query(
+                &format!(
+                    "SELECT {} FROM ledger_records r {RECORD_JOIN} WHERE r.seq {}",
+                    record_select(),
+                    d.in_numbers("$1")
+                ),
+                vec![json_numbers(&numbers)],
+            )
+            .await?;
+        let mut known = Vec::new();
         for row in rows.iter("ledger_records") {
+            known.push(row.int("seq")?);
             let record = record_from(&row)?;
             stored.insert(
                 record.record_id.clone(),
@@ -776,17 +805,16 @@ impl LedgerPort for SqlPort<'_> {
                 },
             );
         }
-        let known: Vec<String> = stored.keys().cloned().collect();
         if !known.is_empty() {
             let rows = self
                 .ex
                 .query(
                     &format!(
-                        "SELECT {} FROM ledger_entries WHERE record_id {} ORDER BY record_id, department",
+                        "SELECT {} FROM ledger_entries WHERE seq {} ORDER BY record_id, department",
                         ENTRIES.column_list(),
-                        d.in_list("$1")
+                        d.in_numbers("$1")
                     ),
-                    vec![json_list(&known)],
+                    vec![json_numbers(&known)],
                 )
                 .await?;
             for row in rows.iter("ledger_entries") {
@@ -799,10 +827,10 @@ impl LedgerPort for SqlPort<'_> {
                 .ex
                 .query(
                     &format!(
-                        "SELECT record_id, MAX(n) AS last FROM ledger_history WHERE record_id {} GROUP BY record_id",
-                        d.in_list("$1")
+                        "SELECT record_id, MAX(n) AS last FROM ledger_history WHERE seq {} GROUP BY record_id",
+                        d.in_numbers("$1")
                     ),
-                    vec![json_list(&known)],
+                    vec![json_numbers(&known)],
                 )
                 .await?;
             for row in rows.iter("ledger_history") {
@@ -818,10 +846,10 @@ impl LedgerPort for SqlPort<'_> {
             .ex
             .query(
                 &format!(
-                    "SELECT record_id, event_id, at_ms, rank, pos, kind FROM ledger_events WHERE record_id {}",
-                    d.in_list("$1")
+                    "SELECT record_id, event_id, at_ms, rank, pos, kind FROM ledger_events WHERE seq {}",
+                    d.in_numbers("$1")
                 ),
-                vec![json_list(&record_ids)],
+                vec![json_numbers(&numbers)],
             )
             .await?;
         for row in rows.iter("ledger_events") {
@@ -855,8 +883,9 @@ impl LedgerPort for SqlPort<'_> {
             .ex
             .query(
                 &format!(
-                    "SELECT {} FROM ledger_events WHERE record_id = $1 ORDER BY at_ms, rank, pos, event_id",
-                    EVENTS.column_list()
+                    "SELECT {} FROM ledger_events WHERE seq {} ORDER BY at_ms, rank, pos, event_id",
+                    EVENTS.column_list(),
+                    seq_of("$1")
                 ),
                 vec![record_id.into()],
             )
@@ -976,9 +1005,28 @@ impl WriteRows {
             } else {
                 &["ledger_history"]
             };
+            if purge && ex.dialect() == Dialect::Sqlite {
+                // The record's indexed link keys go with it.
+                for column in sql::LINKS {
+                    ex.execute(
+                        &format!(
+                            "DELETE FROM ledger_links WHERE link = '{column}' AND seq {0}
+                             AND value = (SELECT {column} FROM ledger_records WHERE seq {0})",
+                            seq_of("$1")
+                        ),
+                        vec![record_id.clone().into()],
+                    )
+                    .await?;
+                }
+            }
             for table in tables {
+                let key = if *table == "deliveries" {
+                    "= $1"
+                } else {
+                    &seq_of("$1")
+                };
                 ex.execute(
-                    &format!("DELETE FROM {table} WHERE record_id = $1"),
+                    &format!("DELETE FROM {table} WHERE {} {key}", key_column(table)),
                     vec![record_id.clone().into()],
                 )
                 .await?;
@@ -988,23 +1036,33 @@ impl WriteRows {
             .into_iter()
             .map(|((topic, part), next)| vec![topic.into(), i64::from(part).into(), next.into()])
             .collect();
+        let mut records = self.records;
+        if !records.is_empty() {
+            // The burst's change number: see `sql::ddl`.
+            let rows = ex
+                .query(
+                    "SELECT COALESCE(MAX(changed), 0) + 1 AS n FROM ledger_records",
+                    vec![],
+                )
+                .await?;
+            let changed = rows.first_int("ledger_records", "n")?;
+            for row in &mut records {
+                if let Some(cell) = row.last_mut() {
+                    *cell = changed.into();
+                }
+            }
+        }
+        let [events, records, entries, history] =
+            numbered(ex, [self.events, records, self.entries, self.history]).await?;
         ex.insert_rows(vec![
-            Insert::new(
-                &EVENTS,
-                self.events,
-                "ON CONFLICT (record_id, event_id) DO NOTHING",
-            ),
-            Insert::new(
-                &RECORDS,
-                self.records,
-                sql::upsert(&RECORDS, &["record_id"]),
-            ),
+            Insert::new(&EVENTS, events, "ON CONFLICT (seq, event_id) DO NOTHING"),
+            Insert::new(&RECORDS, records, sql::upsert(&RECORDS, &["seq"])),
             Insert::new(
                 &ENTRIES,
-                self.entries,
-                sql::upsert(&ENTRIES, &["record_id", "department"]),
+                entries,
+                sql::upsert(&ENTRIES, &["seq", "department"]),
             ),
-            Insert::new(&HISTORY, self.history, ""),
+            Insert::new(&HISTORY, history, ""),
             Insert::new(
                 &COUNTERS,
                 self.counters,
@@ -1018,8 +1076,96 @@ impl WriteRows {
             Insert::new(&OUTBOX, self.outbox, "ON CONFLICT (id) DO NOTHING"),
         ])
         .await?;
+        sql::index_links(ex, sql::LINK_BATCH).await?;
         Ok(())
     }
+}
+
+/// The column a table's rows name their record by: its number, but in `deliveries`, which is not
+/// projection, its id.
+fn key_column(table: &str) -> &'static str {
+    if table == "deliveries" {
+        "record_id"
+    } else {
+        "seq"
+    }
+}
+
+/// `= (…)`: the number of the record whose id is the parameter `param`.
+fn seq_of(param: &str) -> String {
+    format!("= (SELECT seq FROM ledger_ids WHERE record_id = {param})")
+}
+
+/// The rows of records, entries, history and events (each row's first cell is its record's
+/// number, [`UNNUMBERED`], and its second the record id) with that number filled in. A record the
+/// ledger meets for the first time gets the next number, in the order of the rows.
+async fn numbered<const N: usize>(
+    ex: &mut dyn Exec,
+    tables: [Vec<Vec<Param>>; N],
+) -> Result<[Vec<Vec<Param>>; N], DbError> {
+    let id_of = |row: &[Param]| match row.get(1) {
+        Some(Param::Text(Some(id))) => Ok(id.clone()),
+        _ => Err(DbError::Db("a ledger row without its record id".into())),
+    };
+    let mut ids = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for row in tables.iter().flatten() {
+        let id = id_of(row)?;
+        if seen.insert(id.clone()) {
+            ids.push(id);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(tables);
+    }
+    let rows = match ex.dialect() {
+        Dialect::Sqlite => {
+            ex.insert_rows(vec![Insert::new(
+                &IDS,
+                ids.iter().map(|id| vec![id.clone().into()]).collect(),
+                "ON CONFLICT (record_id) DO NOTHING",
+            )])
+            .await?;
+            ex.query(
+                &format!(
+                    "SELECT seq, record_id FROM ledger_ids WHERE record_id {}",
+                    Dialect::Sqlite.in_list("$1")
+                ),
+                vec![json_list(&ids)],
+            )
+            .await?
+        }
+        // One round trip: the numbers given now (the statement's own snapshot does not see
+        // them in the table) and those given before.
+        Dialect::Postgres => {
+            ex.query(
+                "WITH given AS (
+                   SELECT value AS record_id, n FROM jsonb_array_elements_text(CAST($1 AS TEXT)::jsonb) WITH ORDINALITY AS t(value, n)),
+                 new AS (
+                   INSERT INTO ledger_ids (record_id) SELECT record_id FROM given ORDER BY n
+                   ON CONFLICT (record_id) DO NOTHING RETURNING seq, record_id)
+                 SELECT seq, record_id FROM new
+                 UNION ALL SELECT i.seq, i.record_id FROM ledger_ids i JOIN given g ON g.record_id = i.record_id",
+                vec![json_list(&ids)],
+            )
+            .await?
+        }
+    };
+    let mut seqs = HashMap::with_capacity(ids.len());
+    for row in rows.iter("ledger_ids") {
+        seqs.insert(row.text("record_id")?, row.int("seq")?);
+    }
+    let mut out = tables;
+    for rows in &mut out {
+        for row in rows.iter_mut() {
+            let id = id_of(row)?;
+            let seq = *seqs
+                .get(&id)
+                .ok_or_else(|| DbError::Db(format!("record {id} was not numbered")))?;
+            row[0] = seq.into();
+        }
+    }
+    Ok(out)
 }
 
 /// Every stored position, read without locking it.
@@ -1087,7 +1233,11 @@ async fn linked_approval(
         if let Some(k) = key {
             let rows = ex
                 .query(
-                    &format!("SELECT record_id FROM ledger_records WHERE kind = 'approval' AND {column} = $1 ORDER BY published_at DESC, record_id LIMIT 1"),
+                    &format!(
+                        "SELECT record_id FROM ledger_records WHERE kind = 'approval' AND {column} = $1 AND {}
+                         ORDER BY published_at DESC, record_id LIMIT 1",
+                        sql::linked(ex.dialect(), &[(column, "$1")])
+                    ),
                     vec![k.clone().into()],
                 )
                 .await?;
@@ -1103,7 +1253,10 @@ async fn linked_approval(
     if let Some(uscc) = &keys.2 {
         let rows = ex
             .query(
-                "SELECT record_id FROM ledger_records WHERE kind = 'approval' AND link_uscc = $1 LIMIT 2",
+                &format!(
+                    "SELECT record_id FROM ledger_records WHERE kind = 'approval' AND link_uscc = $1 AND {} LIMIT 2",
+                    sql::linked(ex.dialect(), &[("link_uscc", "$1")])
+                ),
                 vec![uscc.clone().into()],
             )
             .await?;
@@ -1123,8 +1276,9 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
     let rows = ex
         .query(
             &format!(
-                "SELECT {} FROM ledger_records r {RECORD_JOIN} WHERE r.record_id = $1",
-                record_select()
+                "SELECT {} FROM ledger_records r {RECORD_JOIN} WHERE r.seq {}",
+                record_select(),
+                seq_of("$1")
             ),
             vec![id.clone().into()],
         )
@@ -1136,8 +1290,9 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
     let entries = ex
         .query(
             &format!(
-                "SELECT {} FROM ledger_entries WHERE record_id = $1 ORDER BY department",
-                ENTRIES.column_list()
+                "SELECT {} FROM ledger_entries WHERE seq {} ORDER BY department",
+                ENTRIES.column_list(),
+                seq_of("$1")
             ),
             vec![id.clone().into()],
         )
@@ -1148,8 +1303,9 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
     let mut history = ex
         .query(
             &format!(
-                "SELECT {} FROM ledger_history WHERE record_id = $1 ORDER BY n",
-                HISTORY.column_list()
+                "SELECT {} FROM ledger_history WHERE seq {} ORDER BY n",
+                HISTORY.column_list(),
+                seq_of("$1")
             ),
             vec![id.clone().into()],
         )
@@ -1180,9 +1336,12 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
         RecordKind::Approval if keys != (None, None, None) => {
             let rows = ex
                 .query(
-                    "SELECT record_id, published_at, event_id, link_license_no, link_document_no, link_uscc FROM ledger_records
-                     WHERE kind = 'supervision' AND (link_license_no = $1 OR link_document_no = $2 OR link_uscc = $3)
-                     ORDER BY published_at, record_id",
+                    &format!(
+                        "SELECT record_id, published_at, event_id, link_license_no, link_document_no, link_uscc FROM ledger_records
+                         WHERE kind = 'supervision' AND (link_license_no = $1 OR link_document_no = $2 OR link_uscc = $3) AND {}
+                         ORDER BY published_at, record_id",
+                        sql::linked(ex.dialect(), &[("link_license_no", "$1"), ("link_document_no", "$2"), ("link_uscc", "$3")])
+                    ),
                     vec![keys.0.clone().into(), keys.1.clone().into(), keys.2.clone().into()],
                 )
                 .await?;
@@ -1262,16 +1421,12 @@ async fn inbox_page(
     let total = ex
         .query(
             &format!(
-                "SELECT COUNT(*) AS n FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id WHERE e.department = $1{filter}"
+                "SELECT COUNT(*) AS n FROM ledger_entries e JOIN ledger_records r ON r.seq = e.seq WHERE e.department = $1{filter}"
             ),
             params.clone(),
         )
         .await?
-        .iter("ledger_entries")
-        .next()
-        .map(|r| r.int("n"))
-        .transpose()?
-        .unwrap_or(0);
+        .first_int("ledger_entries", "n")?;
     // Entries with nothing due sort after every deadline.
     let (key, dir, cmp) = match query.order {
         InboxOrder::Newest => ("e.pushed_at", "DESC", "<"),
@@ -1291,8 +1446,8 @@ async fn inbox_page(
     let rows = ex
         .query(
             &format!(
-                "SELECT {}, {key} AS sort_key FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id
-                 JOIN ledger_events ev ON ev.record_id = r.record_id AND ev.event_id = r.event_id
+                "SELECT {}, {key} AS sort_key FROM ledger_entries e JOIN ledger_records r ON r.seq = e.seq
+                 {RECORD_JOIN}
                  WHERE e.department = $1{filter} ORDER BY {key} {dir}, e.record_id {dir} LIMIT {}",
                 entry_record_select(),
                 limit + 1
@@ -1421,18 +1576,15 @@ impl LedgerStore for SqlLedger {
             Box::pin(async move {
                 let rows = ex
                     .query(
-                        "SELECT COUNT(*) AS n FROM ledger_events ev WHERE ev.record_id = $1
-                         AND NOT EXISTS (SELECT 1 FROM ledger_records r WHERE r.record_id = ev.record_id)",
+                        &format!(
+                            "SELECT COUNT(*) AS n FROM ledger_events ev WHERE ev.seq {}
+                             AND NOT EXISTS (SELECT 1 FROM ledger_records r WHERE r.seq = ev.seq)",
+                            seq_of("$1")
+                        ),
                         vec![id.into()],
                     )
                     .await?;
-                let n = rows
-                    .iter("ledger_events")
-                    .next()
-                    .map(|r| r.int("n"))
-                    .transpose()?
-                    .unwrap_or(0);
-                Ok(n as u64)
+                Ok(rows.first_int("ledger_events", "n")? as u64)
             })
         })
         .await
@@ -1509,7 +1661,7 @@ impl LedgerStore for SqlLedger {
                 let rows = ex
                     .query(
                         &format!(
-                            "SELECT {} FROM ledger_entries e JOIN ledger_records r ON r.record_id = e.record_id {}
+                            "SELECT {} FROM ledger_entries e JOIN ledger_records r ON r.seq = e.seq {}
                              WHERE (e.claim_rule = $1 OR e.feedback_rule = $1) AND {}
                                AND ($2 = '' OR e.department = $2)
                              ORDER BY COALESCE(CASE WHEN e.feedback_rule = $1 THEN e.feedback_due_at END, e.claim_due_at), e.record_id
@@ -1584,11 +1736,11 @@ impl LedgerStore for SqlLedger {
         let claimed = sql::state_in("e.", &EntryState::CLAIMED);
         let query = format!(
             "SELECT r.record_id FROM ledger_records r WHERE r.unrouted IS NULL
-               AND EXISTS (SELECT 1 FROM ledger_entries e WHERE e.record_id = r.record_id)
-               AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.record_id = r.record_id
+               AND EXISTS (SELECT 1 FROM ledger_entries e WHERE e.seq = r.seq)
+               AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.seq = r.seq
                      AND ({unclaimed} OR ({claimed} AND e.feedback_due_at IS NOT NULL)))
-               AND NOT EXISTS (SELECT 1 FROM ledger_history h WHERE h.record_id = r.record_id AND h.at >= $1)
-             ORDER BY r.record_id LIMIT {limit}"
+               AND NOT EXISTS (SELECT 1 FROM ledger_history h WHERE h.seq = r.seq AND h.at >= $1)
+             ORDER BY r.seq LIMIT {limit}"
         );
         self.read(move |ex| {
             Box::pin(async move {
@@ -1708,7 +1860,7 @@ impl LedgerStore for SqlLedger {
              WHERE r.kind = $1 AND COALESCE(r.decided_at, r.published_at) >= $2
                AND COALESCE(r.decided_at, r.published_at) < $3
                AND ($4 = '' OR r.pusher = $4 OR EXISTS (SELECT 1 FROM ledger_entries e
-                     WHERE e.record_id = r.record_id AND e.department = $4 AND e.flow <> 'decision'))
+                     WHERE e.seq = r.seq AND e.department = $4 AND e.flow <> 'decision'))
              ORDER BY COALESCE(r.decided_at, r.published_at), r.record_id",
             record_select()
         );
@@ -1789,14 +1941,7 @@ impl LedgerStore for SqlLedger {
     async fn clear(&self) -> Result<(), LedgerError> {
         self.write(|ex| {
             Box::pin(async move {
-                let tables = [
-                    "ledger_records",
-                    "ledger_entries",
-                    "ledger_history",
-                    "ledger_events",
-                    "ledger_positions",
-                    "ledger_counters",
-                ];
+                let tables = sql::PROJECTION;
                 match ex.dialect() {
                     // SQLite empties a table deleted without a condition as a whole.
                     Dialect::Sqlite => {
@@ -1807,7 +1952,7 @@ impl LedgerStore for SqlLedger {
                     // A new, empty file for each table: no dead rows and index entries left
                     // for the rebuild to wade through until a vacuum.
                     Dialect::Postgres => {
-                        ex.script(&format!("TRUNCATE {}", tables.join(", ")))
+                        ex.script(&format!("TRUNCATE {} RESTART IDENTITY", tables.join(", ")))
                             .await?;
                     }
                 }
@@ -1912,7 +2057,7 @@ impl LedgerStore for SqlLedger {
     ) -> Result<Vec<(Entry, RecordRow, u32)>, LedgerError> {
         let query = format!(
             "SELECT {}, COALESCE(d.attempts, 0) AS attempts FROM ledger_entries e
-             JOIN ledger_records r ON r.record_id = e.record_id {RECORD_JOIN}
+             JOIN ledger_records r ON r.seq = e.seq {RECORD_JOIN}
              LEFT JOIN deliveries d ON d.record_id = e.record_id AND d.department = e.department
              WHERE e.department = $1 AND {}
                AND (d.status IS NULL OR (d.status = 'retry' AND d.next_attempt_at <= $2) OR d.version < e.version)
@@ -1953,7 +2098,7 @@ impl LedgerStore for SqlLedger {
             Box::pin(async move {
                 ex.execute(
                     "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error, version)
-                     VALUES ($1, $2, $3, 'retry', $4, $5, COALESCE((SELECT version FROM ledger_entries WHERE record_id = $1 AND department = $2), 1))
+                     VALUES ($1, $2, $3, 'retry', $4, $5, COALESCE((SELECT version FROM ledger_entries WHERE seq = (SELECT seq FROM ledger_ids WHERE record_id = $1) AND department = $2), 1))
                      ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = 'retry',
                        next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, version = excluded.version",
                     vec![
@@ -2000,7 +2145,7 @@ impl LedgerStore for SqlLedger {
             Box::pin(async move {
                 ex.execute(
                     "INSERT INTO deliveries (record_id, department, attempts, status, version)
-                     VALUES ($1, $2, $3, $4, COALESCE((SELECT version FROM ledger_entries WHERE record_id = $1 AND department = $2), 1))
+                     VALUES ($1, $2, $3, $4, COALESCE((SELECT version FROM ledger_entries WHERE seq = (SELECT seq FROM ledger_ids WHERE record_id = $1) AND department = $2), 1))
                      ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status,
                        next_attempt_at = NULL, version = excluded.version",
                     vec![

@@ -666,10 +666,12 @@ impl Drop for DurableBroker {
 }
 
 /// The whole ledger of a `sqlite:PATH` or `postgres://…` URL as comparable text lines: records,
-/// entries, history, the event log and the gauge counters, each table in key order (the
-/// consumer positions, which differ by how the topics were read, are left out). Read straight
-/// from the database, for rebuild checks.
+/// entries, history, the event log and the gauge counters, each table in key order. Left out:
+/// the consumer positions, which differ by how the topics were read, and the numbers a ledger
+/// gives records as it reads them (`seq`, `changed`). Read straight from the database, for
+/// rebuild checks.
 pub async fn ledger_snapshot(url: &str) -> Vec<String> {
+    const LOCAL: [&str; 2] = ["seq", "changed"];
     const TABLES: [(&str, &str); 5] = [
         ("ledger_records", "record_id"),
         ("ledger_entries", "record_id, department"),
@@ -684,11 +686,14 @@ pub async fn ledger_snapshot(url: &str) -> Vec<String> {
             let mut stmt = conn
                 .prepare(&format!("SELECT * FROM {table} ORDER BY {key}"))
                 .unwrap();
-            let n = stmt.column_count();
+            let logical: Vec<usize> = (0..stmt.column_count())
+                .filter(|&i| !LOCAL.contains(&stmt.column_name(i).unwrap()))
+                .collect();
             let rows = stmt
                 .query_map([], |r| {
-                    let cells: Vec<String> = (0..n)
-                        .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                    let cells: Vec<String> = logical
+                        .iter()
+                        .map(|&i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
                         .collect();
                     Ok(format!("{table}|{}", cells.join("|")))
                 })
@@ -711,7 +716,7 @@ pub async fn ledger_snapshot(url: &str) -> Vec<String> {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT to_jsonb(t)::text FROM (SELECT * FROM {table} ORDER BY {key}) t"
+                        "SELECT (to_jsonb(t) - 'seq' - 'changed')::text FROM (SELECT * FROM {table} ORDER BY {key}) t"
                     ),
                     &[],
                 )
@@ -754,4 +759,18 @@ pub async fn ledger_outbox(url: &str) -> Vec<serde_json::Value> {
         .iter()
         .map(|t| serde_json::from_str(t).unwrap())
         .collect()
+}
+
+/// The 64-bit integer a one-row, one-column query reads from the ledger at `url`.
+pub async fn ledger_scalar(url: &str, sql: &str) -> i64 {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let conn = rusqlite::Connection::open(path.trim_start_matches("//")).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    } else {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    }
 }
