@@ -1056,13 +1056,18 @@ scenario!(
     |backend| {
         let mut f = Feed::new(backend, "yuanqu-2022").await;
         let link_rows = "SELECT COUNT(*) FROM ledger_links";
-        // 20,000 licensed approvals in bursts of 2,000: on SQLite, the burst that reaches the
-        // batch size indexes the link keys of all of them (许可编号 and 决定文书号: two each);
-        // PostgreSQL indexes them with each row.
+        // 20,000 licensed approvals in bursts of 2,000, the last of them alone in a burst: on
+        // SQLite, that burst reaches the batch size and indexes the link keys of all of them
+        // (许可编号 and 决定文书号: two each); PostgreSQL indexes them with each row.
         let n = shenguan::ledger::sql::LINK_BATCH;
         let mut offset = 0;
         while offset < n {
-            let burst: Vec<(Delivery, RecordKind)> = (offset..(offset + 2000).min(n))
+            let end = if offset == n - 1 {
+                n
+            } else {
+                (offset + 2000).min(n - 1)
+            };
+            let burst: Vec<(Delivery, RecordKind)> = (offset..end)
                 .map(|i| {
                     let id = if i == 0 {
                         "ap-old".to_string()
@@ -1084,20 +1089,39 @@ scenario!(
                 .apply_batch(burst.into(), f.shared.clone(), true)
                 .await
                 .unwrap();
-            offset += 2000;
+            offset = end;
         }
         let indexed = match backend {
             Backend::Sqlite => 2 * n,
             Backend::Postgres => 0,
         };
         assert_eq!(common::ledger_scalar(&f.url, link_rows).await, indexed);
+        // Retention purges the last record indexed, the only one of the last change number: the
+        // next change still comes after the index.
+        let last = format!("ap{}", n - 1);
+        let at = t("2026-04-01T00:00:00+08:00");
+        let m = tracker::purge_message(&f.shared, &last, at, at);
+        f.send(
+            RecordKind::Claim,
+            serde_json::from_slice(&m.payload).unwrap(),
+        )
+        .await;
+        assert!(f.ledger.record(&last).await.unwrap().is_none());
         // One more, beyond the index: found by reading the records changed since.
         f.apply(
             licensed_approval("ap-new", "JY-NEW", "1", n),
             RecordKind::Approval,
         )
         .await;
-        assert_eq!(common::ledger_scalar(&f.url, link_rows).await, indexed);
+        let purged = match backend {
+            Backend::Sqlite => 2,
+            Backend::Postgres => 0,
+        };
+        assert_eq!(
+            common::ledger_scalar(&f.url, link_rows).await,
+            indexed - purged,
+            "the purged record's keys went with it"
+        );
         for (sv, license, approval) in [
             ("sv-old", "JY-OLD", "ap-old"),
             ("sv-new", "JY-NEW", "ap-new"),

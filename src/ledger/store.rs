@@ -1038,10 +1038,13 @@ impl WriteRows {
             .collect();
         let mut records = self.records;
         if !records.is_empty() {
-            // The burst's change number: see `sql::ddl`.
+            // The burst's change number (see `sql::ddl`): past every record's and past the
+            // indexed ones', which a purge of the last changed record would otherwise take back.
             let rows = ex
                 .query(
-                    "SELECT COALESCE(MAX(changed), 0) + 1 AS n FROM ledger_records",
+                    "SELECT CASE WHEN r.n > t.n THEN r.n ELSE t.n END + 1 AS n
+                     FROM (SELECT COALESCE(MAX(changed), 0) AS n FROM ledger_records) r,
+                          (SELECT COALESCE(MAX(changed), 0) AS n FROM ledger_links_through) t",
                     vec![],
                 )
                 .await?;
