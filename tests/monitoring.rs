@@ -980,8 +980,16 @@ fn has_series(scrape: &str, metric: &str, labels: &[(&str, &str)]) -> bool {
 #[tokio::test]
 async fn a_fresh_gateway_exports_every_contract_metric_before_any_traffic() {
     let dir = tempfile::tempdir().unwrap();
-    // A fresh gateway: no token issued, no request sent; scraped the moment it answers.
-    let gw = Gateway::start(dir.path(), &[]).await;
+    // A fresh gateway: no token issued, no request sent; scraped the moment it answers. Its
+    // daily digest is off: on a working day after 08:30 it goes out at the first tick, and the
+    // alert topic's counter would count it.
+    let config = dir.path().join("shenguan.toml");
+    std::fs::write(&config, "[tracker]\ndigest_at = \"\"\n").unwrap();
+    let gw = Gateway::start(
+        &dir.path().join("data"),
+        &["--config", &config.display().to_string()],
+    )
+    .await;
     let scrape = scrape(&gw).await;
     assert_promtool_accepts(&scrape);
     let exported = families(&scrape);

@@ -481,29 +481,20 @@ pub async fn index_links(ex: &mut dyn Exec, at_least: i64) -> Result<i64, DbErro
     if ex.dialect() == Dialect::Postgres {
         return Ok(0);
     }
+    // What changed since the last indexing: how many records, and the last change number.
     let rows = ex
         .query(
             &format!(
-                "SELECT {LINKS_THROUGH} AS through, (SELECT COALESCE(MAX(changed), 0) FROM ledger_records) AS last"
+                "SELECT COUNT(*) AS n, COALESCE(MAX(changed), 0) AS last, {LINKS_THROUGH} AS through
+                 FROM ledger_records WHERE changed > {LINKS_THROUGH}"
             ),
             vec![],
         )
         .await?;
-    let row = rows.iter("ledger_records").next();
-    let (through, last) = match row {
-        Some(r) => (r.int("through")?, r.int("last")?),
+    let (n, last, through) = match rows.iter("ledger_records").next() {
+        Some(r) => (r.int("n")?, r.int("last")?, r.int("through")?),
         None => return Ok(0),
     };
-    if last <= through {
-        return Ok(0);
-    }
-    let rows = ex
-        .query(
-            "SELECT COUNT(*) AS n FROM ledger_records WHERE changed > $1",
-            vec![through.into()],
-        )
-        .await?;
-    let n = rows.first_int("ledger_records", "n")?;
     if n < at_least.max(1) {
         return Ok(0);
     }

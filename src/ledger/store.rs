@@ -1020,13 +1020,8 @@ impl WriteRows {
                 }
             }
             for table in tables {
-                let key = if *table == "deliveries" {
-                    "= $1"
-                } else {
-                    &seq_of("$1")
-                };
                 ex.execute(
-                    &format!("DELETE FROM {table} WHERE {} {key}", key_column(table)),
+                    &format!("DELETE FROM {table} WHERE {}", of_record(table)),
                     vec![record_id.clone().into()],
                 )
                 .await?;
@@ -1084,13 +1079,13 @@ impl WriteRows {
     }
 }
 
-/// The column a table's rows name their record by: its number, but in `deliveries`, which is not
-/// projection, its id.
-fn key_column(table: &str) -> &'static str {
+/// The condition on `table`'s rows of the record whose id is `$1`: by its number, but in
+/// `deliveries`, which is not projection, by its id.
+fn of_record(table: &str) -> String {
     if table == "deliveries" {
-        "record_id"
+        "record_id = $1".into()
     } else {
-        "seq"
+        format!("seq {}", seq_of("$1"))
     }
 }
 
