@@ -142,7 +142,9 @@ pub fn peer_record(n: u64, decided: DateTime<FixedOffset>, rng: &mut Lcg) -> Val
     let person = PEOPLE[rng.next(PEOPLE.len() as u64) as usize];
     let individual = holder.ends_with('店');
     let code = uscc(if individual { "92640202" } else { "91640202" }, n);
-    let decided = decided - chrono::Duration::days(rng.next(20) as i64);
+    // A live feed: decided in the ten hours before `decided`, pushed within its deadline (a
+    // late push raises an alert, which the ledger applies as a message of its own).
+    let decided = decided - chrono::Duration::minutes(rng.next(600) as i64);
     let date = |d: DateTime<FixedOffset>| d.format("%Y-%m-%d").to_string();
     let valid_to = decided + chrono::Duration::days(5 * 365 - 1);
     json!({
@@ -172,7 +174,7 @@ pub fn peer_record(n: u64, decided: DateTime<FixedOffset>, rng: &mut Lcg) -> Val
         "XK_XMMC": item,
         "DFBM": "640200",
         "XK_JZQ": date(valid_to),
-        "SJC": (decided + chrono::Duration::hours(7)).format("%Y-%m-%d %H:%M:%S").to_string(),
+        "SJC": (decided + chrono::Duration::hours(1)).format("%Y-%m-%d %H:%M:%S").to_string(),
     })
 }
 

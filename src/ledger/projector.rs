@@ -226,11 +226,12 @@ impl Projector {
     async fn settled(&self, (batch, outcomes): Written, live: bool, applied: &mut u64) {
         self.status.applied();
         let mut rejected = Vec::new();
+        let mut breaches = Breaches::new();
         for (outcome, prepared) in outcomes.iter().zip(batch.iter()) {
             *applied += 1;
             let delivery = &prepared.delivery;
             match outcome {
-                Outcome::Applied(changes) if live => observe(changes),
+                Outcome::Applied(changes) if live => observe(changes, &mut breaches),
                 Outcome::Waiting => tracing::info!(
                     topic = %delivery.topic,
                     offset = delivery.offset,
@@ -248,6 +249,9 @@ impl Projector {
             if let Some(id) = id {
                 let _ = self.applied.send(id);
             }
+        }
+        for ((department, kind, rule), count) in breaches {
+            events::deadline_breaches(&department, kind.as_str(), &rule, count);
         }
         if !rejected.is_empty() {
             // The messages are on their topics still; this makes them visible.
@@ -376,12 +380,20 @@ impl Receiver {
     }
 }
 
-fn observe(changes: &Changes) {
+/// The deadlines a burst missed, counted by department, kind and rule.
+type Breaches = std::collections::BTreeMap<(String, RecordKind, String), u64>;
+
+/// The metrics and log lines of what one message changed; its missed deadlines are added to
+/// the burst's, which are counted and logged once per department, kind and rule (a backlog of
+/// late records logs a line per burst, not one per record).
+fn observe(changes: &Changes, breaches: &mut Breaches) {
     for (department, kind, seconds) in &changes.claimed {
         events::claimed(department, kind.as_str(), *seconds);
     }
     for (department, kind, rule) in &changes.breaches {
-        events::deadline_breach(department, kind.as_str(), rule);
+        *breaches
+            .entry((department.clone(), *kind, rule.clone()))
+            .or_default() += 1;
     }
     if let Some(r) = &changes.record {
         if let (Some(decided), true) = (

@@ -88,13 +88,13 @@ pub fn claimed(department: &str, kind: &str, seconds: f64) {
     tracing::info!(department, kind, seconds, "record claimed");
 }
 
-/// A deadline was missed.
-pub fn deadline_breach(department: &str, kind: &str, rule: &str) {
+/// `count` deadlines of one department, kind and rule were missed (in one burst of the ledger).
+pub fn deadline_breaches(department: &str, kind: &str, rule: &str, count: u64) {
     METRICS
         .breaches
         .with_label_values(&[department, kind, rule])
-        .inc();
-    tracing::warn!(department, kind, rule, "deadline missed");
+        .inc_by(count);
+    tracing::warn!(department, kind, rule, count, "deadline missed");
 }
 
 /// A deadline could not be computed: the calendar has no data for the year.
