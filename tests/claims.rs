@@ -29,17 +29,11 @@ async fn gateway_with_digest(
         std::fs::write(&path, c).unwrap();
         config = format!("catalog_file = {path:?}\n{config}");
     }
-    let file = dir.join("shenguan.toml");
-    std::fs::write(&file, config).unwrap();
     for (k, v) in env {
         // The child inherits the test process environment.
         std::env::set_var(k, v);
     }
-    Gateway::start(
-        &dir.join("data"),
-        &["--config", &file.display().to_string()],
-    )
-    .await
+    Gateway::configured(dir, &config).await
 }
 
 async fn call(
@@ -804,11 +798,9 @@ async fn admins_issue_rotate_and_revoke_tokens_with_an_audit_trail() {
 #[tokio::test]
 async fn each_token_is_rate_limited_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("shenguan.toml");
-    std::fs::write(&file, "[auth]\nrequests_per_second = 1.0\nburst = 3.0\n").unwrap();
-    let gw = Gateway::start(
-        &dir.path().join("data"),
-        &["--config", &file.display().to_string()],
+    let gw = Gateway::configured(
+        dir.path(),
+        "[auth]\nrequests_per_second = 1.0\nburst = 3.0\n",
     )
     .await;
     let busy = gw.token("department", "szs-scjg");

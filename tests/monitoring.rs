@@ -983,13 +983,7 @@ async fn a_fresh_gateway_exports_every_contract_metric_before_any_traffic() {
     // A fresh gateway: no token issued, no request sent; scraped the moment it answers. Its
     // daily digest is off: on a working day after 08:30 it goes out at the first tick, and the
     // alert topic's counter would count it.
-    let config = dir.path().join("shenguan.toml");
-    std::fs::write(&config, "[tracker]\ndigest_at = \"\"\n").unwrap();
-    let gw = Gateway::start(
-        &dir.path().join("data"),
-        &["--config", &config.display().to_string()],
-    )
-    .await;
+    let gw = Gateway::configured(dir.path(), "[tracker]\ndigest_at = \"\"\n").await;
     let scrape = scrape(&gw).await;
     assert_promtool_accepts(&scrape);
     let exported = families(&scrape);

@@ -16,14 +16,8 @@ async fn gateway(dir: &std::path::Path, policy: Option<&str>) -> (Gateway, std::
     if let Some(p) = policy {
         config = format!("policy = \"{p}\"\n{config}");
     }
-    let file = dir.join("shenguan.toml");
-    std::fs::write(&file, config).unwrap();
-    let gw = Gateway::start(
-        &dir.join("data"),
-        &["--config", &file.display().to_string()],
-    )
-    .await;
-    (gw, file)
+    let gw = Gateway::configured(dir, &config).await;
+    (gw, dir.join("shenguan.toml"))
 }
 
 async fn get(gw: &Gateway, path: &str, token: &str) -> (u16, String) {

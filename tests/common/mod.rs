@@ -52,6 +52,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Starts `shenguan run` with `config` as its configuration file (`dir/shenguan.toml`) and
+    /// `dir/data` as its data directory.
+    pub async fn configured(dir: &Path, config: &str) -> Gateway {
+        let file = dir.join("shenguan.toml");
+        std::fs::write(&file, config).unwrap();
+        Gateway::start(
+            &dir.join("data"),
+            &["--config", &file.display().to_string()],
+        )
+        .await
+    }
+
     /// Starts `shenguan run` with `extra` arguments (e.g. `--bus kafka://…`).
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Gateway {
         let port = free_port();
