@@ -1051,53 +1051,69 @@ fn revocation(id: &str, license_no: &str) -> Value {
     })
 }
 
+/// On SQLite, how many records the link index holds under `value` of the link column `column`
+/// (PostgreSQL keeps no index of its own: `None`).
+async fn link_index_count(f: &Feed, backend: Backend, column: &str, value: &str) -> Option<i64> {
+    match backend {
+        Backend::Sqlite => {
+            let sql = format!(
+                "SELECT COUNT(*) FROM ledger_link_keys WHERE ledger_link_keys MATCH '{}'",
+                shenguan::ledger::sql::link_term(column, value)
+            );
+            Some(common::ledger_scalar(&f.url, &sql).await)
+        }
+        Backend::Postgres => None,
+    }
+}
+
+/// Applies `n` licensed approvals, `ap0`/`JY0` … , in bursts of 2,000.
+async fn licensed_approvals(f: &Feed, n: i64) {
+    for start in (0..n).step_by(2000) {
+        let burst: Vec<(Delivery, RecordKind)> = (start..(start + 2000).min(n))
+            .map(|i| {
+                (
+                    licensed_approval(&format!("ap{i}"), &format!("JY{i}"), "1", i),
+                    RecordKind::Approval,
+                )
+            })
+            .collect();
+        f.ledger
+            .apply_batch(burst.into(), f.shared.clone(), true)
+            .await
+            .unwrap();
+    }
+}
+
 scenario!(
-    links_are_found_through_the_sorted_index_and_beyond_it_and_follow_an_updated_licence,
+    links_are_found_through_the_key_index_which_follows_a_corrected_and_a_purged_licence,
     |backend| {
         let mut f = Feed::new(backend, "yuanqu-2022").await;
-        let link_rows = "SELECT COUNT(*) FROM ledger_links";
-        // 20,000 licensed approvals in bursts of 2,000, the last of them alone in a burst: on
-        // SQLite, that burst reaches the batch size and indexes the link keys of all of them
-        // (许可编号 and 决定文书号: two each); PostgreSQL indexes them with each row.
-        let n = shenguan::ledger::sql::LINK_BATCH;
-        let mut offset = 0;
-        while offset < n {
-            let end = if offset == n - 1 {
-                n
-            } else {
-                (offset + 2000).min(n - 1)
-            };
-            let burst: Vec<(Delivery, RecordKind)> = (offset..end)
-                .map(|i| {
-                    let id = if i == 0 {
-                        "ap-old".to_string()
-                    } else {
-                        format!("ap{i}")
-                    };
-                    let license = if i == 0 {
-                        "JY-OLD".to_string()
-                    } else {
-                        format!("JY{i}")
-                    };
-                    (
-                        licensed_approval(&id, &license, "1", i),
-                        RecordKind::Approval,
-                    )
-                })
-                .collect();
-            f.ledger
-                .apply_batch(burst.into(), f.shared.clone(), true)
-                .await
-                .unwrap();
-            offset = end;
-        }
-        let indexed = match backend {
-            Backend::Sqlite => 2 * n,
-            Backend::Postgres => 0,
+        let n = 5_000;
+        licensed_approvals(&f, n).await;
+        let indexed = |v: i64| match backend {
+            Backend::Sqlite => Some(v),
+            Backend::Postgres => None,
         };
-        assert_eq!(common::ledger_scalar(&f.url, link_rows).await, indexed);
-        // Retention purges the last record indexed, the only one of the last change number: the
-        // next change still comes after the index.
+        for (column, value) in [
+            ("link_license_no", "JY0".to_string()),
+            ("link_license_no", format!("JY{}", n - 1)),
+            (
+                "link_document_no",
+                "石审服食经许字〔2026〕第17号".to_string(),
+            ),
+        ] {
+            assert_eq!(
+                link_index_count(&f, backend, column, &value).await,
+                indexed(1),
+                "{value}"
+            );
+        }
+        // The same value under another column is another key.
+        assert_eq!(
+            link_index_count(&f, backend, "link_uscc", "JY0").await,
+            indexed(0)
+        );
+        // Retention purges a record: its keys go with it.
         let last = format!("ap{}", n - 1);
         let at = t("2026-04-01T00:00:00+08:00");
         let m = tracker::purge_message(&f.shared, &last, at, at);
@@ -1107,25 +1123,12 @@ scenario!(
         )
         .await;
         assert!(f.ledger.record(&last).await.unwrap().is_none());
-        // One more, beyond the index: found by reading the records changed since.
-        f.apply(
-            licensed_approval("ap-new", "JY-NEW", "1", n),
-            RecordKind::Approval,
-        )
-        .await;
-        let purged = match backend {
-            Backend::Sqlite => 2,
-            Backend::Postgres => 0,
-        };
         assert_eq!(
-            common::ledger_scalar(&f.url, link_rows).await,
-            indexed - purged,
+            link_index_count(&f, backend, "link_license_no", &format!("JY{}", n - 1)).await,
+            indexed(0),
             "the purged record's keys went with it"
         );
-        for (sv, license, approval) in [
-            ("sv-old", "JY-OLD", "ap-old"),
-            ("sv-new", "JY-NEW", "ap-new"),
-        ] {
+        for (sv, license, approval) in [("sv0", "JY0", "ap0"), ("sv7", "JY7", "ap7")] {
             f.send(RecordKind::Supervision, revocation(sv, license))
                 .await;
             let (record, _, _) = f.ledger.record(sv).await.unwrap().unwrap();
@@ -1138,19 +1141,122 @@ scenario!(
                 "{approval} shows {sv}"
             );
         }
-        // The indexed approval's licence number is corrected: the index still holds the old
-        // number, and the look-up follows the record, not the index.
+        // A revocation of the purged licence links to nothing.
+        f.send(
+            RecordKind::Supervision,
+            revocation("sv-gone", &format!("JY{}", n - 1)),
+        )
+        .await;
+        let (record, _, _) = f.ledger.record("sv-gone").await.unwrap().unwrap();
+        assert_eq!(record.linked_record_id, None);
+        // ap3's licence number is corrected: the index takes the new number for the old (no
+        // supervision names JY3, whose keys would be indexed too).
         f.apply(
-            licensed_approval("ap-old", "JY-FIXED", "2", n + 1),
+            licensed_approval("ap3", "JY-FIXED", "2", n + 1),
             RecordKind::Approval,
         )
         .await;
-        let (record, _, _) = f.ledger.record("sv-old").await.unwrap().unwrap();
-        assert_eq!(record.linked_record_id, None, "JY-OLD names no licence now");
+        assert_eq!(
+            link_index_count(&f, backend, "link_license_no", "JY3").await,
+            indexed(0)
+        );
+        assert_eq!(
+            link_index_count(&f, backend, "link_license_no", "JY-FIXED").await,
+            indexed(1)
+        );
+        f.send(RecordKind::Supervision, revocation("sv3", "JY3"))
+            .await;
+        let (record, _, _) = f.ledger.record("sv3").await.unwrap().unwrap();
+        assert_eq!(record.linked_record_id, None, "JY3 names no licence now");
         f.send(RecordKind::Supervision, revocation("sv-fixed", "JY-FIXED"))
             .await;
         let (record, _, _) = f.ledger.record("sv-fixed").await.unwrap().unwrap();
-        assert_eq!(record.linked_record_id.as_deref(), Some("ap-old"));
+        assert_eq!(record.linked_record_id.as_deref(), Some("ap3"));
+    }
+);
+
+/// Runs `sql` (several statements) on the ledger at `url`.
+async fn ledger_script(url: &str, sql: &str) {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let conn = rusqlite::Connection::open(path.trim_start_matches("//")).unwrap();
+        conn.execute_batch(sql).unwrap();
+    } else {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+    }
+}
+
+scenario!(
+    a_ledger_of_the_earlier_link_index_is_migrated_in_place,
+    |backend| {
+        // The earlier layout, as that version left it: the records' change numbers and, on
+        // SQLite, their keys in a sorted table (PostgreSQL had the tables, empty).
+        let f = Feed::new(backend, "yuanqu-2022").await;
+        licensed_approvals(&f, 3).await;
+        let earlier = match backend {
+            Backend::Sqlite => {
+                "DROP TABLE ledger_link_keys;
+                 ALTER TABLE ledger_records ADD COLUMN changed INTEGER NOT NULL DEFAULT 1;
+                 CREATE INDEX records_changed ON ledger_records (changed);
+                 CREATE TABLE ledger_links (link TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
+                     PRIMARY KEY (link, value, seq)) WITHOUT ROWID;
+                 CREATE TABLE ledger_links_through (changed INTEGER NOT NULL);
+                 INSERT INTO ledger_links SELECT 'link_license_no', link_license_no, seq FROM ledger_records;"
+            }
+            Backend::Postgres => {
+                "ALTER TABLE ledger_records ADD COLUMN changed BIGINT NOT NULL DEFAULT 1;
+                 CREATE TABLE ledger_links (link TEXT NOT NULL, value TEXT NOT NULL, seq BIGINT NOT NULL,
+                     PRIMARY KEY (link, value, seq));
+                 CREATE TABLE ledger_links_through (changed BIGINT NOT NULL);"
+            }
+        };
+        ledger_script(&f.url, earlier).await;
+        let positions = f.ledger.positions().await.unwrap();
+        // Opened again: brought up to date, not rebuilt.
+        let ledger = shenguan::ledger::store::open(&f.url).await.unwrap();
+        assert_eq!(ledger.positions().await.unwrap(), positions, "not rebuilt");
+        let count = |sql: &'static str| common::ledger_scalar(&f.url, sql);
+        assert_eq!(count("SELECT COUNT(*) FROM ledger_records").await, 3);
+        let (tables, column) = match backend {
+            Backend::Sqlite => (
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('ledger_links', 'ledger_links_through', 'records_changed')",
+                "SELECT COUNT(*) FROM pragma_table_info('ledger_records') WHERE name = 'changed'",
+            ),
+            Backend::Postgres => (
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name IN ('ledger_links', 'ledger_links_through')",
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'ledger_records' AND column_name = 'changed'",
+            ),
+        };
+        assert_eq!(count(tables).await, 0, "the earlier link tables are gone");
+        assert_eq!(count(column).await, 0, "the change numbers are gone");
+        let mut f = Feed { ledger, ..f };
+        for i in 0..3 {
+            let expected = match backend {
+                Backend::Sqlite => Some(1),
+                Backend::Postgres => None,
+            };
+            assert_eq!(
+                link_index_count(&f, backend, "link_license_no", &format!("JY{i}")).await,
+                expected
+            );
+        }
+        f.send(RecordKind::Supervision, revocation("sv1", "JY1"))
+            .await;
+        let (record, _, _) = f.ledger.record("sv1").await.unwrap().unwrap();
+        assert_eq!(record.linked_record_id.as_deref(), Some("ap1"));
+        // A record written after the migration is indexed with the others.
+        f.apply(
+            licensed_approval("ap9", "JY9", "1", 9),
+            RecordKind::Approval,
+        )
+        .await;
+        f.send(RecordKind::Supervision, revocation("sv9", "JY9"))
+            .await;
+        let (record, _, _) = f.ledger.record("sv9").await.unwrap().unwrap();
+        assert_eq!(record.linked_record_id.as_deref(), Some("ap9"));
     }
 );
 

@@ -40,7 +40,6 @@ pub const RECORDS: Table = Table {
         ("pushed_at", Ty::Int),
         ("push_hours", Ty::Real),
         ("version", Ty::Int),
-        ("changed", Ty::Int),
     ],
 };
 
@@ -184,13 +183,11 @@ pub fn upsert(table: &Table, key: &[&str]) -> String {
 /// records in the order it reads them.
 ///
 /// The look-up keys that link a supervision to its approval (许可编号, 许可决定文书号, 统一社会信用代码)
-/// are random too, and only read when a record is shown. On SQLite they are indexed behind the
-/// ledger, in sorted batches ([`index_links`]), not with each row: each write of a record takes
-/// the burst's change number (`changed`), `ledger_links` holds the keys of the records changed
-/// through `ledger_links_through`, and a look-up reads it and the records changed after
-/// ([`linked`]). PostgreSQL keeps them in partial indexes of `ledger_records`, with each row: its
-/// tables are heaps, so the batch wrote each key twice (table and index), and cost more than
-/// the indexes it replaced.
+/// are random too, and only read when a record is shown. On SQLite they are kept in an FTS5
+/// index (`ledger_link_keys`, see [`link_term`]): its writes are sorted runs merged in the
+/// background of later writes, so a burst's keys cost a few pages whatever the ledger's size,
+/// where a B-tree keyed by them rewrote about one page per key once the ledger outgrew the
+/// burst. PostgreSQL keeps them in partial indexes of `ledger_records`, with each row.
 pub fn ddl(dialect: Dialect) -> String {
     let unclaimed = state_in("", &EntryState::UNCLAIMED);
     let (int, real, without_rowid, serial) = match dialect {
@@ -212,9 +209,9 @@ pub fn ddl(dialect: Dialect) -> String {
         ),
     };
     let link_indexes = match dialect {
-        Dialect::Sqlite => {
-            "CREATE INDEX IF NOT EXISTS records_changed ON ledger_records (changed);".to_string()
-        }
+        Dialect::Sqlite => format!(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS {LINK_KEYS} USING fts5(terms, content='', contentless_delete=1, detail='none', tokenize='ascii');"
+        ),
         Dialect::Postgres => LINKS
             .iter()
             .map(|c| {
@@ -235,14 +232,10 @@ CREATE TABLE IF NOT EXISTS ledger_records (
     decided_at {int}, adapter TEXT NOT NULL, push_rule TEXT, push_due_at {int}, push_late {int} NOT NULL,
     unrouted TEXT, source_department TEXT, link_license_no TEXT, link_document_no TEXT, link_uscc TEXT,
     case_no TEXT, title TEXT, counterpart TEXT, pusher TEXT, pushed_at {int} NOT NULL, push_hours {real},
-    version {int} NOT NULL, changed {int} NOT NULL);
+    version {int} NOT NULL);
 CREATE INDEX IF NOT EXISTS records_pushed ON ledger_records (pushed_at);
 CREATE INDEX IF NOT EXISTS records_decided ON ledger_records (kind, decided_at);
 {link_indexes}
-CREATE TABLE IF NOT EXISTS ledger_links (
-    link TEXT NOT NULL, value TEXT NOT NULL, seq {int} NOT NULL,
-    PRIMARY KEY (link, value, seq)){without_rowid};
-CREATE TABLE IF NOT EXISTS ledger_links_through (changed {int} NOT NULL);
 CREATE INDEX IF NOT EXISTS records_unrouted ON ledger_records (published_at) WHERE unrouted IS NOT NULL;
 CREATE TABLE IF NOT EXISTS ledger_entries (
     seq {int} NOT NULL, record_id TEXT NOT NULL, department TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
@@ -299,10 +292,8 @@ pub fn due_scan() -> String {
 
 /// The projection's tables: everything in them is rebuilt from the bus when the schema changes
 /// (webhook delivery state and queued alerts are not projection and stay).
-pub const PROJECTION: [&str; 9] = [
+pub const PROJECTION: [&str; 7] = [
     "ledger_ids",
-    "ledger_links",
-    "ledger_links_through",
     "ledger_records",
     "ledger_entries",
     "ledger_history",
@@ -310,6 +301,15 @@ pub const PROJECTION: [&str; 9] = [
     "ledger_positions",
     "ledger_counters",
 ];
+
+/// The projection's tables in `dialect`: [`PROJECTION`], and on SQLite the link index.
+pub fn projection(dialect: Dialect) -> Vec<&'static str> {
+    let mut tables = PROJECTION.to_vec();
+    if dialect == Dialect::Sqlite {
+        tables.push(LINK_KEYS);
+    }
+    tables
+}
 
 /// The tables of the first ledger schema (times as text or `timestamptz`), which an upgrade
 /// replaces; the bus holds everything they were built from.
@@ -364,7 +364,7 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
             to = SCHEMA_VERSION,
             "the ledger's schema changed: it is rebuilt from the bus topics"
         );
-        for table in PROJECTION {
+        for table in projection(dialect) {
             ex.script(&format!("DROP TABLE IF EXISTS {table}")).await?;
         }
     }
@@ -384,6 +384,7 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
         }
     }
     ex.script(&ddl(dialect)).await?;
+    migrate_links(ex).await?;
     if old {
         let ms = |column: &str| match dialect {
             Dialect::Sqlite => format!("CAST(strftime('%s', {column}) AS INTEGER) * 1000"),
@@ -442,88 +443,110 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The link columns of a record, as `ledger_links` names them.
+/// The link columns of a record.
 pub const LINKS: [&str; 3] = ["link_license_no", "link_document_no", "link_uscc"];
 
-/// How many records may be changed after the last indexing of their link keys before the next
-/// burst indexes them: a look-up reads at most this many records beyond the index, and at a
-/// million records a batch of this size writes about one page of the index per record, where
-/// keys indexed with each row wrote one per key.
-pub const LINK_BATCH: i64 = 20_000;
+/// SQLite's index of the link keys: one row per record (its `seq` as the rowid), whose text is
+/// the [`link_term`]s of its keys.
+pub const LINK_KEYS: &str = "ledger_link_keys";
 
-/// The change number of the records a lookup reads beyond the index.
-const LINKS_THROUGH: &str = "(SELECT COALESCE(MAX(changed), 0) FROM ledger_links_through)";
+/// The tables of the link index before it was [`LINK_KEYS`], dropped when a ledger is opened.
+const OLD_LINK_TABLES: [&str; 2] = ["ledger_links", "ledger_links_through"];
 
-/// `seq IN (…)`: the records that may have one of the link keys `(column, parameter)`: those
-/// whose key is indexed, and those changed since the last indexing. The caller still compares
-/// the record's own columns, which an update may have changed since. On PostgreSQL, `TRUE`: the
-/// caller's comparison reads the partial indexes.
-pub fn linked(dialect: Dialect, keys: &[(&str, &str)]) -> String {
+/// The term under which [`LINK_KEYS`] indexes the value of the link column `column`: `k` and 16
+/// hexadecimal digits of a SHA-256 of both, one token whatever the characters of the value
+/// (`〔2026〕第12号`). Two values with the same term only cost a look-up a record it then
+/// compares and leaves.
+pub fn link_term(column: &str, value: &str) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(column.as_bytes());
+    hash.update([0]);
+    hash.update(value.as_bytes());
+    format!("k{}", hex::encode(&hash.finalize()[..8]))
+}
+
+/// The text a record's row in [`LINK_KEYS`] holds: the terms of its link keys (in [`LINKS`]'
+/// order, `None` for a key it does not have).
+pub fn link_terms(keys: [Option<&str>; 3]) -> String {
+    LINKS
+        .iter()
+        .zip(keys)
+        .filter_map(|(column, value)| value.map(|v| link_term(column, v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `seq IN (…)`: the records that may have one of the link keys `(column, value)`, from
+/// [`LINK_KEYS`]. The caller still compares the record's own columns. On PostgreSQL, `TRUE`:
+/// the caller's comparison reads the partial indexes. The terms are hexadecimal, written into
+/// the statement as they are.
+pub fn linked(dialect: Dialect, keys: &[(&str, Option<&str>)]) -> String {
     if dialect == Dialect::Postgres {
         return "TRUE".into();
     }
-    let mut parts: Vec<String> = keys
+    let terms: Vec<String> = keys
         .iter()
-        .map(|(column, param)| {
-            format!("SELECT seq FROM ledger_links WHERE link = '{column}' AND value = {param}")
-        })
+        .filter_map(|(column, value)| value.map(|v| link_term(column, v)))
         .collect();
-    parts.push(format!(
-        "SELECT seq FROM ledger_records WHERE changed > {LINKS_THROUGH}"
-    ));
-    format!("seq IN ({})", parts.join(" UNION ALL "))
+    if terms.is_empty() {
+        return "FALSE".into();
+    }
+    format!(
+        "seq IN (SELECT rowid FROM {LINK_KEYS} WHERE {LINK_KEYS} MATCH '{}')",
+        terms.join(" OR ")
+    )
 }
 
-/// Indexes the link keys of the records changed since the last indexing, sorted, in the
-/// transaction `ex` is in, once there are `at_least` such records (and at least one). Returns
-/// how many records it indexed (none on PostgreSQL, see [`ddl`]).
-pub async fn index_links(ex: &mut dyn Exec, at_least: i64) -> Result<i64, DbError> {
-    if ex.dialect() == Dialect::Postgres {
-        return Ok(0);
+/// Brings the link index of a ledger opened by an earlier version up to date: its sorted
+/// B-tree of keys (`ledger_links`, with the records' change numbers) becomes [`LINK_KEYS`],
+/// filled from the records, in the transaction `ex` is in. Runs after [`ddl`].
+async fn migrate_links(ex: &mut dyn Exec) -> Result<(), DbError> {
+    let dialect = ex.dialect();
+    for table in OLD_LINK_TABLES {
+        ex.script(&format!("DROP TABLE IF EXISTS {table}")).await?;
     }
-    // What changed since the last indexing: how many records, and the last change number.
-    let rows = ex
-        .query(
-            &format!(
-                "SELECT COUNT(*) AS n, COALESCE(MAX(changed), 0) AS last, {LINKS_THROUGH} AS through
-                 FROM ledger_records WHERE changed > {LINKS_THROUGH}"
-            ),
-            vec![],
-        )
-        .await?;
-    let (n, last, through) = match rows.iter("ledger_records").next() {
-        Some(r) => (r.int("n")?, r.int("last")?, r.int("through")?),
-        None => return Ok(0),
+    let has_changed = match dialect {
+        Dialect::Sqlite => "SELECT name FROM pragma_table_info('ledger_records') WHERE name = 'changed'",
+        Dialect::Postgres => "SELECT column_name::text AS name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'ledger_records' AND column_name = 'changed'",
     };
-    if n < at_least.max(1) {
-        return Ok(0);
+    if ex.query(has_changed, vec![]).await?.is_empty() {
+        return Ok(());
     }
-    let keys: Vec<String> = LINKS
-        .iter()
-        .map(|c| {
-            format!(
-                "SELECT '{c}' AS link, {c} AS value, seq FROM ledger_records WHERE changed > $1 AND {c} IS NOT NULL"
-            )
-        })
-        .collect();
-    ex.execute(
-        &format!(
-            "INSERT INTO ledger_links (link, value, seq)
-             SELECT link, value, seq FROM ({}) k WHERE true ORDER BY link, value, seq
-             ON CONFLICT (link, value, seq) DO NOTHING",
-            keys.join(" UNION ALL ")
-        ),
-        vec![through.into()],
-    )
-    .await?;
-    ex.execute("DELETE FROM ledger_links_through", vec![])
+    ex.script("DROP INDEX IF EXISTS records_changed").await?;
+    ex.script("ALTER TABLE ledger_records DROP COLUMN changed")
         .await?;
-    ex.execute(
-        "INSERT INTO ledger_links_through (changed) VALUES ($1)",
-        vec![last.into()],
-    )
-    .await?;
-    Ok(n)
+    if dialect == Dialect::Sqlite {
+        let rows = ex
+            .query(
+                &format!("SELECT seq, {} FROM ledger_records", LINKS.join(", ")),
+                vec![],
+            )
+            .await?;
+        let mut keys = Vec::new();
+        for row in rows.iter("ledger_records") {
+            let terms = link_terms([
+                row.opt_text(LINKS[0])?.as_deref(),
+                row.opt_text(LINKS[1])?.as_deref(),
+                row.opt_text(LINKS[2])?.as_deref(),
+            ]);
+            if !terms.is_empty() {
+                keys.push(vec![Param::from(row.int("seq")?), Param::from(terms)]);
+            }
+        }
+        tracing::info!(
+            records = keys.len(),
+            "the ledger's link keys are indexed again"
+        );
+        for row in keys {
+            ex.execute(
+                &format!("INSERT INTO {LINK_KEYS} (rowid, terms) VALUES ($1, $2)"),
+                row,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The receiving side of the monthly report: the month's entries (`$1` ≤ pushed_at < `$2`)

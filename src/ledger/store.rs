@@ -463,7 +463,6 @@ fn record_params(r: RecordRow) -> Vec<Param> {
         r.pushed_at.into(),
         Param::Real(r.push_hours),
         i64::from(r.version).into(),
-        UNNUMBERED,
     ]
 }
 
@@ -1006,18 +1005,16 @@ impl WriteRows {
                 &["ledger_history"]
             };
             if purge && ex.dialect() == Dialect::Sqlite {
-                // The record's indexed link keys go with it.
-                for column in sql::LINKS {
-                    ex.execute(
-                        &format!(
-                            "DELETE FROM ledger_links WHERE link = '{column}' AND seq {0}
-                             AND value = (SELECT {column} FROM ledger_records WHERE seq {0})",
-                            seq_of("$1")
-                        ),
-                        vec![record_id.clone().into()],
-                    )
-                    .await?;
-                }
+                // The record's link keys go with it.
+                ex.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE rowid {}",
+                        sql::LINK_KEYS,
+                        seq_of("$1")
+                    ),
+                    vec![record_id.clone().into()],
+                )
+                .await?;
             }
             for table in tables {
                 ex.execute(
@@ -1031,27 +1028,20 @@ impl WriteRows {
             .into_iter()
             .map(|((topic, part), next)| vec![topic.into(), i64::from(part).into(), next.into()])
             .collect();
-        let mut records = self.records;
-        if !records.is_empty() {
-            // The burst's change number (see `sql::ddl`): past every record's and past the
-            // indexed ones', which a purge of the last changed record would otherwise take back.
-            let rows = ex
-                .query(
-                    "SELECT CASE WHEN r.n > t.n THEN r.n ELSE t.n END + 1 AS n
-                     FROM (SELECT COALESCE(MAX(changed), 0) AS n FROM ledger_records) r,
-                          (SELECT COALESCE(MAX(changed), 0) AS n FROM ledger_links_through) t",
-                    vec![],
-                )
-                .await?;
-            let changed = rows.first_int("ledger_records", "n")?;
-            for row in &mut records {
-                if let Some(cell) = row.last_mut() {
-                    *cell = changed.into();
-                }
-            }
-        }
+        // On SQLite, the numbers the ledger gave before this burst: a record numbered before may
+        // have link keys indexed already, which its new row replaces.
+        let numbered_before = match ex.dialect() {
+            Dialect::Sqlite if !self.records.is_empty() => ex
+                .query("SELECT COALESCE(MAX(seq), 0) AS n FROM ledger_ids", vec![])
+                .await?
+                .first_int("ledger_ids", "n")?,
+            _ => 0,
+        };
         let [events, records, entries, history] =
-            numbered(ex, [self.events, records, self.entries, self.history]).await?;
+            numbered(ex, [self.events, self.records, self.entries, self.history]).await?;
+        if ex.dialect() == Dialect::Sqlite {
+            index_links(ex, &records, numbered_before).await?;
+        }
         ex.insert_rows(vec![
             Insert::new(&EVENTS, events, "ON CONFLICT (seq, event_id) DO NOTHING"),
             Insert::new(&RECORDS, records, sql::upsert(&RECORDS, &["seq"])),
@@ -1074,9 +1064,52 @@ impl WriteRows {
             Insert::new(&OUTBOX, self.outbox, "ON CONFLICT (id) DO NOTHING"),
         ])
         .await?;
-        sql::index_links(ex, sql::LINK_BATCH).await?;
         Ok(())
     }
+}
+
+/// Indexes the link keys of a burst's record rows (numbered) in SQLite's [`sql::LINK_KEYS`]: a
+/// record numbered at most `numbered_before` has its earlier keys taken out first.
+async fn index_links(
+    ex: &mut dyn Exec,
+    records: &[Vec<Param>],
+    numbered_before: i64,
+) -> Result<(), DbError> {
+    let at = |column: &str| {
+        RECORDS
+            .columns
+            .iter()
+            .position(|(c, _)| *c == column)
+            .expect("a link column of ledger_records")
+    };
+    let columns = sql::LINKS.map(at);
+    for row in records {
+        let Param::Int(Some(seq)) = row[0] else {
+            return Err(DbError::Db("a record row without its number".into()));
+        };
+        if seq <= numbered_before {
+            ex.execute(
+                &format!("DELETE FROM {} WHERE rowid = $1", sql::LINK_KEYS),
+                vec![seq.into()],
+            )
+            .await?;
+        }
+        let terms = sql::link_terms(columns.map(|i| match &row[i] {
+            Param::Text(Some(t)) => Some(t.as_str()),
+            _ => None,
+        }));
+        if !terms.is_empty() {
+            ex.execute(
+                &format!(
+                    "INSERT INTO {} (rowid, terms) VALUES ($1, $2)",
+                    sql::LINK_KEYS
+                ),
+                vec![seq.into(), terms.into()],
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The condition on `table`'s rows of the record whose id is `$1`: by its number, but in
@@ -1234,7 +1267,7 @@ async fn linked_approval(
                     &format!(
                         "SELECT record_id FROM ledger_records WHERE kind = 'approval' AND {column} = $1 AND {}
                          ORDER BY published_at DESC, record_id LIMIT 1",
-                        sql::linked(ex.dialect(), &[(column, "$1")])
+                        sql::linked(ex.dialect(), &[(column, Some(k.as_str()))])
                     ),
                     vec![k.clone().into()],
                 )
@@ -1253,7 +1286,7 @@ async fn linked_approval(
             .query(
                 &format!(
                     "SELECT record_id FROM ledger_records WHERE kind = 'approval' AND link_uscc = $1 AND {} LIMIT 2",
-                    sql::linked(ex.dialect(), &[("link_uscc", "$1")])
+                    sql::linked(ex.dialect(), &[("link_uscc", Some(uscc.as_str()))])
                 ),
                 vec![uscc.clone().into()],
             )
@@ -1338,7 +1371,7 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
                         "SELECT record_id, published_at, event_id, link_license_no, link_document_no, link_uscc FROM ledger_records
                          WHERE kind = 'supervision' AND (link_license_no = $1 OR link_document_no = $2 OR link_uscc = $3) AND {}
                          ORDER BY published_at, record_id",
-                        sql::linked(ex.dialect(), &[("link_license_no", "$1"), ("link_document_no", "$2"), ("link_uscc", "$3")])
+                        sql::linked(ex.dialect(), &[("link_license_no", keys.0.as_deref()), ("link_document_no", keys.1.as_deref()), ("link_uscc", keys.2.as_deref())])
                     ),
                     vec![keys.0.clone().into(), keys.1.clone().into(), keys.2.clone().into()],
                 )
@@ -1941,11 +1974,20 @@ impl LedgerStore for SqlLedger {
             Box::pin(async move {
                 let tables = sql::PROJECTION;
                 match ex.dialect() {
-                    // SQLite empties a table deleted without a condition as a whole.
+                    // SQLite empties a table deleted without a condition as a whole; the link
+                    // index is emptied by its own command.
                     Dialect::Sqlite => {
                         for table in tables {
                             ex.execute(&format!("DELETE FROM {table}"), vec![]).await?;
                         }
+                        ex.execute(
+                            &format!(
+                                "INSERT INTO {0} ({0}) VALUES ('delete-all')",
+                                sql::LINK_KEYS
+                            ),
+                            vec![],
+                        )
+                        .await?;
                     }
                     // A new, empty file for each table: no dead rows and index entries left
                     // for the rebuild to wade through until a vacuum.
