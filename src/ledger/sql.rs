@@ -450,6 +450,9 @@ pub const LINKS: [&str; 3] = ["link_license_no", "link_document_no", "link_uscc"
 /// the [`link_term`]s of its keys.
 pub const LINK_KEYS: &str = "ledger_link_keys";
 
+/// How many records [`migrate_links`] reads at a time.
+const MIGRATE_PIECE: i64 = 50_000;
+
 /// The tables of the link index before it was [`LINK_KEYS`], dropped when a ledger is opened.
 const OLD_LINK_TABLES: [&str; 2] = ["ledger_links", "ledger_links_through"];
 
@@ -517,34 +520,43 @@ async fn migrate_links(ex: &mut dyn Exec) -> Result<(), DbError> {
     ex.script("ALTER TABLE ledger_records DROP COLUMN changed")
         .await?;
     if dialect == Dialect::Sqlite {
-        let rows = ex
-            .query(
-                &format!("SELECT seq, {} FROM ledger_records", LINKS.join(", ")),
-                vec![],
-            )
-            .await?;
-        let mut keys = Vec::new();
-        for row in rows.iter("ledger_records") {
-            let terms = link_terms([
-                row.opt_text(LINKS[0])?.as_deref(),
-                row.opt_text(LINKS[1])?.as_deref(),
-                row.opt_text(LINKS[2])?.as_deref(),
-            ]);
-            if !terms.is_empty() {
-                keys.push(vec![Param::from(row.int("seq")?), Param::from(terms)]);
+        // In pieces of the records in the order of their numbers, so the memory it takes does
+        // not grow with the ledger.
+        let (mut after, mut indexed) = (0i64, 0usize);
+        loop {
+            let rows = ex
+                .query(
+                    &format!(
+                        "SELECT seq, {} FROM ledger_records WHERE seq > $1 ORDER BY seq LIMIT {MIGRATE_PIECE}",
+                        LINKS.join(", ")
+                    ),
+                    vec![after.into()],
+                )
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows.iter("ledger_records") {
+                after = row.int("seq")?;
+                let terms = link_terms([
+                    row.opt_text(LINKS[0])?.as_deref(),
+                    row.opt_text(LINKS[1])?.as_deref(),
+                    row.opt_text(LINKS[2])?.as_deref(),
+                ]);
+                if !terms.is_empty() {
+                    ex.execute(
+                        &format!("INSERT INTO {LINK_KEYS} (rowid, terms) VALUES ($1, $2)"),
+                        vec![after.into(), terms.into()],
+                    )
+                    .await?;
+                    indexed += 1;
+                }
             }
         }
         tracing::info!(
-            records = keys.len(),
+            records = indexed,
             "the ledger's link keys are indexed again"
         );
-        for row in keys {
-            ex.execute(
-                &format!("INSERT INTO {LINK_KEYS} (rowid, terms) VALUES ($1, $2)"),
-                row,
-            )
-            .await?;
-        }
     }
     Ok(())
 }
