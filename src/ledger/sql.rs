@@ -324,7 +324,8 @@ pub const OLD_PROJECTION: [&str; 4] = [
 /// as text or `timestamptz`, no event log) is replaced: its projection tables are dropped and its
 /// positions with them, so the projector replays the topics from their beginning and the ledger
 /// is rebuilt from the bus, which holds everything it was built from. Webhook delivery state and
-/// queued alerts are carried over.
+/// queued alerts are carried over. The link index of an earlier version is brought up to date in
+/// place ([`migrate_links`]).
 pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
     let dialect = ex.dialect();
     let exists = |table: &str| {
