@@ -473,12 +473,14 @@ pub fn link_term(column: &str, value: &str) -> String {
 /// The text a record's row in [`LINK_KEYS`] holds: the terms of its link keys (in [`LINKS`]'
 /// order, `None` for a key it does not have).
 pub fn link_terms(keys: [Option<&str>; 3]) -> String {
-    LINKS
-        .iter()
-        .zip(keys)
+    terms(LINKS.iter().copied().zip(keys)).join(" ")
+}
+
+/// The [`link_term`]s of the keys `(column, value)` that have a value.
+fn terms<'a>(keys: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Vec<String> {
+    keys.into_iter()
         .filter_map(|(column, value)| value.map(|v| link_term(column, v)))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect()
 }
 
 /// `seq IN (…)`: the records that may have one of the link keys `(column, value)`, from
@@ -489,10 +491,7 @@ pub fn linked(dialect: Dialect, keys: &[(&str, Option<&str>)]) -> String {
     if dialect == Dialect::Postgres {
         return "TRUE".into();
     }
-    let terms: Vec<String> = keys
-        .iter()
-        .filter_map(|(column, value)| value.map(|v| link_term(column, v)))
-        .collect();
+    let terms = terms(keys.iter().copied());
     if terms.is_empty() {
         return "FALSE".into();
     }

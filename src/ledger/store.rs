@@ -1083,30 +1083,24 @@ async fn index_links(
             .expect("a link column of ledger_records")
     };
     let columns = sql::LINKS.map(at);
+    let delete = format!("DELETE FROM {} WHERE rowid = $1", sql::LINK_KEYS);
+    let insert = format!(
+        "INSERT INTO {} (rowid, terms) VALUES ($1, $2)",
+        sql::LINK_KEYS
+    );
     for row in records {
         let Param::Int(Some(seq)) = row[0] else {
             return Err(DbError::Db("a record row without its number".into()));
         };
         if seq <= numbered_before {
-            ex.execute(
-                &format!("DELETE FROM {} WHERE rowid = $1", sql::LINK_KEYS),
-                vec![seq.into()],
-            )
-            .await?;
+            ex.execute(&delete, vec![seq.into()]).await?;
         }
         let terms = sql::link_terms(columns.map(|i| match &row[i] {
             Param::Text(Some(t)) => Some(t.as_str()),
             _ => None,
         }));
         if !terms.is_empty() {
-            ex.execute(
-                &format!(
-                    "INSERT INTO {} (rowid, terms) VALUES ($1, $2)",
-                    sql::LINK_KEYS
-                ),
-                vec![seq.into(), terms.into()],
-            )
-            .await?;
+            ex.execute(&insert, vec![seq.into(), terms.into()]).await?;
         }
     }
     Ok(())
