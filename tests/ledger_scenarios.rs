@@ -259,7 +259,7 @@ impl Feed {
 
 const FOOD: &str = "000117006000"; // 食品经营许可 → szs-scjg
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Backend {
     Sqlite,
     Postgres,
@@ -1066,6 +1066,15 @@ async fn link_index_count(f: &Feed, backend: Backend, column: &str, value: &str)
     }
 }
 
+/// How many records SQLite's id index holds under the term of `record_id`.
+async fn id_index_count(f: &Feed, record_id: &str) -> i64 {
+    let sql = format!(
+        "SELECT COUNT(*) FROM ledger_id_keys WHERE ledger_id_keys MATCH '{}'",
+        shenguan::ledger::sql::id_term(record_id)
+    );
+    common::ledger_scalar(&f.url, &sql).await
+}
+
 /// Applies `n` licensed approvals, `ap0`/`JY0` … , in bursts of 2,000.
 async fn licensed_approvals(f: &Feed, n: i64) {
     for start in (0..n).step_by(2000) {
@@ -1190,15 +1199,21 @@ async fn ledger_script(url: &str, sql: &str) {
 }
 
 scenario!(
-    a_ledger_of_the_earlier_link_index_is_migrated_in_place,
+    a_ledger_of_the_earlier_id_and_link_indexes_is_migrated_in_place,
     |backend| {
         // The earlier layout, as that version left it: the records' change numbers and, on
-        // SQLite, their keys in a sorted table (PostgreSQL had the tables, empty).
+        // SQLite, their keys in a sorted table (PostgreSQL had the tables, empty) and their ids
+        // in a `UNIQUE` index.
         let f = Feed::new(backend, "yuanqu-2022").await;
         licensed_approvals(&f, 3).await;
         let earlier = match backend {
             Backend::Sqlite => {
-                "DROP TABLE ledger_link_keys;
+                "DROP TABLE ledger_id_keys;
+                 CREATE TABLE ledger_ids_earlier (seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL UNIQUE);
+                 INSERT INTO ledger_ids_earlier SELECT seq, record_id FROM ledger_ids;
+                 DROP TABLE ledger_ids;
+                 ALTER TABLE ledger_ids_earlier RENAME TO ledger_ids;
+                 DROP TABLE ledger_link_keys;
                  ALTER TABLE ledger_records ADD COLUMN changed INTEGER NOT NULL DEFAULT 1;
                  CREATE INDEX records_changed ON ledger_records (changed);
                  CREATE TABLE ledger_links (link TEXT NOT NULL, value TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -1218,7 +1233,8 @@ scenario!(
         // Opened again: brought up to date, not rebuilt.
         let ledger = shenguan::ledger::store::open(&f.url).await.unwrap();
         assert_eq!(ledger.positions().await.unwrap(), positions, "not rebuilt");
-        let count = |sql: &'static str| common::ledger_scalar(&f.url, sql);
+        let url = f.url.clone();
+        let count = |sql: &'static str| common::ledger_scalar(&url, sql);
         assert_eq!(count("SELECT COUNT(*) FROM ledger_records").await, 3);
         let (tables, column) = match backend {
             Backend::Sqlite => (
@@ -1257,6 +1273,30 @@ scenario!(
             .await;
         let (record, _, _) = f.ledger.record("sv9").await.unwrap().unwrap();
         assert_eq!(record.linked_record_id.as_deref(), Some("ap9"));
+        if backend == Backend::Sqlite {
+            // The ids in the full-text index, the `UNIQUE` one gone.
+            assert_eq!(
+                count("SELECT COUNT(*) FROM pragma_index_list('ledger_ids')").await,
+                0
+            );
+            for id in ["ap0", "ap1", "ap2", "sv1", "ap9", "sv9"] {
+                assert_eq!(id_index_count(&f, id).await, 1, "{id} indexed once");
+            }
+        }
+        // A record of before the migration, written again, keeps its number.
+        f.apply(
+            licensed_approval("ap1", "JY1-2", "2", 10),
+            RecordKind::Approval,
+        )
+        .await;
+        assert_eq!(
+            count("SELECT COUNT(*) FROM ledger_ids WHERE record_id = 'ap1'").await,
+            1
+        );
+        f.send(RecordKind::Supervision, revocation("sv12", "JY1-2"))
+            .await;
+        let (record, _, _) = f.ledger.record("sv12").await.unwrap().unwrap();
+        assert_eq!(record.linked_record_id.as_deref(), Some("ap1"));
     }
 );
 

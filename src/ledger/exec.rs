@@ -389,6 +389,11 @@ pub trait Exec: Send {
     async fn insert_rows(&mut self, inserts: Vec<Insert>) -> Result<(), DbError>;
     /// Runs a script of statements without parameters (schema changes).
     async fn script(&mut self, sql: &str) -> Result<(), DbError>;
+    /// The record ids the ledger may have numbered, where the store keeps them in memory
+    /// (SQLite); without them every id is looked up.
+    fn known_ids(&self) -> Option<&crate::ledger::known::KnownIds> {
+        None
+    }
 }
 
 /// `$1`, `$2` … as SQLite's `?1`, `?2` … (outside quoted text).

@@ -9,6 +9,7 @@ pub mod applier;
 pub mod error;
 pub mod exec;
 pub mod export;
+pub mod known;
 pub mod pg;
 pub mod projector;
 pub mod shared;

@@ -8,11 +8,17 @@ use crate::ledger::EntryState;
 /// when the gateway opens it (see `migrate`).
 pub const SCHEMA_VERSION: &str = "5";
 
-/// The records' numbers (`seq`, given by the database in the order the ledger meets the records)
-/// by record id: see [`ddl`].
+/// The records' numbers (`seq`, given in the order the ledger meets the records) by record id:
+/// see [`ddl`]. SQLite's writer gives them itself.
 pub const IDS: Table = Table {
     name: "ledger_ids",
-    columns: &[("record_id", Ty::Text)],
+    columns: &[("seq", Ty::Int), ("record_id", Ty::Text)],
+};
+
+/// The rows of SQLite's id index [`ID_KEYS`]: the record's number and the [`id_term`] of its id.
+pub const ID_KEY_ROWS: Table = Table {
+    name: ID_KEYS,
+    columns: &[("rowid", Ty::Int), ("terms", Ty::Text)],
 };
 
 pub const RECORDS: Table = Table {
@@ -174,13 +180,19 @@ pub fn upsert(table: &Table, key: &[&str]) -> String {
 /// tables keyed by their primary key, and the covering index the tracker reads (SQLite has no
 /// `INCLUDE`: the columns join the key).
 ///
-/// Record ids are name-based UUIDs, random in every index they key. `ledger_ids` is the one place
-/// a record id is a key: it gives each record, the first time the ledger meets it, the next
-/// number (`seq`), and the records, entries, history and events are keyed and joined by that
-/// number. A burst of records then appends its rows and keys to the last pages of those tables;
-/// keyed by record id, every table's index wrote a page of its own for nearly every record once
-/// the ledger outgrew the burst. The number belongs to this ledger only: a rebuild numbers the
-/// records in the order it reads them.
+/// Record ids are name-based UUIDs, random in every index they key. `ledger_ids` gives each
+/// record, the first time the ledger meets it, the next number (`seq`), and the records,
+/// entries, history and events are keyed and joined by that number. A burst of records then
+/// appends its rows and keys to the last pages of those tables; keyed by record id, every
+/// table's index wrote a page of its own for nearly every record once the ledger outgrew the
+/// burst. The number belongs to this ledger only: a rebuild numbers the records in the order it
+/// reads them.
+///
+/// The one index by record id left is the one that finds a record's number. On SQLite it is an
+/// FTS5 index too (`ledger_id_keys`, see [`id_term`]), for the same reason as the link keys
+/// below: as a `UNIQUE` B-tree it cost 20–25 µs a record once the ledger held a million
+/// records. Numbers are given by the ledger's one writer, which knows which ids are new (see
+/// `ledger::known`). PostgreSQL keeps the `UNIQUE` index.
 ///
 /// The look-up keys that link a supervision to its approval (许可编号, 许可决定文书号, 统一社会信用代码)
 /// are random too, and only read when a record is shown. On SQLite they are kept in an FTS5
@@ -208,6 +220,15 @@ pub fn ddl(dialect: Dialect) -> String {
             DUE_COLUMNS.replace("due_at, ", "")
         ),
     };
+    let ids = match dialect {
+        Dialect::Sqlite => format!(
+            "CREATE TABLE IF NOT EXISTS ledger_ids (seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS {ID_KEYS} USING fts5(terms, content='', contentless_delete=1, detail='none', tokenize='ascii');"
+        ),
+        Dialect::Postgres => {
+            format!("CREATE TABLE IF NOT EXISTS ledger_ids (seq {serial}, record_id TEXT NOT NULL UNIQUE);")
+        }
+    };
     let link_indexes = match dialect {
         Dialect::Sqlite => format!(
             "CREATE VIRTUAL TABLE IF NOT EXISTS {LINK_KEYS} USING fts5(terms, content='', contentless_delete=1, detail='none', tokenize='ascii');"
@@ -226,7 +247,7 @@ pub fn ddl(dialect: Dialect) -> String {
     format!(
         "
 CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_ids (seq {serial}, record_id TEXT NOT NULL UNIQUE);
+{ids}
 CREATE TABLE IF NOT EXISTS ledger_records (
     seq {int} PRIMARY KEY, record_id TEXT NOT NULL, kind TEXT NOT NULL, event_id TEXT NOT NULL, published_at {int} NOT NULL,
     decided_at {int}, adapter TEXT NOT NULL, push_rule TEXT, push_due_at {int}, push_late {int} NOT NULL,
@@ -302,14 +323,18 @@ pub const PROJECTION: [&str; 7] = [
     "ledger_counters",
 ];
 
-/// The projection's tables in `dialect`: [`PROJECTION`], and on SQLite the link index.
+/// The projection's tables in `dialect`: [`PROJECTION`], and on SQLite the id and link
+/// indexes.
 pub fn projection(dialect: Dialect) -> Vec<&'static str> {
     let mut tables = PROJECTION.to_vec();
     if dialect == Dialect::Sqlite {
-        tables.push(LINK_KEYS);
+        tables.extend(FTS_INDEXES);
     }
     tables
 }
+
+/// SQLite's full-text indexes of the projection, emptied by their own command.
+pub const FTS_INDEXES: [&str; 2] = [ID_KEYS, LINK_KEYS];
 
 /// The tables of the first ledger schema (times as text or `timestamptz`), which an upgrade
 /// replaces; the bus holds everything they were built from.
@@ -385,6 +410,7 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
         }
     }
     ex.script(&ddl(dialect)).await?;
+    migrate_ids(ex).await?;
     migrate_links(ex).await?;
     if old {
         let ms = |column: &str| match dialect {
@@ -441,6 +467,99 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
         vec![Param::from(SCHEMA_VERSION)],
     )
     .await?;
+    Ok(())
+}
+
+/// SQLite's index of the record ids: one row per record (its `seq` as the rowid), whose text is
+/// the [`id_term`] of its id.
+pub const ID_KEYS: &str = "ledger_id_keys";
+
+/// The term under which [`ID_KEYS`] indexes a record id: `i` and 16 hexadecimal digits of its
+/// SHA-256. SQLite's statements compute it as the function `id_term` (registered on each
+/// connection). Two ids with the same term only cost a look-up a number it then compares and
+/// leaves.
+pub fn id_term(record_id: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "i{}",
+        hex::encode(&sha2::Sha256::digest(record_id.as_bytes())[..8])
+    )
+}
+
+/// `= (…)`: the number of the record whose id is the parameter `param`.
+pub fn seq_of(dialect: Dialect, param: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!(
+            "= (SELECT seq FROM ledger_ids WHERE seq IN (SELECT rowid FROM {ID_KEYS} WHERE {ID_KEYS} MATCH id_term({param})) AND record_id = {param})"
+        ),
+        Dialect::Postgres => format!("= (SELECT seq FROM ledger_ids WHERE record_id = {param})"),
+    }
+}
+
+/// The numbers of the records whose ids are `$1`, a JSON array, and on SQLite `$2` the
+/// [`id_term`]s of the ids joined by `OR`: `seq, record_id` for each that has one.
+pub fn numbers_of(dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => format!(
+            "SELECT seq, record_id FROM ledger_ids WHERE seq IN (SELECT rowid FROM {ID_KEYS} WHERE {ID_KEYS} MATCH $2) AND record_id {}",
+            dialect.in_list("$1")
+        ),
+        Dialect::Postgres => format!(
+            "SELECT seq, record_id FROM ledger_ids WHERE record_id {}",
+            dialect.in_list("$1")
+        ),
+    }
+}
+
+/// Brings the id index of a SQLite ledger opened by an earlier version up to date: its
+/// `UNIQUE` B-tree of record ids becomes [`ID_KEYS`], filled from `ledger_ids` in pieces, in
+/// the transaction `ex` is in. Runs after [`ddl`].
+async fn migrate_ids(ex: &mut dyn Exec) -> Result<(), DbError> {
+    if ex.dialect() != Dialect::Sqlite
+        || ex
+            .query(
+                "SELECT name FROM pragma_index_list('ledger_ids') WHERE origin = 'u'",
+                vec![],
+            )
+            .await?
+            .is_empty()
+    {
+        return Ok(());
+    }
+    ex.script(
+        "CREATE TABLE ledger_ids_numbered (seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL);
+         INSERT INTO ledger_ids_numbered (seq, record_id) SELECT seq, record_id FROM ledger_ids ORDER BY seq;
+         DROP TABLE ledger_ids;
+         ALTER TABLE ledger_ids_numbered RENAME TO ledger_ids;",
+    )
+    .await?;
+    // In pieces in the order of the numbers, so the memory it takes does not grow with the
+    // ledger.
+    let (mut after, mut indexed) = (0i64, 0usize);
+    loop {
+        let rows = ex
+            .query(
+                &format!("SELECT seq, record_id FROM ledger_ids WHERE seq > $1 ORDER BY seq LIMIT {MIGRATE_PIECE}"),
+                vec![after.into()],
+            )
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows.iter("ledger_ids") {
+            after = row.int("seq")?;
+            ex.execute(
+                &format!("INSERT INTO {ID_KEYS} (rowid, terms) VALUES ($1, $2)"),
+                vec![after.into(), id_term(&row.text("record_id")?).into()],
+            )
+            .await?;
+            indexed += 1;
+        }
+    }
+    tracing::info!(
+        records = indexed,
+        "the ledger's record ids are indexed again"
+    );
     Ok(())
 }
 

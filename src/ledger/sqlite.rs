@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
 use super::error::LedgerError;
 use super::exec::{sqlite_placeholders, Cell, DbError, Dialect, Exec, Insert, Param, Rows};
+use super::known::KnownIds;
 
 impl rusqlite::ToSql for Param {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -33,6 +35,7 @@ fn db(e: rusqlite::Error) -> DbError {
 /// Statements on one SQLite connection.
 pub struct SqliteExec<'a> {
     pub conn: &'a mut Connection,
+    pub known: &'a KnownIds,
 }
 
 impl SqliteExec<'_> {
@@ -111,6 +114,23 @@ impl Exec for SqliteExec<'_> {
     async fn script(&mut self, sql: &str) -> Result<(), DbError> {
         self.conn.execute_batch(sql).map_err(db)
     }
+
+    fn known_ids(&self) -> Option<&KnownIds> {
+        Some(self.known)
+    }
+}
+
+/// Opens a connection to the ledger's file, with the function `id_term` its statements use
+/// ([`super::sql::id_term`]).
+fn connect(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
+    let conn = crate::db::sqlite_connect(path)?;
+    conn.create_scalar_function(
+        "id_term",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(super::sql::id_term(&ctx.get::<String>(0)?)),
+    )?;
+    Ok(conn)
 }
 
 /// The SQLite ledger's connections.
@@ -118,6 +138,8 @@ pub struct SqliteDb {
     pub path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    /// The record ids numbered, filled when the schema is prepared.
+    pub known: Arc<KnownIds>,
     _checkpointer: crate::db::Checkpointer,
 }
 
@@ -125,12 +147,12 @@ impl SqliteDb {
     /// Opens (creating when `create`) the database file; the schema is the caller's.
     pub fn open(path: &Path) -> Result<SqliteDb, LedgerError> {
         let err = |e: &dyn std::fmt::Display| LedgerError::new(path.display(), e.to_string());
-        let conn = crate::db::sqlite_connect(path).map_err(|e| err(&e))?;
+        let conn = connect(path).map_err(|e| err(&e))?;
         // A projection: positions commit with what they applied, so what a power loss takes
         // back the projector applies again from the bus.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| err(&e))?;
-        let reader = crate::db::sqlite_connect(path).map_err(|e| err(&e))?;
+        let reader = connect(path).map_err(|e| err(&e))?;
         reader
             .pragma_update(None, "query_only", true)
             .map_err(|e| err(&e))?;
@@ -138,6 +160,7 @@ impl SqliteDb {
             path: path.to_path_buf(),
             writer: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
+            known: Arc::default(),
             _checkpointer: crate::db::Checkpointer::start(path).map_err(|e| err(&e))?,
         })
     }
@@ -151,6 +174,7 @@ impl SqliteDb {
         T: Send + 'static,
         F: for<'e> FnOnce(&'e mut dyn Exec) -> BoxFuture<'e, Result<T, DbError>> + Send + 'static,
     {
+        let known = self.known.clone();
         let result = tokio::task::spawn_blocking(move || -> Result<T, DbError> {
             let mut conn = conn
                 .lock()
@@ -158,7 +182,10 @@ impl SqliteDb {
             if tx {
                 conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
             }
-            let mut exec = SqliteExec { conn: &mut conn };
+            let mut exec = SqliteExec {
+                conn: &mut conn,
+                known: &known,
+            };
             let result = futures::executor::block_on(f(&mut exec));
             if tx {
                 let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
@@ -193,10 +220,36 @@ impl SqliteDb {
         self.on(self.reader.clone(), false, f).await
     }
 
-    /// The schema: created, or migrated from an earlier version (see `store::migrate`). Runs on
-    /// the write connection, outside a transaction for the DDL that needs it.
+    /// The schema: created, or migrated from an earlier version (see `store::migrate`), and
+    /// the record ids numbered read into [`SqliteDb::known`]. Runs on the write connection,
+    /// outside a transaction for the DDL that needs it.
     pub async fn prepare(&self) -> Result<(), LedgerError> {
         self.write(|ex| Box::pin(super::sql::migrate(ex))).await?;
+        let known = self.known.clone();
+        self.on(self.writer.clone(), false, move |ex| {
+            Box::pin(async move {
+                let mut after = 0i64;
+                loop {
+                    let rows = ex
+                        .query(
+                            "SELECT seq, record_id FROM ledger_ids WHERE seq > $1 ORDER BY seq LIMIT 50000",
+                            vec![after.into()],
+                        )
+                        .await?;
+                    let mut ids = Vec::new();
+                    for row in rows.iter("ledger_ids") {
+                        after = row.int("seq")?;
+                        ids.push(row.text("record_id")?);
+                    }
+                    if ids.is_empty() {
+                        break;
+                    }
+                    known.add(ids.iter().map(String::as_str));
+                }
+                Ok(())
+            })
+        })
+        .await?;
         // Keep the planner's statistics fresh for the partial indexes.
         self.on(self.writer.clone(), false, |ex| {
             Box::pin(async move { ex.script("PRAGMA optimize=0x10002").await })

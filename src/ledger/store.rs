@@ -759,20 +759,10 @@ impl LedgerPort for SqlPort<'_> {
         }
         let d = self.ex.dialect();
         // The records' numbers, once: a record without one is not in the ledger at all.
-        let rows = self
-            .ex
-            .query(
-                &format!(
-                    "SELECT seq FROM ledger_ids WHERE record_id {}",
-                    d.in_list("$1")
-                ),
-                vec![json_list(&record_ids)],
-            )
-            .await?;
-        let numbers = rows
-            .iter("ledger_ids")
-            .map(|r| r.int("seq"))
-            .collect::<Result<Vec<i64>, _>>()?;
+        let numbers: Vec<i64> = numbers_of(self.ex, &record_ids)
+            .await?
+            .into_values()
+            .collect();
         if numbers.is_empty() {
             return Ok(Vec::new());
         }
@@ -884,7 +874,7 @@ impl LedgerPort for SqlPort<'_> {
                 &format!(
                     "SELECT {} FROM ledger_events WHERE seq {} ORDER BY at_ms, rank, pos, event_id",
                     EVENTS.column_list(),
-                    seq_of("$1")
+                    sql::seq_of(self.ex.dialect(), "$1")
                 ),
                 vec![record_id.into()],
             )
@@ -1010,7 +1000,7 @@ impl WriteRows {
                     &format!(
                         "DELETE FROM {} WHERE rowid {}",
                         sql::LINK_KEYS,
-                        seq_of("$1")
+                        sql::seq_of(Dialect::Sqlite, "$1")
                     ),
                     vec![record_id.clone().into()],
                 )
@@ -1018,7 +1008,10 @@ impl WriteRows {
             }
             for table in tables {
                 ex.execute(
-                    &format!("DELETE FROM {table} WHERE {}", of_record(table)),
+                    &format!(
+                        "DELETE FROM {table} WHERE {}",
+                        of_record(ex.dialect(), table)
+                    ),
                     vec![record_id.clone().into()],
                 )
                 .await?;
@@ -1108,17 +1101,12 @@ async fn index_links(
 
 /// The condition on `table`'s rows of the record whose id is `$1`: by its number, but in
 /// `deliveries`, which is not projection, by its id.
-fn of_record(table: &str) -> String {
+fn of_record(dialect: Dialect, table: &str) -> String {
     if table == "deliveries" {
         "record_id = $1".into()
     } else {
-        format!("seq {}", seq_of("$1"))
+        format!("seq {}", sql::seq_of(dialect, "$1"))
     }
-}
-
-/// `= (…)`: the number of the record whose id is the parameter `param`.
-fn seq_of(param: &str) -> String {
-    format!("= (SELECT seq FROM ledger_ids WHERE record_id = {param})")
 }
 
 /// The rows of records, entries, history and events (each row's first cell is its record's
@@ -1144,21 +1132,31 @@ async fn numbered<const N: usize>(
         return Ok(tables);
     }
     let rows = match ex.dialect() {
+        // The ledger's one writer numbers the ids it does not find, after the last number.
         Dialect::Sqlite => {
-            ex.insert_rows(vec![Insert::new(
-                &IDS,
-                ids.iter().map(|id| vec![id.clone().into()]).collect(),
-                "ON CONFLICT (record_id) DO NOTHING",
-            )])
-            .await?;
-            ex.query(
-                &format!(
-                    "SELECT seq, record_id FROM ledger_ids WHERE record_id {}",
-                    Dialect::Sqlite.in_list("$1")
-                ),
-                vec![json_list(&ids)],
-            )
-            .await?
+            let mut seqs = numbers_of(ex, &ids).await?;
+            let fresh: Vec<&String> = ids.iter().filter(|id| !seqs.contains_key(*id)).collect();
+            if !fresh.is_empty() {
+                let last = ex
+                    .query("SELECT COALESCE(MAX(seq), 0) AS n FROM ledger_ids", vec![])
+                    .await?
+                    .first_int("ledger_ids", "n")?;
+                let (mut rows, mut keys) = (Vec::new(), Vec::new());
+                for (seq, id) in (last + 1..).zip(&fresh) {
+                    rows.push(vec![seq.into(), (*id).clone().into()]);
+                    keys.push(vec![seq.into(), sql::id_term(id).into()]);
+                    seqs.insert((*id).clone(), seq);
+                }
+                if let Some(known) = ex.known_ids() {
+                    known.add(fresh.iter().map(|id| id.as_str()));
+                }
+                ex.insert_rows(vec![
+                    Insert::new(&IDS, rows, ""),
+                    Insert::new(&sql::ID_KEY_ROWS, keys, ""),
+                ])
+                .await?;
+            }
+            return renumbered(tables, &seqs, id_of);
         }
         // One round trip: the numbers given now (the statement's own snapshot does not see
         // them in the table) and those given before.
@@ -1180,8 +1178,16 @@ async fn numbered<const N: usize>(
     for row in rows.iter("ledger_ids") {
         seqs.insert(row.text("record_id")?, row.int("seq")?);
     }
-    let mut out = tables;
-    for rows in &mut out {
+    renumbered(tables, &seqs, id_of)
+}
+
+/// `tables` with each row's record number filled in from `seqs`.
+fn renumbered<const N: usize>(
+    mut tables: [Vec<Vec<Param>>; N],
+    seqs: &HashMap<String, i64>,
+    id_of: impl Fn(&[Param]) -> Result<String, DbError>,
+) -> Result<[Vec<Vec<Param>>; N], DbError> {
+    for rows in &mut tables {
         for row in rows.iter_mut() {
             let id = id_of(row)?;
             let seq = *seqs
@@ -1190,7 +1196,32 @@ async fn numbered<const N: usize>(
             row[0] = seq.into();
         }
     }
-    Ok(out)
+    Ok(tables)
+}
+
+/// The numbers the ledger gave the record ids `ids`, by id; an id without one is left out. On
+/// SQLite, the ids the ledger certainly has not numbered ([`Exec::known_ids`]) are not looked
+/// up.
+async fn numbers_of(ex: &mut dyn Exec, ids: &[String]) -> Result<HashMap<String, i64>, DbError> {
+    let dialect = ex.dialect();
+    let mut params = vec![json_list(ids)];
+    if dialect == Dialect::Sqlite {
+        let maybe = match ex.known_ids() {
+            Some(known) => known.maybe(ids.iter().map(String::as_str)),
+            None => ids.iter().map(String::as_str).collect(),
+        };
+        if maybe.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let terms: Vec<String> = maybe.iter().map(|id| sql::id_term(id)).collect();
+        params = vec![json_list(&maybe), terms.join(" OR ").into()];
+    }
+    let rows = ex.query(&sql::numbers_of(dialect), params).await?;
+    let mut seqs = HashMap::new();
+    for row in rows.iter("ledger_ids") {
+        seqs.insert(row.text("record_id")?, row.int("seq")?);
+    }
+    Ok(seqs)
 }
 
 /// Every stored position, read without locking it.
@@ -1303,7 +1334,7 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
             &format!(
                 "SELECT {} FROM ledger_records r {RECORD_JOIN} WHERE r.seq {}",
                 record_select(),
-                seq_of("$1")
+                sql::seq_of(ex.dialect(), "$1")
             ),
             vec![id.clone().into()],
         )
@@ -1317,7 +1348,7 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
             &format!(
                 "SELECT {} FROM ledger_entries WHERE seq {} ORDER BY department",
                 ENTRIES.column_list(),
-                seq_of("$1")
+                sql::seq_of(ex.dialect(), "$1")
             ),
             vec![id.clone().into()],
         )
@@ -1330,7 +1361,7 @@ async fn record_view(ex: &mut dyn Exec, id: String) -> Result<Option<RecordView>
             &format!(
                 "SELECT {} FROM ledger_history WHERE seq {} ORDER BY n",
                 HISTORY.column_list(),
-                seq_of("$1")
+                sql::seq_of(ex.dialect(), "$1")
             ),
             vec![id.clone().into()],
         )
@@ -1604,7 +1635,7 @@ impl LedgerStore for SqlLedger {
                         &format!(
                             "SELECT COUNT(*) AS n FROM ledger_events ev WHERE ev.seq {}
                              AND NOT EXISTS (SELECT 1 FROM ledger_records r WHERE r.seq = ev.seq)",
-                            seq_of("$1")
+                            sql::seq_of(ex.dialect(), "$1")
                         ),
                         vec![id.into()],
                     )
@@ -1968,20 +1999,19 @@ impl LedgerStore for SqlLedger {
             Box::pin(async move {
                 let tables = sql::PROJECTION;
                 match ex.dialect() {
-                    // SQLite empties a table deleted without a condition as a whole; the link
-                    // index is emptied by its own command.
+                    // SQLite empties a table deleted without a condition as a whole; the id
+                    // and link indexes are emptied by their own command.
                     Dialect::Sqlite => {
                         for table in tables {
                             ex.execute(&format!("DELETE FROM {table}"), vec![]).await?;
                         }
-                        ex.execute(
-                            &format!(
-                                "INSERT INTO {0} ({0}) VALUES ('delete-all')",
-                                sql::LINK_KEYS
-                            ),
-                            vec![],
-                        )
-                        .await?;
+                        for index in sql::FTS_INDEXES {
+                            ex.execute(
+                                &format!("INSERT INTO {index} ({index}) VALUES ('delete-all')"),
+                                vec![],
+                            )
+                            .await?;
+                        }
                     }
                     // A new, empty file for each table: no dead rows and index entries left
                     // for the rebuild to wade through until a vacuum.
@@ -1993,7 +2023,12 @@ impl LedgerStore for SqlLedger {
                 Ok(())
             })
         })
-        .await
+        .await?;
+        // Once committed: until then the ids are still numbered.
+        if let Db::Sqlite(db) = &self.db {
+            db.known.clear();
+        }
+        Ok(())
     }
 
     async fn lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, LedgerError> {
@@ -2131,10 +2166,13 @@ impl LedgerStore for SqlLedger {
         self.write(move |ex| {
             Box::pin(async move {
                 ex.execute(
-                    "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error, version)
-                     VALUES ($1, $2, $3, 'retry', $4, $5, COALESCE((SELECT version FROM ledger_entries WHERE seq = (SELECT seq FROM ledger_ids WHERE record_id = $1) AND department = $2), 1))
-                     ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = 'retry',
-                       next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, version = excluded.version",
+                    &format!(
+                        "INSERT INTO deliveries (record_id, department, attempts, status, next_attempt_at, last_error, version)
+                         VALUES ($1, $2, $3, 'retry', $4, $5, {})
+                         ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = 'retry',
+                           next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, version = excluded.version",
+                        entry_version(ex.dialect())
+                    ),
                     vec![
                         record_id.into(),
                         department.into(),
@@ -2178,10 +2216,13 @@ impl LedgerStore for SqlLedger {
         self.write(move |ex| {
             Box::pin(async move {
                 ex.execute(
-                    "INSERT INTO deliveries (record_id, department, attempts, status, version)
-                     VALUES ($1, $2, $3, $4, COALESCE((SELECT version FROM ledger_entries WHERE seq = (SELECT seq FROM ledger_ids WHERE record_id = $1) AND department = $2), 1))
-                     ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status,
-                       next_attempt_at = NULL, version = excluded.version",
+                    &format!(
+                        "INSERT INTO deliveries (record_id, department, attempts, status, version)
+                         VALUES ($1, $2, $3, $4, {})
+                         ON CONFLICT (record_id, department) DO UPDATE SET attempts = excluded.attempts, status = excluded.status,
+                           next_attempt_at = NULL, version = excluded.version",
+                        entry_version(ex.dialect())
+                    ),
                     vec![
                         record_id.into(),
                         department.into(),
@@ -2195,6 +2236,15 @@ impl LedgerStore for SqlLedger {
         })
         .await
     }
+}
+
+/// The version of the entry of the record `$1` for the department `$2` (1 without one): the
+/// version a delivery is for.
+fn entry_version(dialect: Dialect) -> String {
+    format!(
+        "COALESCE((SELECT version FROM ledger_entries WHERE seq {} AND department = $2), 1)",
+        sql::seq_of(dialect, "$1")
+    )
 }
 
 impl SqlLedger {
