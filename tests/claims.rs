@@ -255,6 +255,21 @@ async fn unrouted_records_wait_visibly_and_an_admin_routes_them() {
         .as_str()
         .unwrap()
         .contains("食品经营许可（告知承诺）"));
+    // One line for the burst, by kind and reason, with the count and the first record.
+    let logs = regex::Regex::new("\x1b\\[[0-9;]*m")
+        .unwrap()
+        .replace_all(&gw.logs(), "")
+        .into_owned();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("records wait unrouted"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(
+        lines[0].contains(&lost) && lines[0].contains("count=1") && lines[0].contains("approval"),
+        "{}",
+        lines[0]
+    );
     let metrics = loop {
         let m = gw
             .client

@@ -226,12 +226,12 @@ impl Projector {
     async fn settled(&self, (batch, outcomes): Written, live: bool, applied: &mut u64) {
         self.status.applied();
         let mut rejected = Vec::new();
-        let mut breaches = Breaches::new();
+        let mut noted = BurstNotes::default();
         for (outcome, prepared) in outcomes.iter().zip(batch.iter()) {
             *applied += 1;
             let delivery = &prepared.delivery;
             match outcome {
-                Outcome::Applied(changes) if live => observe(changes, &mut breaches),
+                Outcome::Applied(changes) if live => noted.observe(changes),
                 Outcome::Waiting => tracing::info!(
                     topic = %delivery.topic,
                     offset = delivery.offset,
@@ -250,9 +250,7 @@ impl Projector {
                 let _ = self.applied.send(id);
             }
         }
-        for ((department, kind, rule), count) in breaches {
-            events::deadline_breaches(&department, kind.as_str(), &rule, count);
-        }
+        noted.log();
         if !rejected.is_empty() {
             // The messages are on their topics still; this makes them visible.
             if let Err(e) = self.bus.publish(rejected).await {
@@ -380,36 +378,65 @@ impl Receiver {
     }
 }
 
-/// The deadlines a burst missed, counted by department, kind and rule.
-type Breaches = std::collections::BTreeMap<(String, RecordKind, String), u64>;
+/// What a burst's messages changed that is counted and logged once per burst: the deadlines
+/// missed, by department, kind and rule, and the records that wait unrouted, by kind and reason
+/// (a backlog of late or uncatalogued records logs a line per burst, not one per record).
+#[derive(Default)]
+struct BurstNotes {
+    breaches: std::collections::BTreeMap<(String, RecordKind, String), u64>,
+    /// The count and the first record of each kind and reason.
+    unrouted: std::collections::BTreeMap<(RecordKind, String), (u64, String)>,
+}
 
-/// The metrics and log lines of what one message changed; its missed deadlines are added to
-/// the burst's, which are counted and logged once per department, kind and rule (a backlog of
-/// late records logs a line per burst, not one per record).
-fn observe(changes: &Changes, breaches: &mut Breaches) {
-    for (department, kind, seconds) in &changes.claimed {
-        events::claimed(department, kind.as_str(), *seconds);
-    }
-    for (department, kind, rule) in &changes.breaches {
-        *breaches
-            .entry((department.clone(), *kind, rule.clone()))
-            .or_default() += 1;
-    }
-    if let Some(r) = &changes.record {
-        if let (Some(decided), true) = (
-            r.decided_at,
-            changes.history.iter().any(|h| h.action == "published"),
-        ) {
-            let seconds = (r.published_at - decided).num_milliseconds() as f64 / 1000.0;
-            events::pushed(&r.adapter, r.kind.as_str(), seconds.max(0.0));
+impl BurstNotes {
+    /// The metrics of what one message changed, and its part of the burst's log lines.
+    fn observe(&mut self, changes: &Changes) {
+        for (department, kind, seconds) in &changes.claimed {
+            events::claimed(department, kind.as_str(), *seconds);
         }
-        if r.unrouted.is_some() && changes.history.iter().any(|h| h.action == "unrouted") {
-            tracing::warn!(record_id = %r.record_id, kind = r.kind.as_str(), reason = %crate::mask::mask(r.unrouted.as_deref().unwrap_or("")), "record waits unrouted");
+        for (department, kind, rule) in &changes.breaches {
+            *self
+                .breaches
+                .entry((department.clone(), *kind, rule.clone()))
+                .or_default() += 1;
+        }
+        if let Some(r) = &changes.record {
+            if let (Some(decided), true) = (
+                r.decided_at,
+                changes.history.iter().any(|h| h.action == "published"),
+            ) {
+                let seconds = (r.published_at - decided).num_milliseconds() as f64 / 1000.0;
+                events::pushed(&r.adapter, r.kind.as_str(), seconds.max(0.0));
+            }
+            if let (Some(reason), true) = (
+                &r.unrouted,
+                changes.history.iter().any(|h| h.action == "unrouted"),
+            ) {
+                self.unrouted
+                    .entry((r.kind, reason.clone()))
+                    .or_insert_with(|| (0, r.record_id.clone()))
+                    .0 += 1;
+            }
+        }
+        for e in &changes.entries {
+            if let Some(problem) = &e.deadline_problem {
+                events::calendar_missing(&e.record_id, problem);
+            }
         }
     }
-    for e in &changes.entries {
-        if let Some(problem) = &e.deadline_problem {
-            events::calendar_missing(&e.record_id, problem);
+
+    fn log(self) {
+        for ((department, kind, rule), count) in self.breaches {
+            events::deadline_breaches(&department, kind.as_str(), &rule, count);
+        }
+        for ((kind, reason), (count, first)) in self.unrouted {
+            tracing::warn!(
+                kind = kind.as_str(),
+                reason = %crate::mask::mask(&reason),
+                count,
+                first_record_id = %first,
+                "records wait unrouted"
+            );
         }
     }
 }
