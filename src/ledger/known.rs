@@ -4,9 +4,11 @@
 //!
 //! The filters only ever answer "certainly not" for an id they were not given. They are filled
 //! from `ledger_ids` when the ledger is opened and given every id as it is numbered (before its
-//! transaction commits: an id of a transaction rolled back stays a harmless "maybe"), which is
-//! why one process numbers the records of a SQLite ledger, the one holding the data directory.
+//! transaction commits: an id of a transaction rolled back stays a harmless "maybe"); each write
+//! transaction first reads the ids another process numbered since (`sqlite::catch_up`), so they
+//! stay whole when two processes write to one ledger file.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use bloomfilter::Bloom;
@@ -26,6 +28,8 @@ pub struct KnownIds {
     /// The ids the first filter is made for.
     first: usize,
     filters: Mutex<Filters>,
+    /// The last number whose id the filters hold; -1 before they are filled.
+    numbered: AtomicI64,
 }
 
 struct Filters {
@@ -64,7 +68,18 @@ impl KnownIds {
         KnownIds {
             first,
             filters: Mutex::new(Filters::new(first)),
+            numbered: AtomicI64::new(-1),
         }
+    }
+
+    /// The last number whose id the filters hold, `None` before they are filled.
+    pub fn numbered(&self) -> Option<i64> {
+        Some(self.numbered.load(Ordering::Acquire)).filter(|n| *n >= 0)
+    }
+
+    /// The filters hold the ids up to the number `n`.
+    pub fn set_numbered(&self, n: i64) {
+        self.numbered.store(n, Ordering::Release);
     }
 
     fn filters(&self) -> std::sync::MutexGuard<'_, Filters> {
@@ -99,6 +114,7 @@ impl KnownIds {
     /// Forgets every id (the ledger was emptied).
     pub fn clear(&self) {
         *self.filters() = Filters::new(self.first);
+        self.set_numbered(0);
     }
 }
 

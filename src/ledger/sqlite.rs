@@ -120,6 +120,42 @@ impl Exec for SqliteExec<'_> {
     }
 }
 
+/// Adds to `known` the ids numbered after the last it holds (all of them when the ledger is
+/// opened; those another process numbered, in a write transaction), in pieces of 50,000.
+async fn catch_up(ex: &mut dyn Exec, known: &KnownIds) -> Result<(), DbError> {
+    let Some(mut after) = known.numbered() else {
+        return Ok(());
+    };
+    let last = ex
+        .query("SELECT COALESCE(MAX(seq), 0) AS n FROM ledger_ids", vec![])
+        .await?
+        .first_int("ledger_ids", "n")?;
+    // Below it: numbers given in a transaction that was rolled back, given again from here.
+    if last <= after {
+        known.set_numbered(last);
+        return Ok(());
+    }
+    loop {
+        let rows = ex
+            .query(
+                "SELECT seq, record_id FROM ledger_ids WHERE seq > $1 ORDER BY seq LIMIT 50000",
+                vec![after.into()],
+            )
+            .await?;
+        let mut ids = Vec::new();
+        for row in rows.iter("ledger_ids") {
+            after = row.int("seq")?;
+            ids.push(row.text("record_id")?);
+        }
+        if ids.is_empty() {
+            break;
+        }
+        known.add(ids.iter().map(String::as_str));
+    }
+    known.set_numbered(after);
+    Ok(())
+}
+
 /// Opens a connection to the ledger's file, with the function `id_term` its statements use
 /// ([`super::sql::id_term`]).
 fn connect(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
@@ -186,7 +222,12 @@ impl SqliteDb {
                 conn: &mut conn,
                 known: &known,
             };
-            let result = futures::executor::block_on(f(&mut exec));
+            let result = futures::executor::block_on(async {
+                if tx && known.numbered().is_some() {
+                    catch_up(&mut exec, &known).await?;
+                }
+                f(&mut exec).await
+            });
             if tx {
                 let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
                 if let Err(e) = conn.execute_batch(end) {
@@ -228,25 +269,8 @@ impl SqliteDb {
         let known = self.known.clone();
         self.on(self.writer.clone(), false, move |ex| {
             Box::pin(async move {
-                let mut after = 0i64;
-                loop {
-                    let rows = ex
-                        .query(
-                            "SELECT seq, record_id FROM ledger_ids WHERE seq > $1 ORDER BY seq LIMIT 50000",
-                            vec![after.into()],
-                        )
-                        .await?;
-                    let mut ids = Vec::new();
-                    for row in rows.iter("ledger_ids") {
-                        after = row.int("seq")?;
-                        ids.push(row.text("record_id")?);
-                    }
-                    if ids.is_empty() {
-                        break;
-                    }
-                    known.add(ids.iter().map(String::as_str));
-                }
-                Ok(())
+                known.set_numbered(0);
+                catch_up(ex, &known).await
             })
         })
         .await?;

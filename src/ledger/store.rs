@@ -1149,6 +1149,7 @@ async fn numbered<const N: usize>(
                 }
                 if let Some(known) = ex.known_ids() {
                     known.add(fresh.iter().map(|id| id.as_str()));
+                    known.set_numbered(last + fresh.len() as i64);
                 }
                 ex.insert_rows(vec![
                     Insert::new(&IDS, rows, ""),
