@@ -512,8 +512,8 @@ pub fn numbers_of(dialect: Dialect) -> String {
 }
 
 /// Brings the id index of a SQLite ledger opened by an earlier version up to date: its
-/// `UNIQUE` B-tree of record ids becomes [`ID_KEYS`], filled from `ledger_ids` in pieces, in
-/// the transaction `ex` is in. Runs after [`ddl`].
+/// `UNIQUE` B-tree of record ids becomes [`ID_KEYS`], filled from `ledger_ids`, in the
+/// transaction `ex` is in. Runs after [`ddl`].
 async fn migrate_ids(ex: &mut dyn Exec) -> Result<(), DbError> {
     if ex.dialect() != Dialect::Sqlite
         || ex
@@ -533,29 +533,13 @@ async fn migrate_ids(ex: &mut dyn Exec) -> Result<(), DbError> {
          ALTER TABLE ledger_ids_numbered RENAME TO ledger_ids;",
     )
     .await?;
-    // In pieces in the order of the numbers, so the memory it takes does not grow with the
-    // ledger.
-    let (mut after, mut indexed) = (0i64, 0usize);
-    loop {
-        let rows = ex
-            .query(
-                &format!("SELECT seq, record_id FROM ledger_ids WHERE seq > $1 ORDER BY seq LIMIT {MIGRATE_PIECE}"),
-                vec![after.into()],
-            )
-            .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in rows.iter("ledger_ids") {
-            after = row.int("seq")?;
-            ex.execute(
-                &format!("INSERT INTO {ID_KEYS} (rowid, terms) VALUES ($1, $2)"),
-                vec![after.into(), id_term(&row.text("record_id")?).into()],
-            )
-            .await?;
-            indexed += 1;
-        }
-    }
+    // One statement: the terms are computed by SQLite (`id_term`), nothing is held in memory.
+    let indexed = ex
+        .execute(
+            &format!("INSERT INTO {ID_KEYS} (rowid, terms) SELECT seq, id_term(record_id) FROM ledger_ids"),
+            vec![],
+        )
+        .await?;
     tracing::info!(
         records = indexed,
         "the ledger's record ids are indexed again"
@@ -570,8 +554,10 @@ pub const LINKS: [&str; 3] = ["link_license_no", "link_document_no", "link_uscc"
 /// the [`link_term`]s of its keys.
 pub const LINK_KEYS: &str = "ledger_link_keys";
 
-/// How many records [`migrate_links`] reads at a time.
-const MIGRATE_PIECE: i64 = 50_000;
+/// How many rows a pass over a whole table reads at a time ([`migrate_links`], and the record
+/// ids read into memory when a SQLite ledger is opened), so the memory it takes does not grow
+/// with the ledger.
+pub const PIECE: i64 = 50_000;
 
 /// The tables of the link index before it was [`LINK_KEYS`], dropped when a ledger is opened.
 const OLD_LINK_TABLES: [&str; 2] = ["ledger_links", "ledger_links_through"];
@@ -646,7 +632,7 @@ async fn migrate_links(ex: &mut dyn Exec) -> Result<(), DbError> {
             let rows = ex
                 .query(
                     &format!(
-                        "SELECT seq, {} FROM ledger_records WHERE seq > $1 ORDER BY seq LIMIT {MIGRATE_PIECE}",
+                        "SELECT seq, {} FROM ledger_records WHERE seq > $1 ORDER BY seq LIMIT {PIECE}",
                         LINKS.join(", ")
                     ),
                     vec![after.into()],

@@ -121,7 +121,8 @@ impl Exec for SqliteExec<'_> {
 }
 
 /// Adds to `known` the ids numbered after the last it holds (all of them when the ledger is
-/// opened; those another process numbered, in a write transaction), in pieces of 50,000.
+/// opened; those another process numbered, in a write transaction), in pieces
+/// ([`super::sql::PIECE`]).
 async fn catch_up(ex: &mut dyn Exec, known: &KnownIds) -> Result<(), DbError> {
     let Some(mut after) = known.numbered() else {
         return Ok(());
@@ -138,7 +139,10 @@ async fn catch_up(ex: &mut dyn Exec, known: &KnownIds) -> Result<(), DbError> {
     loop {
         let rows = ex
             .query(
-                "SELECT seq, record_id FROM ledger_ids WHERE seq > $1 ORDER BY seq LIMIT 50000",
+                &format!(
+                    "SELECT seq, record_id FROM ledger_ids WHERE seq > $1 ORDER BY seq LIMIT {}",
+                    super::sql::PIECE
+                ),
                 vec![after.into()],
             )
             .await?;
