@@ -1202,13 +1202,19 @@ scenario!(
     a_ledger_of_the_earlier_id_and_link_indexes_is_migrated_in_place,
     |backend| {
         // The earlier layout, as that version left it: the records' change numbers and, on
-        // SQLite, their keys in a sorted table (PostgreSQL had the tables, empty) and their ids
-        // in a `UNIQUE` index.
+        // SQLite, their keys in a sorted table (PostgreSQL had the tables, empty), their ids
+        // in a `UNIQUE` index and the deadlines' index keyed by record id after `due_at`.
         let f = Feed::new(backend, "yuanqu-2022").await;
         licensed_approvals(&f, 3).await;
+        let far = chrono::DateTime::parse_from_rfc3339("2100-01-01T00:00:00+08:00").unwrap();
+        let due = f.ledger.entries_due_before(far).await.unwrap();
+        assert!(!due.is_empty(), "the approvals have deadlines");
         let earlier = match backend {
             Backend::Sqlite => {
-                "DROP TABLE ledger_id_keys;
+                "DROP INDEX entries_due;
+                 CREATE INDEX entries_due ON ledger_entries (due_at, record_id, department, kind, policy, due_rule, pushed_at, calendar_version, alert_level)
+                     WHERE due_at IS NOT NULL AND alert_level < 3;
+                 DROP TABLE ledger_id_keys;
                  CREATE TABLE ledger_ids_earlier (seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL UNIQUE);
                  INSERT INTO ledger_ids_earlier SELECT seq, record_id FROM ledger_ids;
                  DROP TABLE ledger_ids;
@@ -1273,6 +1279,21 @@ scenario!(
             .await;
         let (record, _, _) = f.ledger.record("sv9").await.unwrap().unwrap();
         assert_eq!(record.linked_record_id.as_deref(), Some("ap9"));
+        if backend == Backend::Sqlite {
+            // The deadlines' index built again, by record number after `due_at`, and read by
+            // the tracker's scan as before.
+            assert_eq!(
+                count("SELECT COUNT(*) FROM pragma_index_info('entries_due') WHERE seqno = 1 AND name = 'seq'").await,
+                1
+            );
+            assert_eq!(
+                count("SELECT COUNT(*) FROM sqlite_master WHERE name = 'entries_due'").await,
+                1
+            );
+        }
+        let mut again = f.ledger.entries_due_before(far).await.unwrap();
+        again.retain(|e| due.iter().any(|d| d.record_id == e.record_id));
+        assert_eq!(again.len(), due.len(), "the same entries are due");
         if backend == Backend::Sqlite {
             // The ids in the full-text index, the `UNIQUE` one gone.
             assert_eq!(

@@ -213,7 +213,8 @@ pub fn ddl(dialect: Dialect) -> String {
     };
     let due_index = match dialect {
         Dialect::Sqlite => format!(
-            "CREATE INDEX IF NOT EXISTS entries_due ON ledger_entries ({DUE_COLUMNS}) WHERE due_at IS NOT NULL AND {NOT_ESCALATED};"
+            "CREATE INDEX IF NOT EXISTS entries_due ON ledger_entries (due_at, seq, {}) WHERE due_at IS NOT NULL AND {NOT_ESCALATED};",
+            DUE_COLUMNS.replace("due_at, ", "")
         ),
         Dialect::Postgres => format!(
             "CREATE INDEX IF NOT EXISTS entries_due ON ledger_entries (due_at) INCLUDE ({}) WHERE due_at IS NOT NULL AND {NOT_ESCALATED};",
@@ -299,7 +300,11 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
 }
 
 /// The columns the tracker's scan reads, all in the covering index `entries_due`; `due_at`
-/// first, as the SQLite index's key.
+/// first, as the SQLite index's key. There the record's number follows it: deadlines fall at
+/// the end of a working day, so the entries pushed in a day share one `due_at`, and ordered
+/// next by record id (random) each new entry went to a page of its own — 1,058 of the 1,774
+/// pages a burst wrote to the log at 10,000 records/s. By number, a burst's entries go at the
+/// end of their deadline's run (see [`migrate_due_index`]).
 pub const DUE_COLUMNS: &str =
     "due_at, record_id, department, kind, policy, due_rule, pushed_at, calendar_version, alert_level";
 
@@ -409,6 +414,7 @@ pub async fn migrate(ex: &mut dyn Exec) -> Result<(), DbError> {
             }
         }
     }
+    migrate_due_index(ex).await?;
     ex.script(&ddl(dialect)).await?;
     migrate_ids(ex).await?;
     migrate_links(ex).await?;
@@ -509,6 +515,29 @@ pub fn numbers_of(dialect: Dialect) -> String {
             dialect.in_list("$1")
         ),
     }
+}
+
+/// Drops a SQLite `entries_due` whose key after `due_at` is not the record's number (as
+/// versions before this one made it, see [`DUE_COLUMNS`]); [`ddl`], run next, builds it again
+/// from the entries, in place.
+async fn migrate_due_index(ex: &mut dyn Exec) -> Result<(), DbError> {
+    if ex.dialect() != Dialect::Sqlite {
+        return Ok(());
+    }
+    let second = ex
+        .query(
+            "SELECT name FROM pragma_index_info('entries_due') WHERE seqno = 1",
+            vec![],
+        )
+        .await?;
+    let Some(row) = second.iter("entries_due").next() else {
+        return Ok(());
+    };
+    if row.text("name")? != "seq" {
+        ex.script("DROP INDEX entries_due").await?;
+        tracing::info!("the ledger's index of deadlines is built again, by record number");
+    }
+    Ok(())
 }
 
 /// Brings the id index of a SQLite ledger opened by an earlier version up to date: its
