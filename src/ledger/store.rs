@@ -1024,10 +1024,7 @@ impl WriteRows {
         // On SQLite, the numbers the ledger gave before this burst: a record numbered before may
         // have link keys indexed already, which its new row replaces.
         let numbered_before = match ex.dialect() {
-            Dialect::Sqlite if !self.records.is_empty() => ex
-                .query("SELECT COALESCE(MAX(seq), 0) AS n FROM ledger_ids", vec![])
-                .await?
-                .first_int("ledger_ids", "n")?,
+            Dialect::Sqlite if !self.records.is_empty() => last_number(ex).await?,
             _ => 0,
         };
         let [events, records, entries, history] =
@@ -1137,10 +1134,7 @@ async fn numbered<const N: usize>(
             let mut seqs = numbers_of(ex, &ids).await?;
             let fresh: Vec<&String> = ids.iter().filter(|id| !seqs.contains_key(*id)).collect();
             if !fresh.is_empty() {
-                let last = ex
-                    .query("SELECT COALESCE(MAX(seq), 0) AS n FROM ledger_ids", vec![])
-                    .await?
-                    .first_int("ledger_ids", "n")?;
+                let last = last_number(ex).await?;
                 let (mut rows, mut keys) = (Vec::new(), Vec::new());
                 for (seq, id) in (last + 1..).zip(&fresh) {
                     rows.push(vec![seq.into(), (*id).clone().into()]);
@@ -1180,6 +1174,18 @@ async fn numbered<const N: usize>(
         seqs.insert(row.text("record_id")?, row.int("seq")?);
     }
     renumbered(tables, &seqs, id_of)
+}
+
+/// The last number the SQLite ledger gave: the filters' ([`Exec::known_ids`]), which each write
+/// transaction brings up to date as it begins (`sqlite::catch_up`), or read before they are
+/// filled.
+async fn last_number(ex: &mut dyn Exec) -> Result<i64, DbError> {
+    if let Some(n) = ex.known_ids().and_then(|k| k.numbered()) {
+        return Ok(n);
+    }
+    ex.query("SELECT COALESCE(MAX(seq), 0) AS n FROM ledger_ids", vec![])
+        .await?
+        .first_int("ledger_ids", "n")
 }
 
 /// `tables` with each row's record number filled in from `seqs`.
