@@ -2348,6 +2348,66 @@ async fn a_sqlite_ledger_checkpoints_its_write_ahead_log_on_its_own() {
     drop(ledger);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_ledger_logs_records_of_two_kilobytes_two_to_a_page_and_shows_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let ledger = shenguan::ledger::store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    // 1,000 approvals of 1.7 KB of data, as the bus delivers them: 2.0 KB CloudEvents.
+    let content = "许可项目：住宿（宾馆），沐浴，美容美发；".repeat(25);
+    let data = |id: &str| {
+        json!({"record_id": id, "kind": "approval", "item": {"code": FOOD, "name": "x"},
+               "source": {"adapter": "nx-zwfw-approval", "system": "宁夏政务服务网"},
+               "decided_at": "2026-03-02T10:00:00+08:00", "license": {"content": content}})
+    };
+    let batch: Vec<(Delivery, RecordKind)> = (0..1000)
+        .map(|i| {
+            let id = format!("big-{i}");
+            let event = json!({
+                "specversion": "1.0", "id": format!("ev-{id}"), "type": "cn.shenguan.approval.v1",
+                "source": "/shenguan/adapters/nx-zwfw-approval", "subject": id, "partitionkey": id,
+                "time": "2026-03-02T11:00:00.000+08:00", "datacontenttype": "application/json",
+                "dataschema": "urn:shenguan:schema:approval.v1", "data": data(&id),
+            });
+            let payload = serde_json::to_vec(&event).unwrap();
+            assert!((1900..2100).contains(&payload.len()), "{}", payload.len());
+            let delivery = Delivery {
+                topic: "shenguan.approval.v1".into(),
+                partition: 0,
+                offset: i,
+                key: None,
+                payload,
+                timestamp_ms: 0,
+                headers: Vec::new(),
+            };
+            (delivery, RecordKind::Approval)
+        })
+        .collect();
+    ledger
+        .apply_batch(batch.into(), shared("yuanqu-2022"), true)
+        .await
+        .unwrap();
+    // The record's data, as the API shows it, is the data published.
+    let (record, _, _) = ledger.record("big-7").await.unwrap().expect("record");
+    assert_eq!(*record.data, data("big-7"));
+    // The log of events keeps two records to a 4 KiB page (with its whole CloudEvent, one).
+    let pages: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM dbstat WHERE name = 'ledger_events'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        pages <= 520,
+        "{pages} pages for the events of 1,000 records"
+    );
+    drop(ledger);
+}
+
 /// A supervision record from szs-scjg's system (its adapter is in the catalog's list for it).
 fn request(id: &str, action: &str, request_type: &str, at: &str) -> Value {
     json!({

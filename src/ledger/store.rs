@@ -520,9 +520,6 @@ fn history_params(h: HistoryRow, n: u32) -> Vec<Param> {
 }
 
 fn event_params(e: StoredEvent) -> Vec<Param> {
-    // Bus messages the ledger applied are JSON, so UTF-8; anything else is kept readable.
-    let payload = String::from_utf8(e.payload)
-        .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned());
     vec![
         UNNUMBERED,
         e.record_id.into(),
@@ -533,7 +530,7 @@ fn event_params(e: StoredEvent) -> Vec<Param> {
         e.topic.into(),
         i64::from(e.partition).into(),
         e.offset.into(),
-        payload.into(),
+        e.payload.into(),
     ]
 }
 
@@ -643,7 +640,7 @@ fn stored_event_from(row: &Row) -> Result<StoredEvent, DbError> {
         partition: i32::try_from(row.int("part")?)
             .map_err(|_| row.bad("part", "out of range".into()))?,
         offset: row.int("pos")?,
-        payload: row.text("payload")?.into_bytes(),
+        payload: row.text("payload")?,
     })
 }
 

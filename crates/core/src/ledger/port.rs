@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
-use super::event::{decode, DecodeError, Decoded, Event, EventOrd};
+use super::event::{decode, logged_payload, DecodeError, Decoded, Event, EventOrd};
 use super::fold::{fold, merge, Folded, Logged, Step};
 use super::machine::RecordState;
 use super::{Alert, Changes, Context, Entry, HistoryRow};
@@ -38,7 +38,8 @@ pub struct StoredEvent {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    pub payload: Vec<u8>,
+    /// The bytes [`logged_payload`] keeps (JSON: only events that decoded are logged).
+    pub payload: String,
 }
 
 /// What the store holds about one record (without its events' bytes and its history, which a
@@ -376,7 +377,7 @@ pub async fn plan<P: LedgerPort>(
             topic: input.topic.to_string(),
             partition: input.partition,
             offset: input.offset,
-            payload: input.payload.to_vec(),
+            payload: logged_payload(input.kind, input.payload),
         };
         let in_order = w.ords.iter().all(|o| *o < ord)
             && (w.folded.state.record.is_some() || w.ords.is_empty() || event.is_purge());
@@ -500,7 +501,7 @@ async fn refold<P: LedgerPort>(
     let mut all: Vec<Logged> = Vec::new();
     for e in w.events.iter().flatten().chain(w.new_events.iter()) {
         // What was logged decoded once; it decodes again.
-        if let Ok(Decoded::Event(ev)) = decode(e.kind, &e.payload) {
+        if let Ok(Decoded::Event(ev)) = decode(e.kind, e.payload.as_bytes()) {
             all.push(Logged::new(*ev, e.offset));
         }
     }
