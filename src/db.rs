@@ -67,14 +67,14 @@ fn retry_within(tries: i32, most: i32) -> bool {
 /// How often a [`Checkpointer`] copies the write-ahead log back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
-/// The write-ahead log a [`Checkpointer`] lets grow before it restarts the log: 65,536 pages
-/// (256 MiB of 4 KiB pages). A restart holds the writer back while it copies what is left and
-/// syncs the database file, so it is kept rare: with a limit of 64 MiB the ledger applied a
-/// burst of 40,000 records 8–14% slower.
-const WAL_LIMIT_PAGES: i64 = 65_536;
+/// The write-ahead log a [`Checkpointer`] lets grow before it restarts the log: 256 MiB (65,536
+/// pages of 4 KiB, 16,384 of the bus's 16 KiB). A restart holds the writer back while it copies
+/// what is left and syncs the database file, so it is kept rare: with a limit of 64 MiB the
+/// ledger applied a burst of 40,000 records 8–14% slower.
+const WAL_LIMIT_BYTES: i64 = 256 << 20;
 
 /// How long a restart of the log waits for the writer and for the readers that still use it;
-/// writers wait as long (at most this, once per [`WAL_LIMIT_PAGES`] of log), and a restart that
+/// writers wait as long (at most this, once per [`WAL_LIMIT_BYTES`] of log), and a restart that
 /// cannot get its turn is tried again at the next tick. The ledger's reads take milliseconds.
 const RESTART_WAIT: Duration = Duration::from_millis(20);
 
@@ -96,7 +96,8 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     pub fn start(path: &Path) -> Result<Checkpointer, Box<dyn std::error::Error + Send + Sync>> {
-        Checkpointer::with_limit(path, WAL_LIMIT_PAGES)
+        let page: i64 = Connection::open(path)?.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Checkpointer::with_limit(path, WAL_LIMIT_BYTES / page.max(512))
     }
 
     fn with_limit(

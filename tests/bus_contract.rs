@@ -261,18 +261,22 @@ async fn an_embedded_bus_file_from_before_headers_opens_and_keeps_its_messages()
     assert_eq!(all[1].offset, 1);
     assert_structured_cloudevent(&all[1]);
     drop(bus);
-    // Opening it again (the column is there now) changes nothing.
+    // Opening it again (the column is there now) changes nothing, its page size included.
     let bus = shenguan::bus::embedded::EmbeddedBus::open(&path).unwrap();
     assert_eq!(bus.read_all("t").await.unwrap().len(), 2);
+    assert_eq!(page_size(&path), 4096);
 }
 
-#[tokio::test]
-async fn an_embedded_bus_keeps_a_canonical_event_in_its_page_not_in_an_overflow_page_of_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus.db");
-    let bus = shenguan::bus::embedded::EmbeddedBus::open(&path).unwrap();
-    // 2,000 events of 1.8 KB, the size of a canonical approval.
-    let body = "审".repeat(600);
+fn page_size(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Publishes 2,000 events of `body` and returns their bytes and the size of the checkpointed file.
+async fn stored_size(path: &std::path::Path, body: &str) -> (usize, usize) {
+    let bus = shenguan::bus::embedded::EmbeddedBus::open(path).unwrap();
     let batch: Vec<Message> = (0..2000)
         .map(|i| Message {
             topic: "t".into(),
@@ -284,14 +288,36 @@ async fn an_embedded_bus_keeps_a_canonical_event_in_its_page_not_in_an_overflow_
     bus.publish(batch).await.unwrap();
     assert_eq!(bus.read_all("t").await.unwrap().len(), 2000);
     drop(bus);
-    let conn = rusqlite::Connection::open(&path).unwrap();
+    let conn = rusqlite::Connection::open(path).unwrap();
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
-    let file = std::fs::metadata(&path).unwrap().len() as usize;
+    (bytes, std::fs::metadata(path).unwrap().len() as usize)
+}
+
+#[tokio::test]
+async fn an_embedded_bus_keeps_a_canonical_event_in_its_page_not_in_an_overflow_page_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.db");
+    // Events of 1.8 KB, the size of a canonical approval.
+    let (bytes, file) = stored_size(&path, &"审".repeat(600)).await;
     // In a row of its own page the file holds little more than the events; with the tail of
     // each in an overflow page (the layout of bus files before) it took 2.6 times their size.
     assert!(
         file < bytes * 13 / 10,
+        "{file} bytes on disk for {bytes} bytes of events"
+    );
+}
+
+#[tokio::test]
+async fn a_new_embedded_bus_file_packs_events_of_two_kilobytes_into_its_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.db");
+    // Events of 2.1 KB (the peer job's 1.3 KB records as canonical events): on 4 KiB pages
+    // each took a page of its own, 1.9 times their size.
+    let (bytes, file) = stored_size(&path, &"审".repeat(700)).await;
+    assert_eq!(page_size(&path), 16_384);
+    assert!(
+        file < bytes * 12 / 10,
         "{file} bytes on disk for {bytes} bytes of events"
     );
 }

@@ -14,6 +14,11 @@
 //! messages: 468 MB against 209 MB, written in 2.2 times the time). A bus file written before
 //! keeps its layout, which reads and writes the same way.
 //!
+//! A new bus file has pages of 16 KiB. A row keeps its whole message in its page, so on pages of
+//! 4 KiB an event of 2.0–2.2 KB took a page of its own (the peer job's 1.3 KB records: 4.9 GB of
+//! bus for 1.2 million); 16 KiB pages hold seven. A file made before keeps the page size it
+//! was made with (SQLite sets it when the file is created).
+//!
 //! Each message row keeps its headers as a JSON array of `[name, value]` pairs. A bus file from
 //! before headers were kept gets the column when it is opened (its old rows read back with no
 //! headers), so an existing data directory opens as it is.
@@ -38,6 +43,8 @@ const GROUP_COMMIT_MAX: usize = 256;
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Messages a subscription fetches per query.
 const FETCH: i64 = 512;
+/// The page size of a new bus file, in bytes (see the module's notes on pages).
+const PAGE_SIZE: i64 = 16_384;
 
 pub struct EmbeddedBus {
     path: PathBuf,
@@ -55,6 +62,9 @@ fn connect(path: &Path) -> Result<Connection, BusError> {
     let conn =
         Connection::open(path).map_err(|e| BusError::Fatal(format!("{}: {e}", path.display())))?;
     crate::db::wait_when_busy(&conn).map_err(unavailable)?;
+    // Takes effect only when the file is created (see the module's notes on pages).
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(unavailable)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL")
