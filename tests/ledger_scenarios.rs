@@ -2320,13 +2320,19 @@ async fn two_instances_on_one_postgres_apply_overlapping_bursts_once_each() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_sqlite_ledger_checkpoints_its_write_ahead_log_on_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
+/// A new SQLite ledger in `dir`, and the path of its file.
+async fn sqlite_ledger_in(dir: &std::path::Path) -> (std::path::PathBuf, Arc<dyn LedgerStore>) {
+    let path = dir.join("ledger.db");
     let ledger = shenguan::ledger::store::open(&format!("sqlite:{}", path.display()))
         .await
         .unwrap();
+    (path, ledger)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_ledger_checkpoints_its_write_ahead_log_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, ledger) = sqlite_ledger_in(dir.path()).await;
     let shared = shared("yuanqu-2022");
     let batch: Vec<(Delivery, RecordKind)> = (0..100)
         .map(|i| (burst_delivery(i), RecordKind::Approval))
@@ -2351,10 +2357,7 @@ async fn a_sqlite_ledger_checkpoints_its_write_ahead_log_on_its_own() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_ledger_logs_records_of_two_kilobytes_two_to_a_page_and_shows_them_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    let ledger = shenguan::ledger::store::open(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
+    let (path, ledger) = sqlite_ledger_in(dir.path()).await;
     // 1,000 approvals of 1.7 KB of data, as the bus delivers them: 2.0 KB CloudEvents.
     let content = "许可项目：住宿（宾馆），沐浴，美容美发；".repeat(25);
     let data = |id: &str| {
