@@ -13,13 +13,21 @@ use tokio_postgres::NoTls;
 /// which the bus can restore, relaxes it), a busy timeout so the CLI and the gateway can share
 /// the file, a 64 MiB page cache and memory-mapped reads (the ledger's indexes are keyed by
 /// random record ids: with SQLite's 2 MiB default nearly every insert read its pages back from
-/// the kernel), and no automatic checkpoint (see [`Checkpointer`]).
-pub fn sqlite_connect(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
+/// the kernel), and no automatic checkpoint (see [`Checkpointer`]). `page_size`, in bytes, is
+/// that of a file this creates (SQLite's 4,096 when `None`); a file made before keeps its own.
+pub fn sqlite_connect(
+    path: &Path,
+    page_size: Option<i64>,
+) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let conn = Connection::open(path)?;
     wait_when_busy(&conn)?;
+    // Before the journal mode: a file in WAL mode keeps the page size it has.
+    if let Some(bytes) = page_size {
+        conn.pragma_update(None, "page_size", bytes)?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -65536)?;
@@ -68,10 +76,20 @@ fn retry_within(tries: i32, most: i32) -> bool {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// The write-ahead log a [`Checkpointer`] lets grow before it restarts the log: 256 MiB (65,536
-/// pages of 4 KiB, 16,384 of the bus's 16 KiB). A restart holds the writer back while it copies
-/// what is left and syncs the database file, so it is kept rare: with a limit of 64 MiB the
-/// ledger applied a burst of 40,000 records 8–14% slower.
+/// pages of 4 KiB, 16,384 of the 16 KiB of a new bus or ledger file). A restart holds the
+/// writer back while it copies what is left and syncs the database file, so it is kept rare:
+/// with a limit of 64 MiB the ledger applied a burst of 40,000 records 8–14% slower.
 const WAL_LIMIT_BYTES: i64 = 256 << 20;
+
+/// The page size of a new ledger file (the SQLite ledger's tables and the gateway state's), in
+/// bytes: 16 KiB. A row keeps its payload in its page, and on SQLite's 4 KiB pages the
+/// ledger's largest rows left much of theirs empty: a logged record's event (1.3–1.8 KB) fits
+/// two to a page with a quarter left over, and each leaf of the two FTS5 indexes of keys (4,050
+/// bytes) takes a page of its own, which a merge visits one by one when it deletes the segment
+/// — those deletes were 7.6% of the gateway's CPU taking 10,000 records/s. On 16 KiB pages the
+/// ledger applies bursts of 300 records about a quarter faster (README, *Ledger pages of 16
+/// KiB*). A file made before keeps its pages (docs/operations.md says how to convert one).
+pub const LEDGER_PAGE_SIZE: i64 = 16_384;
 
 /// How long a restart of the log waits for the writer and for the readers that still use it;
 /// writers wait as long (at most this, once per [`WAL_LIMIT_BYTES`] of log), and a restart that
@@ -255,7 +273,7 @@ mod tests {
     /// sync.
     fn table_t(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Connection) {
         let path = dir.join("t.db");
-        let writer = sqlite_connect(&path).unwrap();
+        let writer = sqlite_connect(&path, None).unwrap();
         writer.pragma_update(None, "synchronous", "OFF").unwrap();
         writer
             .execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB NOT NULL)")
@@ -275,7 +293,7 @@ mod tests {
             .map(|i| {
                 let (path, stop) = (path.clone(), stop.clone());
                 std::thread::spawn(move || {
-                    let conn = sqlite_connect(&path).unwrap();
+                    let conn = sqlite_connect(&path, None).unwrap();
                     std::thread::sleep(Duration::from_millis(3 * i));
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         conn.execute_batch("BEGIN").unwrap();

@@ -163,7 +163,7 @@ async fn catch_up(ex: &mut dyn Exec, known: &KnownIds) -> Result<(), DbError> {
 /// Opens a connection to the ledger's file, with the function `id_term` its statements use
 /// ([`super::sql::id_term`]).
 fn connect(path: &Path) -> Result<Connection, Box<dyn std::error::Error + Send + Sync>> {
-    let conn = crate::db::sqlite_connect(path)?;
+    let conn = crate::db::sqlite_connect(path, Some(crate::db::LEDGER_PAGE_SIZE))?;
     conn.create_scalar_function(
         "id_term",
         1,

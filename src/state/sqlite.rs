@@ -1,4 +1,5 @@
-//! The gateway state in SQLite (`<data_dir>/state.db`), the single-machine default.
+//! The gateway state in SQLite, the single-machine default: tables of their own in the ledger's
+//! file (`<data_dir>/ledger.db`), whose pages are the ledger's ([`crate::db::LEDGER_PAGE_SIZE`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::*;
-use crate::db::{sqlite_connect, Checkpointer};
+use crate::db::{sqlite_connect, Checkpointer, LEDGER_PAGE_SIZE};
 
 /// SQLite implementation (the default, `sqlite:<data_dir>/ledger.db`).
 pub struct SqliteState {
@@ -22,7 +23,7 @@ impl SqliteState {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let conn = sqlite_connect(path).map_err(|e| err(&e))?;
+        let conn = sqlite_connect(path, Some(LEDGER_PAGE_SIZE)).map_err(|e| err(&e))?;
         // Small tables and an append-only log: the ledger's 64 MiB page cache would only hold
         // the log's pages, written once, in the process's memory (4 MiB).
         conn.pragma_update(None, "cache_size", -4096)
