@@ -264,14 +264,7 @@ async fn an_embedded_bus_file_from_before_headers_opens_and_keeps_its_messages()
     // Opening it again (the column is there now) changes nothing, its page size included.
     let bus = shenguan::bus::embedded::EmbeddedBus::open(&path).unwrap();
     assert_eq!(bus.read_all("t").await.unwrap().len(), 2);
-    assert_eq!(page_size(&path), 4096);
-}
-
-fn page_size(path: &std::path::Path) -> i64 {
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
-        .unwrap()
+    assert_eq!(common::sqlite_page_size(&path), 4096);
 }
 
 /// Publishes 2,000 events of `body` and returns their bytes and the size of the checkpointed file.
@@ -315,7 +308,7 @@ async fn a_new_embedded_bus_file_packs_events_of_two_kilobytes_into_its_pages() 
     // Events of 2.1 KB (the peer job's 1.3 KB records as canonical events): on 4 KiB pages
     // each took a page of its own, 1.9 times their size.
     let (bytes, file) = stored_size(&path, &"审".repeat(700)).await;
-    assert_eq!(page_size(&path), 16_384);
+    assert_eq!(common::sqlite_page_size(&path), 16_384);
     assert!(
         file < bytes * 12 / 10,
         "{file} bytes on disk for {bytes} bytes of events"

@@ -2413,52 +2413,38 @@ async fn a_sqlite_ledger_logs_records_of_two_kilobytes_without_their_envelope_an
     drop(ledger);
 }
 
-fn page_size(path: &std::path::Path) -> i64 {
-    rusqlite::Connection::open(path)
-        .unwrap()
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
-        .unwrap()
+/// Applies 50 approvals to the SQLite ledger in `dir` and returns its file's page size and how
+/// many records it holds.
+async fn page_size_after_a_burst_in(dir: &std::path::Path) -> (i64, i64) {
+    let (path, ledger) = sqlite_ledger_in(dir).await;
+    let batch: Vec<(Delivery, RecordKind)> = (0..50)
+        .map(|i| (burst_delivery(i), RecordKind::Approval))
+        .collect();
+    ledger
+        .apply_batch(batch.into(), shared("yuanqu-2022"), true)
+        .await
+        .unwrap();
+    drop(ledger);
+    let url = format!("sqlite:{}", path.display());
+    let records = common::ledger_scalar(&url, "SELECT COUNT(*) FROM ledger_records").await;
+    (common::sqlite_page_size(&path), records)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_sqlite_ledger_file_has_pages_of_sixteen_kib_and_an_older_file_keeps_its_own() {
-    let batch = || -> Batch {
-        (0..50)
-            .map(|i| (burst_delivery(i), RecordKind::Approval))
-            .collect::<Vec<_>>()
-            .into()
-    };
     // A new file, whether the ledger or the gateway state opens it first.
     let dir = tempfile::tempdir().unwrap();
-    let (path, ledger) = sqlite_ledger_in(dir.path()).await;
-    ledger
-        .apply_batch(batch(), shared("yuanqu-2022"), true)
-        .await
-        .unwrap();
-    assert_eq!(page_size(&path), 16_384);
-    drop(ledger);
+    assert_eq!(page_size_after_a_burst_in(dir.path()).await, (16_384, 50));
     let state_first = dir.path().join("state-first.db");
     drop(shenguan::state::sqlite::SqliteState::open(&state_first).unwrap());
-    assert_eq!(page_size(&state_first), 16_384);
+    assert_eq!(common::sqlite_page_size(&state_first), 16_384);
     // A file made with 4 KiB pages (an earlier version's) keeps them and works as before.
     let old = tempfile::tempdir().unwrap();
-    let path = old.path().join("ledger.db");
-    rusqlite::Connection::open(&path)
+    rusqlite::Connection::open(old.path().join("ledger.db"))
         .unwrap()
         .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE earlier (x INTEGER);")
         .unwrap();
-    let (_, ledger) = sqlite_ledger_in(old.path()).await;
-    ledger
-        .apply_batch(batch(), shared("yuanqu-2022"), true)
-        .await
-        .unwrap();
-    assert_eq!(page_size(&path), 4096);
-    let records: i64 = rusqlite::Connection::open(&path)
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM ledger_records", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(records, 50);
-    drop(ledger);
+    assert_eq!(page_size_after_a_burst_in(old.path()).await, (4096, 50));
 }
 
 /// A supervision record from szs-scjg's system (its adapter is in the catalog's list for it).

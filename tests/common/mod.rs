@@ -786,3 +786,11 @@ pub async fn ledger_scalar(url: &str, sql: &str) -> i64 {
         client.query_one(sql, &[]).await.unwrap().get(0)
     }
 }
+
+/// The page size of a SQLite file, in bytes.
+pub fn sqlite_page_size(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
