@@ -664,6 +664,42 @@ async fn gateway(
 /// Requests the end-to-end run keeps in flight at most.
 const LATENCY_IN_FLIGHT: usize = 64;
 
+/// The slots of the end-to-end run's bodies: the 8 digits of [`bench_record`]'s 办件编号,
+/// 决定文书号 and 证照编号, and its applicant's 统一社会信用代码 (check character included), each
+/// new for every record sent, as [`bench_record`] makes them.
+const APPROVAL_SLOTS: [peer::Slot; 2] = [
+    peer::Slot {
+        holder: b"########",
+        fill: |n| format!("{:08}", 900_000 + n),
+    },
+    peer::Slot {
+        holder: b"@@@@@@@@@@@@@@@@@@",
+        fill: |n| crate::demo::uscc(900_000 + n),
+    },
+];
+
+/// The end-to-end run's request bodies: `per_request` [`bench_record`]s each, made once and sent
+/// with new serials in every key of a record (see [`APPROVAL_SLOTS`]), like the peer job's, so
+/// that the sender, in the gateway's process, does not build and serialise every record on the
+/// gateway's cores.
+fn approval_bodies(per_request: usize) -> peer::Bodies {
+    let decided = now_shanghai() - chrono::Duration::hours(1);
+    let [serial, uscc] = APPROVAL_SLOTS
+        .each_ref()
+        .map(|s| std::str::from_utf8(s.holder).expect("ASCII"));
+    peer::Bodies::of(per_request, &APPROVAL_SLOTS, Lcg(99), move |n, rng| {
+        let mut record = bench_record(900_000 + n, decided, rng);
+        record["PROJID"] = Value::from(format!("6402002026{serial}"));
+        record["DOCUMENT_CODE"] = Value::from(format!(
+            "石审服许字〔{}〕第{serial}号",
+            chrono::Datelike::year(&decided)
+        ));
+        record["RESULT_CETR_CODE"] = Value::from(format!("JY1640202{serial}"));
+        record["APPLY_CARDNUMBER"] = Value::from(uscc);
+        record
+    })
+}
+
 async fn latency_run(settings: &Settings, seconds: u64, rate: u64) -> anyhow::Result<Line> {
     let (base, token, admin, _gateway) = gateway(settings, "embedded").await?;
     let client = reqwest::Client::new();
@@ -714,8 +750,7 @@ async fn latency_run(settings: &Settings, seconds: u64, rate: u64) -> anyhow::Re
             (latencies, missed)
         })
     };
-    let mut rng = Lcg(99);
-    let decided = now_shanghai() - chrono::Duration::hours(1);
+    let bodies = approval_bodies(per_tick);
     // Open loop: a request leaves at every tick whether or not the ones before it were
     // answered, up to this many in flight (then the sender falls behind its ticks).
     let in_flight = Arc::new(tokio::sync::Semaphore::new(LATENCY_IN_FLIGHT));
@@ -725,12 +760,8 @@ async fn latency_run(settings: &Settings, seconds: u64, rate: u64) -> anyhow::Re
     for tick in 0..ticks {
         let due = start + Duration::from_millis(tick * 10);
         tokio::time::sleep_until(due.into()).await;
-        let batch: Vec<Value> = (0..per_tick)
-            .map(|_| {
-                n += 1;
-                bench_record(900_000 + n, decided, &mut rng)
-            })
-            .collect();
+        let body = bodies.next();
+        n += per_tick as u64;
         let permit = in_flight.clone().acquire_owned().await?;
         let (client, url, token, follow) = (
             client.clone(),
@@ -743,12 +774,21 @@ async fn latency_run(settings: &Settings, seconds: u64, rate: u64) -> anyhow::Re
             let answer: Value = client
                 .post(url)
                 .bearer_auth(&token)
-                .json(&batch)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
                 .send()
                 .await?
                 .json()
                 .await?;
             drop(permit);
+            for (list, what) in [
+                ("rejected", "rejected"),
+                ("duplicates", "took as a duplicate"),
+            ] {
+                if let Some(first) = answer[list].as_array().and_then(|r| r.first()) {
+                    anyhow::bail!("the gateway {what} a generated record: {first}");
+                }
+            }
             if let (0, Some(id)) = (tick % 5, answer["accepted"][0]["id"].as_str()) {
                 let _ = follow.send((id.to_string(), sent));
             }
@@ -998,4 +1038,57 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<()
 
 fn print_line(l: &Line) {
     eprintln!("{:<90} {}", l.workload, l.figure);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record of the end-to-end run's bodies is accepted by its adapter, and the keys the
+    /// ledger knows a record by are new in every body sent.
+    #[test]
+    fn the_end_to_end_bodies_are_accepted_with_new_keys_in_every_send() {
+        let (schemas, adapters) = crate::app::load_definitions(&Settings::default()).unwrap();
+        let adapter = adapters.get("nx-zwfw-approval").unwrap();
+        let bodies = approval_bodies(100);
+        let mut keys: Vec<String> = Vec::new();
+        // More sends than the pool holds: the second round reuses the first's templates.
+        for _ in 0..130 {
+            let body = bodies.next();
+            let records: Vec<Value> = serde_json::from_slice(&body).unwrap();
+            assert_eq!(records.len(), 100);
+            for r in &records {
+                for key in [
+                    "PROJID",
+                    "DOCUMENT_CODE",
+                    "RESULT_CETR_CODE",
+                    "APPLY_CARDNUMBER",
+                ] {
+                    let k = r[key].as_str().unwrap();
+                    assert!(!k.contains(['#', '@']), "{key}: {k}");
+                    keys.push(k.to_string());
+                }
+                assert_eq!(r["PROJID"].as_str().unwrap().len(), 18, "{r}");
+            }
+            let outcomes = pipeline::process(
+                &adapter,
+                &schemas,
+                &body,
+                None,
+                None,
+                Unit::Body,
+                now_shanghai(),
+                usize::MAX,
+            )
+            .unwrap();
+            assert!(
+                outcomes.iter().all(|o| matches!(o, Outcome::Accepted(_))),
+                "a generated record was rejected"
+            );
+        }
+        let sent = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), sent, "every key once");
+    }
 }

@@ -61,7 +61,8 @@ impl Lcg {
     }
 }
 
-fn uscc(i: u64) -> String {
+/// The 统一社会信用代码 of the `i`th generated company, its check character computed.
+pub fn uscc(i: u64) -> String {
     let first = format!("91640200MA7{:06}", 100000 + i % 900000);
     let check = formats::uscc_check_char(&first).expect("17 characters of the alphabet");
     format!("{first}{check}")

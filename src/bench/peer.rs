@@ -178,37 +178,85 @@ pub fn peer_record(n: u64, decided: DateTime<FixedOffset>, rng: &mut Lcg) -> Val
     })
 }
 
-/// Request bodies with unique business keys: [`POOL`] bodies of [`BATCH`] records, each send
-/// a copy of the next one with the next serials written into its slots. Cheap enough that the
-/// senders do not compete with the gateway for the cores.
+/// Where the records of pooled [`Bodies`] hold a key's number: a string that appears nowhere else
+/// (`holder`), and what a record's serial turns it into (as many bytes).
+pub struct Slot {
+    pub holder: &'static [u8],
+    pub fill: fn(u64) -> String,
+}
+
+/// The peer job's slot: the 决定文书号's number, 10 digits.
+const SERIAL: [Slot; 1] = [Slot {
+    holder: SERIAL_SLOT,
+    fill: |n| format!("{n:010}"),
+}];
+
+/// A pooled body and its slots: (offset, which [`Slot`], which record of the body).
+type Pooled = (Vec<u8>, Vec<(usize, usize, u64)>);
+
+/// Request bodies with unique business keys: [`POOL`] bodies of a batch of records each, each
+/// send a copy of the next one with the next serials written into its [`Slot`]s. Cheap enough
+/// that the senders do not compete with the gateway for the cores.
 pub struct Bodies {
-    pool: Vec<(Vec<u8>, Vec<usize>)>,
+    pool: Vec<Pooled>,
     next: AtomicU64,
+    /// Records in a body.
+    batch: usize,
+    slots: &'static [Slot],
 }
 
 impl Bodies {
+    /// The peer job's bodies: [`BATCH`] 双公示 records ([`peer_record`]), their 决定文书号 the slot.
     pub fn new() -> Bodies {
-        let mut rng = Lcg(1300);
         let decided = now_shanghai() - chrono::Duration::hours(2);
+        Bodies::of(BATCH, &SERIAL, Lcg(1300), |n, rng| {
+            peer_record(n, decided, rng)
+        })
+    }
+
+    /// [`POOL`] bodies of `batch` records that `record` makes from its number and `rng`; every
+    /// record holds each of `slots` the same number of times.
+    pub fn of(
+        batch: usize,
+        slots: &'static [Slot],
+        mut rng: Lcg,
+        mut record: impl FnMut(u64, &mut Lcg) -> Value,
+    ) -> Bodies {
         let pool = (0..POOL as u64)
             .map(|b| {
-                let batch: Vec<Value> = (0..BATCH as u64)
-                    .map(|i| peer_record(b * BATCH as u64 + i, decided, &mut rng))
+                let records: Vec<Value> = (0..batch as u64)
+                    .map(|i| record(b * batch as u64 + i, &mut rng))
                     .collect();
-                let body = serde_json::to_vec(&batch).expect("JSON");
-                let slots = body
-                    .windows(SERIAL_SLOT.len())
-                    .enumerate()
-                    .filter(|(_, w)| *w == SERIAL_SLOT)
-                    .map(|(at, _)| at)
-                    .collect::<Vec<_>>();
-                assert_eq!(slots.len(), BATCH, "one serial slot per record");
-                (body, slots)
+                let body = serde_json::to_vec(&records).expect("JSON");
+                let mut at = Vec::new();
+                for (k, slot) in slots.iter().enumerate() {
+                    let found: Vec<usize> = body
+                        .windows(slot.holder.len())
+                        .enumerate()
+                        .filter(|(_, w)| *w == slot.holder)
+                        .map(|(at, _)| at)
+                        .collect();
+                    let each = found.len() / batch;
+                    assert!(
+                        each > 0 && found.len() == each * batch,
+                        "slot {k} held {} times by {batch} records",
+                        found.len()
+                    );
+                    at.extend(
+                        found
+                            .into_iter()
+                            .enumerate()
+                            .map(|(j, offset)| (offset, k, (j / each) as u64)),
+                    );
+                }
+                (body, at)
             })
             .collect();
         Bodies {
             pool,
             next: AtomicU64::new(0),
+            batch,
+            slots,
         }
     }
 
@@ -217,16 +265,18 @@ impl Bodies {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let (template, slots) = &self.pool[(n % POOL as u64) as usize];
         let mut body = template.clone();
-        for (i, &at) in slots.iter().enumerate() {
-            let serial = format!("{:010}", n * BATCH as u64 + i as u64);
-            body[at..at + SERIAL_SLOT.len()].copy_from_slice(serial.as_bytes());
+        for &(at, k, record) in slots {
+            let slot = &self.slots[k];
+            let text = (slot.fill)(n * self.batch as u64 + record);
+            assert_eq!(text.len(), slot.holder.len(), "slot {k} filled with {text}");
+            body[at..at + text.len()].copy_from_slice(text.as_bytes());
         }
         body
     }
 
     /// Average bytes of a record.
     pub fn record_bytes(&self) -> usize {
-        self.pool.iter().map(|(b, _)| b.len()).sum::<usize>() / (POOL * BATCH)
+        self.pool.iter().map(|(b, _)| b.len()).sum::<usize>() / (POOL * self.batch)
     }
 }
 
