@@ -664,9 +664,9 @@ async fn gateway(
 /// Requests the end-to-end run keeps in flight at most.
 const LATENCY_IN_FLIGHT: usize = 64;
 
-/// The slots of the end-to-end run's bodies: the 8 digits of [`bench_record`]'s 办件编号,
-/// 决定文书号 and 证照编号, and its applicant's 统一社会信用代码 (check character included), each
-/// new for every record sent, as [`bench_record`] makes them.
+/// The slots of the end-to-end run's bodies: the serial in [`bench_record`]'s 办件编号, 决定文书号
+/// and 证照编号 (8 digits, as it writes the first and the last), and its applicant's 统一社会信用代码
+/// (check character included), each new for every record sent.
 const APPROVAL_SLOTS: [peer::Slot; 2] = [
     peer::Slot {
         holder: b"########",
