@@ -580,17 +580,20 @@ fn job_figure(w: &Window) -> String {
     )
 }
 
-/// The canonical events of the pooled bodies, as the gateway publishes them.
-fn canonical_events(
+/// The canonical events of the next `sends` bodies, as the gateway publishes them through
+/// `adapter`; an error at the first record it rejects.
+pub fn canonical_events(
     settings: &Settings,
+    adapter: &str,
     bodies: &Bodies,
+    sends: usize,
 ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let (schemas, adapters) = crate::app::load_definitions(settings)?;
     let adapter = adapters
-        .get(ADAPTER)
-        .ok_or_else(|| anyhow::anyhow!("adapter {ADAPTER} is missing"))?;
+        .get(adapter)
+        .ok_or_else(|| anyhow::anyhow!("adapter {adapter} is missing"))?;
     let mut events = Vec::new();
-    for _ in 0..POOL {
+    for _ in 0..sends {
         let body = bodies.next();
         for o in pipeline::process(
             &adapter,
@@ -690,7 +693,7 @@ pub async fn kafka_lines(
     let prefix = format!("peer{}.", &run[..8]);
     let bodies = Arc::new(Bodies::new());
     let record_bytes = bodies.record_bytes();
-    let events = Arc::new(canonical_events(settings, &bodies)?);
+    let events = Arc::new(canonical_events(settings, ADAPTER, &bodies, POOL)?);
     let event_bytes = events.iter().map(|(_, e)| e.len()).sum::<usize>() / events.len().max(1);
     let (window, peak) = {
         let gw = Gateway::start(
