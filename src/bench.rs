@@ -292,9 +292,9 @@ async fn pipeline_run(settings: &Settings, records: usize, threads: usize) -> an
 }
 
 async fn bus_run(records: usize) -> anyhow::Result<Line> {
-    let dir = tempfile_dir("bus")?;
+    let dir = Scratch::new("bus")?;
     let bus = Arc::new(crate::bus::embedded::EmbeddedBus::open(
-        &dir.join("bus.db"),
+        &dir.path().join("bus.db"),
     )?);
     let payload = vec![b'x'; 1024];
     let tasks = 8;
@@ -329,7 +329,6 @@ async fn bus_run(records: usize) -> anyhow::Result<Line> {
     let secs = start.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     let n = tasks * calls * per_call;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(Line {
         workload: format!(
             "embedded bus: {n} × 1 KiB, 8 publishers, {per_call} per call, fsync on commit"
@@ -345,13 +344,29 @@ async fn bus_run(records: usize) -> anyhow::Result<Line> {
     })
 }
 
-fn tempfile_dir(name: &str) -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "shenguan-bench-{name}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// A benchmark's directory under the system's temporary directory, removed with everything in
+/// it when this is dropped — when the workload ends, or fails.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> anyhow::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "shenguan-bench-{name}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Loads `n` open entries (1 in 100 overdue, the rest due within the next months, pushed over
@@ -487,7 +502,7 @@ async fn apply_run(settings: &Settings, store: &str, records: usize) -> anyhow::
     });
     let deliveries =
         approval_deliveries(settings, records, &shared.topics.name(RecordKind::Approval))?;
-    let (ledger, cleanup, label) = open_bench_ledger(store).await?;
+    let (ledger, _scratch, label) = open_bench_ledger(store).await?;
     ledger.clear().await?;
     // As the projector receives and writes them: bursts of messages already on the bus, decoded
     // by a receiving task and each worked out while the previous one is written; all of it on
@@ -521,9 +536,6 @@ async fn apply_run(settings: &Settings, store: &str, records: usize) -> anyhow::
     }
     receiving.await?;
     let secs = t.elapsed().as_secs_f64();
-    if let Some(dir) = cleanup {
-        let _ = std::fs::remove_dir_all(dir);
-    }
     Ok(Line {
         workload: format!("ledger: apply {applied} approvals of 1.7 KB ({label})"),
         figure: format!("{:.0} records/s", applied as f64 / secs),
@@ -540,10 +552,10 @@ async fn apply_run(settings: &Settings, store: &str, records: usize) -> anyhow::
 /// A ledger for a benchmark: a fresh SQLite file, or the PostgreSQL database given.
 async fn open_bench_ledger(
     store: &str,
-) -> anyhow::Result<(SqlLedger, Option<std::path::PathBuf>, &'static str)> {
+) -> anyhow::Result<(SqlLedger, Option<Scratch>, &'static str)> {
     Ok(if store == "sqlite" {
-        let dir = tempfile_dir("ledger")?;
-        let url = format!("sqlite:{}", dir.join("ledger.db").display());
+        let dir = Scratch::new("ledger")?;
+        let url = format!("sqlite:{}", dir.path().join("ledger.db").display());
         (SqlLedger::open(&url).await?, Some(dir), "SQLite")
     } else {
         (SqlLedger::open(store).await?, None, "PostgreSQL")
@@ -555,10 +567,10 @@ async fn ledger_run(settings: &Settings, store: &str, n: usize) -> anyhow::Resul
     let defs = crate::app::load_all(settings)?;
     let (calendar, policies) = (defs.calendar, defs.policies);
     let now = now_shanghai();
-    let (ledger, cleanup, label) = open_bench_ledger(store).await?;
+    let (ledger, scratch, label) = open_bench_ledger(store).await?;
     ledger.clear().await?;
     bulk_entries(&ledger, n, now).await?;
-    if cleanup.is_none() {
+    if scratch.is_none() {
         // As autovacuum would after a bulk insert: the statistics, and the visibility map the
         // tracker's index-only scan needs (see the README's performance section).
         let (client, connection) = tokio_postgres::connect(store, tokio_postgres::NoTls).await?;
@@ -616,24 +628,26 @@ async fn ledger_run(settings: &Settings, store: &str, n: usize) -> anyhow::Resul
         target: "—".into(),
         peak_rss_mib: peak_rss_mib(),
     });
-    if let Some(dir) = cleanup {
-        let _ = std::fs::remove_dir_all(dir);
-    }
     Ok(lines)
 }
 
-/// A gateway in this process on a free port; returns its base URL and tokens.
-async fn gateway(
-    settings: &Settings,
-    bus: &str,
-) -> anyhow::Result<(
-    String,
-    String,
-    String,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
+/// A gateway started in this process by [`gateway`]. It runs until the process ends (stopping
+/// it in the middle of the run held up the workloads after it); its data directory is removed
+/// when this is dropped, its files still open.
+struct InProcess {
+    base: String,
+    /// A token of the `nx-zwfw-approval` adapter.
+    adapter: String,
+    /// An admin token.
+    admin: String,
+    _dir: Scratch,
+}
+
+/// A gateway in this process on a free port, with a data directory of its own.
+async fn gateway(settings: &Settings, bus: &str) -> anyhow::Result<InProcess> {
+    let dir = Scratch::new("gateway")?;
     let mut s = settings.clone();
-    s.data_dir = tempfile_dir("gateway")?;
+    s.data_dir = dir.path().to_path_buf();
     s.bus.url = bus.to_string();
     s.ledger.url = None;
     s.tracker.interval_seconds = 60;
@@ -642,7 +656,7 @@ async fn gateway(
         .local_addr()?
         .port();
     s.server.listen = format!("127.0.0.1:{port}").parse()?;
-    let handle = tokio::spawn(crate::app::run(s.clone()));
+    tokio::spawn(crate::app::run(s.clone()));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     for _ in 0..600 {
@@ -658,7 +672,12 @@ async fn gateway(
     }
     let adapter = crate::cmd::token::token_issue(&s, "adapter", "nx-zwfw-approval").await?;
     let admin = crate::cmd::token::token_issue(&s, "admin", "").await?;
-    Ok((base, adapter, admin, handle))
+    Ok(InProcess {
+        base,
+        adapter,
+        admin,
+        _dir: dir,
+    })
 }
 
 /// Requests the end-to-end run keeps in flight at most.
@@ -701,7 +720,8 @@ fn approval_bodies(per_request: usize) -> peer::Bodies {
 }
 
 async fn latency_run(settings: &Settings, seconds: u64, rate: u64) -> anyhow::Result<Line> {
-    let (base, token, admin, _gateway) = gateway(settings, "embedded").await?;
+    let gateway = gateway(settings, "embedded").await?;
+    let (base, token, admin) = (&gateway.base, &gateway.adapter, gateway.admin.clone());
     let client = reqwest::Client::new();
     let ticks = seconds * 100;
     let per_tick = (rate / 100) as usize;
@@ -854,11 +874,11 @@ async fn kafka_run(
     let mut settings = settings.clone();
     settings.bus.topic_prefix = format!("bench{}.{partitions}.", &run[..8]);
     settings.bus.kafka.partitions = partitions;
-    let (base, token, _admin, _gateway) =
-        gateway(&settings, &format!("kafka://{bootstrap}")).await?;
+    let gateway = gateway(&settings, &format!("kafka://{bootstrap}")).await?;
+    let (base, token) = (&gateway.base, &gateway.adapter);
     let batches = bodies(records, 500);
     let client = reqwest::Client::new();
-    let projected_before = projected(&client, &base).await?;
+    let projected_before = projected(&client, base).await?;
     let start = Instant::now();
     let mut inflight = futures::stream::FuturesUnordered::new();
     use futures::StreamExt as _;
@@ -883,7 +903,7 @@ async fn kafka_run(
     let gateway_rate = records as f64 / start.elapsed().as_secs_f64();
     // The same process projects every record into the ledger; the run ends when it has.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while projected(&client, &base).await? < projected_before + records as u64 {
+    while projected(&client, base).await? < projected_before + records as u64 {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the ledger did not catch up within 10 minutes"

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, FixedOffset};
 use serde_json::{json, Value};
 
-use super::{percentile, tempfile_dir, Line};
+use super::{percentile, Line, Scratch};
 use crate::adapter::convert::now_shanghai;
 use crate::config::Settings;
 use crate::demo::Lcg;
@@ -339,7 +339,7 @@ struct Gateway {
     child: Child,
     base: String,
     token: String,
-    dir: std::path::PathBuf,
+    dir: Scratch,
 }
 
 impl Gateway {
@@ -349,7 +349,8 @@ impl Gateway {
         prefix: &str,
         args: &[String],
     ) -> anyhow::Result<Gateway> {
-        let dir = tempfile_dir("peer")?;
+        let scratch = Scratch::new("peer")?;
+        let dir = scratch.path();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -395,7 +396,7 @@ impl Gateway {
         let file = dir.join("shenguan.toml");
         std::fs::write(&file, toml::to_string(&config)?)?;
         let mut child_settings = Settings::load(Some(&file), &Default::default())?;
-        child_settings.data_dir = dir.clone();
+        child_settings.data_dir = dir.to_path_buf();
         let token = crate::cmd::token::token_issue(&child_settings, "adapter", ADAPTER).await?;
         let log = std::fs::File::create(dir.join("gateway.log"))?;
         let child = Command::new(std::env::current_exe()?)
@@ -411,7 +412,7 @@ impl Gateway {
             child,
             base: format!("http://127.0.0.1:{port}"),
             token,
-            dir,
+            dir: scratch,
         };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -441,7 +442,7 @@ impl Gateway {
     }
 
     fn logs(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default();
         let mut start = text.len().saturating_sub(4000);
         while !text.is_char_boundary(start) {
             start += 1;
@@ -459,7 +460,6 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
